@@ -1,0 +1,187 @@
+//! Command-line interface: argument definitions, dispatch, and how results become exit codes.
+//!
+//! Exit codes: 0 success; 1 a check found something (e.g. pending changes); 2 an error.
+//! Data goes to stdout; diagnostics, notes and progress to stderr. Colour only on a terminal
+//! and never when `NO_COLOR` is set.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::{Diagnostic, Error, Result};
+
+/// Declarative plan/apply for SQL data pipelines with safe backfills.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The project directory (the one holding tidemark.toml); default: search upwards from the
+    /// current directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+
+    /// Fix "now" (UTC) for this command, e.g. 2024-01-08 or 2024-01-08T06:00:00Z, so that
+    /// results are reproducible.
+    #[arg(long, global = true, value_name = "TIMESTAMP")]
+    pub execution_time: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats of `info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InfoFormat {
+    /// A table for people.
+    Text,
+    /// Versioned JSON (`tidemark.info/v1`).
+    Json,
+}
+
+/// Output formats of `dag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DagFormat {
+    /// Models in topological order with their parents.
+    Text,
+    /// Graphviz.
+    Dot,
+    /// Mermaid flowchart (renders in GitHub markdown).
+    Mermaid,
+    /// Versioned JSON (`tidemark.dag/v1`).
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the models: kind, schedule, start, fingerprints and parents.
+    Info {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = InfoFormat::Text)]
+        format: InfoFormat,
+    },
+    /// Show the dependency graph.
+    Dag {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DagFormat::Text)]
+        format: DagFormat,
+    },
+    /// Print the SQL a model would run for an interval, with macro variables substituted.
+    Render {
+        /// The model's name, e.g. sushi.fact_sales.
+        model: String,
+        /// Interval start (date or timestamp, UTC). Default: the last complete interval.
+        #[arg(long)]
+        start: Option<String>,
+        /// Interval end: a date is inclusive (through that day), a timestamp exclusive.
+        #[arg(long)]
+        end: Option<String>,
+    },
+}
+
+/// Process-wide settings every command gets.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `--project`, if given.
+    pub project: Option<PathBuf>,
+    /// "Now".
+    pub execution_time: DateTime<Utc>,
+    /// Whether stderr may be coloured.
+    pub color: bool,
+}
+
+/// Run the CLI with the process's arguments; returns the exit code.
+pub fn main() -> u8 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match run(cli, color, &mut out) {
+        Ok(code) => {
+            let _ = out.flush();
+            code
+        }
+        Err(e) => {
+            let _ = out.flush();
+            report(&e, color);
+            2
+        }
+    }
+}
+
+/// Run a parsed command, writing data to `out`. Returns the exit code for a success or a check.
+pub fn run(cli: Cli, color: bool, out: &mut dyn Write) -> Result<u8> {
+    let execution_time = match &cli.execution_time {
+        None => Utc::now(),
+        Some(s) => {
+            crate::interval::parse_instant(s)
+                .map_err(|r| {
+                    Error::from(Diagnostic::error(format!("invalid --execution-time: {r}")))
+                })?
+                .at
+        }
+    };
+    let ctx = Context {
+        project: cli.project,
+        execution_time,
+        color,
+    };
+    let result = match cli.command {
+        Command::Info { format } => crate::commands::info::run(&ctx, format, out),
+        Command::Dag { format } => crate::commands::dag::run(&ctx, format, out),
+        Command::Render { model, start, end } => {
+            crate::commands::render::run(&ctx, &model, start.as_deref(), end.as_deref(), out)
+        }
+    };
+    match result {
+        Err(Error::User(d)) if d.is_empty() => Err(Error::Bug("an error without a message".into())),
+        other => other,
+    }
+}
+
+/// Print an error to stderr in the one tidemark style.
+pub fn report(e: &Error, color: bool) {
+    let mut err = std::io::stderr().lock();
+    match e {
+        Error::User(diags) => {
+            for d in diags {
+                let _ = err.write_all(crate::error::render(d, color).as_bytes());
+            }
+            let n = diags.iter().filter(|d| d.is_error()).count();
+            if n > 1 {
+                let _ = writeln!(err, "{n} errors");
+            }
+        }
+        Error::Bug(_) => {
+            let _ = writeln!(err, "{e}");
+        }
+    }
+}
+
+/// Print warnings or notes to stderr.
+pub fn warn(ctx: &Context, diags: &[Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = err.write_all(crate::error::render(d, ctx.color).as_bytes());
+    }
+}
+
+/// Print a `note:` line to stderr.
+pub fn note(ctx: &Context, text: &str) {
+    let label = if ctx.color {
+        "\x1b[1;32mnote\x1b[0m"
+    } else {
+        "note"
+    };
+    let _ = writeln!(std::io::stderr().lock(), "{label}: {text}");
+}

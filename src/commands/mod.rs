@@ -1,0 +1,52 @@
+//! One module per subcommand. Each takes the [`Context`], its own arguments and the stdout
+//! writer, and returns the exit code (0, or 1 when a check found something).
+
+pub mod dag;
+pub mod info;
+pub mod render;
+
+use std::collections::BTreeMap;
+
+use crate::cli::{Context, warn};
+use crate::dag::Dag;
+use crate::error::Result;
+use crate::fingerprint::{Fingerprint, fingerprint_all};
+use crate::project::{ModelName, Project, config};
+
+/// A project with its graph and fingerprints: what most commands start from.
+pub struct Loaded {
+    /// The project.
+    pub project: Project,
+    /// Its graph.
+    pub dag: Dag,
+    /// Fingerprints of every node.
+    pub fingerprints: BTreeMap<ModelName, Fingerprint>,
+}
+
+/// Find, load and validate the project, print its warnings, build the graph, fingerprint it.
+pub fn load(ctx: &Context) -> Result<Loaded> {
+    let cwd = std::env::current_dir().map_err(|e| {
+        crate::error::Error::from(crate::error::io_error(
+            "read",
+            std::path::Path::new("."),
+            &e,
+        ))
+    })?;
+    let path = config::find_config(ctx.project.as_deref(), &cwd)?;
+    let project = Project::load(&path)?;
+    warn(ctx, &project.warnings);
+    let dag = Dag::build(&project)?;
+    let fingerprints = fingerprint_all(&project, &dag);
+    Ok(Loaded {
+        project,
+        dag,
+        fingerprints,
+    })
+}
+
+/// Write all of `text` to `out`, mapping a failed write (e.g. a closed pipe) to success: there
+/// is nobody left to read the rest.
+pub fn emit(out: &mut dyn std::io::Write, text: &str) -> Result<()> {
+    let _ = out.write_all(text.as_bytes());
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! `tidemark render MODEL`: the SQL a model runs for one interval.
+//!
+//! Macro variables are substituted as literals for the half-open window, EMBEDDED upstream
+//! models are inlined as CTEs, and `@this_model` names the model's physical table. Upstream
+//! names stay logical until the engine resolves them to physical tables.
+
+use std::collections::BTreeSet;
+
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
+
+use super::{Loaded, emit, load};
+use crate::cli::{Context, note};
+use crate::error::{Diagnostic, Error, Result, did_you_mean};
+use crate::interval::{Interval, IntervalUnit, exclusive_end, parse_instant, parse_window};
+use crate::project::{Kind, ModelName};
+use crate::sql::{MacroContext, prepend_ctes, pretty, render_query, replace_tables};
+
+/// Run `render`.
+pub fn run(
+    ctx: &Context,
+    model: &str,
+    start: Option<&str>,
+    end: Option<&str>,
+    out: &mut dyn std::io::Write,
+) -> Result<u8> {
+    let l = load(ctx)?;
+    let name = find_model(&l, model)?;
+    let m = &l.project.models[&name];
+    if matches!(m.kind, Kind::Seed { .. }) {
+        return Err(Diagnostic::error(format!(
+            "`{name}` is a SEED model: its rows come from `{}`, not from a query",
+            seed_path(&m.kind)
+        ))
+        .at(m.location.clone())
+        .into());
+    }
+    let unit = m.schedule.unit();
+    let window = window(unit, ctx.execution_time, start, end)?;
+    let sql = render_sql(&l, &name, window, ctx.execution_time)?;
+    if m.kind.is_incremental() || m.kind == Kind::Embedded {
+        note(
+            ctx,
+            &format!(
+                "{name} rendered for {window} (UTC, half-open; @end_* variables are the inclusive end)"
+            ),
+        );
+    } else if start.is_some() || end.is_some() {
+        note(
+            ctx,
+            &format!(
+                "{name} is {}: it is computed as a whole, so --start/--end only affect @execution_*",
+                m.kind.name()
+            ),
+        );
+    }
+    emit(out, &format!("{sql};\n"))?;
+    Ok(0)
+}
+
+fn seed_path(kind: &Kind) -> String {
+    match kind {
+        Kind::Seed { path } => path.to_string_lossy().replace('\\', "/"),
+        _ => String::new(),
+    }
+}
+
+/// Resolve a model name typed by the user.
+pub fn find_model(l: &Loaded, text: &str) -> Result<ModelName> {
+    let known = || l.project.models.keys().map(ModelName::as_str);
+    match ModelName::parse(text) {
+        Ok(n) if l.project.models.contains_key(&n) => Ok(n),
+        Ok(n) if l.project.is_source(&n) => {
+            Err(Diagnostic::error(format!("`{n}` is a source, not a model")).into())
+        }
+        _ => {
+            let hint = did_you_mean(&text.to_lowercase(), known())
+                .unwrap_or_else(|| "`tidemark info` lists the models".into());
+            Err(Diagnostic::error(format!("no model named `{text}`"))
+                .hint(hint)
+                .into())
+        }
+    }
+}
+
+/// The window to render: the given one widened to whole intervals, or the last complete interval.
+fn window(
+    unit: IntervalUnit,
+    now: chrono::DateTime<chrono::Utc>,
+    start: Option<&str>,
+    end: Option<&str>,
+) -> Result<Interval> {
+    let bad =
+        |flag: &str, r: String| Error::from(Diagnostic::error(format!("invalid {flag}: {r}")));
+    let w = match (start, end) {
+        (None, None) => return Ok(unit.last_complete(now)),
+        (Some(s), Some(e)) => parse_window(s, e).map_err(|r| bad("--start/--end", r))?,
+        (Some(s), None) => {
+            let s = parse_instant(s).map_err(|r| bad("--start", r))?.at;
+            Interval::new(s, unit.next(unit.floor(s)))
+        }
+        (None, Some(e)) => {
+            let e = exclusive_end(parse_instant(e).map_err(|r| bad("--end", r))?);
+            Interval::new(unit.prev(unit.ceil(e)), e)
+        }
+    };
+    Ok(unit.align(w))
+}
+
+/// Render a model's query for `window`, with EMBEDDED parents inlined as CTEs.
+pub fn render_sql(
+    l: &Loaded,
+    name: &ModelName,
+    window: Interval,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String> {
+    let bug = |e: String| Error::Bug(format!("rendering {name}: {e}"));
+    let m = &l.project.models[name];
+    let version = l
+        .fingerprints
+        .get(name)
+        .map(|f| f.version.clone())
+        .unwrap_or_default();
+    let ctx = MacroContext {
+        start: window.start,
+        end: window.end,
+        execution_time: now,
+        this_model: name.physical_parts(&version),
+    };
+    let Some(query) = &m.query else {
+        return Err(bug("no query".into()));
+    };
+    let mut rendered = render_query(query, &ctx).map_err(bug)?;
+
+    // EMBEDDED ancestors reachable through EMBEDDED models only, in topological order.
+    let mut embedded = BTreeSet::new();
+    let mut stack = vec![name.clone()];
+    while let Some(n) = stack.pop() {
+        for p in l.dag.parents(&n) {
+            if l.project
+                .models
+                .get(&p)
+                .is_some_and(|pm| pm.kind == Kind::Embedded)
+                && embedded.insert(p.clone())
+            {
+                stack.push(p);
+            }
+        }
+    }
+    let order: Vec<&ModelName> = l
+        .dag
+        .order()
+        .iter()
+        .filter(|n| embedded.contains(*n))
+        .collect();
+    let cte_name = |n: &str| -> Option<ObjectName> {
+        ModelName::parse(n)
+            .ok()
+            .filter(|n| embedded.contains(n))
+            .map(|n| ObjectName::from(vec![Ident::with_quote('"', n.as_str())]))
+    };
+    let mut ctes = Vec::new();
+    for e in order {
+        let em = &l.project.models[e];
+        let Some(q) = &em.query else { continue };
+        let mut body = render_query(q, &ctx).map_err(bug)?;
+        replace_tables(&mut body, &cte_name);
+        ctes.push((e.to_string(), body));
+    }
+    replace_tables(&mut rendered, &cte_name);
+    prepend_ctes(&mut rendered, ctes);
+    Ok(pretty(&rendered))
+}

@@ -1,0 +1,211 @@
+//! Fingerprints: what identifies a model's data and its metadata.
+//!
+//! Every node gets three blake3 hashes (hex):
+//! - **definition**: what in the model's *own* definition changes its rows — the canonical query,
+//!   the kind and its data properties, the interval unit of incremental models, `partitioned_by`,
+//!   a seed's file contents; for a source, its path, format and declared columns;
+//! - **data**: the definition plus the names and data hashes of all parents, so a change cascades
+//!   to every descendant;
+//! - **metadata**: everything else that describes the model without changing its rows.
+//!
+//! The model's **version**, which names its physical table, is the first 16 hex digits of the
+//! data hash. The exact assignment of each property is documented in `docs/fingerprints.md`.
+//!
+//! Invariants:
+//! - Hash inputs are an explicit, versioned byte layout (tagged, length-prefixed fields in a fixed
+//!   order), never a `Hash`/`Debug` derive, so fingerprints are stable across builds.
+//! - Formatting-only edits (whitespace, comments, keyword case, a trailing semicolon, header
+//!   property order) change no hash of the model or of any descendant, because only parsed,
+//!   canonical values are hashed.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::dag::Dag;
+use crate::project::{Kind, Model, ModelName, Project, Source};
+
+/// Bumped whenever the layout below changes (which changes every fingerprint).
+const LAYOUT: &str = "tidemark.fingerprint.v1";
+
+/// Length of a version string.
+pub const VERSION_LEN: usize = 16;
+
+/// The fingerprints of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fingerprint {
+    /// Hash of the node's own data-relevant definition.
+    pub definition: String,
+    /// Hash of the definition and every parent's data hash.
+    pub data: String,
+    /// Hash of the metadata.
+    pub metadata: String,
+    /// Physical version: a prefix of `data`.
+    pub version: String,
+}
+
+/// Tagged, length-prefixed fields into blake3.
+struct H(blake3::Hasher);
+
+impl H {
+    fn new(domain: &str) -> H {
+        let mut h = H(blake3::Hasher::new());
+        h.field("layout", LAYOUT);
+        h.field("domain", domain);
+        h
+    }
+
+    fn field(&mut self, tag: &str, value: &str) {
+        self.0.update(&(tag.len() as u64).to_le_bytes());
+        self.0.update(tag.as_bytes());
+        self.0.update(&(value.len() as u64).to_le_bytes());
+        self.0.update(value.as_bytes());
+    }
+
+    fn opt(&mut self, tag: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.field(tag, v),
+            None => self.field(&format!("{tag}:none"), ""),
+        }
+    }
+
+    fn list<'a>(&mut self, tag: &str, values: impl IntoIterator<Item = &'a str>) {
+        let values: Vec<&str> = values.into_iter().collect();
+        self.field(tag, &values.len().to_string());
+        for v in values {
+            self.field(tag, v);
+        }
+    }
+
+    fn finish(self) -> String {
+        self.0.finalize().to_hex().to_string()
+    }
+}
+
+/// The definition hash of a model.
+pub fn model_definition(m: &Model) -> String {
+    let mut h = H::new("model.definition");
+    h.field("kind", m.kind.name());
+    match &m.kind {
+        Kind::IncrementalByTimeRange {
+            time_column,
+            format,
+            lookback,
+            ..
+        } => {
+            h.field("time_column", time_column);
+            h.opt("format", format.as_deref());
+            h.field("lookback", &lookback.to_string());
+            h.field("interval_unit", m.schedule.unit().as_str());
+        }
+        Kind::IncrementalByUniqueKey { unique_key, .. } => {
+            h.list("unique_key", unique_key.iter().map(String::as_str));
+            h.field("interval_unit", m.schedule.unit().as_str());
+        }
+        Kind::Seed { .. } => h.opt("seed_content", m.seed_hash.as_deref()),
+        Kind::Full | Kind::View | Kind::Embedded => {}
+    }
+    h.list(
+        "partitioned_by",
+        m.partitioned_by.iter().map(String::as_str),
+    );
+    h.field("query", &m.canonical_sql);
+    h.finish()
+}
+
+/// The metadata hash of a model.
+pub fn model_metadata(m: &Model) -> String {
+    let mut h = H::new("model.metadata");
+    h.field("cron", m.schedule.expr());
+    h.opt("start", m.start.map(crate::interval::format_ts).as_deref());
+    h.opt("end", m.end.map(crate::interval::format_ts).as_deref());
+    h.opt("owner", m.owner.as_deref());
+    h.opt("description", m.description.as_deref());
+    h.field(
+        "column_descriptions",
+        &m.column_descriptions.len().to_string(),
+    );
+    for (k, v) in &m.column_descriptions {
+        h.field("column", k);
+        h.field("column_description", v);
+    }
+    h.list("tags", m.tags.iter().map(String::as_str));
+    h.list("grain", m.grain.iter().map(String::as_str));
+    h.field("audits", &m.audits.len().to_string());
+    for a in &m.audits {
+        h.field("audit", &a.name);
+        h.field("blocking", if a.blocking { "true" } else { "false" });
+        for (k, v) in &a.args {
+            h.field("arg", k);
+            h.field("value", v);
+        }
+    }
+    h.field(
+        "forward_only",
+        if m.forward_only { "true" } else { "false" },
+    );
+    h.field(
+        "allow_partials",
+        if m.allow_partials { "true" } else { "false" },
+    );
+    let (batch_size, batch_concurrency) = match &m.kind {
+        Kind::IncrementalByTimeRange {
+            batch_size,
+            batch_concurrency,
+            ..
+        } => (*batch_size, *batch_concurrency),
+        Kind::IncrementalByUniqueKey { batch_size, .. } => (*batch_size, None),
+        _ => (None, None),
+    };
+    h.opt("batch_size", batch_size.map(|n| n.to_string()).as_deref());
+    h.opt(
+        "batch_concurrency",
+        batch_concurrency.map(|n| n.to_string()).as_deref(),
+    );
+    h.list("depends_on", m.depends_on.iter().map(|(n, _)| n.as_str()));
+    h.finish()
+}
+
+/// The definition hash of a source.
+pub fn source_definition(s: &Source) -> String {
+    let mut h = H::new("source.definition");
+    h.field("path", &s.path);
+    h.field("format", s.format.as_str());
+    h.field("columns", &s.columns.len().to_string());
+    for (k, v) in &s.columns {
+        h.field("column", k);
+        h.field("type", v);
+    }
+    h.finish()
+}
+
+/// Fingerprint every node of the project, parents first.
+pub fn fingerprint_all(project: &Project, dag: &Dag) -> BTreeMap<ModelName, Fingerprint> {
+    let mut out: BTreeMap<ModelName, Fingerprint> = BTreeMap::new();
+    for name in dag.order() {
+        let (definition, metadata) =
+            match (project.models.get(name), project.config.sources.get(name)) {
+                (Some(m), _) => (model_definition(m), model_metadata(m)),
+                (None, Some(s)) => (source_definition(s), H::new("source.metadata").finish()),
+                (None, None) => continue,
+            };
+        let mut h = H::new("data");
+        h.field("definition", &definition);
+        for p in dag.parents(name) {
+            h.field("parent", p.as_str());
+            h.opt("parent_data", out.get(&p).map(|f| f.data.as_str()));
+        }
+        let data = h.finish();
+        let version = data[..VERSION_LEN].to_string();
+        out.insert(
+            name.clone(),
+            Fingerprint {
+                definition,
+                data,
+                metadata,
+                version,
+            },
+        );
+    }
+    out
+}

@@ -1,0 +1,149 @@
+//! Cron schedules (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`, or five fields) and
+//! the interval unit each implies.
+
+use chrono::{DateTime, TimeZone, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+use super::IntervalUnit;
+
+/// A validated cron schedule together with its interval unit.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    expr: String,
+    cron: Cron,
+    unit: IntervalUnit,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+    }
+}
+
+impl Eq for Schedule {}
+
+impl Schedule {
+    /// Parse a cron expression. Errors are human-readable reasons without location.
+    pub fn parse(expr: &str) -> Result<Schedule, String> {
+        let expr = expr.trim();
+        let lower = expr.to_ascii_lowercase();
+        let normalized = match lower.as_str() {
+            "@hourly" | "@daily" | "@weekly" | "@monthly" | "@yearly" | "@annually" => {
+                lower.clone()
+            }
+            "@midnight" => "@daily".to_string(),
+            s if s.starts_with('@') => {
+                return Err(format!(
+                    "`{expr}` is not a known cron shortcut (use @hourly, @daily, @weekly, @monthly, @yearly or five fields)"
+                ));
+            }
+            _ => {
+                let fields = expr.split_whitespace().count();
+                if fields != 5 {
+                    return Err(format!(
+                        "`{expr}` has {fields} field{}; a cron expression has five: minute hour day-of-month month day-of-week",
+                        if fields == 1 { "" } else { "s" }
+                    ));
+                }
+                expr.split_whitespace().collect::<Vec<_>>().join(" ")
+            }
+        };
+        let parser = CronParser::builder().seconds(Seconds::Disallowed).build();
+        let cron = parser
+            .parse(&normalized)
+            .map_err(|e| format!("`{expr}` is not a valid cron expression: {e}"))?;
+        let unit = infer_unit(&cron).map_err(|e| format!("`{expr}`: {e}"))?;
+        Ok(Schedule {
+            expr: normalized,
+            cron,
+            unit,
+        })
+    }
+
+    /// The expression as written (whitespace-normalized, shortcuts lowercased).
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// The interval unit of models on this schedule.
+    pub fn unit(&self) -> IntervalUnit {
+        self.unit
+    }
+
+    /// The latest cron tick at or before `t` (when the model was last due).
+    pub fn floor(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_previous_occurrence(&t, true).ok()
+    }
+}
+
+/// The shortest gap between consecutive runs over a sample of a year's worth of runs decides the
+/// unit: every unit boundary that the cron skips would otherwise make an interval never due.
+fn infer_unit(cron: &Cron) -> Result<IntervalUnit, String> {
+    // A fixed, leap-year reference so inference never depends on the wall clock.
+    let reference = Utc
+        .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+        .single()
+        .ok_or("bad reference time")?;
+    let mut prev: Option<DateTime<Utc>> = None;
+    let mut min_gap: Option<chrono::Duration> = None;
+    let mut t = reference;
+    for _ in 0..64 {
+        let next = cron
+            .find_next_occurrence(&t, prev.is_none())
+            .map_err(|e| format!("the schedule never runs ({e})"))?;
+        if let Some(p) = prev {
+            let gap = next - p;
+            min_gap = Some(min_gap.map_or(gap, |g| g.min(gap)));
+        }
+        prev = Some(next);
+        t = next;
+    }
+    let gap = min_gap.ok_or("the schedule never runs")?;
+    IntervalUnit::fitting(gap).ok_or_else(|| {
+        "runs more often than every five minutes, the finest interval unit".to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortcuts_and_units() {
+        let cases = [
+            ("@hourly", IntervalUnit::Hour),
+            ("@daily", IntervalUnit::Day),
+            ("@DAILY", IntervalUnit::Day),
+            ("@weekly", IntervalUnit::Week),
+            ("@monthly", IntervalUnit::Month),
+            ("@yearly", IntervalUnit::Year),
+            ("0 0 * * *", IntervalUnit::Day),
+            ("30 6 * * *", IntervalUnit::Day),
+            ("0 0 * * 1-5", IntervalUnit::Day),
+            ("0 0 * * 1", IntervalUnit::Week),
+            ("*/15 * * * *", IntervalUnit::QuarterHour),
+            ("*/5 * * * *", IntervalUnit::FiveMinute),
+            ("0 */2 * * *", IntervalUnit::Hour),
+            ("0 0 1 * *", IntervalUnit::Month),
+        ];
+        for (expr, unit) in cases {
+            assert_eq!(Schedule::parse(expr).unwrap().unit(), unit, "{expr}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_expressions() {
+        for bad in [
+            "",
+            "@often",
+            "* * *",
+            "0 0 * * * *",
+            "61 * * * *",
+            "* * * * *",
+            "x y z w v",
+        ] {
+            assert!(Schedule::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

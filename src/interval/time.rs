@@ -1,0 +1,157 @@
+//! Parsing and printing of instants given by users (`--start`, `start '...'`, `--execution-time`).
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+
+use super::Interval;
+
+/// A parsed instant, remembering whether it was written as a bare date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instant {
+    /// The instant, UTC.
+    pub at: DateTime<Utc>,
+    /// `true` for `YYYY-MM-DD`: as an *end* it means "through the end of that day".
+    pub date_only: bool,
+}
+
+/// Parse `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS[.ffffff]]`, RFC 3339 (`2024-01-01T00:00:00Z`,
+/// offsets converted to UTC) or epoch milliseconds. Timestamps without an offset are UTC.
+pub fn parse_instant(s: &str) -> Result<Instant, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("an empty string is not a date or timestamp".into());
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if s.len() == 10 {
+            let at = date.and_hms_opt(0, 0, 0).map(|n| Utc.from_utc_datetime(&n));
+            return at
+                .map(|at| Instant {
+                    at,
+                    date_only: true,
+                })
+                .ok_or_else(|| bad(s));
+        }
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: i64 = s.parse().map_err(|_| bad(s))?;
+        return DateTime::from_timestamp_millis(ms)
+            .map(|at| Instant {
+                at,
+                date_only: false,
+            })
+            .ok_or_else(|| bad(s));
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Ok(Instant {
+            at: dt.with_timezone(&Utc),
+            date_only: false,
+        });
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(Instant {
+                at: Utc.from_utc_datetime(&n),
+                date_only: false,
+            });
+        }
+    }
+    Err(bad(s))
+}
+
+fn bad(s: &str) -> String {
+    format!(
+        "`{s}` is not a date (YYYY-MM-DD) or timestamp (YYYY-MM-DD HH:MM:SS, RFC 3339, or epoch milliseconds)"
+    )
+}
+
+/// The half-open window for a user's `start`/`end` pair: a date end is inclusive (through the
+/// end of that day), a timestamp end is exclusive.
+pub fn parse_window(start: &str, end: &str) -> Result<Interval, String> {
+    let s = parse_instant(start)?;
+    let e = parse_instant(end)?;
+    let end_excl = exclusive_end(e);
+    if end_excl <= s.at {
+        return Err(format!(
+            "the window is empty: start {} is not before end {} (exclusive)",
+            format_ts(s.at),
+            format_ts(end_excl)
+        ));
+    }
+    Ok(Interval::new(s.at, end_excl))
+}
+
+/// The exclusive end an instant stands for when used as an end.
+pub fn exclusive_end(e: Instant) -> DateTime<Utc> {
+    if e.date_only {
+        e.at + Duration::days(1)
+    } else {
+        e.at
+    }
+}
+
+/// RFC 3339 in UTC with a `Z`, fractional seconds only when present.
+pub fn format_ts(t: DateTime<Utc>) -> String {
+    if t.nanosecond() == 0 {
+        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_forms() {
+        let d = parse_instant("2024-01-07").unwrap();
+        assert!(d.date_only);
+        assert_eq!(format_ts(d.at), "2024-01-07T00:00:00Z");
+        assert_eq!(
+            format_ts(parse_instant("2024-01-07 12:30").unwrap().at),
+            "2024-01-07T12:30:00Z"
+        );
+        assert_eq!(
+            format_ts(parse_instant("2024-01-07T12:30:00+02:00").unwrap().at),
+            "2024-01-07T10:30:00Z"
+        );
+        assert_eq!(
+            format_ts(parse_instant("1704067200000").unwrap().at),
+            "2024-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            format_ts(parse_instant("2024-01-07 00:00:00.5").unwrap().at),
+            "2024-01-07T00:00:00.500000Z"
+        );
+        for bad in [
+            "",
+            "2024-13-01",
+            "2024-02-30",
+            "yesterday",
+            "2024-1-1",
+            "-5",
+        ] {
+            assert!(parse_instant(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn date_end_is_inclusive_timestamp_end_exclusive() {
+        let w = parse_window("2024-01-01", "2024-01-07").unwrap();
+        assert_eq!(
+            w.to_string(),
+            "[2024-01-01T00:00:00Z, 2024-01-08T00:00:00Z)"
+        );
+        let w = parse_window("2024-01-01", "2024-01-07 00:00:00").unwrap();
+        assert_eq!(
+            w.to_string(),
+            "[2024-01-01T00:00:00Z, 2024-01-07T00:00:00Z)"
+        );
+        assert!(parse_window("2024-01-08", "2024-01-07").is_err());
+        assert!(parse_window("2024-01-07 00:00", "2024-01-07 00:00").is_err());
+    }
+}

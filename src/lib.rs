@@ -1,0 +1,25 @@
+//! tidemark: declarative plan/apply for SQL data pipelines, built around safe backfills.
+//!
+//! The pipeline, one module per stage, dependencies pointing one way:
+//!
+//! ```text
+//! project (tidemark.toml, model files, MODEL header)
+//!   → sql (parse once, canonical form, table references, macro variables, rendering)
+//!   → dag (petgraph; deterministic topological order; cycles as paths)
+//!   → fingerprint (blake3 data / metadata hashes, versions)
+//!   → commands (info, dag, render) → cli
+//! ```
+//!
+//! `interval` (units, cron, time parsing) and `error` (diagnostics) serve every stage. The pure
+//! stages are synchronous and do no I/O beyond reading the project's files.
+
+pub mod cli;
+pub mod commands;
+pub mod dag;
+pub mod error;
+pub mod fingerprint;
+pub mod interval;
+pub mod project;
+pub mod sql;
+
+pub use error::{Diagnostic, Error, Result};

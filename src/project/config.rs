@@ -1,0 +1,513 @@
+//! `tidemark.toml`: the project configuration.
+//!
+//! Invariants:
+//! - Unknown keys anywhere are errors that name the key and its `file:line:col`.
+//! - Only `[project] name` is required; every other setting has a documented default.
+//! - Relative paths are resolved against the directory holding `tidemark.toml`, never the
+//!   current directory, so a command gives the same answer from anywhere inside the project.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::error::{Diagnostic, Error, Location, Result, io_error, line_col};
+use crate::interval::{Schedule, parse_instant};
+use crate::project::name::ModelName;
+
+/// The config file name looked for when walking up from the current directory.
+pub const CONFIG_FILE: &str = "tidemark.toml";
+
+/// Default time-to-live of non-prod environments.
+pub const DEFAULT_ENV_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    project: RawProject,
+    #[serde(default)]
+    model_defaults: RawModelDefaults,
+    #[serde(default)]
+    sources: BTreeMap<String, Spanned<RawSource>>,
+    #[serde(default)]
+    environments: RawEnvironments,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProject {
+    name: Spanned<String>,
+    models: Option<Spanned<String>>,
+    warehouse: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModelDefaults {
+    start: Option<Spanned<String>>,
+    cron: Option<Spanned<String>>,
+    owner: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    path: Spanned<String>,
+    format: SourceFormat,
+    #[serde(default)]
+    columns: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironments {
+    ttl: Option<Spanned<String>>,
+}
+
+/// Where tables and state live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", content = "location", rename_all = "snake_case")]
+pub enum Warehouse {
+    /// A local directory (absolute).
+    Local(PathBuf),
+    /// An object-store URL such as `s3://bucket/prefix` (carried through; engines decide support).
+    ObjectStore(String),
+}
+
+impl std::fmt::Display for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warehouse::Local(p) => write!(f, "{}", p.display()),
+            Warehouse::ObjectStore(u) => f.write_str(u),
+        }
+    }
+}
+
+/// The storage format of an external source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    /// A Delta Lake table.
+    Delta,
+    /// A Parquet file or directory of files.
+    Parquet,
+    /// A CSV file or directory of files, with a header row.
+    Csv,
+}
+
+impl SourceFormat {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceFormat::Delta => "delta",
+            SourceFormat::Parquet => "parquet",
+            SourceFormat::Csv => "csv",
+        }
+    }
+}
+
+/// An external table read in place; a leaf of the DAG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// The name models use to refer to it.
+    pub name: ModelName,
+    /// Absolute local path or URL.
+    pub path: String,
+    /// Storage format.
+    pub format: SourceFormat,
+    /// Declared column types (name → SQL type), if any.
+    pub columns: BTreeMap<String, String>,
+}
+
+/// Defaults applied to models that do not set the property themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelDefaults {
+    /// Default `start`.
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    /// Default `cron` (else `@daily`).
+    pub cron: Option<Schedule>,
+    /// Default `owner`.
+    pub owner: Option<String>,
+}
+
+/// The validated project configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute path of `tidemark.toml`.
+    pub path: PathBuf,
+    /// The directory holding it: the project root.
+    pub root: PathBuf,
+    /// Project name.
+    pub name: String,
+    /// Absolute models directory (default `models`).
+    pub models_dir: PathBuf,
+    /// Warehouse location (default `warehouse/` beside the config).
+    pub warehouse: Warehouse,
+    /// Model defaults.
+    pub model_defaults: ModelDefaults,
+    /// External sources by name.
+    pub sources: BTreeMap<ModelName, Source>,
+    /// Time-to-live of non-prod environments.
+    pub env_ttl: Duration,
+}
+
+/// Find `tidemark.toml`: in `project` when given, else walking up from `cwd`.
+pub fn find_config(project: Option<&Path>, cwd: &Path) -> Result<PathBuf> {
+    if let Some(dir) = project {
+        let dir = if dir.is_absolute() {
+            dir.to_path_buf()
+        } else {
+            cwd.join(dir)
+        };
+        let path = dir.join(CONFIG_FILE);
+        if path.is_file() {
+            return Ok(path);
+        }
+        return Err(
+            Diagnostic::error(format!("no {CONFIG_FILE} in `{}`", dir.display()))
+                .hint(format!(
+                    "--project must name the directory that holds {CONFIG_FILE}"
+                ))
+                .into(),
+        );
+    }
+    for dir in cwd.ancestors() {
+        let path = dir.join(CONFIG_FILE);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    Err(Diagnostic::error(format!("no {CONFIG_FILE} found in `{}` or any parent directory", cwd.display()))
+        .hint(format!(
+            "run tidemark inside a project, pass --project DIR, or create a {CONFIG_FILE} with:\n    [project]\n    name = \"my_project\""
+        ))
+        .into())
+}
+
+/// Read and validate the config at `path`.
+pub fn load_config(path: &Path) -> Result<Config> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::from(io_error("read", path, &e)))?;
+    let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_config(&text, path, &root)
+}
+
+/// Parse config text; `shown` is the path used in messages, `root` the project root.
+pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
+    let at = |span: std::ops::Range<usize>| {
+        let (l, c) = line_col(text, span.start);
+        Location::at(
+            shown
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| shown.to_path_buf()),
+            l,
+            c,
+        )
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let mut d = Diagnostic::error(format!(
+            "invalid {CONFIG_FILE}: {}",
+            e.message().trim_end_matches('\n')
+        ));
+        if let Some(span) = e.span() {
+            d = d.at(at(span));
+        } else {
+            d = d.at(Location::file(
+                shown.file_name().map(PathBuf::from).unwrap_or_default(),
+            ));
+        }
+        if e.message().contains("missing field `project`") {
+            d = d.hint("a tidemark.toml starts with:\n    [project]\n    name = \"my_project\"");
+        } else if e.message().contains("unknown field") {
+            d = d.hint("see docs/configuration.md for every key tidemark.toml accepts");
+        }
+        Error::from(d)
+    })?;
+
+    let mut errors = Vec::new();
+
+    let name = raw.project.name.get_ref().trim().to_string();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        errors.push(
+            Diagnostic::error(format!("invalid project name `{name}`"))
+                .at(at(raw.project.name.span()))
+                .hint("use letters, digits, `_` and `-`"),
+        );
+    }
+
+    let models_dir = match &raw.project.models {
+        Some(m) => match local_path(root, m.get_ref()) {
+            Some(p) => p,
+            None => {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "`models` must be a local directory, not `{}`",
+                        m.get_ref()
+                    ))
+                    .at(at(m.span())),
+                );
+                root.join("models")
+            }
+        },
+        None => root.join("models"),
+    };
+
+    let warehouse = match &raw.project.warehouse {
+        None => Warehouse::Local(root.join("warehouse")),
+        Some(w) => match parse_location(root, w.get_ref()) {
+            Ok(wh) => wh,
+            Err(reason) => {
+                errors.push(
+                    Diagnostic::error(format!("invalid warehouse: {reason}")).at(at(w.span())),
+                );
+                Warehouse::Local(root.join("warehouse"))
+            }
+        },
+    };
+
+    let mut model_defaults = ModelDefaults {
+        owner: raw.model_defaults.owner.clone(),
+        ..Default::default()
+    };
+    if let Some(s) = &raw.model_defaults.start {
+        match parse_instant(s.get_ref()) {
+            Ok(i) => model_defaults.start = Some(i.at),
+            Err(reason) => errors.push(
+                Diagnostic::error(format!("invalid model_defaults.start: {reason}"))
+                    .at(at(s.span())),
+            ),
+        }
+    }
+    if let Some(c) = &raw.model_defaults.cron {
+        match Schedule::parse(c.get_ref()) {
+            Ok(s) => model_defaults.cron = Some(s),
+            Err(reason) => errors.push(
+                Diagnostic::error(format!("invalid model_defaults.cron: {reason}"))
+                    .at(at(c.span())),
+            ),
+        }
+    }
+
+    let mut sources = BTreeMap::new();
+    for (key, spanned) in &raw.sources {
+        let src = spanned.get_ref();
+        let name = match ModelName::parse(key) {
+            Ok(n) => n,
+            Err(reason) => {
+                errors.push(
+                    Diagnostic::error(format!("invalid source name `{key}`: {reason}"))
+                        .at(at(spanned.span())),
+                );
+                continue;
+            }
+        };
+        let path = match parse_location(root, src.path.get_ref()) {
+            Ok(Warehouse::Local(p)) => p.to_string_lossy().into_owned(),
+            Ok(Warehouse::ObjectStore(u)) => u,
+            Err(reason) => {
+                errors.push(
+                    Diagnostic::error(format!("invalid path of source `{key}`: {reason}"))
+                        .at(at(src.path.span())),
+                );
+                continue;
+            }
+        };
+        let mut columns = BTreeMap::new();
+        for (col, ty) in &src.columns {
+            match crate::sql::parse_data_type(ty.get_ref()) {
+                Ok(t) => {
+                    columns.insert(col.to_lowercase(), t);
+                }
+                Err(reason) => errors.push(
+                    Diagnostic::error(format!(
+                        "invalid type of column `{col}` of source `{key}`: {reason}"
+                    ))
+                    .at(at(ty.span())),
+                ),
+            }
+        }
+        if sources.contains_key(&name) {
+            errors.push(
+                Diagnostic::error(format!(
+                    "source `{name}` is declared twice (names are case-insensitive)"
+                ))
+                .at(at(spanned.span())),
+            );
+            continue;
+        }
+        sources.insert(
+            name.clone(),
+            Source {
+                name,
+                path,
+                format: src.format,
+                columns,
+            },
+        );
+    }
+
+    let env_ttl = match &raw.environments.ttl {
+        None => DEFAULT_ENV_TTL,
+        Some(t) => match humantime::parse_duration(t.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(
+                    Diagnostic::error(format!("invalid environments.ttl `{}`: {e}", t.get_ref()))
+                        .at(at(t.span()))
+                        .hint("write a duration such as \"7d\", \"36h\" or \"2weeks\""),
+                );
+                DEFAULT_ENV_TTL
+            }
+        },
+    };
+
+    if !errors.is_empty() {
+        return Err(Error::User(errors));
+    }
+    Ok(Config {
+        path: shown.to_path_buf(),
+        root: root.to_path_buf(),
+        name,
+        models_dir,
+        warehouse,
+        model_defaults,
+        sources,
+        env_ttl,
+    })
+}
+
+/// A local path relative to `root`, or `None` when `s` is a URL.
+fn local_path(root: &Path, s: &str) -> Option<PathBuf> {
+    if s.contains("://") {
+        return None;
+    }
+    let p = Path::new(s);
+    Some(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    })
+}
+
+/// Object-store schemes tidemark recognises in locations.
+const URL_SCHEMES: [&str; 8] = ["s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "memory"];
+
+fn parse_location(root: &Path, s: &str) -> std::result::Result<Warehouse, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("an empty location".into());
+    }
+    if !s.contains("://") {
+        return local_path(root, s)
+            .map(Warehouse::Local)
+            .ok_or_else(|| "not a path".into());
+    }
+    let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a valid URL: {e}"))?;
+    match url.scheme() {
+        "file" => url
+            .to_file_path()
+            .map(Warehouse::Local)
+            .map_err(|_| format!("`{s}` is not a local file URL")),
+        scheme if URL_SCHEMES.contains(&scheme) => Ok(Warehouse::ObjectStore(url.to_string())),
+        scheme => Err(format!(
+            "unsupported URL scheme `{scheme}` (supported: file, {})",
+            URL_SCHEMES.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        parse_config(text, Path::new("/p/tidemark.toml"), Path::new("/p"))
+    }
+
+    fn first_error(text: &str) -> String {
+        match parse(text) {
+            Err(Error::User(d)) => d[0].to_string(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_has_defaults() {
+        let c = parse("[project]\nname = \"shop\"\n").unwrap();
+        assert_eq!(c.name, "shop");
+        assert_eq!(c.models_dir, PathBuf::from("/p/models"));
+        assert_eq!(c.warehouse, Warehouse::Local(PathBuf::from("/p/warehouse")));
+        assert_eq!(c.env_ttl, DEFAULT_ENV_TTL);
+        assert!(c.sources.is_empty());
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"
+[project]
+name = "shop"
+models = "sql"
+warehouse = "s3://bucket/prefix"
+
+[model_defaults]
+start = "2024-01-01"
+cron = "@hourly"
+owner = "data"
+
+[sources."raw.pos"]
+path = "data/pos"
+format = "delta"
+columns = { id = "bigint", ts = "timestamp" }
+
+[environments]
+ttl = "3d"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.models_dir, PathBuf::from("/p/sql"));
+        assert_eq!(
+            c.warehouse,
+            Warehouse::ObjectStore("s3://bucket/prefix".into())
+        );
+        assert_eq!(
+            c.model_defaults.cron.as_ref().map(|s| s.expr()),
+            Some("@hourly")
+        );
+        let src = &c.sources[&ModelName::parse("raw.pos").unwrap()];
+        assert_eq!(src.path, "/p/data/pos");
+        assert_eq!(src.columns["id"], "BIGINT");
+        assert_eq!(c.env_ttl, Duration::from_secs(3 * 86400));
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let msg = first_error("[project]\nname = \"shop\"\ncolour = 1\n");
+        assert!(msg.contains("unknown field `colour`"), "{msg}");
+        assert!(msg.contains("tidemark.toml:3:1"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let msg = first_error("[project]\nname = \"shop\"\n[model_defaults]\ncron = \"@often\"\n");
+        assert!(msg.contains("tidemark.toml:4:8"), "{msg}");
+        let msg = first_error("[project]\nname = \"shop\"\nwarehouse = \"ftp://x\"\n");
+        assert!(msg.contains("unsupported URL scheme `ftp`"), "{msg}");
+        let msg = first_error(
+            "[project]\nname = \"shop\"\n[sources.\"a/b\"]\npath = \"x\"\nformat = \"csv\"\n",
+        );
+        assert!(msg.contains("invalid source name"), "{msg}");
+        let msg = first_error("[other]\nx = 1\n");
+        assert!(
+            msg.contains("unknown field `other`") || msg.contains("missing field `project`"),
+            "{msg}"
+        );
+    }
+}

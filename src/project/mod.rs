@@ -1,0 +1,274 @@
+//! A project: `tidemark.toml`, the model files under the models directory, and the sources.
+//!
+//! Invariants:
+//! - Model files are discovered in sorted path order and parsed in parallel, each exactly once;
+//!   the result is independent of thread scheduling.
+//! - A [`Project`] only exists when every file loaded and every reference resolved; otherwise
+//!   loading returns *all* the errors found, sorted by file and position.
+//! - Every model's `parents` are names of models or sources of this project; self-references
+//!   are recorded separately and are not edges.
+
+pub mod config;
+pub mod header;
+pub mod model;
+pub mod name;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+pub use config::{Config, Source, SourceFormat, Warehouse};
+pub use model::{AuditCall, Kind, Model};
+pub use name::ModelName;
+
+use crate::error::{Diagnostic, Error, Location, Result, did_you_mean, io_error};
+use model::Loaded;
+
+/// A loaded and validated project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The configuration.
+    pub config: Config,
+    /// Models by name.
+    pub models: BTreeMap<ModelName, Model>,
+    /// Resolved parents of each model (models and sources), self excluded.
+    pub parents: BTreeMap<ModelName, BTreeSet<ModelName>>,
+    /// Models that read their own previous output.
+    pub self_referencing: BTreeSet<ModelName>,
+    /// Warnings found while loading (printed by commands; they do not fail them).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Project {
+    /// Load the project whose config is at `config_path`.
+    pub fn load(config_path: &Path) -> Result<Project> {
+        let config = config::load_config(config_path)?;
+        let files = discover(&config)?;
+        let mut inputs = Vec::with_capacity(files.len());
+        for rel in files {
+            let abs = config.root.join(&rel);
+            let bytes = std::fs::read(&abs).map_err(|e| Error::from(io_error("read", &rel, &e)))?;
+            inputs.push((rel, bytes));
+        }
+        Project::from_files(config, inputs)
+    }
+
+    /// Build a project from file contents (paths relative to the root). Used by `load` and by
+    /// commands that read files from elsewhere (e.g. a git revision).
+    pub fn from_files(config: Config, files: Vec<(PathBuf, Vec<u8>)>) -> Result<Project> {
+        let loaded = load_parallel(&config, &files);
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut models: BTreeMap<ModelName, Model> = BTreeMap::new();
+        let mut disabled = BTreeSet::new();
+        for result in loaded {
+            match result {
+                Loaded::Model(m, w) => {
+                    warnings.extend(w);
+                    if let Some(first) = models.get(&m.name) {
+                        errors.push(
+                            Diagnostic::error(format!("model `{}` is defined twice", m.name))
+                                .at(m.location.clone())
+                                .note(format!("first defined at {}", first.location))
+                                .hint("model names must be unique; rename one of them (names are case-insensitive)"),
+                        );
+                    } else {
+                        models.insert(m.name.clone(), *m);
+                    }
+                }
+                Loaded::Disabled(name) => disabled.extend(name),
+                Loaded::Failed(d) => {
+                    for x in d {
+                        if x.is_error() {
+                            errors.push(x)
+                        } else {
+                            warnings.push(x)
+                        }
+                    }
+                }
+            }
+        }
+        for (name, source) in &config.sources {
+            if let Some(m) = models.get(name) {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "model `{name}` has the name of a source declared in tidemark.toml"
+                    ))
+                    .at(m.location.clone())
+                    .note(format!("source `{name}` reads `{}`", source.path))
+                    .hint("rename the model or the source"),
+                );
+            }
+        }
+
+        // Resolve references and depends_on.
+        let mut parents = BTreeMap::new();
+        let mut self_referencing = BTreeSet::new();
+        let known: Vec<&str> = models
+            .keys()
+            .chain(config.sources.keys())
+            .map(ModelName::as_str)
+            .collect();
+        for m in models.values() {
+            let mut ps = BTreeSet::new();
+            let mut reported = BTreeSet::new();
+            let refs = m
+                .refs
+                .iter()
+                .map(|r| (r.name.clone(), Location::at(&m.file, r.line, r.column)));
+            let deps = m
+                .depends_on
+                .iter()
+                .map(|(n, loc)| (n.to_string(), loc.clone()));
+            for (text, loc) in refs.chain(deps) {
+                let resolved = ModelName::parse(&text)
+                    .ok()
+                    .filter(|n| models.contains_key(n) || config.sources.contains_key(n));
+                match resolved {
+                    Some(n) if n == m.name => {
+                        self_referencing.insert(n);
+                    }
+                    Some(n) => {
+                        ps.insert(n);
+                    }
+                    None if reported.insert(text.clone()) => {
+                        errors.push(unknown_table(&text, loc, &known, &disabled))
+                    }
+                    None => {}
+                }
+            }
+            parents.insert(m.name.clone(), ps);
+        }
+
+        if !errors.is_empty() {
+            errors.sort_by(|a, b| a.location.cmp(&b.location));
+            return Err(Error::User(errors));
+        }
+        warnings.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(Project {
+            config,
+            models,
+            parents,
+            self_referencing,
+            warnings,
+        })
+    }
+
+    /// Is `name` an external source?
+    pub fn is_source(&self, name: &ModelName) -> bool {
+        self.config.sources.contains_key(name)
+    }
+}
+
+fn unknown_table(
+    text: &str,
+    loc: Location,
+    known: &[&str],
+    disabled: &BTreeSet<ModelName>,
+) -> Diagnostic {
+    if let Some(n) = ModelName::parse(text).ok().filter(|n| disabled.contains(n)) {
+        return Diagnostic::error(format!("`{n}` is a disabled model"))
+            .at(loc)
+            .hint(format!(
+                "enable `{n}` (enabled true) or stop reading from it"
+            ));
+    }
+    let hint = did_you_mean(&text.to_lowercase(), known.iter().copied()).unwrap_or_else(|| {
+        "every table a model reads must be a model of this project or a source in tidemark.toml ([sources.\"schema.table\"])".to_string()
+    });
+    Diagnostic::error(format!("unknown table `{text}`"))
+        .at(loc)
+        .hint(hint)
+}
+
+/// Every `.sql` file under the models directory, relative to the project root, sorted.
+/// Hidden files and directories (starting with `.`) are skipped.
+fn discover(config: &Config) -> Result<Vec<PathBuf>> {
+    let dir = &config.models_dir;
+    if !dir.is_dir() {
+        let shown = dir.strip_prefix(&config.root).unwrap_or(dir);
+        return Err(Diagnostic::error(format!(
+            "the models directory `{}` does not exist",
+            shown.display()
+        ))
+        .at(Location::file(
+            config
+                .path
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+        ))
+        .hint("create it, or set `models = \"...\"` under [project] in tidemark.toml")
+        .into());
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::from(io_error("list", &d, &e)))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::from(io_error("list", &d, &e)))?;
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let ft = entry
+                .file_type()
+                .map_err(|e| Error::from(io_error("inspect", &path, &e)))?;
+            if ft.is_dir() || (ft.is_symlink() && path.is_dir()) {
+                stack.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("sql"))
+            {
+                out.push(
+                    path.strip_prefix(&config.root)
+                        .map(Path::to_path_buf)
+                        .unwrap_or(path),
+                );
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Parse every file, in parallel, preserving input order.
+fn load_parallel(config: &Config, files: &[(PathBuf, Vec<u8>)]) -> Vec<Loaded> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len().max(1));
+    let chunk = files.len().div_ceil(threads).max(1);
+    let load_one = |(rel, bytes): &(PathBuf, Vec<u8>)| -> Loaded {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => model::build(&config.root, rel, text, &config.model_defaults),
+            Err(e) => {
+                let valid = &bytes[..e.valid_up_to()];
+                let text = String::from_utf8_lossy(valid);
+                let (l, c) = crate::error::line_col(&text, text.len());
+                Loaded::Failed(vec![
+                    Diagnostic::error("the file is not valid UTF-8")
+                        .at(Location::at(rel, l, c))
+                        .hint("save the model file as UTF-8"),
+                ])
+            }
+        }
+    };
+    if threads <= 1 {
+        return files.iter().map(load_one).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(load_one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Loaded::Failed(vec![Diagnostic::error(
+                        "internal error: a model loader thread panicked; this is a bug in tidemark",
+                    )])]
+                })
+            })
+            .collect()
+    })
+}

@@ -1,0 +1,175 @@
+//! Model and source names.
+//!
+//! Invariant: a [`ModelName`] is one to three dot-separated parts, each `[a-z_][a-z0-9_]*`
+//! (unquoted SQL identifiers are case-insensitive, so names are stored lowercased). Nothing that
+//! could escape a directory when the name becomes a path (`..`, `/`, quotes, control
+//! characters, empty parts) can be represented.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The longest part accepted, so physical table names stay within object-store limits.
+const MAX_PART_LEN: usize = 128;
+
+/// A validated, normalized model or source name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModelName {
+    text: String,
+}
+
+impl ModelName {
+    /// Parse `schema.table`, `catalog.schema.table` or (sources only) `table`.
+    pub fn parse(s: &str) -> Result<ModelName, String> {
+        if s.is_empty() {
+            return Err("the name is empty".into());
+        }
+        let parts: Vec<&str> = s.split('.').collect();
+        if parts.len() > 3 {
+            return Err(format!(
+                "`{}` has {} parts; at most three (catalog.schema.table)",
+                printable(s),
+                parts.len()
+            ));
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            out.push(check_part(part, s)?);
+        }
+        Ok(ModelName {
+            text: out.join("."),
+        })
+    }
+
+    /// Parse a model name, which needs a schema: `schema.table` or `catalog.schema.table`.
+    pub fn parse_model(s: &str) -> Result<ModelName, String> {
+        let name = ModelName::parse(s)?;
+        if name.parts().count() < 2 {
+            return Err(format!(
+                "`{}` has no schema; model names are `schema.table`",
+                printable(s)
+            ));
+        }
+        Ok(name)
+    }
+
+    /// The dotted text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parts, outermost first.
+    pub fn parts(&self) -> impl Iterator<Item = &str> {
+        self.text.split('.')
+    }
+
+    /// The last part (the table).
+    pub fn table(&self) -> &str {
+        self.text.rsplit('.').next().unwrap_or(&self.text)
+    }
+
+    /// The parts of the physical table of version `version`: `schema`, `table__version`.
+    pub fn physical_parts(&self, version: &str) -> Vec<String> {
+        let mut parts: Vec<String> = self.parts().map(str::to_string).collect();
+        if let Some(last) = parts.last_mut() {
+            *last = format!("{last}__{version}");
+        }
+        parts
+    }
+
+    /// Everything before the table (`schema` or `catalog.schema`), if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.text.rsplit_once('.').map(|(s, _)| s)
+    }
+}
+
+fn check_part(part: &str, whole: &str) -> Result<String, String> {
+    let shown = printable(whole);
+    if part.is_empty() {
+        return Err(format!("`{shown}` has an empty part"));
+    }
+    if part.len() > MAX_PART_LEN {
+        return Err(format!(
+            "`{shown}` has a part longer than {MAX_PART_LEN} characters"
+        ));
+    }
+    let lower = part.to_ascii_lowercase();
+    let mut chars = lower.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(format!(
+            "`{shown}` is not a plain identifier: each part must start with a letter or `_` and contain only letters, digits and `_`"
+        ));
+    }
+    Ok(lower)
+}
+
+/// Escape control characters so a hostile name cannot corrupt the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for ModelName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_names_are_normalized() {
+        assert_eq!(
+            ModelName::parse_model("Sushi.Orders").unwrap().as_str(),
+            "sushi.orders"
+        );
+        let n = ModelName::parse_model("cat.sushi.orders_2").unwrap();
+        assert_eq!(n.table(), "orders_2");
+        assert_eq!(n.schema(), Some("cat.sushi"));
+        assert_eq!(ModelName::parse("events").unwrap().schema(), None);
+    }
+
+    #[test]
+    fn hostile_names_are_rejected() {
+        for bad in [
+            "",
+            "a",
+            "a..b",
+            "../etc.passwd",
+            "a/b.c",
+            "a.b/c",
+            "\"a\".b",
+            "a.'b'",
+            "a.b\u{0}",
+            "a.b\n",
+            "a.b.c.d",
+            "1a.b",
+            "a.b-c",
+            "a. b",
+            "a.b;drop",
+            "é.b",
+        ] {
+            assert!(ModelName::parse_model(bad).is_err(), "{bad:?} accepted");
+        }
+        let msg = ModelName::parse_model("a.b\u{1b}[2J").unwrap_err();
+        assert!(!msg.contains('\u{1b}'), "{msg}");
+    }
+}

@@ -1,0 +1,246 @@
+//! Macro variables (`@start_ds`, `@this_model`, ...) and rendering a query for an interval.
+//!
+//! Intervals are half-open `[start, end)`. Following SQLMesh, every `@end_*` variable is the
+//! *inclusive* end: the exclusive end minus one microsecond (the smallest unit of a timestamp).
+//! So for the day `[2024-01-07, 2024-01-08)`, `@end_ds` is `'2024-01-07'` and
+//! `WHERE ds BETWEEN @start_ds AND @end_ds` selects exactly that day.
+//!
+//! Every value becomes an AST literal (`Value::SingleQuotedString`, a `DATE`/`TIMESTAMP` typed
+//! string, or a number); no user text is ever spliced into SQL.
+
+use std::ops::ControlFlow;
+
+use chrono::{DateTime, Duration, Timelike, Utc};
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Ident, ObjectName, Query, TableFactor, TimezoneInfo, TypedString, Value,
+    VisitMut, VisitorMut,
+};
+
+/// Every macro variable tidemark knows, with what it renders to.
+pub const MACRO_VARIABLES: [(&str, &str); 19] = [
+    ("start_ds", "interval start as 'YYYY-MM-DD'"),
+    ("end_ds", "inclusive interval end as 'YYYY-MM-DD'"),
+    ("start_ts", "interval start as TIMESTAMP"),
+    ("end_ts", "inclusive interval end (end - 1 µs) as TIMESTAMP"),
+    ("start_dt", "same as @start_ts"),
+    ("end_dt", "same as @end_ts"),
+    ("start_date", "interval start as DATE"),
+    ("end_date", "inclusive interval end as DATE"),
+    ("start_epoch", "interval start in seconds since 1970"),
+    ("end_epoch", "inclusive interval end in seconds since 1970"),
+    ("start_millis", "interval start in milliseconds since 1970"),
+    (
+        "end_millis",
+        "inclusive interval end in milliseconds since 1970",
+    ),
+    ("execution_ds", "execution time as 'YYYY-MM-DD'"),
+    ("execution_ts", "execution time as TIMESTAMP"),
+    ("execution_dt", "same as @execution_ts"),
+    ("execution_date", "execution time as DATE"),
+    ("execution_epoch", "execution time in seconds since 1970"),
+    (
+        "execution_millis",
+        "execution time in milliseconds since 1970",
+    ),
+    ("this_model", "the physical table the model writes"),
+];
+
+/// Is `name` (without `@`) a time-window variable (`@start_*` / `@end_*`)?
+pub fn is_window_variable(name: &str) -> bool {
+    name.starts_with("start_") || name.starts_with("end_")
+}
+
+/// Is `name` (without `@`) a known macro variable?
+pub fn is_known(name: &str) -> bool {
+    MACRO_VARIABLES.iter().any(|(n, _)| *n == name)
+}
+
+/// What the variables stand for in one rendering.
+#[derive(Debug, Clone)]
+pub struct MacroContext {
+    /// Interval start (inclusive).
+    pub start: DateTime<Utc>,
+    /// Interval end (exclusive).
+    pub end: DateTime<Utc>,
+    /// The execution time ("now").
+    pub execution_time: DateTime<Utc>,
+    /// The name `@this_model` stands for, as parts.
+    pub this_model: Vec<String>,
+}
+
+/// Substitute every macro variable of `query` (a copy); unknown variables are an error naming
+/// the first one (loading already rejects them, so this is a safety net).
+pub fn render_query(query: &Query, ctx: &MacroContext) -> Result<Query, String> {
+    let mut q = query.clone();
+    let mut r = Renderer { ctx, error: None };
+    let _ = q.visit(&mut r);
+    match r.error {
+        Some(e) => Err(e),
+        None => Ok(q),
+    }
+}
+
+struct Renderer<'a> {
+    ctx: &'a MacroContext,
+    error: Option<String>,
+}
+
+impl Renderer<'_> {
+    fn value(&self, name: &str) -> Option<Expr> {
+        let inclusive_end = self.ctx.end - Duration::microseconds(1);
+        let (prefix, suffix) = name.split_once('_')?;
+        let t = match prefix {
+            "start" => self.ctx.start,
+            "end" => inclusive_end,
+            "execution" => self.ctx.execution_time,
+            _ => return None,
+        };
+        Some(match suffix {
+            "ds" => Expr::value(Value::SingleQuotedString(t.format("%Y-%m-%d").to_string())),
+            "ts" | "dt" => typed(DataType::Timestamp(None, TimezoneInfo::None), ts_text(t)),
+            "date" => typed(DataType::Date, t.format("%Y-%m-%d").to_string()),
+            "epoch" => Expr::value(Value::Number(epoch_text(t), false)),
+            "millis" => Expr::value(Value::Number(t.timestamp_millis().to_string(), false)),
+            _ => return None,
+        })
+    }
+}
+
+fn typed(data_type: DataType, text: String) -> Expr {
+    Expr::TypedString(TypedString {
+        data_type,
+        value: Value::SingleQuotedString(text).with_empty_span(),
+        uses_odbc_syntax: false,
+    })
+}
+
+fn ts_text(t: DateTime<Utc>) -> String {
+    if t.nanosecond() == 0 {
+        t.format("%Y-%m-%d %H:%M:%S").to_string()
+    } else {
+        t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    }
+}
+
+fn epoch_text(t: DateTime<Utc>) -> String {
+    let micros = t.timestamp_micros();
+    let (secs, frac) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
+    if frac == 0 {
+        secs.to_string()
+    } else {
+        format!("{secs}.{frac:06}")
+    }
+}
+
+impl VisitorMut for Renderer<'_> {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Identifier(id) = expr {
+            if id.quote_style.is_none() {
+                if let Some(name) = id.value.strip_prefix('@') {
+                    let name = name.to_lowercase();
+                    if name == "this_model" {
+                        *expr = Expr::CompoundIdentifier(
+                            self.ctx
+                                .this_model
+                                .iter()
+                                .map(|p| Ident::with_quote('"', p))
+                                .collect(),
+                        );
+                    } else {
+                        match self.value(&name) {
+                            Some(v) => *expr = v,
+                            None => self.error = Some(format!("unknown macro variable `@{name}`")),
+                        }
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name, args: None, ..
+        } = tf
+        {
+            let is_this = name.0.len() == 1 && name.to_string().eq_ignore_ascii_case("@this_model");
+            if is_this {
+                *name = ObjectName::from(
+                    self.ctx
+                        .this_model
+                        .iter()
+                        .map(|p| Ident::with_quote('"', p))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interval::parse_instant;
+    use crate::sql::parse_query;
+    use std::path::Path;
+
+    fn ctx(start: &str, end: &str) -> MacroContext {
+        MacroContext {
+            start: parse_instant(start).unwrap().at,
+            end: parse_instant(end).unwrap().at,
+            execution_time: parse_instant("2024-02-01 06:30:00").unwrap().at,
+            this_model: vec!["sushi".into(), "orders__0123abcd".into()],
+        }
+    }
+
+    fn render(sql: &str, c: &MacroContext) -> String {
+        let q = parse_query(Path::new("m.sql"), sql).unwrap();
+        render_query(&q, c).unwrap().to_string()
+    }
+
+    #[test]
+    fn end_variables_are_inclusive() {
+        let c = ctx("2024-01-01", "2024-01-08");
+        assert_eq!(
+            render(
+                "SELECT @start_ds, @end_ds, @start_date, @end_date, @start_ts, @end_ts",
+                &c
+            ),
+            "SELECT '2024-01-01', '2024-01-07', DATE '2024-01-01', DATE '2024-01-07', TIMESTAMP '2024-01-01 00:00:00', TIMESTAMP '2024-01-07 23:59:59.999999'"
+        );
+        assert_eq!(
+            render(
+                "SELECT @start_epoch, @end_epoch, @start_millis, @end_millis",
+                &c
+            ),
+            "SELECT 1704067200, 1704671999.999999, 1704067200000, 1704671999999"
+        );
+        assert_eq!(
+            render("SELECT @execution_ds, @execution_ts FROM @this_model", &c),
+            "SELECT '2024-02-01', TIMESTAMP '2024-02-01 06:30:00' FROM \"sushi\".\"orders__0123abcd\""
+        );
+    }
+
+    #[test]
+    fn every_listed_variable_renders() {
+        let c = ctx("2024-01-01 10:00", "2024-01-01 11:00");
+        for (name, _) in MACRO_VARIABLES {
+            let out = render(&format!("SELECT @{name}"), &c);
+            assert!(!out.contains('@'), "{name}: {out}");
+        }
+    }
+
+    #[test]
+    fn hostile_values_stay_literals() {
+        // A value containing quotes is escaped by the printer, never able to end the literal.
+        let mut c = ctx("2024-01-01", "2024-01-02");
+        c.this_model = vec!["x\"; DROP TABLE y; --".into()];
+        let out = render("SELECT * FROM @this_model", &c);
+        assert_eq!(out, "SELECT * FROM \"x\"\"; DROP TABLE y; --\"");
+        let reparsed = parse_query(Path::new("m.sql"), &out).unwrap();
+        assert_eq!(reparsed.to_string(), out);
+    }
+}

@@ -1,0 +1,264 @@
+//! Everything that touches sqlparser: parsing a model's query, its canonical form, the tables it
+//! reads, the macro variables it uses, and rendering it for an interval.
+//!
+//! Invariants:
+//! - The dialect is DataFusion's default (`GenericDialect`), through `datafusion::sql::sqlparser`.
+//! - A query is tokenized once; unquoted words are lowercased before parsing, exactly as
+//!   DataFusion normalizes unquoted identifiers, so keyword or identifier case never changes the
+//!   canonical form. Quoted identifiers and string literals are untouched.
+//! - The canonical form is the parsed AST printed back: whitespace, comments, keyword case and a
+//!   trailing semicolon never change it; anything that changes the AST does.
+//! - Values substituted into SQL are AST literals, never spliced text.
+
+mod macros;
+mod refs;
+mod rewrite;
+
+pub use macros::{
+    MACRO_VARIABLES, MacroContext, is_known as is_known_macro, is_window_variable, render_query,
+};
+pub use refs::{Analysis, MacroUse, TableRef, analyze};
+pub use rewrite::{prepend_ctes, replace_tables};
+
+use datafusion::sql::sqlparser::ast::{Query, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use crate::error::{Diagnostic, Location};
+use std::path::Path;
+
+/// The dialect used for every model query (DataFusion's default).
+pub const DIALECT: GenericDialect = GenericDialect {};
+
+/// Parse the one query of a model body.
+///
+/// `body` has the same length and line structure as the file (the header blanked out), so the
+/// locations in errors are file locations.
+pub fn parse_query(file: &Path, body: &str) -> Result<Box<Query>, Diagnostic> {
+    let mut tokens = Tokenizer::new(&DIALECT, body)
+        .tokenize_with_location()
+        .map_err(|e| {
+            Diagnostic::error(format!("SQL syntax error: {}", e.message)).at(Location::at(
+                file,
+                e.location.line,
+                e.location.column,
+            ))
+        })?;
+    normalize_tokens(&mut tokens);
+    let second = second_statement(&tokens);
+    let mut parser = Parser::new(&DIALECT).with_tokens_with_locations(tokens);
+    let statements = parser
+        .parse_statements()
+        .map_err(|e| parser_error(file, body, e))?;
+    let mut statements = statements.into_iter();
+    let Some(first) = statements.next() else {
+        return Err(Diagnostic::error("the model has no query")
+            .at(Location::file(file))
+            .hint("after the MODEL header, write one SELECT query"));
+    };
+    if statements.next().is_some() {
+        let loc = second.map_or_else(|| Location::file(file), |s| Location::at(file, s.0, s.1));
+        return Err(
+            Diagnostic::error("a model holds exactly one query; found a second statement")
+                .at(loc)
+                .hint("move the other statement into its own model, or remove it"),
+        );
+    }
+    match first {
+        Statement::Query(q) => Ok(q),
+        other => {
+            let kind = other
+                .to_string()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let loc = first_token_location(body)
+                .map_or_else(|| Location::file(file), |(l, c)| Location::at(file, l, c));
+            Err(Diagnostic::error(format!("a model's query must be a SELECT, WITH, VALUES or set operation, found `{kind} ...`"))
+                .at(loc)
+                .hint("tidemark creates and writes the table itself; the model only says what to select"))
+        }
+    }
+}
+
+/// Lowercase unquoted words (identifiers and keywords alike), as DataFusion normalizes them.
+fn normalize_tokens(tokens: &mut [TokenWithSpan]) {
+    for t in tokens {
+        if let Token::Word(w) = &mut t.token {
+            if w.quote_style.is_none() && w.value.chars().any(char::is_uppercase) {
+                w.value = w.value.to_lowercase();
+            }
+        }
+    }
+}
+
+/// The location of the first token after a top-level `;` that is followed by more SQL.
+fn second_statement(tokens: &[TokenWithSpan]) -> Option<(u64, u64)> {
+    let mut seen_semi = false;
+    let mut seen_code = false;
+    for t in tokens {
+        match &t.token {
+            Token::Whitespace(_) | Token::EOF => {}
+            Token::SemiColon => seen_semi = seen_code,
+            _ if seen_semi => return Some((t.span.start.line, t.span.start.column)),
+            _ => seen_code = true,
+        }
+    }
+    None
+}
+
+fn first_token_location(body: &str) -> Option<(u64, u64)> {
+    crate::project::header::first_code_offset(body).map(|o| crate::error::line_col(body, o))
+}
+
+/// Turn a sqlparser error into a located diagnostic. sqlparser appends
+/// ` at Line: L, Column: C` to its messages; that suffix becomes the location.
+fn parser_error(file: &Path, body: &str, e: ParserError) -> Diagnostic {
+    // Errors at the end of the input carry no location: point just after the last code.
+    let end = || {
+        let trimmed = body.trim_end_matches(|c: char| c.is_whitespace() || c == ';');
+        let (l, c) = crate::error::line_col(body, trimmed.len());
+        Location::at(file, l, c)
+    };
+    let msg = match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => {
+            return Diagnostic::error("SQL syntax error: the query is nested too deeply")
+                .at(Location::file(file))
+                .hint("split the query into several models");
+        }
+    };
+    let (text, loc) = match msg.rfind(" at Line: ") {
+        Some(i) => {
+            let tail = &msg[i + " at Line: ".len()..];
+            let mut nums = tail
+                .split(", Column: ")
+                .map(|s| s.trim().parse::<u64>().ok());
+            match (nums.next().flatten(), nums.next().flatten()) {
+                (Some(l), Some(c)) => (msg[..i].to_string(), Location::at(file, l, c)),
+                _ => (msg.clone(), end()),
+            }
+        }
+        None => (msg.clone(), end()),
+    };
+    let text = text.replace("sql parser error: ", "");
+    Diagnostic::error(format!("SQL syntax error: {}", lower_first(&text))).at(loc)
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// The canonical one-line form of a parsed query (the fingerprint input).
+pub fn canonical(query: &Query) -> String {
+    query.to_string()
+}
+
+/// The canonical form pretty-printed over several lines (for diffs and `render`).
+pub fn pretty(query: &Query) -> String {
+    format!("{query:#}")
+}
+
+/// Parse a standalone SQL expression (e.g. an audit argument) into its canonical text.
+pub fn canonical_expr(text: &str) -> Result<String, String> {
+    let mut tokens = Tokenizer::new(&DIALECT, text)
+        .tokenize_with_location()
+        .map_err(|e| e.message)?;
+    normalize_tokens(&mut tokens);
+    let mut parser = Parser::new(&DIALECT).with_tokens_with_locations(tokens);
+    let expr = parser
+        .parse_expr()
+        .map_err(|e| format!("`{text}` is not a SQL expression: {e}"))?;
+    if parser.peek_token().token != Token::EOF {
+        return Err(format!("`{text}` is not a single SQL expression"));
+    }
+    Ok(expr.to_string())
+}
+
+/// Validate and normalize a SQL type name (`bigint` → `BIGINT`).
+pub fn parse_data_type(s: &str) -> Result<String, String> {
+    let mut parser = Parser::new(&DIALECT)
+        .try_with_sql(s)
+        .map_err(|e| e.to_string())?;
+    let ty = parser
+        .parse_data_type()
+        .map_err(|_| format!("`{s}` is not a SQL type"))?;
+    if parser.peek_token().token != Token::EOF {
+        return Err(format!("`{s}` is not a SQL type"));
+    }
+    Ok(ty.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(sql: &str) -> Box<Query> {
+        parse_query(Path::new("m.sql"), sql).unwrap()
+    }
+
+    fn err(sql: &str) -> String {
+        parse_query(Path::new("m.sql"), sql)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn formatting_does_not_change_canonical_form() {
+        let a = canonical(&q(
+            "SELECT a, SUM(b) AS total FROM s.t WHERE c > 1 GROUP BY a",
+        ));
+        let b = canonical(&q(
+            "select A,\n  sum( b )   as TOTAL -- comment\nfrom S.T /* x */ where c>1 group by a;",
+        ));
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            canonical(&q(
+                "SELECT a, SUM(b) AS total FROM s.t WHERE c > 2 GROUP BY a"
+            ))
+        );
+        // Quoted identifiers and strings keep their case.
+        assert_ne!(
+            canonical(&q("SELECT \"A\" FROM t")),
+            canonical(&q("SELECT \"a\" FROM t"))
+        );
+        assert_ne!(
+            canonical(&q("SELECT 'A' FROM t")),
+            canonical(&q("SELECT 'a' FROM t"))
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        // sqlparser (like DataFusion) accepts `FROM where` with `where` as a table name, so the
+        // error case is an expression cut short.
+        assert!(parse_query(Path::new("m.sql"), "\n\nSELECT a FROM WHERE").is_ok());
+        let e = err("\n\nSELECT a FROM t WHERE");
+        assert!(e.contains("m.sql:3:"), "{e}");
+        assert!(e.starts_with("error: SQL syntax error: expected"), "{e}");
+        let e = err("SELECT 'abc");
+        assert!(e.contains("m.sql:1:8"), "{e}");
+    }
+
+    #[test]
+    fn one_select_only() {
+        assert!(err("SELECT 1; SELECT 2").contains("m.sql:1:11"));
+        assert!(err("DROP TABLE x").contains("must be a SELECT"));
+        assert!(err("   -- nothing\n").contains("has no query"));
+        assert!(parse_query(Path::new("m.sql"), "SELECT 1;").is_ok());
+    }
+
+    #[test]
+    fn data_types() {
+        assert_eq!(parse_data_type("bigint").unwrap(), "BIGINT");
+        assert_eq!(parse_data_type("decimal(10, 2)").unwrap(), "DECIMAL(10,2)");
+        assert!(parse_data_type("not a type").is_err());
+    }
+}

@@ -60,7 +60,7 @@ fn kind_of(l: &Loaded, n: &ModelName) -> (String, String) {
             m.kind.name().to_string(),
             m.file.to_string_lossy().replace('\\', "/"),
         ),
-        (None, Some(s)) => ("SOURCE".to_string(), s.path.clone()),
+        (None, Some(s)) => ("SOURCE".to_string(), s.display_path(&l.project.config.root)),
         _ => ("?".into(), String::new()),
     }
 }

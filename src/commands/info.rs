@@ -76,8 +76,8 @@ pub struct ModelJson<'a> {
 pub struct SourceJson<'a> {
     /// Name.
     pub name: &'a ModelName,
-    /// Path or URL.
-    pub path: &'a str,
+    /// Path (relative to the project root when inside it) or URL.
+    pub path: String,
     /// delta | parquet | csv.
     pub format: &'static str,
     /// Declared columns.
@@ -142,7 +142,7 @@ pub fn to_json(l: &Loaded) -> InfoJson<'_> {
         .values()
         .map(|s| SourceJson {
             name: &s.name,
-            path: &s.path,
+            path: s.display_path(&p.config.root),
             format: s.format.as_str(),
             columns: &s.columns,
             children: l.dag.children(&s.name).into_iter().collect(),
@@ -152,7 +152,7 @@ pub fn to_json(l: &Loaded) -> InfoJson<'_> {
     InfoJson {
         format: "tidemark.info/v1",
         project: &p.config.name,
-        warehouse: p.config.warehouse.to_string(),
+        warehouse: p.config.warehouse.display(&p.config.root),
         models,
         sources,
     }
@@ -201,7 +201,7 @@ fn to_text(l: &Loaded) -> String {
             rows.push(vec![
                 s.name.to_string(),
                 s.format.as_str().to_string(),
-                s.path.clone(),
+                s.display_path(&p.config.root),
             ]);
         }
         text.push_str(&table(&rows));

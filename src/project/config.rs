@@ -121,6 +121,30 @@ pub struct Source {
     pub columns: BTreeMap<String, String>,
 }
 
+impl Source {
+    /// The path as shown to people: relative to the project root when it lies inside it.
+    pub fn display_path(&self, root: &Path) -> String {
+        shown_path(&self.path, root)
+    }
+}
+
+impl Warehouse {
+    /// The location as shown to people: relative to the project root when it lies inside it.
+    pub fn display(&self, root: &Path) -> String {
+        match self {
+            Warehouse::Local(p) => shown_path(&p.to_string_lossy(), root),
+            Warehouse::ObjectStore(u) => u.clone(),
+        }
+    }
+}
+
+fn shown_path(path: &str, root: &Path) -> String {
+    match Path::new(path).strip_prefix(root) {
+        Ok(rel) if !path.contains("://") => rel.to_string_lossy().replace('\\', "/"),
+        _ => path.to_string(),
+    }
+}
+
 /// Defaults applied to models that do not set the property themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModelDefaults {

@@ -509,6 +509,11 @@ pub fn uint(src: Src<'_>, key: &str, run: &[Token]) -> Result<u32, Diagnostic> {
 
 /// A (dotted) identifier; quoted parts keep their text, unquoted parts are lowercased.
 pub fn ident_path(src: Src<'_>, key: &str, run: &[Token]) -> Result<String, Diagnostic> {
+    ident_parts(src, key, run).map(|p| p.join("."))
+}
+
+/// The parts of a (dotted) identifier.
+pub fn ident_parts(src: Src<'_>, key: &str, run: &[Token]) -> Result<Vec<String>, Diagnostic> {
     let mut parts = Vec::new();
     let mut expect_part = true;
     for t in run {
@@ -531,7 +536,7 @@ pub fn ident_path(src: Src<'_>, key: &str, run: &[Token]) -> Result<String, Diag
             format!("`{key}` expects a name, found `{}`", describe(src, run)),
         ));
     }
-    Ok(parts.join("."))
+    Ok(parts)
 }
 
 /// The items of `( ... )` or `[ ... ]` covering the whole run, or the run itself as one item.

@@ -279,6 +279,8 @@ struct Builder<'a> {
     enabled: bool,
     depends_on: Vec<(ModelName, Location)>,
     seed_hash: Option<String>,
+    /// The `kind` property was given but invalid: kind-dependent checks would only mislead.
+    kind_failed: bool,
     defaults: &'a ModelDefaults,
 }
 
@@ -309,6 +311,7 @@ impl<'a> Builder<'a> {
             enabled: true,
             depends_on: Vec::new(),
             seed_hash: None,
+            kind_failed: false,
             defaults,
         }
     }
@@ -342,8 +345,8 @@ impl<'a> Builder<'a> {
         let key = p.key.as_str();
         match key {
             "name" => {
-                let text = header::ident_path(src, key, v)?;
-                let name = ModelName::parse_model(&text).map_err(|r| {
+                let parts = header::ident_parts(src, key, v)?;
+                let name = ModelName::from_parts(&parts, true).map_err(|r| {
                     src.err(v[0].start, format!("invalid model name: {r}"))
                         .hint("model names are `schema.table` made of letters, digits and `_`")
                 })?;
@@ -351,7 +354,9 @@ impl<'a> Builder<'a> {
             }
             "kind" => {
                 self.kind_at = v[0].start;
+                self.kind_failed = true;
                 self.kind = Some(self.kind(v)?);
+                self.kind_failed = false;
             }
             "cron" => {
                 let text = header::string(src, key, v)?;
@@ -714,6 +719,14 @@ impl<'a> Builder<'a> {
         let mut query = None;
         let mut analysis = sql::Analysis::default();
         match (&kind, body_start) {
+            _ if self.kind_failed => {
+                if body_start.is_some() {
+                    // Still report syntax errors; kind-dependent checks are skipped.
+                    if let Err(d) = sql::parse_query(file, body) {
+                        self.errors.push(d);
+                    }
+                }
+            }
             (Kind::Seed { .. }, Some(o)) => {
                 self.errors.push(
                     src.err(o, "a SEED model has no query")
@@ -803,9 +816,15 @@ impl<'a> Builder<'a> {
                 );
             } else if !sql::is_known_macro(&m.name) {
                 let known = sql::MACRO_VARIABLES.iter().map(|(n, _)| *n);
-                let hint = did_you_mean(&m.name, known)
-                    .map(|h| h.replace('`', "`@"))
-                    .unwrap_or_else(|| "see docs/models.md for the macro variables".into());
+                let close: Vec<String> = crate::error::closest(&m.name, known)
+                    .iter()
+                    .map(|n| format!("`@{n}`"))
+                    .collect();
+                let hint = if close.is_empty() {
+                    "see docs/models.md for the macro variables".to_string()
+                } else {
+                    format!("did you mean {}?", close.join(", "))
+                };
                 self.errors.push(
                     Diagnostic::error(format!("unknown macro variable `@{}`", m.name))
                         .at(at(m.line, m.column))

@@ -41,6 +41,37 @@ impl ModelName {
         })
     }
 
+    /// Build a name from separately given parts (e.g. quoted identifiers); `model` requires a
+    /// schema. A part containing `.` is rejected like any other non-identifier character.
+    pub fn from_parts(parts: &[String], model: bool) -> Result<ModelName, String> {
+        let whole = parts.join(".");
+        if parts.is_empty() || parts.len() > 3 {
+            return Err(format!(
+                "`{}` must have one to three parts",
+                printable(&whole)
+            ));
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            if part.contains('.') {
+                return Err(format!(
+                    "`{}` is not a plain identifier: a part contains `.`",
+                    printable(part)
+                ));
+            }
+            out.push(check_part(part, &whole)?);
+        }
+        if model && out.len() < 2 {
+            return Err(format!(
+                "`{}` has no schema; model names are `schema.table`",
+                printable(&whole)
+            ));
+        }
+        Ok(ModelName {
+            text: out.join("."),
+        })
+    }
+
     /// Parse a model name, which needs a schema: `schema.table` or `catalog.schema.table`.
     pub fn parse_model(s: &str) -> Result<ModelName, String> {
         let name = ModelName::parse(s)?;

@@ -1,0 +1,103 @@
+//! Helpers: run the CLI, locate fixtures, copy projects into temp dirs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What a run of the CLI produced.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// exit code, stdout and stderr in one text, for snapshots.
+    pub fn transcript(&self) -> String {
+        let mut s = format!("exit: {}\n", self.code);
+        if !self.stdout.is_empty() {
+            s.push_str("--- stdout\n");
+            s.push_str(&self.stdout);
+        }
+        if !self.stderr.is_empty() {
+            s.push_str("--- stderr\n");
+            s.push_str(&self.stderr);
+        }
+        s
+    }
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture directory.
+pub fn fixture(rel: &str) -> PathBuf {
+    repo().join("fixtures").join(rel)
+}
+
+/// Run `tidemark ARGS` in `cwd` with a fixed environment (no colour, no inherited NO_COLOR games).
+pub fn tidemark_in(cwd: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run tidemark");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Run `tidemark --project DIR ARGS`.
+pub fn tidemark(project: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--project", project.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    tidemark_in(&repo(), &all)
+}
+
+/// Copy a directory tree into a fresh temp dir; returns the guard and the copy's path.
+pub fn copy_project(src: &Path) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dst = tmp.path().join("project");
+    copy_dir(src, &dst);
+    (tmp, dst)
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("read_dir") {
+        let e = e.expect("entry");
+        let to = dst.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).expect("copy");
+        }
+    }
+}
+
+/// Parse `info --format json` output.
+pub fn info_json(project: &Path) -> serde_json::Value {
+    let run = tidemark(project, &["info", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    serde_json::from_str(&run.stdout).expect("info json")
+}
+
+/// name → data fingerprint from `info --format json`.
+pub fn data_hashes(project: &Path) -> std::collections::BTreeMap<String, String> {
+    let json = info_json(project);
+    json["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["fingerprint"]["data"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

@@ -3,6 +3,9 @@
 //! Run: `cargo bench --bench load` (optionally `-- 1000 10000` to choose sizes). Prints, per size,
 //! the median and best of several runs of each stage, with the file cache warm.
 
+// Harness code: a failed setup step should abort loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod synth;
 
 use std::time::{Duration, Instant};

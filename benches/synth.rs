@@ -7,8 +7,6 @@ use std::path::Path;
 /// Facts about a generated project.
 #[derive(Debug, Clone, Copy)]
 pub struct Stats {
-    /// Models written.
-    pub models: usize,
     /// Shortest model file, in lines.
     pub min_lines: usize,
     /// Longest model file, in lines.
@@ -49,7 +47,6 @@ pub fn generate(dir: &Path, n: usize, seed: u64) -> std::io::Result<Stats> {
         "[project]\nname = \"synthetic\"\n\n[model_defaults]\nstart = \"2021-01-01\"\n\n[sources.\"raw.events\"]\npath = \"data/events\"\nformat = \"delta\"\n",
     )?;
     let mut stats = Stats {
-        models: n,
         min_lines: usize::MAX,
         max_lines: 0,
         bytes: 0,

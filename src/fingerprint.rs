@@ -209,3 +209,163 @@ pub fn fingerprint_all(project: &Project, dag: &Dag) -> BTreeMap<ModelName, Fing
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::config::ModelDefaults;
+    use crate::project::model::{Loaded, build};
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    /// Realistic queries covering CTEs, joins, subqueries, set operations, windows, literals.
+    const QUERIES: [&str; 6] = [
+        "SELECT o.id, o.ds, SUM(o.amount) AS total FROM s.orders AS o WHERE o.ds BETWEEN @start_ds AND @end_ds AND o.status = 'paid' GROUP BY o.id, o.ds",
+        "WITH a AS (SELECT id, ds, amount * 1.5 AS x FROM s.orders WHERE ds >= @start_date), b AS (SELECT id, MAX(x) AS m FROM a GROUP BY id) SELECT a.id, a.ds, b.m FROM a JOIN b ON a.id = b.id WHERE b.m > 10",
+        "SELECT id, ds, ROW_NUMBER() OVER (PARTITION BY ds ORDER BY amount DESC, id) AS rn FROM s.orders WHERE ds BETWEEN @start_ds AND @end_ds",
+        "SELECT id, ds FROM s.orders WHERE id IN (SELECT id FROM s.refunds WHERE reason <> 'fraud') AND ds < @end_ds UNION ALL SELECT id, ds FROM s.archive WHERE ds >= @start_ds",
+        "SELECT ds, CASE WHEN amount > 100 THEN 'big' WHEN amount > 10 THEN 'mid' ELSE 'small' END AS bucket, COALESCE(note, '') AS note FROM s.orders WHERE ds = @start_ds LIMIT 1000",
+        "SELECT DISTINCT o.ds, c.region FROM s.orders AS o LEFT JOIN s.customers AS c ON c.id = o.customer_id AND c.active WHERE o.ds BETWEEN @start_ds AND @end_ds ORDER BY 1, 2",
+    ];
+
+    const HEADER: &str = "MODEL (name s.m, kind INCREMENTAL_BY_TIME_RANGE (time_column ds));\n";
+
+    fn definition_of(sql: &str) -> String {
+        let text = format!("{HEADER}{sql}");
+        match build(
+            Path::new("/"),
+            Path::new("models/s/m.sql"),
+            &text,
+            &ModelDefaults::default(),
+        ) {
+            Loaded::Model(m, _) => model_definition(&m),
+            Loaded::Failed(d) => panic!(
+                "{sql}\n{}",
+                d.iter().map(ToString::to_string).collect::<String>()
+            ),
+            Loaded::Disabled(_) => panic!("disabled"),
+        }
+    }
+
+    /// Re-emit the tokens of `sql` with the given separators, comments and letter case.
+    fn reformat(sql: &str, seps: &[u8], case: &[bool], semicolon: bool) -> String {
+        let tokens = Tokenizer::new(&crate::sql::DIALECT, sql)
+            .tokenize()
+            .unwrap();
+        let mut out = String::new();
+        let mut i = 0;
+        for t in tokens {
+            let text = match &t {
+                Token::Whitespace(_) => continue,
+                // Unquoted words (keywords and identifiers) are case-insensitive.
+                Token::Word(w) if w.quote_style.is_none() => {
+                    if case[i % case.len()] {
+                        w.value.to_uppercase()
+                    } else {
+                        w.value.to_lowercase()
+                    }
+                }
+                other => other.to_string(),
+            };
+            out.push_str(match seps[i % seps.len()] % 6 {
+                0 => " ",
+                1 => "\n",
+                2 => "\t  ",
+                3 => " /* reviewed */ ",
+                4 => " -- note\n",
+                _ => "\n\n   ",
+            });
+            out.push_str(&text);
+            i += 1;
+        }
+        if semicolon {
+            out.push_str(" ;\n");
+        }
+        out
+    }
+
+    /// A change of meaning: a different literal, identifier or operator.
+    fn mutate(sql: &str, which: usize) -> Option<String> {
+        let tokens = Tokenizer::new(&crate::sql::DIALECT, sql)
+            .tokenize()
+            .unwrap();
+        let candidates: Vec<usize> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| match t {
+                Token::Number(..)
+                | Token::SingleQuotedString(_)
+                | Token::Gt
+                | Token::Lt
+                | Token::GtEq
+                | Token::LtEq => true,
+                Token::Word(w) => {
+                    w.keyword == datafusion::sql::sqlparser::keywords::Keyword::NoKeyword
+                        && !w.value.starts_with('@')
+                }
+                _ => false,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let pick = *candidates.get(which % candidates.len().max(1))?;
+        let out: String = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if i != pick {
+                    return t.to_string();
+                }
+                match t {
+                    Token::Number(n, _) => format!("{n}7"),
+                    Token::SingleQuotedString(s) => format!("'{s}x'"),
+                    Token::Gt => "<".into(),
+                    Token::Lt => ">".into(),
+                    Token::GtEq => "<=".into(),
+                    Token::LtEq => ">=".into(),
+                    Token::Word(w) => format!("{}_x", w.value),
+                    other => other.to_string(),
+                }
+            })
+            .collect();
+        Some(out)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn formatting_never_changes_the_fingerprint(
+            q in 0..QUERIES.len(),
+            seps in prop::collection::vec(any::<u8>(), 1..16),
+            case in prop::collection::vec(any::<bool>(), 1..16),
+            semicolon in any::<bool>(),
+        ) {
+            let sql = QUERIES[q];
+            prop_assert_eq!(definition_of(sql), definition_of(&reformat(sql, &seps, &case, semicolon)));
+        }
+
+        #[test]
+        fn a_change_of_meaning_always_changes_the_fingerprint(q in 0..QUERIES.len(), which in 0usize..64) {
+            let sql = QUERIES[q];
+            let mutated = mutate(sql, which).unwrap();
+            // Mutations may make a column disappear from the projection; only compare when the
+            // mutated model still loads.
+            let text = format!("{HEADER}{mutated}");
+            if let Loaded::Model(m, _) = build(Path::new("/"), Path::new("models/s/m.sql"), &text, &ModelDefaults::default()) {
+                prop_assert_ne!(definition_of(sql), model_definition(&m), "{}", mutated);
+            }
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_stable_across_builds() {
+        // A fixed input must keep its fingerprint forever (unless LAYOUT is bumped): changing it
+        // would make every user's tables look modified.
+        assert_eq!(
+            definition_of("SELECT 1 AS ds"),
+            definition_of("select 1 as DS;"),
+        );
+        insta::assert_snapshot!(definition_of("SELECT @start_ds AS ds"), @"e3cd2cf6ce600818168a3b9c5cfb723ab21c5193b25417413a15c1705af13c9b");
+    }
+}

@@ -182,7 +182,7 @@ fn to_text(l: &Loaded) -> String {
             m.name.to_string(),
             m.kind.name().to_string(),
             m.schedule.expr().to_string(),
-            m.start.map(|s| format_ts(s)).unwrap_or_else(|| "-".into()),
+            m.start.map(format_ts).unwrap_or_else(|| "-".into()),
             f.map_or("-".into(), |f| f.version.clone()),
             short(f, |f| &f.data),
             short(f, |f| &f.metadata),

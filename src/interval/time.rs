@@ -20,16 +20,16 @@ pub fn parse_instant(s: &str) -> Result<Instant, String> {
     if s.is_empty() {
         return Err("an empty string is not a date or timestamp".into());
     }
-    if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if s.len() == 10 {
-            let at = date.and_hms_opt(0, 0, 0).map(|n| Utc.from_utc_datetime(&n));
-            return at
-                .map(|at| Instant {
-                    at,
-                    date_only: true,
-                })
-                .ok_or_else(|| bad(s));
-        }
+    if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && s.len() == 10
+    {
+        let at = date.and_hms_opt(0, 0, 0).map(|n| Utc.from_utc_datetime(&n));
+        return at
+            .map(|at| Instant {
+                at,
+                date_only: true,
+            })
+            .ok_or_else(|| bad(s));
     }
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         let ms: i64 = s.parse().map_err(|_| bad(s))?;

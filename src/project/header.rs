@@ -493,10 +493,9 @@ pub fn uint(src: Src<'_>, key: &str, run: &[Token]) -> Result<u32, Diagnostic> {
             ..
         },
     ] = run
+        && let Ok(v) = n.parse::<u32>()
     {
-        if let Ok(v) = n.parse::<u32>() {
-            return Ok(v);
-        }
+        return Ok(v);
     }
     Err(src.err(
         run[0].start,

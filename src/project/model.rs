@@ -674,7 +674,7 @@ impl<'a> Builder<'a> {
             if !custom.is_file() {
                 let names = BUILTIN_AUDITS.iter().map(|(n, _, _)| *n);
                 let hint = did_you_mean(&c.name, names).unwrap_or_else(|| {
-                    format!("built-in audits: not_null, unique_values, accepted_values, accepted_range, number_of_rows, forall; custom audits are files audits/NAME.sql")
+                    "built-in audits: not_null, unique_values, accepted_values, accepted_range, number_of_rows, forall; custom audits are files audits/NAME.sql".to_string()
                 });
                 return Err(src
                     .err(c.start, format!("unknown audit `{}`", c.name))

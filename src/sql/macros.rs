@@ -136,24 +136,23 @@ impl VisitorMut for Renderer<'_> {
     type Break = ();
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        if let Expr::Identifier(id) = expr {
-            if id.quote_style.is_none() {
-                if let Some(name) = id.value.strip_prefix('@') {
-                    let name = name.to_lowercase();
-                    if name == "this_model" {
-                        *expr = Expr::CompoundIdentifier(
-                            self.ctx
-                                .this_model
-                                .iter()
-                                .map(|p| Ident::with_quote('"', p))
-                                .collect(),
-                        );
-                    } else {
-                        match self.value(&name) {
-                            Some(v) => *expr = v,
-                            None => self.error = Some(format!("unknown macro variable `@{name}`")),
-                        }
-                    }
+        if let Expr::Identifier(id) = expr
+            && id.quote_style.is_none()
+            && let Some(name) = id.value.strip_prefix('@')
+        {
+            let name = name.to_lowercase();
+            if name == "this_model" {
+                *expr = Expr::CompoundIdentifier(
+                    self.ctx
+                        .this_model
+                        .iter()
+                        .map(|p| Ident::with_quote('"', p))
+                        .collect(),
+                );
+            } else {
+                match self.value(&name) {
+                    Some(v) => *expr = v,
+                    None => self.error = Some(format!("unknown macro variable `@{name}`")),
                 }
             }
         }

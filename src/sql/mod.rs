@@ -86,10 +86,11 @@ pub fn parse_query(file: &Path, body: &str) -> Result<Box<Query>, Diagnostic> {
 /// Lowercase unquoted words (identifiers and keywords alike), as DataFusion normalizes them.
 fn normalize_tokens(tokens: &mut [TokenWithSpan]) {
     for t in tokens {
-        if let Token::Word(w) = &mut t.token {
-            if w.quote_style.is_none() && w.value.chars().any(char::is_uppercase) {
-                w.value = w.value.to_lowercase();
-            }
+        if let Token::Word(w) = &mut t.token
+            && w.quote_style.is_none()
+            && w.value.chars().any(char::is_uppercase)
+        {
+            w.value = w.value.to_lowercase();
         }
     }
 }

@@ -187,15 +187,15 @@ impl Visitor for RefVisitor {
                 });
             }
             Expr::Function(f) => {
-                if let Some((text, line, column)) = object_name(&f.name) {
-                    if let Some(var) = text.strip_prefix('@') {
-                        self.out.macros.push(MacroUse {
-                            name: var.to_lowercase(),
-                            is_call: true,
-                            line,
-                            column,
-                        });
-                    }
+                if let Some((text, line, column)) = object_name(&f.name)
+                    && let Some(var) = text.strip_prefix('@')
+                {
+                    self.out.macros.push(MacroUse {
+                        name: var.to_lowercase(),
+                        is_call: true,
+                        line,
+                        column,
+                    });
                 }
             }
             _ => {}

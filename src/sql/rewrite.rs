@@ -26,15 +26,15 @@ pub fn replace_tables(query: &mut Query, map: &dyn Fn(&str) -> Option<ObjectName
             {
                 let text = name.to_string().replace('"', "");
                 if let Some(new) = (self.map)(&text) {
-                    if alias.is_none() {
-                        if let Some(last) = name.0.last().and_then(|p| p.as_ident()).cloned() {
-                            *alias = Some(TableAlias {
-                                explicit: true,
-                                name: last,
-                                columns: vec![],
-                                at: None,
-                            });
-                        }
+                    if alias.is_none()
+                        && let Some(last) = name.0.last().and_then(|p| p.as_ident()).cloned()
+                    {
+                        *alias = Some(TableAlias {
+                            explicit: true,
+                            name: last,
+                            columns: vec![],
+                            at: None,
+                        });
                     }
                     *name = new;
                 }

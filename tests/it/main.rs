@@ -1,6 +1,9 @@
 //! tidemark's integration tests: one binary (every extra test binary re-links DataFusion).
 //! They drive the real `tidemark` executable on fixture projects.
 
+// Test helpers fail loudly by design.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 mod dag;
 mod errors;

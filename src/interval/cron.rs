@@ -25,7 +25,23 @@ impl Eq for Schedule {}
 
 impl Schedule {
     /// Parse a cron expression. Errors are human-readable reasons without location.
+    ///
+    /// Results are cached per thread: a project repeats a handful of expressions thousands of
+    /// times, and inferring the unit samples many runs.
     pub fn parse(expr: &str) -> Result<Schedule, String> {
+        thread_local! {
+            static CACHE: std::cell::RefCell<std::collections::HashMap<String, Result<Schedule, String>>> =
+                std::cell::RefCell::new(std::collections::HashMap::new());
+        }
+        if let Some(hit) = CACHE.with(|c| c.borrow().get(expr).cloned()) {
+            return hit;
+        }
+        let result = Schedule::parse_uncached(expr);
+        CACHE.with(|c| c.borrow_mut().insert(expr.to_string(), result.clone()));
+        result
+    }
+
+    fn parse_uncached(expr: &str) -> Result<Schedule, String> {
         let expr = expr.trim();
         let lower = expr.to_ascii_lowercase();
         let normalized = match lower.as_str() {

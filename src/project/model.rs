@@ -838,7 +838,9 @@ impl<'a> Builder<'a> {
                 );
             }
         }
-        let query_loc = first_loc(q).map_or_else(|| self.location.clone(), |(l, c)| at(l, c));
+        // Computing a query's span walks its whole AST: only do it when a message needs it.
+        let location = self.location.clone();
+        let query_loc = || first_loc(q).map_or_else(|| location.clone(), |(l, c)| at(l, c));
         let projected = |col: &str| {
             a.projection
                 .as_ref()
@@ -849,14 +851,14 @@ impl<'a> Builder<'a> {
                 if !projected(time_column) {
                     self.errors.push(
                         Diagnostic::error(format!("the query does not output the time column `{time_column}`"))
-                            .at(query_loc.clone())
+                            .at(query_loc())
                             .hint(format!("add `{time_column}` to the outermost SELECT list; tidemark partitions the table by it")),
                     );
                 }
                 if !a.macros.iter().any(|m| sql::is_window_variable(&m.name)) {
                     self.warnings.push(
                         Diagnostic::warning("this incremental model never uses @start_* or @end_*: every batch would read all of its inputs")
-                            .at(query_loc)
+                            .at(query_loc())
                             .hint("filter the inputs, e.g. WHERE ts BETWEEN @start_ts AND @end_ts"),
                     );
                 }
@@ -868,7 +870,7 @@ impl<'a> Builder<'a> {
                             Diagnostic::error(format!(
                                 "the query does not output the unique key column `{k}`"
                             ))
-                            .at(query_loc.clone())
+                            .at(query_loc())
                             .hint(format!("add `{k}` to the outermost SELECT list")),
                         );
                     }

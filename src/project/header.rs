@@ -9,7 +9,7 @@
 //! - Every token carries its byte span in the *file*, so every message points at `file:line:col`.
 //! - The header is removed from the text handed to the SQL parser by blanking its characters
 //!   (newlines kept), so SQL locations are file locations too.
-//! - Lexing and splitting never panic on any input (fuzzed in `tests/it`).
+//! - Lexing, splitting and building a model never panic on any input (property-tested below).
 
 use std::path::Path;
 
@@ -242,13 +242,9 @@ fn lex_impl(src: Src<'_>, from: usize, header: bool) -> Result<Vec<Token>, Diagn
             _ => {
                 let ch = text[i..].chars().next().unwrap_or(' ');
                 if ch.is_alphabetic() || ch == '_' || ch == '@' || ch == '$' {
-                    while let Some(ch) = text[i..].chars().next() {
-                        if ch.is_alphanumeric() || ch == '_' || ch == '@' || ch == '$' {
-                            i += ch.len_utf8();
-                        } else {
-                            break;
-                        }
-                    }
+                    i = scan_while(text, i, |c, _| {
+                        c.is_alphanumeric() || c == '_' || c == '@' || c == '$'
+                    });
                     out.push(Token {
                         tok: Tok::Word(text[start..i].to_string()),
                         start,
@@ -258,16 +254,9 @@ fn lex_impl(src: Src<'_>, from: usize, header: bool) -> Result<Vec<Token>, Diagn
                     return Err(src.err(start, format!("unexpected control character {:?}", ch)));
                 } else {
                     // Operators for raw SQL expressions: `>`, `>=`, `<>`, `+`, `::`, ...
-                    i += ch.len_utf8();
-                    while let Some(next) = text[i..].chars().next() {
-                        if "<>!=|&+-*/%:~^".contains(next)
-                            && !(next == '-' && text[i..].starts_with("--"))
-                        {
-                            i += next.len_utf8();
-                        } else {
-                            break;
-                        }
-                    }
+                    i = scan_while(text, i + ch.len_utf8(), |c, rest| {
+                        "<>!=|&+-*/%:~^".contains(c) && !rest.starts_with("--")
+                    });
                     out.push(Token {
                         tok: Tok::Op(text[start..i].to_string()),
                         start,
@@ -280,17 +269,28 @@ fn lex_impl(src: Src<'_>, from: usize, header: bool) -> Result<Vec<Token>, Diagn
     Ok(out)
 }
 
+/// The offset after the characters from `i` on that satisfy `pred(char, rest_of_text)`.
+fn scan_while(text: &str, mut i: usize, pred: impl Fn(char, &str) -> bool) -> usize {
+    while let Some(c) = text[i..].chars().next() {
+        if !pred(c, &text[i..]) {
+            break;
+        }
+        i += c.len_utf8();
+    }
+    i
+}
+
 /// Split a model file into header and body.
 pub fn split(src: Src<'_>) -> Result<Split, Diagnostic> {
     let text = src.text;
     let first = first_code_offset(text);
     let starts_with_model = first.is_some_and(|i| {
         let rest = &text[i..];
-        rest.len() >= 5
-            && rest[..5].eq_ignore_ascii_case("model")
-            && rest[5..]
-                .trim_start_matches(|c: char| c.is_whitespace())
-                .starts_with('(')
+        // `get` and not indexing: byte 5 may fall inside a multi-byte character.
+        rest.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("model"))
+            && rest
+                .get(5..)
+                .is_some_and(|r| r.trim_start_matches(|c: char| c.is_whitespace()).starts_with('('))
     });
     let Some(header_start) = first.filter(|_| starts_with_model) else {
         return Ok(Split {
@@ -704,5 +704,47 @@ mod tests {
         assert_eq!(ident_path(src(t), "k", &toks[4..]).unwrap(), "sushi.Orders");
         assert!(uint(src(t), "k", &toks[1..2]).is_err());
         assert!(ident_path(src(t), "k", &toks[4..6]).is_err());
+    }
+
+    mod never_panics {
+        use super::*;
+        use crate::project::config::ModelDefaults;
+        use crate::project::model::build;
+        use proptest::prelude::*;
+
+        /// Fragments that steer random text towards headers and queries.
+        fn fragment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("MODEL (".to_string()),
+                Just(")".to_string()),
+                Just("(".to_string()),
+                Just(";".to_string()),
+                Just(",".to_string()),
+                Just("name a.b".to_string()),
+                Just("kind INCREMENTAL_BY_TIME_RANGE (time_column ds".to_string()),
+                Just("kind SEED (path 'x.csv')".to_string()),
+                Just("audits (not_null(columns := (x)))".to_string()),
+                Just("'str".to_string()),
+                Just("\"q".to_string()),
+                Just("/*".to_string()),
+                Just("--".to_string()),
+                Just("\n".to_string()),
+                Just("SELECT @start_ds AS ds FROM t".to_string()),
+                Just("é\u{0}\u{1b}".to_string()),
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn random_model_files_never_panic(parts in prop::collection::vec(fragment(), 0..24)) {
+                let text = parts.join(" ");
+                let src = Src { file: Path::new("m.sql"), text: &text };
+                let _ = lex(src, 0);
+                let _ = split(src);
+                let _ = build(Path::new("/nonexistent"), Path::new("models/s/m.sql"), &text, &ModelDefaults::default());
+            }
+        }
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Run: `cargo bench --bench load` (optionally `-- 1000 10000` to choose sizes). Prints, per size,
 //! the median and best of several runs of each stage, with the file cache warm.
+//! With `TIDEMARK_BENCH_DIR=DIR`, projects are generated into `DIR/<size>` and kept (and reused
+//! when already there), so a profiler can watch loading alone.
 
 // Harness code: a failed setup step should abort loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -31,8 +33,20 @@ fn main() {
     );
     for n in sizes {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let stats = synth::generate(tmp.path(), n, 42).expect("generate");
-        let config = tmp.path().join("tidemark.toml");
+        let dir = match std::env::var_os("TIDEMARK_BENCH_DIR") {
+            Some(d) => std::path::PathBuf::from(d).join(n.to_string()),
+            None => tmp.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let stats = if dir.join("tidemark.toml").exists() {
+            None
+        } else {
+            Some(synth::generate(&dir, n, 42).expect("generate"))
+        };
+        let config = dir.join("tidemark.toml");
+        if std::env::var_os("TIDEMARK_BENCH_BREAKDOWN").is_some() {
+            breakdown(&dir);
+        }
         let mut load = Vec::new();
         let mut dag = Vec::new();
         let mut fp = Vec::new();
@@ -51,12 +65,15 @@ fn main() {
             fp.push(t3 - t2);
             total.push(t3 - t0);
         }
-        println!(
-            "models: {n} ({:.1} MB of SQL, {}-{} lines each)",
-            stats.bytes as f64 / 1e6,
-            stats.min_lines,
-            stats.max_lines
-        );
+        match stats {
+            Some(s) => println!(
+                "models: {n} ({:.1} MB of SQL, {}-{} lines each)",
+                s.bytes as f64 / 1e6,
+                s.min_lines,
+                s.max_lines
+            ),
+            None => println!("models: {n} (reused {})", dir.display()),
+        }
         for (label, v) in [
             ("load+parse", &mut load),
             ("dag", &mut dag),
@@ -70,6 +87,42 @@ fn main() {
                 ms(v[0])
             );
         }
+    }
+}
+
+/// Single-threaded cost of each step of reading one model, over every file of `dir`
+/// (`TIDEMARK_BENCH_BREAKDOWN=1`).
+fn breakdown(dir: &std::path::Path) {
+    use datafusion::sql::sqlparser::parser::Parser;
+    use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+    use tidemark::project::header::{Src, split};
+    let mut files = Vec::new();
+    let mut stack = vec![dir.join("models")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() { stack.push(p) } else { files.push(std::fs::read_to_string(&p).expect("read")) }
+        }
+    }
+    let mut t = [Duration::ZERO; 5];
+    for text in &files {
+        let a = Instant::now();
+        let s = split(Src { file: std::path::Path::new("m.sql"), text }).expect("split");
+        let b = Instant::now();
+        let tokens = Tokenizer::new(&tidemark::sql::DIALECT, &s.body).tokenize_with_location().expect("tokenize");
+        let c = Instant::now();
+        let stmts = Parser::new(&tidemark::sql::DIALECT).with_tokens_with_locations(tokens).parse_statements().expect("parse");
+        let d = Instant::now();
+        let canonical = stmts[0].to_string();
+        let e = Instant::now();
+        let q = tidemark::sql::parse_query(std::path::Path::new("m.sql"), &s.body).expect("q");
+        let _ = tidemark::sql::analyze(&q);
+        let f = Instant::now();
+        std::hint::black_box(canonical);
+        for (i, dt) in [b - a, c - b, d - c, e - d, f - e].into_iter().enumerate() { t[i] += dt; }
+    }
+    for (label, d) in ["header split", "tokenize", "parse", "to_string", "parse_query+analyze"].iter().zip(t) {
+        println!("  {label:<20} {:>8.1} ms total, {:>6.1} µs/file", ms(d), d.as_secs_f64() * 1e6 / files.len() as f64);
     }
 }
 

@@ -101,17 +101,30 @@ fn breakdown(dir: &std::path::Path) {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).expect("read_dir") {
             let p = e.expect("entry").path();
-            if p.is_dir() { stack.push(p) } else { files.push(std::fs::read_to_string(&p).expect("read")) }
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                files.push(std::fs::read_to_string(&p).expect("read"))
+            }
         }
     }
     let mut t = [Duration::ZERO; 5];
     for text in &files {
         let a = Instant::now();
-        let s = split(Src { file: std::path::Path::new("m.sql"), text }).expect("split");
+        let s = split(Src {
+            file: std::path::Path::new("m.sql"),
+            text,
+        })
+        .expect("split");
         let b = Instant::now();
-        let tokens = Tokenizer::new(&tidemark::sql::DIALECT, &s.body).tokenize_with_location().expect("tokenize");
+        let tokens = Tokenizer::new(&tidemark::sql::DIALECT, &s.body)
+            .tokenize_with_location()
+            .expect("tokenize");
         let c = Instant::now();
-        let stmts = Parser::new(&tidemark::sql::DIALECT).with_tokens_with_locations(tokens).parse_statements().expect("parse");
+        let stmts = Parser::new(&tidemark::sql::DIALECT)
+            .with_tokens_with_locations(tokens)
+            .parse_statements()
+            .expect("parse");
         let d = Instant::now();
         let canonical = stmts[0].to_string();
         let e = Instant::now();
@@ -119,10 +132,25 @@ fn breakdown(dir: &std::path::Path) {
         let _ = tidemark::sql::analyze(&q);
         let f = Instant::now();
         std::hint::black_box(canonical);
-        for (i, dt) in [b - a, c - b, d - c, e - d, f - e].into_iter().enumerate() { t[i] += dt; }
+        for (i, dt) in [b - a, c - b, d - c, e - d, f - e].into_iter().enumerate() {
+            t[i] += dt;
+        }
     }
-    for (label, d) in ["header split", "tokenize", "parse", "to_string", "parse_query+analyze"].iter().zip(t) {
-        println!("  {label:<20} {:>8.1} ms total, {:>6.1} µs/file", ms(d), d.as_secs_f64() * 1e6 / files.len() as f64);
+    for (label, d) in [
+        "header split",
+        "tokenize",
+        "parse",
+        "to_string",
+        "parse_query+analyze",
+    ]
+    .iter()
+    .zip(t)
+    {
+        println!(
+            "  {label:<20} {:>8.1} ms total, {:>6.1} µs/file",
+            ms(d),
+            d.as_secs_f64() * 1e6 / files.len() as f64
+        );
     }
 }
 

@@ -287,10 +287,12 @@ pub fn split(src: Src<'_>) -> Result<Split, Diagnostic> {
     let starts_with_model = first.is_some_and(|i| {
         let rest = &text[i..];
         // `get` and not indexing: byte 5 may fall inside a multi-byte character.
-        rest.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("model"))
-            && rest
-                .get(5..)
-                .is_some_and(|r| r.trim_start_matches(|c: char| c.is_whitespace()).starts_with('('))
+        rest.get(..5)
+            .is_some_and(|w| w.eq_ignore_ascii_case("model"))
+            && rest.get(5..).is_some_and(|r| {
+                r.trim_start_matches(|c: char| c.is_whitespace())
+                    .starts_with('(')
+            })
     });
     let Some(header_start) = first.filter(|_| starts_with_model) else {
         return Ok(Split {

@@ -14,6 +14,8 @@
 //! Invariants:
 //! - Hash inputs are an explicit, versioned byte layout (tagged, length-prefixed fields in a fixed
 //!   order), never a `Hash`/`Debug` derive, so fingerprints are stable across builds.
+//! - Nothing machine-specific is hashed (no absolute paths, no timestamps of files), so every
+//!   clone of a project computes the same fingerprints.
 //! - Formatting-only edits (whitespace, comments, keyword case, a trailing semicolon, header
 //!   property order) change no hash of the model or of any descendant, because only parsed,
 //!   canonical values are hashed.
@@ -169,7 +171,8 @@ pub fn model_metadata(m: &Model) -> String {
 /// The definition hash of a source.
 pub fn source_definition(s: &Source) -> String {
     let mut h = H::new("source.definition");
-    h.field("path", &s.path);
+    // As written, not resolved: the same project checked out elsewhere has the same fingerprints.
+    h.field("path", &s.declared_path);
     h.field("format", s.format.as_str());
     h.field("columns", &s.columns.len().to_string());
     for (k, v) in &s.columns {

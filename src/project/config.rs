@@ -113,8 +113,11 @@ impl SourceFormat {
 pub struct Source {
     /// The name models use to refer to it.
     pub name: ModelName,
-    /// Absolute local path or URL.
+    /// Absolute local path or URL (for reading).
     pub path: String,
+    /// The path as written in `tidemark.toml` (for fingerprints, which must not depend on where
+    /// the project is checked out).
+    pub declared_path: String,
     /// Storage format.
     pub format: SourceFormat,
     /// Declared column types (name → SQL type), if any.
@@ -371,6 +374,7 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
             Source {
                 name,
                 path,
+                declared_path: src.path.get_ref().trim().to_string(),
                 format: src.format,
                 columns,
             },

@@ -124,3 +124,12 @@ fn kind_properties_that_change_rows_change_the_data_hash() {
     assert_ne!(h["shop.products"], data_hashes(&p)["shop.products"]);
     assert_ne!(h["shop.order_items"], data_hashes(&p)["shop.order_items"]);
 }
+
+#[test]
+fn fingerprints_do_not_depend_on_where_the_project_is_checked_out() {
+    let original = fixture("projects/all_kinds");
+    let (_tmp, copy) = copy_project(&original);
+    assert_eq!(all_hashes(&original), all_hashes(&copy));
+    let sources = |p: &Path| info_json(p)["sources"].clone();
+    assert_eq!(sources(&original), sources(&copy));
+}

@@ -127,10 +127,12 @@ fn lex_impl(src: Src<'_>, from: usize, header: bool) -> Result<Vec<Token>, Diagn
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = from;
-    while i < bytes.len() {
-        let c = bytes[i];
+    loop {
+        i = skip_trivia(text, i).map_err(|at| src.err(at, "unterminated `/*` comment"))?;
+        let Some(&c) = bytes.get(i) else { break };
         let start = i;
-        if closed && !matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | b'-' | b'/') {
+        if closed {
+            // The header's closing bracket was the last token; only a `;` right after belongs to it.
             if c == b';' {
                 out.push(Token {
                     tok: Tok::Semi,
@@ -140,23 +142,7 @@ fn lex_impl(src: Src<'_>, from: usize, header: bool) -> Result<Vec<Token>, Diagn
             }
             break;
         }
-        if closed
-            && ((c == b'-' && bytes.get(i + 1) != Some(&b'-'))
-                || (c == b'/' && bytes.get(i + 1) != Some(&b'*')))
-        {
-            break;
-        }
         match c {
-            b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' => i += 1,
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => match text[i + 2..].find("*/") {
-                Some(k) => i = i + 2 + k + 2,
-                None => return Err(src.err(start, "unterminated `/*` comment")),
-            },
             b'\'' => {
                 let mut s = String::new();
                 i += 1;
@@ -411,24 +397,28 @@ pub fn split_top(run: &[Token]) -> Vec<&[Token]> {
 
 /// Byte offset of the first character that is not whitespace or inside a comment.
 pub fn first_code_offset(text: &str) -> Option<usize> {
+    let i = skip_trivia(text, 0).unwrap_or_else(|unterminated| unterminated);
+    (i < text.len()).then_some(i)
+}
+
+/// The offset of the first byte from `i` on that is not whitespace or inside a comment; an
+/// unterminated `/*` comment is `Err(its offset)`.
+fn skip_trivia(text: &str, mut i: usize) -> Result<usize, usize> {
     let bytes = text.as_bytes();
-    let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' => i += 1,
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
+                i = text[i..].find('\n').map_or(bytes.len(), |k| i + k);
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => match text[i + 2..].find("*/") {
-                Some(k) => i = i + 2 + k + 2,
-                None => return Some(i),
+                Some(k) => i += 2 + k + 2,
+                None => return Err(i),
             },
-            _ => return Some(i),
+            _ => break,
         }
     }
-    None
+    Ok(i)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -76,15 +76,6 @@ pub enum Warehouse {
     ObjectStore(String),
 }
 
-impl std::fmt::Display for Warehouse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Warehouse::Local(p) => write!(f, "{}", p.display()),
-            Warehouse::ObjectStore(u) => f.write_str(u),
-        }
-    }
-}
-
 /// The storage format of an external source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]

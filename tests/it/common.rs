@@ -101,3 +101,18 @@ pub fn data_hashes(project: &Path) -> std::collections::BTreeMap<String, String>
         })
         .collect()
 }
+
+/// Run `tidemark --project DIR ARGS` and require exit code 0.
+pub fn succeed(project: &Path, args: &[&str]) -> Run {
+    let run = tidemark(project, args);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    run
+}
+
+/// Run `tidemark --project DIR ARGS` and require exit code 2 with `needle` in stderr.
+pub fn fail_with(project: &Path, args: &[&str], needle: &str) -> Run {
+    let run = tidemark(project, args);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(run.stderr.contains(needle), "{}", run.stderr);
+    run
+}

@@ -1,13 +1,12 @@
 //! `tidemark dag` in every format.
 
-use crate::common::{fixture, tidemark};
+use crate::common::{fixture, succeed, tidemark};
 
 #[test]
 fn dag_formats() {
     let p = fixture("projects/all_kinds");
     for format in ["text", "dot", "mermaid", "json"] {
-        let run = tidemark(&p, &["dag", "--format", format]);
-        assert_eq!(run.code, 0, "{}", run.transcript());
+        let run = succeed(&p, &["dag", "--format", format]);
         insta::assert_snapshot!(format!("dag_{format}"), run.stdout);
     }
 }

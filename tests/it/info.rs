@@ -1,21 +1,19 @@
 //! `tidemark info` on the fixture covering every kind and property, and on the bundled example.
 
-use crate::common::{fixture, info_json, repo, tidemark, tidemark_in};
+use crate::common::{fixture, info_json, repo, succeed, tidemark_in};
 
 #[test]
 fn info_text_all_kinds() {
-    let run = tidemark(&fixture("projects/all_kinds"), &["info"]);
-    assert_eq!(run.code, 0, "{}", run.transcript());
+    let run = succeed(&fixture("projects/all_kinds"), &["info"]);
     insta::assert_snapshot!("info_text_all_kinds", run.transcript());
 }
 
 #[test]
 fn info_json_all_kinds() {
-    let run = tidemark(
+    let run = succeed(
         &fixture("projects/all_kinds"),
         &["info", "--format", "json"],
     );
-    assert_eq!(run.code, 0, "{}", run.transcript());
     insta::assert_snapshot!("info_json_all_kinds", run.stdout);
 }
 
@@ -81,8 +79,7 @@ fn info_reports_every_property() {
 
 #[test]
 fn info_text_example_project() {
-    let run = tidemark(&repo(), &["info"]);
-    assert_eq!(run.code, 0, "{}", run.transcript());
+    let run = succeed(&repo(), &["info"]);
     insta::assert_snapshot!("info_text_example", run.transcript());
 }
 

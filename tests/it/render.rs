@@ -1,10 +1,10 @@
 //! `tidemark render`: macro substitution, windows, EMBEDDED inlining, errors.
 
-use crate::common::{fixture, repo, tidemark};
+use crate::common::{fail_with, fixture, repo, succeed};
 
 #[test]
 fn render_daily_window_dates_are_inclusive() {
-    let run = tidemark(
+    let run = succeed(
         &repo(),
         &[
             "render",
@@ -15,14 +15,13 @@ fn render_daily_window_dates_are_inclusive() {
             "2024-01-07",
         ],
     );
-    assert_eq!(run.code, 0, "{}", run.transcript());
     insta::assert_snapshot!("render_fact_sales_week", run.transcript());
 }
 
 #[test]
 fn render_hourly_default_window_is_last_complete_interval() {
     let p = fixture("projects/all_kinds");
-    let run = tidemark(
+    let run = succeed(
         &p,
         &[
             "--execution-time",
@@ -31,7 +30,6 @@ fn render_hourly_default_window_is_last_complete_interval() {
             "shop.orders",
         ],
     );
-    assert_eq!(run.code, 0, "{}", run.transcript());
     assert!(
         run.stdout
             .contains("TIMESTAMP '2024-03-05 09:00:00' AND TIMESTAMP '2024-03-05 09:59:59.999999'"),
@@ -49,7 +47,7 @@ fn render_hourly_default_window_is_last_complete_interval() {
 #[test]
 fn render_widens_to_whole_intervals_and_accepts_timestamp_ends() {
     let p = fixture("projects/all_kinds");
-    let run = tidemark(
+    let run = succeed(
         &p,
         &[
             "render",
@@ -60,7 +58,6 @@ fn render_widens_to_whole_intervals_and_accepts_timestamp_ends() {
             "2024-03-05 12:00:00",
         ],
     );
-    assert_eq!(run.code, 0, "{}", run.transcript());
     assert!(
         run.stderr
             .contains("[2024-03-05T10:00:00Z, 2024-03-05T12:00:00Z)"),
@@ -72,7 +69,7 @@ fn render_widens_to_whole_intervals_and_accepts_timestamp_ends() {
 #[test]
 fn render_inlines_embedded_models_and_names_this_model() {
     let p = fixture("projects/all_kinds");
-    let run = tidemark(
+    let run = succeed(
         &p,
         &[
             "--execution-time",
@@ -85,9 +82,8 @@ fn render_inlines_embedded_models_and_names_this_model() {
             "2024-03-03",
         ],
     );
-    assert_eq!(run.code, 0, "{}", run.transcript());
     insta::assert_snapshot!("render_embedded", run.transcript());
-    let run = tidemark(
+    let run = succeed(
         &p,
         &[
             "--execution-time",
@@ -96,7 +92,6 @@ fn render_inlines_embedded_models_and_names_this_model() {
             "shop.customers",
         ],
     );
-    assert_eq!(run.code, 0, "{}", run.transcript());
     assert!(
         run.stdout.contains("'2024-04-01' AS loaded_on"),
         "{}",
@@ -107,13 +102,10 @@ fn render_inlines_embedded_models_and_names_this_model() {
 #[test]
 fn render_errors() {
     let p = fixture("projects/all_kinds");
-    let run = tidemark(&p, &["render", "shop.order"]);
-    assert_eq!(run.code, 2);
+    let run = fail_with(&p, &["render", "shop.order"], "no model named");
     insta::assert_snapshot!("render_unknown_model", run.transcript());
-    let run = tidemark(&p, &["render", "shop.products"]);
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("is a SEED model"), "{}", run.stderr);
-    let run = tidemark(
+    fail_with(&p, &["render", "shop.products"], "is a SEED model");
+    fail_with(
         &p,
         &[
             "render",
@@ -123,14 +115,7 @@ fn render_errors() {
             "--end",
             "2024-03-01",
         ],
+        "the window is empty",
     );
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("the window is empty"), "{}", run.stderr);
-    let run = tidemark(&p, &["render", "events"]);
-    assert_eq!(run.code, 2);
-    assert!(
-        run.stderr.contains("is a source, not a model"),
-        "{}",
-        run.stderr
-    );
+    fail_with(&p, &["render", "events"], "is a source, not a model");
 }

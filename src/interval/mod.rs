@@ -8,9 +8,11 @@
 //!   into located diagnostics.
 
 mod cron;
+mod set;
 mod time;
 
 pub use cron::Schedule;
+pub use set::IntervalSet;
 pub use time::{Instant, exclusive_end, format_ts, parse_instant, parse_window};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};

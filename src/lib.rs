@@ -21,5 +21,6 @@ pub mod fingerprint;
 pub mod interval;
 pub mod project;
 pub mod sql;
+pub mod state;
 
 pub use error::{Diagnostic, Error, Result};

@@ -16,10 +16,10 @@ pub use set::IntervalSet;
 pub use time::{Instant, exclusive_end, format_ts, parse_instant, parse_window};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The granularity of a model's intervals (partitions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IntervalUnit {
     /// Five minutes.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use datafusion::sql::sqlparser::ast::Query;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::ModelDefaults;
 use super::header::{self, Property, Src, Token};
@@ -22,7 +22,7 @@ use crate::interval::{Schedule, parse_instant};
 use crate::sql::{self, MacroUse, TableRef};
 
 /// How a model is materialized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Kind {
     /// The whole table is recomputed each time.
@@ -144,7 +144,7 @@ const SQLMESH_ONLY: [&str; 22] = [
 ];
 
 /// One audit attached to a model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditCall {
     /// Audit name (built-in or a file in `audits/`), lowercased.
     pub name: String,

@@ -53,6 +53,107 @@ pub enum DagFormat {
     Json,
 }
 
+/// Output formats of `plan` and `diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// A tree for the terminal.
+    Text,
+    /// A pull-request comment.
+    Markdown,
+    /// Versioned JSON (`tidemark.plan/v1`, see docs/plan-format.md).
+    Json,
+}
+
+/// Arguments of `plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The environment to plan for.
+    #[arg(default_value = "prod")]
+    pub environment: String,
+    /// The environment a new environment starts from.
+    #[arg(long, default_value = "prod", value_name = "ENV")]
+    pub create_from: String,
+    /// Window start (date or timestamp, UTC): dev previews and restatements.
+    #[arg(long, value_name = "DATE")]
+    pub start: Option<String>,
+    /// Window end: a date is inclusive (through that day), a timestamp exclusive.
+    #[arg(long, value_name = "DATE")]
+    pub end: Option<String>,
+    /// Recompute the selected models in the window, and everything downstream.
+    #[arg(long, value_name = "SEL")]
+    pub restate_model: Vec<String>,
+    /// Take only these models' local changes; others keep the environment's version.
+    #[arg(long, value_name = "SEL")]
+    pub select_model: Vec<String>,
+    /// Every change is forward-only: keep the tables, new logic from now on.
+    #[arg(long)]
+    pub forward_only: bool,
+    /// Compute nothing (the environment will point at tables with missing intervals).
+    #[arg(long)]
+    pub skip_backfill: bool,
+    /// Categorize these directly modified models as breaking.
+    #[arg(long, value_name = "SEL")]
+    pub breaking: Vec<String>,
+    /// Categorize these directly modified models as non-breaking (a kind change stays breaking).
+    #[arg(long, value_name = "SEL")]
+    pub non_breaking: Vec<String>,
+    /// With --restate-model: include local changes instead of ignoring them.
+    #[arg(long)]
+    pub with_local_changes: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Also save the plan (JSON) to FILE, to apply it later exactly as reviewed.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 1 if the plan changes or computes anything, 0 if there is nothing to do.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Arguments of `diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The git revision to compare with (e.g. origin/main).
+    #[arg(long, value_name = "GIT_REV")]
+    pub base: String,
+    /// The git revision to compare (default: the working tree).
+    #[arg(long, value_name = "GIT_REV")]
+    pub head: Option<String>,
+    /// Window start for the backfill estimate.
+    #[arg(long, value_name = "DATE")]
+    pub start: Option<String>,
+    /// Window end: a date is inclusive, a timestamp exclusive.
+    #[arg(long, value_name = "DATE")]
+    pub end: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+}
+
+/// `state` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the whole state (environments, snapshots, tables, intervals, history) as JSON.
+    Export {
+        /// Output format (only JSON).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+    },
+    /// Load an exported state into a warehouse whose state is empty.
+    Import {
+        /// The export (`-` for stdin).
+        file: PathBuf,
+    },
+}
+
+/// Output formats of `state export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// `tidemark.state/v1` JSON.
+    Json,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -78,6 +179,16 @@ pub enum Command {
         /// Interval end: a date is inclusive (through that day), a timestamp exclusive.
         #[arg(long)]
         end: Option<String>,
+    },
+    /// Show what changed against an environment and which intervals must be computed.
+    Plan(PlanArgs),
+    /// Compare two git revisions of the project offline (no warehouse, no state).
+    Diff(DiffArgs),
+    /// Export or import the state.
+    State {
+        /// What to do.
+        #[command(subcommand)]
+        command: StateCommand,
     },
 }
 
@@ -142,6 +253,14 @@ pub fn run(cli: Cli, color: bool, out: &mut dyn Write) -> Result<u8> {
         Command::Render { model, start, end } => {
             crate::commands::render::run(&ctx, &model, start.as_deref(), end.as_deref(), out)
         }
+        Command::Plan(args) => crate::commands::plan::run(&ctx, &args, out),
+        Command::Diff(args) => crate::commands::diff::run(&ctx, &args, out),
+        Command::State {
+            command: StateCommand::Export { format: _ },
+        } => crate::commands::state::export(&ctx, out),
+        Command::State {
+            command: StateCommand::Import { file },
+        } => crate::commands::state::import(&ctx, &file),
     };
     match result {
         Err(Error::User(d)) if d.is_empty() => Err(Error::Bug("an error without a message".into())),

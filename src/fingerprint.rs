@@ -182,6 +182,20 @@ pub fn source_definition(s: &Source) -> String {
     h.finish()
 }
 
+/// The data hash of a node: its definition hash plus each parent's name and data hash, parents
+/// in name order. Plans use it to recompute the hash of a deployed definition under new parents.
+pub fn data_hash(definition: &str, parents: &[(ModelName, Option<String>)]) -> String {
+    let mut sorted: Vec<&(ModelName, Option<String>)> = parents.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = H::new("data");
+    h.field("definition", definition);
+    for (p, d) in sorted {
+        h.field("parent", p.as_str());
+        h.opt("parent_data", d.as_deref());
+    }
+    h.finish()
+}
+
 /// Fingerprint every node of the project, parents first.
 pub fn fingerprint_all(project: &Project, dag: &Dag) -> BTreeMap<ModelName, Fingerprint> {
     let mut out: BTreeMap<ModelName, Fingerprint> = BTreeMap::new();
@@ -192,13 +206,15 @@ pub fn fingerprint_all(project: &Project, dag: &Dag) -> BTreeMap<ModelName, Fing
                 (None, Some(s)) => (source_definition(s), H::new("source.metadata").finish()),
                 (None, None) => continue,
             };
-        let mut h = H::new("data");
-        h.field("definition", &definition);
-        for p in dag.parents(name) {
-            h.field("parent", p.as_str());
-            h.opt("parent_data", out.get(&p).map(|f| f.data.as_str()));
-        }
-        let data = h.finish();
+        let parents: Vec<(ModelName, Option<String>)> = dag
+            .parents(name)
+            .into_iter()
+            .map(|p| {
+                let d = out.get(&p).map(|f| f.data.clone());
+                (p, d)
+            })
+            .collect();
+        let data = data_hash(&definition, &parents);
         let version = data[..VERSION_LEN].to_string();
         out.insert(
             name.clone(),

@@ -19,6 +19,7 @@ pub mod dag;
 pub mod error;
 pub mod fingerprint;
 pub mod interval;
+pub mod plan;
 pub mod project;
 pub mod sql;
 pub mod state;

@@ -2,8 +2,11 @@
 //! writer, and returns the exit code (0, or 1 when a check found something).
 
 pub mod dag;
+pub mod diff;
 pub mod info;
+pub mod plan;
 pub mod render;
+pub mod state;
 
 use std::collections::BTreeMap;
 

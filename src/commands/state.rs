@@ -1,0 +1,70 @@
+//! `tidemark state export|import`: the whole state as one JSON document, for backup and
+//! migration between warehouses.
+
+use std::path::Path;
+
+use super::emit;
+use crate::cli::Context;
+use crate::error::{Diagnostic, Error, Result, io_error};
+use crate::project::config;
+use crate::state::{State, StateStore};
+
+fn store(ctx: &Context) -> Result<StateStore> {
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::from(io_error("read", Path::new("."), &e)))?;
+    let path = config::find_config(ctx.project.as_deref(), &cwd)?;
+    let config = config::load_config(&path)?;
+    StateStore::open(&config.warehouse)
+}
+
+/// `state export`: print the state.
+pub fn export(ctx: &Context, out: &mut dyn std::io::Write) -> Result<u8> {
+    let state = store(ctx)?.read()?;
+    let mut text = serde_json::to_string_pretty(&state)
+        .map_err(|e| Error::Bug(format!("cannot serialize the state: {e}")))?;
+    text.push('\n');
+    emit(out, &text)?;
+    Ok(0)
+}
+
+/// `state import FILE`: load an exported state into an empty warehouse.
+pub fn import(ctx: &Context, file: &Path) -> Result<u8> {
+    let bytes = if file == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+            .map_err(|e| Error::from(io_error("read", Path::new("<stdin>"), &e)))?;
+        b
+    } else {
+        std::fs::read(file).map_err(|e| Error::from(io_error("read", file, &e)))?
+    };
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: String,
+    }
+    let head: Head = serde_json::from_slice(&bytes).map_err(|e| invalid(file, &e))?;
+    State::check_format(&head.format, &format!("`{}`", file.display()))?;
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| invalid(file, &e))?;
+    let store = store(ctx)?;
+    let imported = store.import(state)?;
+    crate::cli::note(
+        ctx,
+        &format!(
+            "imported {} environments, {} snapshots and {} tables into {}",
+            imported.environments.len(),
+            imported.snapshots.len(),
+            imported.tables.len(),
+            store.describe()
+        ),
+    );
+    Ok(0)
+}
+
+fn invalid(file: &Path, e: &serde_json::Error) -> Error {
+    Error::from(
+        Diagnostic::error(format!(
+            "`{}` is not a tidemark state export: {e}",
+            file.display()
+        ))
+        .hint("create one with `tidemark state export > state.json`"),
+    )
+}

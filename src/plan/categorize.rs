@@ -67,12 +67,57 @@ pub fn categorize(old: &Query, new: &Query) -> Verdict {
     if w.inserted > 0 && old.to_string() == stripped.to_string() {
         Verdict::NonBreaking
     } else {
-        Verdict::Breaking(
-            "the query changed beyond added columns (a column was removed, renamed, reordered or \
-             altered, or a clause such as WHERE, JOIN, GROUP BY changed)"
-                .into(),
-        )
+        Verdict::Breaking(describe(old, &stripped))
     }
+}
+
+/// Name what differs between the old query and the new one with insertions removed.
+fn describe(old: &Query, new: &Query) -> String {
+    let differs = |a: String, b: String| a != b;
+    let clause = |what: &str| format!("the {what} changed");
+    if differs(fmt_opt(&old.with), fmt_opt(&new.with)) {
+        return clause("WITH clause (a CTE)");
+    }
+    if let (SetExpr::Select(o), SetExpr::Select(n)) = (old.body.as_ref(), new.body.as_ref()) {
+        let checks: [(&str, String, String); 6] = [
+            ("FROM/JOIN clause", join(&o.from), join(&n.from)),
+            ("WHERE clause", fmt_opt(&o.selection), fmt_opt(&n.selection)),
+            (
+                "GROUP BY clause",
+                o.group_by.to_string(),
+                n.group_by.to_string(),
+            ),
+            ("HAVING clause", fmt_opt(&o.having), fmt_opt(&n.having)),
+            ("DISTINCT", fmt_opt(&o.distinct), fmt_opt(&n.distinct)),
+            ("QUALIFY clause", fmt_opt(&o.qualify), fmt_opt(&n.qualify)),
+        ];
+        for (what, a, b) in checks {
+            if a != b {
+                return clause(what);
+            }
+        }
+        if o.projection.len() <= n.projection.len() || o.projection != n.projection {
+            return "a column was removed, renamed, reordered or altered".into();
+        }
+    }
+    if differs(fmt_opt(&old.order_by), fmt_opt(&new.order_by)) {
+        return clause("ORDER BY clause");
+    }
+    if differs(fmt_opt(&old.limit_clause), fmt_opt(&new.limit_clause)) {
+        return clause("LIMIT clause");
+    }
+    "the query changed beyond added columns".into()
+}
+
+fn fmt_opt<T: std::fmt::Display>(x: &Option<T>) -> String {
+    x.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+fn join(from: &[TableWithJoins]) -> String {
+    from.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Does any SELECT of the query project `*` or `t.*`? A child reading a parent that way changes

@@ -69,6 +69,27 @@ pub struct Options {
     pub offline: bool,
 }
 
+impl Options {
+    /// A plain plan for `environment` at `execution_time`: no window, selectors or overrides.
+    pub fn new(environment: &str, execution_time: DateTime<Utc>) -> Options {
+        Options {
+            environment: environment.to_string(),
+            create_from: PROD.to_string(),
+            start: None,
+            end: None,
+            restate: Vec::new(),
+            select: Vec::new(),
+            forward_only: false,
+            skip_backfill: false,
+            breaking: Vec::new(),
+            non_breaking: Vec::new(),
+            with_local_changes: false,
+            execution_time,
+            offline: false,
+        }
+    }
+}
+
 /// How a model differs from the environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -325,8 +346,8 @@ pub fn build(
         if takes_local(name) {
             continue; // removed locally
         }
-        if !project.models.contains_key(*name) && use_local {
-            local_ignored += 1;
+        if !project.models.contains_key(*name) {
+            local_ignored += 1; // removed locally, but not taken
         }
         nodes.insert(
             (*name).clone(),

@@ -177,12 +177,15 @@ fn header(plan: &Plan) -> String {
                 plan.plan_id
             );
         }
-        (Some(b), false) => {
+        (Some(b), false) if b != env => {
             let _ = writeln!(
                 s,
-                "Plan {} for environment `{env}` (differences from `{b}`)",
+                "Plan {} for `{env}` (differences from `{b}`)",
                 plan.plan_id
             );
+        }
+        (Some(_), false) => {
+            let _ = writeln!(s, "Plan {} for environment `{env}`", plan.plan_id);
         }
         (None, _) => {
             let _ = writeln!(s, "Plan {} for new environment `{env}`", plan.plan_id);
@@ -309,18 +312,25 @@ pub fn markdown(plan: &Plan) -> String {
     let mut s = String::new();
     let env = &plan.environment;
     let _ = write!(s, "### tidemark plan for `{env}`");
-    if let Some(b) = &plan.base_environment {
-        let _ = write!(s, " (compared with `{b}`)");
+    match (&plan.base_environment, plan.new_environment) {
+        (Some(b), true) => {
+            let _ = write!(s, " (new, created from `{b}`)");
+        }
+        (Some(b), false) if b != env => {
+            let _ = write!(s, " (compared with `{b}`)");
+        }
+        (None, _) => s.push_str(" (new)"),
+        _ => {}
     }
-    let _ = writeln!(
+    let _ = write!(
         s,
         "\n\nPlan `{}` · execution time `{}`",
         plan.plan_id, plan.execution_time
     );
     if let (Some(a), Some(b)) = (&plan.start, &plan.end) {
-        let _ = writeln!(s, " · window `[{a}, {b})`");
+        let _ = write!(s, " · window `[{a}, {b})`");
     }
-    s.push('\n');
+    s.push_str("\n\n");
     let x = &plan.summary;
     s.push_str("| | |\n|---|---:|\n");
     for (label, n) in [

@@ -9,5 +9,6 @@ mod dag;
 mod errors;
 mod fingerprints;
 mod info;
+mod plan;
 mod render;
 mod synth;

@@ -1,9 +1,9 @@
 //! `tidemark diff --base REV [--head REV]`: the plan between two revisions of the project, read
 //! from git, with no warehouse and no state — what a CI job posts on a pull request.
 //!
-//! The base revision stands in for a deployed environment in which nothing has been computed
-//! yet, so every model that needs a new version shows its whole range (or the `--start`/`--end`
-//! window) as the backfill.
+//! The base revision stands in for a deployed environment that is complete up to the execution
+//! time: models that keep their version need nothing, and every model that needs a new version
+//! shows its whole range (or the `--start`/`--end` window) as the backfill.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,7 +15,7 @@ use crate::error::{Diagnostic, Error, Result, io_error};
 use crate::fingerprint::{Fingerprint, fingerprint_all};
 use crate::plan::{self, Options};
 use crate::project::{ModelName, Project, config};
-use crate::state::{EnvModel, Environment, ModelRecord, Snapshot, State};
+use crate::state::{EnvModel, Environment, ModelRecord, PhysicalTable, Snapshot, State};
 use std::collections::BTreeMap;
 
 /// Removes a temporary directory when dropped.
@@ -96,7 +96,7 @@ pub fn run(ctx: &Context, args: &DiffArgs, out: &mut dyn std::io::Write) -> Resu
     Ok(0)
 }
 
-/// The base revision as an environment in which nothing has been computed.
+/// The base revision as an environment whose tables are complete up to `now`.
 fn state_of(
     project: &Project,
     fps: &BTreeMap<ModelName, Fingerprint>,
@@ -137,11 +137,32 @@ fn state_of(
             model: ModelRecord::of(m, project.self_referencing.contains(name)),
             created_at: now,
         };
+        let table = snapshot.table_id();
+        if let Some(id) = &table {
+            let empty = State::empty();
+            let ctx = crate::plan::backfill::Context {
+                state: &empty,
+                execution_time: now,
+                window: None,
+            };
+            state.tables.insert(
+                id.clone(),
+                PhysicalTable {
+                    id: id.clone(),
+                    name: name.clone(),
+                    version: snapshot.version.clone(),
+                    generation: 0,
+                    interval_unit: snapshot.model.interval_unit,
+                    intervals: crate::plan::backfill::expected(&ctx, &snapshot.model),
+                    created_at: now,
+                },
+            );
+        }
         env.models.insert(
             name.clone(),
             EnvModel {
                 snapshot: snapshot.id.clone(),
-                table: snapshot.table_id(),
+                table,
                 table_version: None,
             },
         );

@@ -6,6 +6,7 @@
 
 mod common;
 mod dag;
+mod diff;
 mod errors;
 mod fingerprints;
 mod info;

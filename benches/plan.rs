@@ -69,8 +69,15 @@ fn report(label: &str, runs: &mut [Timing]) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![1_000, 10_000] } else { sizes };
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 10_000]
+    } else {
+        sizes
+    };
     let runs = 5;
     for n in sizes {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -90,7 +97,11 @@ fn main() {
         store
             .transact("deploy", |s| Ok(completed_actions(&plan, s, deployed_at)))
             .unwrap();
-        let tables: Vec<String> = plan.target.values().filter_map(|t| t.table.clone()).collect();
+        let tables: Vec<String> = plan
+            .target
+            .values()
+            .filter_map(|t| t.table.clone())
+            .collect();
         let mut day = deployed_at;
         for _ in 0..55 {
             let next = day + chrono::Duration::days(1);
@@ -128,10 +139,22 @@ fn main() {
         // One breaking change at the root.
         let root = walk(&dir.join("models"))
             .into_iter()
-            .find(|p| std::fs::read_to_string(p).unwrap().starts_with("-- Synthetic model 0.\n"))
+            .find(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .starts_with("-- Synthetic model 0.\n")
+            })
             .unwrap();
         let text = std::fs::read_to_string(&root).unwrap();
-        std::fs::write(&root, text.replacen("a.amount IS NOT NULL", "a.amount IS NOT NULL AND a.amount > 0", 1)).unwrap();
+        std::fs::write(
+            &root,
+            text.replacen(
+                "a.amount IS NOT NULL",
+                "a.amount IS NOT NULL AND a.amount > 0",
+                1,
+            ),
+        )
+        .unwrap();
         let mut breaking: Vec<Timing> = Vec::new();
         let mut affected = 0;
         let mut partitions = 0;

@@ -645,7 +645,7 @@ pub fn build(
         notes,
         environment_revision: target_env.map(|e| e.revision),
         state_seq: state.seq,
-        ttl_seconds: (opts.environment != PROD).then(|| project.config.env_ttl.as_secs()),
+        ttl_seconds: (opts.environment != PROD).then_some(project.config.env_ttl.as_secs()),
         snapshots: new_snapshots,
         target,
     };
@@ -825,10 +825,9 @@ fn topo_order(nodes: &BTreeMap<ModelName, Node>) -> Vec<ModelName> {
         }
     }
     // A cycle can only come from deployed definitions mixed with local ones; keep every node.
-    for n in nodes.keys() {
-        if !out.contains(n) {
-            out.push(n.clone());
-        }
+    if out.len() < nodes.len() {
+        let placed: BTreeSet<ModelName> = out.iter().cloned().collect();
+        out.extend(nodes.keys().filter(|n| !placed.contains(*n)).cloned());
     }
     out
 }

@@ -431,11 +431,24 @@ impl State {
         actions: &[Action],
     ) -> std::result::Result<(), Conflict> {
         let mut next = self.clone();
-        for a in actions {
-            next.apply_one(seq, at, a)?;
-        }
-        next.seq = seq;
+        next.replay(seq, at, actions)?;
         *self = next;
+        Ok(())
+    }
+
+    /// Apply a commit that was validated when it was written (reading the log), in place and
+    /// without the copy that makes [`State::apply`] all-or-nothing. On an error the state is
+    /// unusable and must be dropped.
+    pub fn replay(
+        &mut self,
+        seq: u64,
+        at: DateTime<Utc>,
+        actions: &[Action],
+    ) -> std::result::Result<(), Conflict> {
+        for a in actions {
+            self.apply_one(seq, at, a)?;
+        }
+        self.seq = seq;
         Ok(())
     }
 

@@ -124,7 +124,7 @@ impl StateStore {
             };
             let seq = commit.seq;
             state
-                .apply(seq, commit.at, &commit.actions)
+                .replay(seq, commit.at, &commit.actions)
                 .map_err(|c| corrupt(&log_path(seq), &c.to_string()))?;
         }
     }
@@ -162,7 +162,7 @@ impl StateStore {
         if !self.storage.put_if_absent(&log_path(seq), &bytes)? {
             return Ok(Outcome::Raced);
         }
-        if seq % CHECKPOINT_EVERY == 0 {
+        if seq.is_multiple_of(CHECKPOINT_EVERY) {
             // Best effort: a missing checkpoint only makes reading slower.
             let _ = self.write_checkpoint(&next);
         }

@@ -62,7 +62,6 @@ pub fn run(ctx: &Context, args: &DiffArgs, out: &mut dyn std::io::Write) -> Resu
     };
     let state = state_of(&base, &base_fps, ctx.execution_time);
     let opts = Options {
-        environment: "base".into(),
         create_from: "base".into(),
         start: args
             .start
@@ -74,15 +73,8 @@ pub fn run(ctx: &Context, args: &DiffArgs, out: &mut dyn std::io::Write) -> Resu
             .as_deref()
             .map(super::plan::parse_arg("--end"))
             .transpose()?,
-        restate: Vec::new(),
-        select: Vec::new(),
-        forward_only: false,
-        skip_backfill: false,
-        breaking: Vec::new(),
-        non_breaking: Vec::new(),
-        with_local_changes: false,
-        execution_time: ctx.execution_time,
         offline: true,
+        ..Options::new("base", ctx.execution_time)
     };
     let mut plan = plan::build(&head, &head_fps, &state, &opts)?;
     plan.environment = head_label;

@@ -510,16 +510,7 @@ fn new_environment_reuses_prod_and_computes_only_changes() {
         "indirectly_modified/indirect_non_breaking: none"
     );
     // Promotion after dev was built: the same snapshot, nothing to compute.
-    let at = parse_instant(T0).unwrap().at;
-    let project = tidemark::project::Project::load(&dir.join("tidemark.toml")).unwrap();
-    let dag = tidemark::dag::Dag::build(&project).unwrap();
-    let fps = tidemark::fingerprint::fingerprint_all(&project, &dag);
-    let store = StateStore::open(&project.config.warehouse).unwrap();
-    let state = store.read().unwrap();
-    let dev = build(&project, &fps, &state, &Options::new("dev", at)).unwrap();
-    store
-        .transact("dev", |s| Ok(completed_actions(&dev, s, at)))
-        .unwrap();
+    deploy(&dir, "dev", T0);
     let prod = plan_json(&dir, &[]);
     assert_eq!(
         line(&prod, "mart.daily_stats"),

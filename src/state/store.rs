@@ -23,7 +23,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::storage::{LocalStorage, ObjectStorage, Storage};
+#[cfg(test)]
+use super::storage::ObjectStorage;
+use super::storage::{LocalStorage, Storage};
 use super::{Action, Conflict, STATE_FORMAT, State};
 use crate::error::{Diagnostic, Error, Result};
 use crate::project::Warehouse;
@@ -87,13 +89,6 @@ impl StateStore {
                         "invalid warehouse URL `{url}`: {e}"
                     )))
                 })?;
-                if parsed.scheme() == "memory" {
-                    let store = std::sync::Arc::new(object_store::memory::InMemory::new());
-                    return Ok(StateStore::new(Box::new(ObjectStorage::new(
-                        store,
-                        parsed.path(),
-                    )?)));
-                }
                 Err(Error::from(
                     Diagnostic::error(format!(
                         "warehouse `{url}`: the `{}` object store is not built into this tidemark",

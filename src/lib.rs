@@ -7,7 +7,9 @@
 //!   → sql (parse once, canonical form, table references, macro variables, rendering)
 //!   → dag (petgraph; deterministic topological order; cycles as paths)
 //!   → fingerprint (blake3 data / metadata hashes, versions)
-//!   → commands (info, dag, render) → cli
+//!   → state (snapshots, physical tables, environments; append-only log in the warehouse)
+//!   → plan (diff, categories, restatement, missing intervals, rendering)
+//!   → commands (info, dag, render, plan, diff, state) → cli
 //! ```
 //!
 //! `interval` (units, cron, time parsing) and `error` (diagnostics) serve every stage. The pure

@@ -19,76 +19,28 @@
 
 pub mod backfill;
 pub mod categorize;
+mod options;
+mod record;
 pub mod render;
 pub mod select;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Diagnostic, Error, Result};
 use crate::fingerprint::{Fingerprint, data_hash};
-use crate::interval::{Instant, IntervalSet, exclusive_end, format_ts};
+use crate::interval::format_ts;
 use crate::project::{Kind, ModelName, Project};
 use crate::state::{Category, ModelRecord, PROD, Snapshot, State};
 pub use backfill::{Backfill, BackfillAction};
 use categorize::Verdict;
+use options::user_window;
+pub use options::{Options, validate_env_name};
+pub use record::completed_actions;
 
 /// Format tag of plan documents.
 pub const PLAN_FORMAT: &str = "tidemark.plan/v1";
-
-/// What the user asked for.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Target environment.
-    pub environment: String,
-    /// Base of a new environment.
-    pub create_from: String,
-    /// `--start`.
-    pub start: Option<Instant>,
-    /// `--end` (a date is inclusive).
-    pub end: Option<Instant>,
-    /// `--restate-model` selectors.
-    pub restate: Vec<String>,
-    /// `--select-model` selectors.
-    pub select: Vec<String>,
-    /// `--forward-only`.
-    pub forward_only: bool,
-    /// `--skip-backfill`.
-    pub skip_backfill: bool,
-    /// `--breaking` selectors.
-    pub breaking: Vec<String>,
-    /// `--non-breaking` selectors.
-    pub non_breaking: Vec<String>,
-    /// `--with-local-changes` (restatement plans).
-    pub with_local_changes: bool,
-    /// "Now".
-    pub execution_time: DateTime<Utc>,
-    /// `diff`: a window is allowed without restatement, as nothing is deployed.
-    pub offline: bool,
-}
-
-impl Options {
-    /// A plain plan for `environment` at `execution_time`: no window, selectors or overrides.
-    pub fn new(environment: &str, execution_time: DateTime<Utc>) -> Options {
-        Options {
-            environment: environment.to_string(),
-            create_from: PROD.to_string(),
-            start: None,
-            end: None,
-            restate: Vec::new(),
-            select: Vec::new(),
-            forward_only: false,
-            skip_backfill: false,
-            breaking: Vec::new(),
-            non_breaking: Vec::new(),
-            with_local_changes: false,
-            execution_time,
-            offline: false,
-        }
-    }
-}
 
 /// How a model differs from the environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -830,138 +782,4 @@ fn topo_order(nodes: &BTreeMap<ModelName, Node>) -> Vec<ModelName> {
         out.extend(nodes.keys().filter(|n| !placed.contains(*n)).cloned());
     }
     out
-}
-
-/// The user's `--start`/`--end` as a half-open window, validated.
-fn user_window(opts: &Options) -> Result<Option<crate::interval::Interval>> {
-    let exec = opts.execution_time;
-    let end = opts.end.map(exclusive_end);
-    if let (Some(e), Some(raw)) = (end, opts.end)
-        && raw.at > exec
-    {
-        return Err(Error::from(
-            Diagnostic::error(format!(
-                "--end {} is in the future (execution time {})",
-                format_ts(e),
-                format_ts(exec)
-            ))
-            .hint("intervals that have not happened yet cannot be computed; pass an earlier --end or a later --execution-time"),
-        ));
-    }
-    match (opts.start, end) {
-        (None, None) => Ok(None),
-        (Some(s), e) => {
-            let e = e.unwrap_or(exec);
-            if s.at >= e {
-                return Err(Error::from(
-                    Diagnostic::error(format!(
-                        "--start {} is not before the end {}",
-                        format_ts(s.at),
-                        format_ts(e)
-                    ))
-                    .hint("a date --end is inclusive (through the end of that day); a timestamp --end is exclusive"),
-                ));
-            }
-            Ok(Some(crate::interval::Interval::new(s.at, e)))
-        }
-        (None, Some(e)) => Ok(Some(crate::interval::Interval::new(
-            DateTime::<Utc>::MIN_UTC,
-            e,
-        ))),
-    }
-}
-
-/// Environment names are `[a-z0-9_]`, starting with a letter.
-pub fn validate_env_name(name: &str) -> Result<()> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 64;
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::from(
-            Diagnostic::error(format!("invalid environment name `{}`", name.escape_default()))
-                .hint("environment names are lowercase letters, digits and `_`, starting with a letter (at most 64)"),
-        ))
-    }
-}
-
-/// The state changes that applying `plan` makes once every batch in it has been computed:
-/// record the new snapshots and tables, mark the backfilled intervals complete, and point the
-/// environment at its new snapshots (checked against the revision the plan was made from).
-pub fn completed_actions(
-    plan: &Plan,
-    state: &State,
-    now: DateTime<Utc>,
-) -> Vec<crate::state::Action> {
-    use crate::state::{Action, EnvModel, Environment, PhysicalTable};
-    let mut actions: Vec<Action> = plan
-        .snapshots
-        .iter()
-        .map(|s| Action::PutSnapshot {
-            snapshot: Box::new(s.clone()),
-        })
-        .collect();
-    for t in plan.target.values() {
-        let Some(table) = &t.table else { continue };
-        let snapshot = plan
-            .snapshots
-            .iter()
-            .find(|s| s.id == t.snapshot)
-            .or_else(|| state.snapshots.get(&t.snapshot));
-        if let Some(s) = snapshot {
-            actions.push(Action::PutTable {
-                table: PhysicalTable {
-                    id: table.clone(),
-                    name: s.name.clone(),
-                    version: s.version.clone(),
-                    generation: 0,
-                    interval_unit: s.model.interval_unit,
-                    intervals: IntervalSet::new(),
-                    created_at: now,
-                },
-            });
-        }
-    }
-    for m in &plan.models {
-        if let (Some(b), Some(t)) = (&m.backfill, plan.target.get(&m.name))
-            && let Some(table) = &t.table
-        {
-            actions.push(Action::AddIntervals {
-                table: table.clone(),
-                intervals: b.intervals.clone(),
-            });
-        }
-    }
-    actions.push(Action::PutEnvironment {
-        environment: Box::new(Environment {
-            name: plan.environment.clone(),
-            revision: 0,
-            plan_id: plan.plan_id.clone(),
-            models: plan
-                .target
-                .iter()
-                .map(|(n, t)| {
-                    (
-                        n.clone(),
-                        EnvModel {
-                            snapshot: t.snapshot.clone(),
-                            table: t.table.clone(),
-                            table_version: None,
-                        },
-                    )
-                })
-                .collect(),
-            created_at: now,
-            updated_at: now,
-            expires_at: plan
-                .ttl_seconds
-                .and_then(|s| chrono::Duration::try_seconds(i64::try_from(s).ok()?))
-                .map(|d| now + d),
-        }),
-        expected_revision: plan.environment_revision,
-    });
-    actions
 }

@@ -1,0 +1,118 @@
+//! What the user asked a plan for: options, the `--start`/`--end` window and environment names.
+//!
+//! Invariants: a window is half-open, never ends in the future, and starts before it ends; an
+//! environment name is `[a-z0-9_]`, so it is safe in paths and messages.
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{Diagnostic, Error, Result};
+use crate::interval::{Instant, exclusive_end, format_ts};
+use crate::state::PROD;
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Target environment.
+    pub environment: String,
+    /// Base of a new environment.
+    pub create_from: String,
+    /// `--start`.
+    pub start: Option<Instant>,
+    /// `--end` (a date is inclusive).
+    pub end: Option<Instant>,
+    /// `--restate-model` selectors.
+    pub restate: Vec<String>,
+    /// `--select-model` selectors.
+    pub select: Vec<String>,
+    /// `--forward-only`.
+    pub forward_only: bool,
+    /// `--skip-backfill`.
+    pub skip_backfill: bool,
+    /// `--breaking` selectors.
+    pub breaking: Vec<String>,
+    /// `--non-breaking` selectors.
+    pub non_breaking: Vec<String>,
+    /// `--with-local-changes` (restatement plans).
+    pub with_local_changes: bool,
+    /// "Now".
+    pub execution_time: DateTime<Utc>,
+    /// `diff`: a window is allowed without restatement, as nothing is deployed.
+    pub offline: bool,
+}
+
+impl Options {
+    /// A plain plan for `environment` at `execution_time`: no window, selectors or overrides.
+    pub fn new(environment: &str, execution_time: DateTime<Utc>) -> Options {
+        Options {
+            environment: environment.to_string(),
+            create_from: PROD.to_string(),
+            start: None,
+            end: None,
+            restate: Vec::new(),
+            select: Vec::new(),
+            forward_only: false,
+            skip_backfill: false,
+            breaking: Vec::new(),
+            non_breaking: Vec::new(),
+            with_local_changes: false,
+            execution_time,
+            offline: false,
+        }
+    }
+}
+
+/// The user's `--start`/`--end` as a half-open window, validated.
+pub(crate) fn user_window(opts: &Options) -> Result<Option<crate::interval::Interval>> {
+    let exec = opts.execution_time;
+    let end = opts.end.map(exclusive_end);
+    if let (Some(e), Some(raw)) = (end, opts.end)
+        && raw.at > exec
+    {
+        return Err(Error::from(
+            Diagnostic::error(format!(
+                "--end {} is in the future (execution time {})",
+                format_ts(e),
+                format_ts(exec)
+            ))
+            .hint("intervals that have not happened yet cannot be computed; pass an earlier --end or a later --execution-time"),
+        ));
+    }
+    match (opts.start, end) {
+        (None, None) => Ok(None),
+        (Some(s), e) => {
+            let e = e.unwrap_or(exec);
+            if s.at >= e {
+                return Err(Error::from(
+                    Diagnostic::error(format!(
+                        "--start {} is not before the end {}",
+                        format_ts(s.at),
+                        format_ts(e)
+                    ))
+                    .hint("a date --end is inclusive (through the end of that day); a timestamp --end is exclusive"),
+                ));
+            }
+            Ok(Some(crate::interval::Interval::new(s.at, e)))
+        }
+        (None, Some(e)) => Ok(Some(crate::interval::Interval::new(
+            DateTime::<Utc>::MIN_UTC,
+            e,
+        ))),
+    }
+}
+
+/// Environment names are `[a-z0-9_]`, starting with a letter.
+pub fn validate_env_name(name: &str) -> Result<()> {
+    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 64;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::from(
+            Diagnostic::error(format!("invalid environment name `{}`", name.escape_default()))
+                .hint("environment names are lowercase letters, digits and `_`, starting with a letter (at most 64)"),
+        ))
+    }
+}

@@ -1,0 +1,88 @@
+//! The state changes a plan makes once it has been carried out.
+//!
+//! Invariant: the environment is written with the revision the plan was made from, so applying a
+//! stale plan fails instead of overwriting someone else's change.
+
+use chrono::{DateTime, Utc};
+
+use super::Plan;
+use crate::interval::IntervalSet;
+use crate::state::State;
+
+/// The state changes that applying `plan` makes once every batch in it has been computed:
+/// record the new snapshots and tables, mark the backfilled intervals complete, and point the
+/// environment at its new snapshots (checked against the revision the plan was made from).
+pub fn completed_actions(
+    plan: &Plan,
+    state: &State,
+    now: DateTime<Utc>,
+) -> Vec<crate::state::Action> {
+    use crate::state::{Action, EnvModel, Environment, PhysicalTable};
+    let mut actions: Vec<Action> = plan
+        .snapshots
+        .iter()
+        .map(|s| Action::PutSnapshot {
+            snapshot: Box::new(s.clone()),
+        })
+        .collect();
+    for t in plan.target.values() {
+        let Some(table) = &t.table else { continue };
+        let snapshot = plan
+            .snapshots
+            .iter()
+            .find(|s| s.id == t.snapshot)
+            .or_else(|| state.snapshots.get(&t.snapshot));
+        if let Some(s) = snapshot {
+            actions.push(Action::PutTable {
+                table: PhysicalTable {
+                    id: table.clone(),
+                    name: s.name.clone(),
+                    version: s.version.clone(),
+                    generation: 0,
+                    interval_unit: s.model.interval_unit,
+                    intervals: IntervalSet::new(),
+                    created_at: now,
+                },
+            });
+        }
+    }
+    for m in &plan.models {
+        if let (Some(b), Some(t)) = (&m.backfill, plan.target.get(&m.name))
+            && let Some(table) = &t.table
+        {
+            actions.push(Action::AddIntervals {
+                table: table.clone(),
+                intervals: b.intervals.clone(),
+            });
+        }
+    }
+    actions.push(Action::PutEnvironment {
+        environment: Box::new(Environment {
+            name: plan.environment.clone(),
+            revision: 0,
+            plan_id: plan.plan_id.clone(),
+            models: plan
+                .target
+                .iter()
+                .map(|(n, t)| {
+                    (
+                        n.clone(),
+                        EnvModel {
+                            snapshot: t.snapshot.clone(),
+                            table: t.table.clone(),
+                            table_version: None,
+                        },
+                    )
+                })
+                .collect(),
+            created_at: now,
+            updated_at: now,
+            expires_at: plan
+                .ttl_seconds
+                .and_then(|s| chrono::Duration::try_seconds(i64::try_from(s).ok()?))
+                .map(|d| now + d),
+        }),
+        expected_revision: plan.environment_revision,
+    });
+    actions
+}

@@ -17,15 +17,7 @@ use tidemark::fingerprint::fingerprint_all;
 use tidemark::project::Project;
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![1_000, 10_000]
-    } else {
-        sizes
-    };
+    let sizes = synth::sizes_from_args();
     let runs = 7;
     println!(
         "threads: {}",

@@ -69,15 +69,7 @@ fn report(label: &str, runs: &mut [Timing]) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![1_000, 10_000]
-    } else {
-        sizes
-    };
+    let sizes = synth::sizes_from_args();
     let runs = 5;
     for n in sizes {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -40,6 +40,20 @@ fn model_name(i: usize) -> (String, String) {
 }
 
 /// Write a project with `n` models into `dir` (which must exist).
+/// Project sizes from the benchmark's command line (`-- 500 20000`), default 1,000 and 10,000.
+pub fn sizes_from_args() -> Vec<usize> {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        vec![1_000, 10_000]
+    } else {
+        sizes
+    }
+}
+
+/// Generate a project of `n` models into `dir`, deterministic for `seed`.
 pub fn generate(dir: &Path, n: usize, seed: u64) -> std::io::Result<Stats> {
     let mut rng = Rng(seed);
     std::fs::write(

@@ -14,7 +14,7 @@ use crate::dag::Dag;
 use crate::error::{Diagnostic, Error, Result, io_error};
 use crate::fingerprint::{Fingerprint, fingerprint_all};
 use crate::plan::{self, Options};
-use crate::project::{ModelName, Project, config};
+use crate::project::{ModelName, Project};
 use crate::state::{EnvModel, Environment, ModelRecord, PhysicalTable, Snapshot, State};
 use std::collections::BTreeMap;
 
@@ -29,9 +29,7 @@ impl Drop for TempDir {
 
 /// Run `diff`.
 pub fn run(ctx: &Context, args: &DiffArgs, out: &mut dyn std::io::Write) -> Result<u8> {
-    let cwd =
-        std::env::current_dir().map_err(|e| Error::from(io_error("read", Path::new("."), &e)))?;
-    let config_path = config::find_config(ctx.project.as_deref(), &cwd)?;
+    let config_path = super::config_path(ctx)?;
     let root = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let top = PathBuf::from(git(&root, &["rev-parse", "--show-toplevel"])?.trim());
     let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());

@@ -26,8 +26,8 @@ pub struct Loaded {
     pub fingerprints: BTreeMap<ModelName, Fingerprint>,
 }
 
-/// Find, load and validate the project, print its warnings, build the graph, fingerprint it.
-pub fn load(ctx: &Context) -> Result<Loaded> {
+/// The project's `tidemark.toml`: `--project`, or found by walking up from the current directory.
+pub fn config_path(ctx: &Context) -> Result<std::path::PathBuf> {
     let cwd = std::env::current_dir().map_err(|e| {
         crate::error::Error::from(crate::error::io_error(
             "read",
@@ -35,7 +35,12 @@ pub fn load(ctx: &Context) -> Result<Loaded> {
             &e,
         ))
     })?;
-    let path = config::find_config(ctx.project.as_deref(), &cwd)?;
+    config::find_config(ctx.project.as_deref(), &cwd)
+}
+
+/// Find, load and validate the project, print its warnings, build the graph, fingerprint it.
+pub fn load(ctx: &Context) -> Result<Loaded> {
+    let path = config_path(ctx)?;
     let project = Project::load(&path)?;
     warn(ctx, &project.warnings);
     let dag = Dag::build(&project)?;

@@ -10,9 +10,7 @@ use crate::project::config;
 use crate::state::{State, StateStore};
 
 fn store(ctx: &Context) -> Result<StateStore> {
-    let cwd =
-        std::env::current_dir().map_err(|e| Error::from(io_error("read", Path::new("."), &e)))?;
-    let path = config::find_config(ctx.project.as_deref(), &cwd)?;
+    let path = super::config_path(ctx)?;
     let config = config::load_config(&path)?;
     StateStore::open(&config.warehouse)
 }

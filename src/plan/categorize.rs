@@ -233,7 +233,9 @@ impl Walk {
 
     fn select(&mut self, old: &Select, new: &mut Select, outer_positional: usize) -> Vec<usize> {
         // Nested places where insertions are allowed: derived tables and EXISTS subqueries.
-        let od = derived(&old.from);
+        // The old side is walked on a copy so that one collector serves both sides.
+        let mut old_copy = old.clone();
+        let od = derived_mut(&mut old_copy.from);
         let nd = derived_mut(&mut new.from);
         if od.len() == nd.len() {
             for (o, n) in od.into_iter().zip(nd) {
@@ -242,8 +244,11 @@ impl Walk {
         }
         let mut oe = Vec::new();
         let mut ne = Vec::new();
-        for e in [&old.selection, &old.having].into_iter().flatten() {
-            exists(e, &mut oe);
+        for e in [&mut old_copy.selection, &mut old_copy.having]
+            .into_iter()
+            .flatten()
+        {
+            exists_mut(e, &mut oe);
         }
         for e in [&mut new.selection, &mut new.having].into_iter().flatten() {
             exists_mut(e, &mut ne);
@@ -313,29 +318,6 @@ fn max_position<'a>(es: impl Iterator<Item = &'a Expr>) -> usize {
     .unwrap_or(0)
 }
 
-fn derived(from: &[TableWithJoins]) -> Vec<&Query> {
-    fn factor<'a>(f: &'a TableFactor, out: &mut Vec<&'a Query>) {
-        match f {
-            TableFactor::Derived { subquery, .. } => out.push(subquery),
-            TableFactor::NestedJoin {
-                table_with_joins, ..
-            } => twj(table_with_joins, out),
-            _ => {}
-        }
-    }
-    fn twj<'a>(t: &'a TableWithJoins, out: &mut Vec<&'a Query>) {
-        factor(&t.relation, out);
-        for j in &t.joins {
-            factor(&j.relation, out);
-        }
-    }
-    let mut out = Vec::new();
-    for t in from {
-        twj(t, &mut out);
-    }
-    out
-}
-
 fn derived_mut(from: &mut [TableWithJoins]) -> Vec<&mut Query> {
     fn factor<'a>(f: &'a mut TableFactor, out: &mut Vec<&'a mut Query>) {
         match f {
@@ -360,18 +342,6 @@ fn derived_mut(from: &mut [TableWithJoins]) -> Vec<&mut Query> {
 }
 
 /// EXISTS subqueries reachable through AND / OR / NOT / parentheses.
-fn exists<'a>(e: &'a Expr, out: &mut Vec<&'a Query>) {
-    match e {
-        Expr::Exists { subquery, .. } => out.push(subquery),
-        Expr::BinaryOp { left, right, .. } => {
-            exists(left, out);
-            exists(right, out);
-        }
-        Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => exists(expr, out),
-        _ => {}
-    }
-}
-
 fn exists_mut<'a>(e: &'a mut Expr, out: &mut Vec<&'a mut Query>) {
     match e {
         Expr::Exists { subquery, .. } => out.push(subquery),

@@ -34,6 +34,9 @@ impl Universe<'_> {
 /// The models matched by any of `selectors`. `flag` names the option, for messages.
 pub fn resolve(u: &Universe<'_>, selectors: &[String], flag: &str) -> Result<BTreeSet<ModelName>> {
     let mut out = BTreeSet::new();
+    if selectors.is_empty() {
+        return Ok(out);
+    }
     let mut errors = Vec::new();
     let children = u.children();
     for raw in selectors {

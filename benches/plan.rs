@@ -87,7 +87,15 @@ fn main() {
         let state = store.read().unwrap();
         let plan = build(&project, &fps, &state, &Options::new("prod", deployed_at)).unwrap();
         store
-            .transact("deploy", |s| Ok(completed_actions(&plan, s, deployed_at)))
+            .transact("deploy", |s| {
+                Ok(completed_actions(
+                    &plan,
+                    s,
+                    deployed_at,
+                    &Default::default(),
+                    &Default::default(),
+                ))
+            })
             .unwrap();
         let tables: Vec<String> = plan
             .target

@@ -107,8 +107,12 @@ pub struct PlanArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Exit 1 if the plan changes or computes anything, 0 if there is nothing to do.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "apply")]
     pub check: bool,
+    /// Apply the plan right after showing it: compute every batch, then move the environment
+    /// in one atomic commit.
+    #[arg(long)]
+    pub apply: bool,
 }
 
 /// Arguments of `diff`.
@@ -190,6 +194,67 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Apply a saved plan (refused if the environment changed since it was made).
+    Apply {
+        /// The plan file written by `plan --out`.
+        plan: PathBuf,
+    },
+    /// Run read-only SQL against an environment (model names resolve to its pinned tables).
+    Query {
+        /// The SQL.
+        sql: String,
+        /// The environment to read.
+        #[arg(long, default_value = "prod")]
+        env: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+        format: QueryFormat,
+    },
+    /// List or show environments.
+    Env {
+        /// What to do.
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+}
+
+/// Output formats of `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryFormat {
+    /// An aligned table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+/// Output formats of `env`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    /// For people.
+    Text,
+    /// Versioned JSON (`tidemark.env/v1`).
+    Json,
+}
+
+/// `env` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Every environment with its revision and expiry.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
+        format: EnvFormat,
+    },
+    /// One environment: per model its snapshot, table URI and pinned Delta version.
+    Show {
+        /// The environment.
+        env: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
+        format: EnvFormat,
+    },
 }
 
 /// Process-wide settings every command gets.
@@ -261,6 +326,16 @@ pub fn run(cli: Cli, color: bool, out: &mut dyn Write) -> Result<u8> {
         Command::State {
             command: StateCommand::Import { file },
         } => crate::commands::state::import(&ctx, &file),
+        Command::Apply { plan } => crate::commands::apply::run(&ctx, &plan, out),
+        Command::Query { sql, env, format } => {
+            crate::commands::query::run(&ctx, &env.to_ascii_lowercase(), &sql, format, out)
+        }
+        Command::Env {
+            command: EnvCommand::List { format },
+        } => crate::commands::env::list(&ctx, format, out),
+        Command::Env {
+            command: EnvCommand::Show { env, format },
+        } => crate::commands::env::show(&ctx, &env.to_ascii_lowercase(), format, out),
     };
     match result {
         Err(Error::User(d)) if d.is_empty() => Err(Error::Bug("an error without a message".into())),
@@ -293,6 +368,11 @@ pub fn warn(ctx: &Context, diags: &[Diagnostic]) {
     for d in diags {
         let _ = err.write_all(crate::error::render(d, ctx.color).as_bytes());
     }
+}
+
+/// Print a progress line to stderr.
+pub fn progress(_ctx: &Context, text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "  {text}");
 }
 
 /// Print a `note:` line to stderr.

@@ -15,9 +15,11 @@
 //! `interval` (units, cron, time parsing) and `error` (diagnostics) serve every stage. The pure
 //! stages are synchronous and do no I/O beyond reading the project's files.
 
+pub mod backfill;
 pub mod cli;
 pub mod commands;
 pub mod dag;
+pub mod engine;
 pub mod error;
 pub mod fingerprint;
 pub mod interval;

@@ -101,6 +101,7 @@ fn state_of(
         created_at: now,
         updated_at: now,
         expires_at: None,
+        source_versions: BTreeMap::new(),
     };
     for (name, m) in &project.models {
         let fp = &fps[name];

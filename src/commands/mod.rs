@@ -1,10 +1,13 @@
 //! One module per subcommand. Each takes the [`Context`], its own arguments and the stdout
 //! writer, and returns the exit code (0, or 1 when a check found something).
 
+pub mod apply;
 pub mod dag;
 pub mod diff;
+pub mod env;
 pub mod info;
 pub mod plan;
+pub mod query;
 pub mod render;
 pub mod state;
 

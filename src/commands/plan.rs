@@ -38,6 +38,17 @@ pub fn run(ctx: &Context, args: &PlanArgs, out: &mut dyn std::io::Write) -> Resu
         save(&plan, path)?;
     }
     show(&plan, args.format, out)?;
+    if args.apply {
+        if plan.has_work() {
+            super::apply::apply(ctx, &loaded.project.config, &store, &state, &plan, out)?;
+        } else {
+            crate::cli::note(
+                ctx,
+                &format!("nothing to apply: `{}` is up to date", plan.environment),
+            );
+        }
+        return Ok(0);
+    }
     Ok(if args.check && plan.has_work() { 1 } else { 0 })
 }
 

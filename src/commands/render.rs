@@ -6,14 +6,12 @@
 
 use std::collections::BTreeSet;
 
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
-
 use super::{Loaded, emit, load};
 use crate::cli::{Context, note};
 use crate::error::{Diagnostic, Error, Result, did_you_mean};
 use crate::interval::{Interval, IntervalUnit, exclusive_end, parse_instant, parse_window};
 use crate::project::{Kind, ModelName};
-use crate::sql::{MacroContext, prepend_ctes, pretty, render_query, replace_tables};
+use crate::sql::{MacroContext, inline_embedded, pretty, render_query};
 
 /// Run `render`.
 pub fn run(
@@ -152,21 +150,12 @@ pub fn render_sql(
         .iter()
         .filter(|n| embedded.contains(*n))
         .collect();
-    let cte_name = |n: &str| -> Option<ObjectName> {
-        ModelName::parse(n)
-            .ok()
-            .filter(|n| embedded.contains(n))
-            .map(|n| ObjectName::from(vec![Ident::with_quote('"', n.as_str())]))
-    };
     let mut ctes = Vec::new();
     for e in order {
         let em = &l.project.models[e];
         let Some(q) = &em.query else { continue };
-        let mut body = render_query(q, &ctx).map_err(bug)?;
-        replace_tables(&mut body, &cte_name);
-        ctes.push((e.to_string(), body));
+        ctes.push((e.to_string(), render_query(q, &ctx).map_err(bug)?));
     }
-    replace_tables(&mut rendered, &cte_name);
-    prepend_ctes(&mut rendered, ctes);
+    inline_embedded(&mut rendered, ctes);
     Ok(pretty(&rendered))
 }

@@ -3,19 +3,27 @@
 //! Invariant: the environment is written with the revision the plan was made from, so applying a
 //! stale plan fails instead of overwriting someone else's change.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 use super::Plan;
 use crate::interval::IntervalSet;
+use crate::project::ModelName;
 use crate::state::State;
 
 /// The state changes that applying `plan` makes once every batch in it has been computed:
 /// record the new snapshots and tables, mark the backfilled intervals complete, and point the
 /// environment at its new snapshots (checked against the revision the plan was made from).
+///
+/// `versions` holds the Delta version each physical table is pinned at afterwards, and
+/// `source_versions` the versions of Delta sources that were read.
 pub fn completed_actions(
     plan: &Plan,
     state: &State,
     now: DateTime<Utc>,
+    versions: &BTreeMap<String, u64>,
+    source_versions: &BTreeMap<ModelName, u64>,
 ) -> Vec<crate::state::Action> {
     use crate::state::{Action, EnvModel, Environment, PhysicalTable};
     let mut actions: Vec<Action> = plan
@@ -70,7 +78,7 @@ pub fn completed_actions(
                         EnvModel {
                             snapshot: t.snapshot.clone(),
                             table: t.table.clone(),
-                            table_version: None,
+                            table_version: t.table.as_ref().and_then(|t| versions.get(t).copied()),
                         },
                     )
                 })
@@ -81,6 +89,7 @@ pub fn completed_actions(
                 .ttl_seconds
                 .and_then(|s| chrono::Duration::try_seconds(i64::try_from(s).ok()?))
                 .map(|d| now + d),
+            source_versions: source_versions.clone(),
         }),
         expected_revision: plan.environment_revision,
     });

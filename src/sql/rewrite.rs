@@ -80,3 +80,25 @@ pub fn prepend_ctes(query: &mut Query, ctes: Vec<(String, Query)>) {
         }
     }
 }
+
+/// Inline EMBEDDED models into `query` as CTEs: `embedded` holds (name, rendered body) with
+/// dependencies first; references to those names in the query and in the bodies become
+/// references to the CTEs.
+pub fn inline_embedded(query: &mut Query, mut embedded: Vec<(String, Query)>) {
+    if embedded.is_empty() {
+        return;
+    }
+    let names: std::collections::BTreeSet<String> =
+        embedded.iter().map(|(n, _)| n.clone()).collect();
+    let map = |n: &str| -> Option<ObjectName> {
+        crate::project::ModelName::parse(n)
+            .ok()
+            .filter(|n| names.contains(n.as_str()))
+            .map(|n| ObjectName::from(vec![Ident::with_quote('"', n.as_str())]))
+    };
+    for (_, body) in &mut embedded {
+        replace_tables(body, &map);
+    }
+    replace_tables(query, &map);
+    prepend_ctes(query, embedded);
+}

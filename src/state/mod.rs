@@ -258,6 +258,10 @@ pub struct Environment {
     pub updated_at: DateTime<Utc>,
     /// When the janitor may remove it (`None`: never, e.g. prod).
     pub expires_at: Option<DateTime<Utc>>,
+    /// External Delta sources and the versions the environment's data was computed from
+    /// (readers see the sources at these versions too).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_versions: BTreeMap<ModelName, u64>,
 }
 
 /// One environment change, as kept in the history.

@@ -23,7 +23,15 @@ pub fn deploy(dir: &Path, env: &str, exec: &str) {
     let at = parse_instant(exec).unwrap().at;
     let plan = build(&project, &fps, &state, &Options::new(env, at)).unwrap();
     store
-        .transact("test deploy", |s| Ok(completed_actions(&plan, s, at)))
+        .transact("test deploy", |s| {
+            Ok(completed_actions(
+                &plan,
+                s,
+                at,
+                &Default::default(),
+                &Default::default(),
+            ))
+        })
         .unwrap();
 }
 
@@ -581,10 +589,26 @@ fn stale_saved_plan_is_detectable_and_concurrent_apply_loses() {
         StateStore::open(&tidemark::project::Warehouse::Local(dir.join("warehouse"))).unwrap();
     // Someone else changes prod first (here: the same plan applied once).
     store
-        .transact("first", |s| Ok(completed_actions(&saved, s, at)))
+        .transact("first", |s| {
+            Ok(completed_actions(
+                &saved,
+                s,
+                at,
+                &Default::default(),
+                &Default::default(),
+            ))
+        })
         .unwrap();
     let err = store
-        .transact("second", |s| Ok(completed_actions(&saved, s, at)))
+        .transact("second", |s| {
+            Ok(completed_actions(
+                &saved,
+                s,
+                at,
+                &Default::default(),
+                &Default::default(),
+            ))
+        })
         .unwrap_err();
     assert!(
         err.to_string()

@@ -1,0 +1,200 @@
+//! Audits as SQL: each audit becomes a query over `__tidemark_audited` (the batch's written
+//! rows) that returns the offending rows; an empty result passes.
+//!
+//! Invariant: argument values were parsed and canonicalised when the model was loaded, so they
+//! are SQL expressions, never raw user text spliced into a statement.
+
+use std::path::Path;
+
+use crate::engine::AuditJob;
+use crate::error::{Diagnostic, Error, Result, io_error};
+use crate::project::AuditCall;
+
+/// The table name audit SQL reads.
+pub const AUDITED: &str = "__tidemark_audited";
+
+/// The query of one audit call; custom audits are read from `<root>/audits/<name>.sql`.
+pub fn render(call: &AuditCall, root: &Path) -> Result<AuditJob> {
+    let arg = |k: &str| call.args.get(k).cloned().unwrap_or_default();
+    let sql = match call.name.as_str() {
+        "not_null" => {
+            let cond = list(&arg("columns"))
+                .iter()
+                .map(|c| format!("{c} IS NULL"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            format!("SELECT * FROM {AUDITED} WHERE {cond}")
+        }
+        "unique_values" => list(&arg("columns"))
+            .iter()
+            .map(|c| {
+                format!(
+                    "SELECT 1 FROM {AUDITED} WHERE {c} IS NOT NULL GROUP BY {c} HAVING COUNT(*) > 1"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL "),
+        "accepted_values" => format!(
+            "SELECT * FROM {AUDITED} WHERE {} NOT IN ({})",
+            arg("column"),
+            list(&arg("is_in")).join(", ")
+        ),
+        "accepted_range" => {
+            let inclusive = call
+                .args
+                .get("inclusive")
+                .is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+            let (lo, hi) = if inclusive { ("<", ">") } else { ("<=", ">=") };
+            let c = arg("column");
+            let mut conds = Vec::new();
+            if let Some(min) = call.args.get("min_v") {
+                conds.push(format!("{c} {lo} {min}"));
+            }
+            if let Some(max) = call.args.get("max_v") {
+                conds.push(format!("{c} {hi} {max}"));
+            }
+            if conds.is_empty() {
+                conds.push("FALSE".into());
+            }
+            format!("SELECT * FROM {AUDITED} WHERE {}", conds.join(" OR "))
+        }
+        "number_of_rows" => format!(
+            "SELECT 1 FROM (SELECT COUNT(*) AS n FROM {AUDITED}) AS c WHERE c.n <= {}",
+            arg("threshold")
+        ),
+        "forall" => {
+            let conds = list(&arg("criteria"))
+                .iter()
+                .map(|c| format!("NOT ({c})"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            format!("SELECT * FROM {AUDITED} WHERE {conds}")
+        }
+        name => custom(name, call, root)?,
+    };
+    Ok(AuditJob {
+        name: call.name.clone(),
+        sql,
+        blocking: call.blocking,
+    })
+}
+
+/// A custom audit: `@this_model` becomes the audited rows, `@arg` the argument's value.
+fn custom(name: &str, call: &AuditCall, root: &Path) -> Result<String> {
+    let path = root.join("audits").join(format!("{name}.sql"));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Error::from(io_error("read", &path, &e)))?;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 1..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let var = &tail[..len];
+        if var == "this_model" {
+            out.push_str(AUDITED);
+        } else if let Some(v) = call.args.get(var) {
+            out.push_str(v);
+        } else {
+            return Err(Diagnostic::error(format!(
+                "audit `{name}` uses @{var}, but the model gives no `{var}` argument"
+            ))
+            .at(crate::error::Location::file(&path))
+            .into());
+        }
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    Ok(out.trim().trim_end_matches(';').to_string())
+}
+
+/// The items of a canonical argument: `(a, b)` → `[a, b]`, `a` → `[a]`; commas inside
+/// parentheses or quotes do not split.
+pub fn list(text: &str) -> Vec<String> {
+    let t = text.trim();
+    let inner = match t.strip_prefix('(').and_then(|s| s.strip_suffix(')')) {
+        Some(i) if balanced(i) => i,
+        _ => t,
+    };
+    let mut items = Vec::new();
+    let (mut depth, mut quote, mut cur) = (0i32, None::<char>, String::new());
+    for c in inner.chars() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(' | '[') => depth += 1,
+            (None, ')' | ']') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                items.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        items.push(cur.trim().to_string());
+    }
+    items
+}
+
+fn balanced(s: &str) -> bool {
+    let mut depth = 0i32;
+    for c in s.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_split_at_top_level_only() {
+        assert_eq!(list("(a, b)"), vec!["a", "b"]);
+        assert_eq!(list("a"), vec!["a"]);
+        assert_eq!(list("(f(x, y), 'a,b')"), vec!["f(x, y)", "'a,b'"]);
+        assert_eq!(list("(a > 1) AND (b < 2)"), vec!["(a > 1) AND (b < 2)"]);
+    }
+
+    #[test]
+    fn builtins_render_to_queries_of_offending_rows() {
+        let call = |name: &str, args: &[(&str, &str)]| AuditCall {
+            name: name.into(),
+            args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            blocking: true,
+        };
+        let root = Path::new("/nonexistent");
+        let sql = |c| render(&c, root).unwrap().sql;
+        assert_eq!(
+            sql(call("not_null", &[("columns", "(a, b)")])),
+            "SELECT * FROM __tidemark_audited WHERE a IS NULL OR b IS NULL"
+        );
+        assert_eq!(
+            sql(call(
+                "accepted_range",
+                &[("column", "q"), ("min_v", "1"), ("max_v", "10")]
+            )),
+            "SELECT * FROM __tidemark_audited WHERE q < 1 OR q > 10"
+        );
+        assert!(sql(call("number_of_rows", &[("threshold", "5")])).ends_with("c.n <= 5"));
+        assert!(render(&call("missing_custom", &[]), root).is_err());
+    }
+}

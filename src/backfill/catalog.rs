@@ -1,0 +1,219 @@
+//! An environment as the engine sees it: every model's snapshot, physical table and pinned
+//! version, plus the external sources; renders model SQL and lists what a query reads.
+//!
+//! Invariants:
+//! - SQL is rendered from the snapshot's stored definition (what was planned and reviewed),
+//!   never from the files on disk.
+//! - Inputs come out in dependency order (a view after everything it reads), each name once.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use datafusion::sql::sqlparser::ast::Query;
+
+use crate::engine::Input;
+use crate::error::{Error, Result};
+use crate::interval::Interval;
+use crate::project::{Kind, ModelName, Source};
+use crate::sql::{MacroContext, inline_embedded, render_query};
+use crate::state::Snapshot;
+
+/// One model of the environment.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its snapshot.
+    pub snapshot: Snapshot,
+    /// Its physical table (`None` for views and embedded models).
+    pub table: Option<String>,
+    /// The Delta version read (`None`: the latest).
+    pub version: Option<u64>,
+}
+
+/// Models, sources and pins of one environment.
+pub struct Catalog<'a> {
+    /// Models.
+    pub entries: BTreeMap<ModelName, Entry>,
+    /// External sources from the config.
+    pub sources: &'a BTreeMap<ModelName, Source>,
+    /// Versions of Delta sources pinned for this use.
+    pub source_versions: BTreeMap<ModelName, u64>,
+    /// "Now" for macro variables.
+    pub execution_time: DateTime<Utc>,
+    parsed: RefCell<BTreeMap<ModelName, Query>>,
+}
+
+impl<'a> Catalog<'a> {
+    /// A catalog over `entries`.
+    pub fn new(
+        entries: BTreeMap<ModelName, Entry>,
+        sources: &'a BTreeMap<ModelName, Source>,
+        source_versions: BTreeMap<ModelName, u64>,
+        execution_time: DateTime<Utc>,
+    ) -> Catalog<'a> {
+        Catalog {
+            entries,
+            sources,
+            source_versions,
+            execution_time,
+            parsed: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// Point every model on `table` at `version` (after this apply wrote it).
+    pub fn set_version(&mut self, table: &str, version: u64) {
+        for e in self.entries.values_mut() {
+            if e.table.as_deref() == Some(table) {
+                e.version = Some(version);
+            }
+        }
+    }
+
+    fn entry(&self, name: &ModelName) -> Result<&Entry> {
+        self.entries
+            .get(name)
+            .ok_or_else(|| Error::Bug(format!("{name} is not in the environment")))
+    }
+
+    fn query(&self, name: &ModelName) -> Result<Query> {
+        if let Some(q) = self.parsed.borrow().get(name) {
+            return Ok(q.clone());
+        }
+        let rec = &self.entry(name)?.snapshot.model;
+        let q = crate::sql::parse_query(Path::new(&rec.file), &rec.sql).map_err(|d| {
+            Error::Bug(format!(
+                "the stored SQL of {name} does not parse: {}",
+                d.message
+            ))
+        })?;
+        self.parsed.borrow_mut().insert(name.clone(), (*q).clone());
+        Ok(*q)
+    }
+
+    /// The SQL `name` runs for `window`, EMBEDDED parents inlined, `@this_model` naming `table`.
+    pub fn render(
+        &self,
+        name: &ModelName,
+        window: Interval,
+        this_table: Option<&str>,
+    ) -> Result<String> {
+        let bug = |e: String| Error::Bug(format!("rendering {name}: {e}"));
+        let e = self.entry(name)?;
+        let this_model = match this_table {
+            Some(t) => t.split('/').map(str::to_string).collect(),
+            None => name.physical_parts(&e.snapshot.version),
+        };
+        let ctx = MacroContext {
+            start: window.start,
+            end: window.end,
+            execution_time: self.execution_time,
+            this_model,
+        };
+        let mut rendered = render_query(&self.query(name)?, &ctx).map_err(bug)?;
+        let mut embedded = Vec::new();
+        let mut seen = BTreeSet::new();
+        self.embedded_ancestors(name, &mut seen, &mut embedded)?;
+        let mut ctes = Vec::new();
+        for n in embedded {
+            ctes.push((
+                n.to_string(),
+                render_query(&self.query(&n)?, &ctx).map_err(bug)?,
+            ));
+        }
+        inline_embedded(&mut rendered, ctes);
+        Ok(format!("{rendered}"))
+    }
+
+    /// EMBEDDED ancestors reachable through EMBEDDED models, dependencies first.
+    fn embedded_ancestors(
+        &self,
+        name: &ModelName,
+        seen: &mut BTreeSet<ModelName>,
+        out: &mut Vec<ModelName>,
+    ) -> Result<()> {
+        for p in self.entry(name)?.snapshot.parents.keys() {
+            let Some(pe) = self.entries.get(p) else {
+                continue;
+            };
+            if pe.snapshot.model.kind == Kind::Embedded && seen.insert(p.clone()) {
+                self.embedded_ancestors(p, seen, out)?;
+                out.push(p.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The parents `name` reads (sources, tables, views), with what they read in turn.
+    pub fn inputs_of(&self, name: &ModelName) -> Result<Vec<Input>> {
+        let roots: Vec<ModelName> = self
+            .entry(name)?
+            .snapshot
+            .parents
+            .keys()
+            .filter(|p| *p != name)
+            .cloned()
+            .collect();
+        self.inputs(&roots)
+    }
+
+    /// Everything needed to read `roots`, in dependency order.
+    pub fn inputs(&self, roots: &[ModelName]) -> Result<Vec<Input>> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for r in roots {
+            self.visit(r, &mut seen, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn visit(
+        &self,
+        name: &ModelName,
+        seen: &mut BTreeSet<ModelName>,
+        out: &mut Vec<Input>,
+    ) -> Result<()> {
+        if !seen.insert(name.clone()) {
+            return Ok(());
+        }
+        if let Some(s) = self.sources.get(name) {
+            out.push(Input::Source {
+                name: name.clone(),
+                path: s.path.clone(),
+                format: s.format,
+                columns: s.columns.clone(),
+                version: self.source_versions.get(name).copied(),
+            });
+            return Ok(());
+        }
+        let Some(e) = self.entries.get(name) else {
+            return Err(Error::from(crate::error::Diagnostic::error(format!(
+                "`{name}` is neither a model of the environment nor a source"
+            ))));
+        };
+        match (&e.snapshot.model.kind, &e.table) {
+            (Kind::View | Kind::Embedded, _) | (_, None) => {
+                for p in e.snapshot.parents.keys() {
+                    if p != name {
+                        self.visit(p, seen, out)?;
+                    }
+                }
+                let window = e
+                    .snapshot
+                    .model
+                    .interval_unit
+                    .last_complete(self.execution_time);
+                out.push(Input::View {
+                    name: name.clone(),
+                    sql: self.render(name, window, None)?,
+                });
+            }
+            (_, Some(table)) => out.push(Input::Table {
+                name: name.clone(),
+                table: table.clone(),
+                version: e.version,
+            }),
+        }
+        Ok(())
+    }
+}

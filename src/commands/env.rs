@@ -1,0 +1,200 @@
+//! `tidemark env list` and `tidemark env show ENV`: what each environment points at, with the
+//! Delta table URI and pinned version of every model, so that other engines (Spark
+//! `versionAsOf`, Polars, DuckDB) can read exactly the same snapshot.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::apply::engine;
+use super::emit;
+use super::query::unknown_env;
+use crate::cli::{Context, EnvFormat};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::interval::format_ts;
+use crate::project::ModelName;
+use crate::state::{State, StateStore};
+
+/// `env show --format json`.
+#[derive(Debug, Serialize)]
+pub struct EnvView {
+    /// `tidemark.env/v1`.
+    pub format: &'static str,
+    /// Name.
+    pub name: String,
+    /// Revision.
+    pub revision: u64,
+    /// The plan behind the revision.
+    pub plan_id: String,
+    /// When created.
+    pub created_at: String,
+    /// When last changed.
+    pub updated_at: String,
+    /// When the janitor may delete it.
+    pub expires_at: Option<String>,
+    /// Models.
+    pub models: Vec<EnvModelView>,
+    /// Delta sources and the versions read.
+    pub source_versions: BTreeMap<ModelName, u64>,
+}
+
+/// One model of an environment.
+#[derive(Debug, Serialize)]
+pub struct EnvModelView {
+    /// Name.
+    pub name: ModelName,
+    /// Kind.
+    pub kind: String,
+    /// Model version (data fingerprint prefix).
+    pub version: String,
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Physical table id (`None` for views).
+    pub table: Option<String>,
+    /// Table URI.
+    pub uri: Option<String>,
+    /// Pinned Delta version.
+    pub delta_version: Option<u64>,
+}
+
+/// Run `env list`.
+pub fn list(ctx: &Context, format: EnvFormat, out: &mut dyn std::io::Write) -> Result<u8> {
+    let state = read_state(ctx)?;
+    #[derive(Serialize)]
+    struct Row<'a> {
+        name: &'a str,
+        revision: u64,
+        models: usize,
+        updated_at: String,
+        expires_at: Option<String>,
+    }
+    let rows: Vec<Row> = state
+        .environments
+        .values()
+        .map(|e| Row {
+            name: &e.name,
+            revision: e.revision,
+            models: e.models.len(),
+            updated_at: format_ts(e.updated_at),
+            expires_at: e.expires_at.map(format_ts),
+        })
+        .collect();
+    let text = match format {
+        EnvFormat::Json => {
+            json(&serde_json::json!({"format": "tidemark.env-list/v1", "environments": rows}))?
+        }
+        EnvFormat::Text => {
+            let mut s = format!(
+                "{:<16} {:>8} {:>6}  {:<20}  {}\n",
+                "environment", "revision", "models", "updated", "expires"
+            );
+            for r in &rows {
+                s.push_str(&format!(
+                    "{:<16} {:>8} {:>6}  {:<20}  {}\n",
+                    r.name,
+                    r.revision,
+                    r.models,
+                    r.updated_at,
+                    r.expires_at.as_deref().unwrap_or("never")
+                ));
+            }
+            s
+        }
+    };
+    emit(out, &text)?;
+    Ok(0)
+}
+
+/// Run `env show`.
+pub fn show(
+    ctx: &Context,
+    env: &str,
+    format: EnvFormat,
+    out: &mut dyn std::io::Write,
+) -> Result<u8> {
+    let config = crate::project::config::load_config(&super::config_path(ctx)?)?;
+    let state = StateStore::open(&config.warehouse)?.read()?;
+    let engine = engine(&config)?;
+    let view = view(&engine, &state, env)?;
+    let text = match format {
+        EnvFormat::Json => json(&view)?,
+        EnvFormat::Text => {
+            let mut s = format!(
+                "environment {} (revision {}, plan {}, updated {})\n",
+                view.name, view.revision, view.plan_id, view.updated_at
+            );
+            let w = view
+                .models
+                .iter()
+                .map(|m| m.name.as_str().len())
+                .max()
+                .unwrap_or(5);
+            for m in &view.models {
+                s.push_str(&format!(
+                    "  {:<w$}  {:<26}  {}  {}\n",
+                    m.name.as_str(),
+                    m.kind,
+                    m.version,
+                    match (&m.uri, m.delta_version) {
+                        (Some(u), Some(v)) => format!("{u} @ version {v}"),
+                        (Some(u), None) => format!("{u} (not written)"),
+                        _ => "(virtual)".to_string(),
+                    }
+                ));
+            }
+            s
+        }
+    };
+    emit(out, &text)?;
+    Ok(0)
+}
+
+/// The view of one environment.
+pub fn view(engine: &dyn Engine, state: &State, env: &str) -> Result<EnvView> {
+    let e = state
+        .environment(env)
+        .ok_or_else(|| unknown_env(state, env))?;
+    let models = e
+        .models
+        .iter()
+        .map(|(name, m)| {
+            let s = state.snapshots.get(&m.snapshot);
+            EnvModelView {
+                name: name.clone(),
+                kind: s
+                    .map(|s| s.model.kind.name().to_string())
+                    .unwrap_or_default(),
+                version: s.map(|s| s.version.clone()).unwrap_or_default(),
+                snapshot: m.snapshot.clone(),
+                table: m.table.clone(),
+                uri: m.table.as_ref().map(|t| engine.table_uri(t)),
+                delta_version: m.table_version,
+            }
+        })
+        .collect();
+    let ts = |t: DateTime<Utc>| format_ts(t);
+    Ok(EnvView {
+        format: "tidemark.env/v1",
+        name: e.name.clone(),
+        revision: e.revision,
+        plan_id: e.plan_id.clone(),
+        created_at: ts(e.created_at),
+        updated_at: ts(e.updated_at),
+        expires_at: e.expires_at.map(ts),
+        models,
+        source_versions: e.source_versions.clone(),
+    })
+}
+
+fn read_state(ctx: &Context) -> Result<State> {
+    let config = crate::project::config::load_config(&super::config_path(ctx)?)?;
+    StateStore::open(&config.warehouse)?.read()
+}
+
+fn json(v: &impl Serialize) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(v).map_err(|e| Error::Bug(e.to_string()))?;
+    s.push('\n');
+    Ok(s)
+}

@@ -1,0 +1,606 @@
+//! Delta Lake operations with delta-rs: one commit per batch, pinned reads, zero-copy clones,
+//! vacuum.
+//!
+//! Invariants:
+//! - An incremental batch is `Overwrite` + `replaceWhere` on the partition column over exactly
+//!   the batch's window; delta-rs validates every new row against that predicate, and the rows
+//!   outside the window have already been dropped (and counted) here.
+//! - The application transaction of a batch is checked before computing: a commit of the same
+//!   id at the same or a newer version means the batch landed already. Writing the `txn` action
+//!   in the same commit makes check-and-write atomic (a concurrent duplicate fails with
+//!   `ConcurrentTransaction`).
+//! - A clone hard-links the data files of the source version into the new table's directory and
+//!   commits them as the new table's first version: no bytes are copied, and deleting the source
+//!   table later never affects the clone (a hard link keeps the file alive).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::prelude::{CsvReadOptions, SessionContext};
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use futures::TryStreamExt;
+use url::Url;
+
+use super::session::{self, new_context};
+use super::{
+    AuditResult, BatchJob, BatchReport, Checksum, LocalEngine, PARTITION_COLUMN, TableInfo,
+    WriteMode, failed, partition_key,
+};
+use crate::error::{Diagnostic, Error, Result};
+use crate::interval::Interval;
+
+/// The `file://` URL of a local directory.
+pub fn url_of(path: &Path) -> Result<Url> {
+    Url::from_directory_path(path)
+        .map_err(|()| Error::Bug(format!("not an absolute path: {}", path.display())))
+}
+
+async fn open(path: &Path) -> Result<DeltaTable> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| Error::from(crate::error::io_error("create", path, &e)))?;
+    DeltaTable::try_from_url(url_of(path)?)
+        .await
+        .map_err(|e| failed(&format!("cannot open the table at {}", path.display()), e))
+}
+
+/// Version and partitioning of the table at `path` (`None`: no table there).
+pub async fn table_info(path: &Path) -> Result<Option<TableInfo>> {
+    if !path.join("_delta_log").exists() {
+        return Ok(None);
+    }
+    let t = open(path).await?;
+    let Some(v) = t.version() else {
+        return Ok(None);
+    };
+    let partition_columns = t
+        .snapshot()
+        .map(|s| s.metadata().partition_columns().to_vec())
+        .unwrap_or_default();
+    Ok(Some(TableInfo {
+        version: v,
+        partition_columns,
+    }))
+}
+
+/// A DataFusion provider of the table at `path`, at `version` (`None`: latest).
+pub async fn provider(
+    ctx: &SessionContext,
+    path: &Path,
+    version: Option<u64>,
+) -> std::result::Result<Arc<dyn TableProvider>, String> {
+    let url = url_of(path).map_err(|e| e.to_string())?;
+    let table = match version {
+        Some(v) => deltalake::open_table_with_version(url, v).await,
+        None => deltalake::open_table(url).await,
+    }
+    .map_err(|e| e.to_string())?;
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| e.to_string())?;
+    // The table was loaded at the wanted version, so its provider reads exactly that version.
+    table.table_provider().await.map_err(|e| e.to_string())
+}
+
+/// The window's partition keys: `[start, end)`.
+fn window_keys(w: &WriteMode) -> Option<(String, String)> {
+    match w {
+        WriteMode::TimeRange { unit, window, .. } => Some((
+            partition_key(*unit, window.start),
+            partition_key(*unit, window.end),
+        )),
+        _ => None,
+    }
+}
+
+fn window_predicate(keys: &(String, String)) -> String {
+    format!(
+        "{PARTITION_COLUMN} >= '{}' AND {PARTITION_COLUMN} < '{}'",
+        keys.0, keys.1
+    )
+}
+
+/// Compute and write one batch (see the module invariants).
+pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Result<BatchReport> {
+    let table = open(path).await?;
+    let (app_id, txn_version) = (&job.txn.0, job.txn.1);
+    if let Some(landed) = committed_txn(&table, app_id).await?
+        && landed >= txn_version
+    {
+        return report_existing(engine, path, job).await;
+    }
+    let ctx = session::context(engine, &job.inputs).await?;
+    let what = || format!("{} failed", job.model);
+    let props = CommitProperties::default()
+        .with_application_transaction(Transaction::new(app_id, txn_version))
+        .with_metadata([(
+            "tidemark".to_string(),
+            serde_json::json!({"model": job.model.as_str(), "txn": app_id}),
+        )]);
+    let mut dropped = 0u64;
+    let table = match &job.write {
+        WriteMode::TimeRange {
+            time_column,
+            format,
+            unit,
+            window,
+        } => {
+            let ts = match format {
+                Some(f) => format!(
+                    "to_timestamp(\"{time_column}\", '{}')",
+                    f.replace('\'', "''")
+                ),
+                None => format!("CAST(\"{time_column}\" AS TIMESTAMP)"),
+            };
+            let sql = format!(
+                "SELECT *, {ts} AS __tidemark_ts FROM ({}) AS __tidemark_q",
+                job.sql
+            );
+            let batches = collect(&ctx, &sql, &what).await?;
+            let (batches, out) = split_window(batches, *unit, *window)?;
+            dropped = out;
+            let batches = with_schema(batches, &ctx, &sql, &what, true).await?;
+            let keys = window_keys(&job.write).unwrap_or_default();
+            table
+                .write(batches)
+                .with_save_mode(SaveMode::Overwrite)
+                .with_replace_where(window_predicate(&keys))
+                .with_partition_columns([PARTITION_COLUMN])
+                .with_session_state(Arc::new(ctx.state()))
+                .with_commit_properties(props)
+                .await
+                .map_err(|e| failed(&what(), e))?
+        }
+        WriteMode::Full | WriteMode::Seed { .. } => {
+            let batches = match &job.write {
+                WriteMode::Seed { path } => {
+                    let p = path.to_string_lossy();
+                    let df = ctx
+                        .read_csv(p.as_ref(), CsvReadOptions::new().has_header(true))
+                        .await
+                        .map_err(|e| failed(&format!("cannot read the seed {p}"), e))?;
+                    let b = df.collect().await.map_err(|e| {
+                        Error::from(
+                            Diagnostic::error(format!("cannot read the seed {p}: {e}"))
+                                .hint("every row needs the header's number of columns"),
+                        )
+                    })?;
+                    plain_types(b)?
+                }
+                _ => {
+                    let b = collect(&ctx, &job.sql, &what).await?;
+                    with_schema(b, &ctx, &job.sql, &what, false).await?
+                }
+            };
+            table
+                .write(batches)
+                .with_save_mode(SaveMode::Overwrite)
+                .with_schema_mode(SchemaMode::Overwrite)
+                .with_session_state(Arc::new(ctx.state()))
+                .with_commit_properties(props)
+                .await
+                .map_err(|e| failed(&what(), e))?
+        }
+        WriteMode::UniqueKey { key } => {
+            let batches = collect(&ctx, &job.sql, &what).await?;
+            let batches = with_schema(batches, &ctx, &job.sql, &what, false).await?;
+            if table.version().is_none() {
+                table
+                    .write(batches)
+                    .with_save_mode(SaveMode::Overwrite)
+                    .with_session_state(Arc::new(ctx.state()))
+                    .with_commit_properties(props)
+                    .await
+                    .map_err(|e| failed(&what(), e))?
+            } else {
+                let source = ctx
+                    .read_batches(batches.clone())
+                    .map_err(|e| failed(&what(), e))?;
+                let columns: Vec<String> = batches
+                    .first()
+                    .map(|b| {
+                        b.schema()
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let on = key
+                    .iter()
+                    .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let cols = columns.clone();
+                let (t, _) = table
+                    .merge(source, on)
+                    .with_source_alias("source")
+                    .with_target_alias("target")
+                    .with_session_state(Arc::new(ctx.state()))
+                    .with_commit_properties(props)
+                    .when_matched_update(|mut u| {
+                        for c in &columns {
+                            u = u.update(c.as_str(), format!("source.\"{c}\""));
+                        }
+                        u
+                    })
+                    .and_then(|m| {
+                        m.when_not_matched_insert(|mut i| {
+                            for c in &cols {
+                                i = i.set(c.as_str(), format!("source.\"{c}\""));
+                            }
+                            i
+                        })
+                    })
+                    .map_err(|e| failed(&what(), e))?
+                    .await
+                    .map_err(|e| failed(&what(), e))?;
+                t
+            }
+        }
+    };
+    let version = table.version().unwrap_or_default();
+    let mut report = measure(engine, path, job, version).await?;
+    report.dropped = dropped;
+    Ok(report)
+}
+
+/// The version of `app_id`'s last commit in the table, if any.
+async fn committed_txn(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
+    if table.version().is_none() {
+        return Ok(None);
+    }
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| failed("cannot read the table state", e))?;
+    snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(|e| failed("cannot read the table's transactions", e))
+}
+
+/// The report of a batch whose commit had landed before.
+async fn report_existing(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Result<BatchReport> {
+    let version = table_info(path)
+        .await?
+        .map(|i| i.version)
+        .unwrap_or_default();
+    let mut r = measure(engine, path, job, version).await?;
+    r.already_committed = true;
+    Ok(r)
+}
+
+/// Rows, checksum, bytes and audits of what `job` wrote, read back at `version`.
+async fn measure(
+    engine: &LocalEngine,
+    path: &Path,
+    job: &BatchJob,
+    version: u64,
+) -> Result<BatchReport> {
+    let ctx = new_context();
+    let provider = provider(&ctx, path, Some(version))
+        .await
+        .map_err(|e| failed(&format!("cannot read back {}", job.model), e))?;
+    let has_partition = provider
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.name() == PARTITION_COLUMN);
+    ctx.register_table("__tidemark_raw", provider)
+        .map_err(|e| Error::Bug(e.to_string()))?;
+    let keys = window_keys(&job.write);
+    let filter = keys
+        .as_ref()
+        .map(|k| format!(" WHERE {}", window_predicate(k)))
+        .unwrap_or_default();
+    let df = ctx
+        .sql(&format!("SELECT * FROM __tidemark_raw{filter}"))
+        .await
+        .map_err(|e| failed("reading back", e))?;
+    let df = if has_partition {
+        df.drop_columns(&[PARTITION_COLUMN])
+            .map_err(|e| failed("reading back", e))?
+    } else {
+        df
+    };
+    ctx.register_table("__tidemark_audited", df.clone().into_view())
+        .map_err(|e| Error::Bug(e.to_string()))?;
+    let batches = df.collect().await.map_err(|e| failed("reading back", e))?;
+    let mut sum = Checksum::default();
+    sum.add(&batches, &[])?;
+    let mut audits = Vec::new();
+    for a in &job.audits {
+        let out = session::run_sql(&ctx, &a.sql).await.map_err(|e| {
+            Error::from(Diagnostic::error(format!(
+                "audit {} of {} could not run: {}",
+                a.name,
+                job.model,
+                first_message(&e)
+            )))
+        })?;
+        audits.push(AuditResult {
+            name: a.name.clone(),
+            failures: out.iter().map(|b| b.num_rows() as u64).sum(),
+            blocking: a.blocking,
+        });
+    }
+    let _ = engine;
+    Ok(BatchReport {
+        rows: sum.rows,
+        dropped: 0,
+        bytes: bytes_in(path, version, keys.as_ref()).await?,
+        checksum: sum.hex(),
+        table_version: version,
+        already_committed: false,
+        audits,
+    })
+}
+
+fn first_message(e: &Error) -> String {
+    match e {
+        Error::User(d) => d.first().map(|d| d.message.clone()).unwrap_or_default(),
+        Error::Bug(m) => m.clone(),
+    }
+}
+
+/// Bytes of the data files of `version` (within the window's partitions, if any).
+async fn bytes_in(path: &Path, version: u64, keys: Option<&(String, String)>) -> Result<u64> {
+    let table = deltalake::open_table_with_version(url_of(path)?, version)
+        .await
+        .map_err(|e| failed("reading the table's files", e))?;
+    let files: Vec<_> = table
+        .get_active_add_actions_by_partitions(&[])
+        .try_collect()
+        .await
+        .map_err(|e| failed("reading the table's files", e))?;
+    Ok(files
+        .iter()
+        .filter(|f| {
+            keys.is_none_or(|(s, e)| {
+                let p = f
+                    .partition_values_map()
+                    .get(PARTITION_COLUMN)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default();
+                p.as_str() >= s.as_str() && p.as_str() < e.as_str()
+            })
+        })
+        .map(|f| u64::try_from(f.size()).unwrap_or_default())
+        .sum())
+}
+
+async fn collect(
+    ctx: &SessionContext,
+    sql: &str,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<RecordBatch>> {
+    let df = ctx
+        .sql_with_options(sql, session::read_only())
+        .await
+        .map_err(|e| failed(&what(), e))?;
+    let batches = df.collect().await.map_err(|e| failed(&what(), e))?;
+    plain_types(batches)
+}
+
+/// At least one (possibly empty) batch, so that a first write can create the table.
+async fn with_schema(
+    batches: Vec<RecordBatch>,
+    ctx: &SessionContext,
+    sql: &str,
+    what: &dyn Fn() -> String,
+    partitioned: bool,
+) -> Result<Vec<RecordBatch>> {
+    if !batches.is_empty() {
+        return Ok(batches);
+    }
+    let df = ctx
+        .sql_with_options(sql, session::read_only())
+        .await
+        .map_err(|e| failed(&what(), e))?;
+    let mut fields: Vec<Field> = df
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "__tidemark_ts")
+        .map(|f| Field::new(f.name(), plain_type(f.data_type()), true))
+        .collect();
+    if partitioned {
+        fields.push(Field::new(PARTITION_COLUMN, DataType::Utf8, true));
+    }
+    Ok(vec![RecordBatch::new_empty(Arc::new(Schema::new(fields)))])
+}
+
+/// The type Delta stores for `t`: string and binary views become plain strings and binaries,
+/// nanosecond timestamps become microseconds (Delta's resolution).
+fn plain_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Timestamp(
+            TimeUnit::Nanosecond | TimeUnit::Millisecond | TimeUnit::Second,
+            tz,
+        ) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        other => other.clone(),
+    }
+}
+
+fn plain_types(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let schema = b.schema();
+            if schema
+                .fields()
+                .iter()
+                .all(|f| plain_type(f.data_type()) == *f.data_type())
+            {
+                return Ok(b);
+            }
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), plain_type(f.data_type()), f.is_nullable()))
+                .collect();
+            let columns = b
+                .columns()
+                .iter()
+                .zip(&fields)
+                .map(|(c, f)| cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Bug(format!("converting column types: {e}")))?;
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                .map_err(|e| Error::Bug(format!("converting column types: {e}")))
+        })
+        .collect()
+}
+
+/// Drop rows outside `window` (returning how many) and replace the helper timestamp column
+/// `__tidemark_ts` with the partition column.
+fn split_window(
+    batches: Vec<RecordBatch>,
+    unit: crate::interval::IntervalUnit,
+    window: Interval,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    let bug = |e: datafusion::arrow::error::ArrowError| Error::Bug(format!("window split: {e}"));
+    let mut out = Vec::with_capacity(batches.len());
+    let mut dropped = 0u64;
+    for b in batches {
+        let schema = b.schema();
+        let Some(ts_idx) = schema
+            .fields()
+            .iter()
+            .position(|f| f.name() == "__tidemark_ts")
+        else {
+            return Err(Error::Bug("no __tidemark_ts column".into()));
+        };
+        let ts = cast(
+            b.column(ts_idx),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )
+        .map_err(bug)?;
+        let ts = ts
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
+            .ok_or_else(|| Error::Bug("timestamp cast".into()))?;
+        let mut keep = Vec::with_capacity(ts.len());
+        let mut keys = Vec::with_capacity(ts.len());
+        for i in 0..ts.len() {
+            let at = (!ts.is_null(i))
+                .then(|| chrono::DateTime::from_timestamp_micros(ts.value(i)))
+                .flatten();
+            match at {
+                Some(t) if window.start <= t && t < window.end => {
+                    keep.push(true);
+                    keys.push(Some(partition_key(unit, unit.floor(t))));
+                }
+                _ => {
+                    keep.push(false);
+                    keys.push(None);
+                    dropped += 1;
+                }
+            }
+        }
+        let mut fields: Vec<Field> = Vec::new();
+        let mut columns = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if i != ts_idx {
+                fields.push(f.as_ref().clone());
+                columns.push(b.column(i).clone());
+            }
+        }
+        fields.push(Field::new(PARTITION_COLUMN, DataType::Utf8, true));
+        columns.push(Arc::new(StringArray::from(keys)));
+        let with_key = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(bug)?;
+        let filtered = filter_record_batch(&with_key, &BooleanArray::from(keep)).map_err(bug)?;
+        if filtered.num_rows() > 0 {
+            out.push(filtered);
+        }
+    }
+    Ok((out, dropped))
+}
+
+/// Create `to` as a zero-copy clone of `from` at `version` (see the module invariants).
+pub async fn clone_table(from: &Path, version: u64, to: &Path) -> Result<u64> {
+    if to.join("_delta_log").exists() {
+        // An earlier, interrupted attempt got as far as committing the clone.
+        return table_info(to)
+            .await
+            .map(|i| i.map(|i| i.version).unwrap_or_default());
+    }
+    let source = deltalake::open_table_with_version(url_of(from)?, version)
+        .await
+        .map_err(|e| {
+            failed(
+                &format!("cannot read {} at version {version}", from.display()),
+                e,
+            )
+        })?;
+    let snapshot = source
+        .snapshot()
+        .map_err(|e| failed("cannot read the table state", e))?;
+    let schema = snapshot.schema();
+    let partition_columns = snapshot.metadata().partition_columns().to_vec();
+    let files: Vec<_> = source
+        .get_active_add_actions_by_partitions(&[])
+        .try_collect()
+        .await
+        .map_err(|e| failed("reading the table's files", e))?;
+    let mut actions = Vec::with_capacity(files.len());
+    for f in &files {
+        let rel = f.path().to_string();
+        if rel.contains("://") || rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
+            return Err(Error::Bug(format!("unexpected data file path {rel}")));
+        }
+        let (src, dst) = (from.join(&rel), to.join(&rel));
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::from(crate::error::io_error("create", parent, &e)))?;
+        }
+        match std::fs::hard_link(&src, &dst) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(crate::error::io_error("link", &dst, &e).into()),
+        }
+        #[allow(deprecated)]
+        let add = f.add_action();
+        actions.push(deltalake::kernel::Action::Add(add));
+    }
+    let target = open(to).await?;
+    let table = target
+        .create()
+        .with_columns(schema.fields().cloned())
+        .with_partition_columns(partition_columns)
+        .with_actions(actions)
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .await
+        .map_err(|e| failed(&format!("cannot create the clone {}", to.display()), e))?;
+    Ok(table.version().unwrap_or_default())
+}
+
+/// Vacuum files that no version in `keep` needs; returns how many files are (or would be)
+/// deleted.
+pub async fn vacuum(path: &Path, keep: &[u64], dry_run: bool) -> Result<u64> {
+    if table_info(path).await?.is_none() {
+        return Ok(0);
+    }
+    let table = open(path).await?;
+    let (_, metrics) = table
+        .vacuum()
+        .with_mode(VacuumMode::Lite)
+        .with_retention_period(chrono::Duration::zero())
+        .with_enforce_retention_duration(false)
+        .with_keep_versions(keep)
+        .with_dry_run(dry_run)
+        .await
+        .map_err(|e| failed(&format!("cannot vacuum {}", path.display()), e))?;
+    Ok(metrics.files_deleted.len() as u64)
+}

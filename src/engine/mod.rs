@@ -1,0 +1,302 @@
+//! The engine: the only module that touches DataFusion and delta-rs.
+//!
+//! Everything above it speaks in [`BatchJob`]s (compute one window of one model and write it)
+//! and [`BatchReport`]s (what was written), so a remote engine can replace [`LocalEngine`]
+//! behind the same [`Engine`] trait.
+//!
+//! Invariants:
+//! - A physical table lives at `<warehouse>/<table id>`; table ids are built from validated
+//!   model names and hex versions ([`crate::state::table_id`]), never from other user text.
+//! - Every write is exactly one Delta commit: an incremental batch is an overwrite whose
+//!   predicate is the batch's half-open window (never an append), a FULL or SEED model replaces
+//!   the whole table, a unique-key batch is one MERGE. Each commit carries an application
+//!   transaction id derived from table and window, so a re-run recognises a commit that landed
+//!   before a crash and skips it.
+//! - Rows an incremental query returns outside its window are not written; they are counted.
+//! - Inputs are read at the Delta version the caller pins; nothing reads "latest" implicitly.
+//! - The partition column [`PARTITION_COLUMN`] is physical only: readers never see it.
+
+mod checksum;
+mod delta;
+mod session;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::interval::{Interval, IntervalUnit};
+use crate::project::{ModelName, SourceFormat};
+
+pub use checksum::Checksum;
+
+/// The physical partition column of INCREMENTAL_BY_TIME_RANGE tables: the start of each row's
+/// interval (`YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM` for units shorter than a day).
+pub const PARTITION_COLUMN: &str = "_tidemark_partition";
+
+/// How a table is read by a batch or a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A physical table at a pinned Delta version (`None`: the latest).
+    Table {
+        /// The name SQL uses.
+        name: ModelName,
+        /// Physical table id.
+        table: String,
+        /// Delta version.
+        version: Option<u64>,
+    },
+    /// A view: SQL over inputs registered before it.
+    View {
+        /// The name SQL uses.
+        name: ModelName,
+        /// Rendered SQL.
+        sql: String,
+    },
+    /// An external source read in place.
+    Source {
+        /// The name SQL uses.
+        name: ModelName,
+        /// Path or URL.
+        path: String,
+        /// Format.
+        format: SourceFormat,
+        /// Declared column types.
+        columns: BTreeMap<String, String>,
+        /// For Delta sources: the version pinned for the apply.
+        version: Option<u64>,
+    },
+}
+
+impl Input {
+    /// The name SQL uses.
+    pub fn name(&self) -> &ModelName {
+        match self {
+            Input::Table { name, .. } | Input::View { name, .. } | Input::Source { name, .. } => {
+                name
+            }
+        }
+    }
+}
+
+/// How a batch's rows reach its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Overwrite exactly the window's partitions (INCREMENTAL_BY_TIME_RANGE).
+    TimeRange {
+        /// The column holding each row's time.
+        time_column: String,
+        /// strftime format of a string time column.
+        format: Option<String>,
+        /// The model's interval unit (partition granularity).
+        unit: IntervalUnit,
+        /// The batch's half-open window, aligned to `unit`.
+        window: Interval,
+    },
+    /// Replace the whole table (FULL).
+    Full,
+    /// MERGE on the key (INCREMENTAL_BY_UNIQUE_KEY).
+    UniqueKey {
+        /// Key columns.
+        key: Vec<String>,
+    },
+    /// Replace the whole table with a CSV file's rows (SEED).
+    Seed {
+        /// The CSV file.
+        path: PathBuf,
+    },
+}
+
+/// One audit query over the batch's written data: it returns the offending rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditJob {
+    /// Audit name.
+    pub name: String,
+    /// SQL with `__tidemark_audited` standing for the batch's data.
+    pub sql: String,
+    /// Does a failure fail the batch?
+    pub blocking: bool,
+}
+
+/// One unit of work: compute a window of a model and write it in one commit.
+#[derive(Debug, Clone)]
+pub struct BatchJob {
+    /// The model.
+    pub model: ModelName,
+    /// Its physical table.
+    pub table: String,
+    /// Rendered SQL (upstream names are logical; `inputs` resolve them). Empty for seeds.
+    pub sql: String,
+    /// What the SQL reads, in dependency order.
+    pub inputs: Vec<Input>,
+    /// How rows are written.
+    pub write: WriteMode,
+    /// Application transaction: (id, version). A commit of this id at a version at least as
+    /// high already in the table means the batch landed before; it is not written again.
+    pub txn: (String, i64),
+    /// Audits run on the written data.
+    pub audits: Vec<AuditJob>,
+}
+
+/// The result of one audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditResult {
+    /// Audit name.
+    pub name: String,
+    /// Offending rows.
+    pub failures: u64,
+    /// Blocking?
+    pub blocking: bool,
+}
+
+/// What a batch wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    /// Rows written.
+    pub rows: u64,
+    /// Rows the query returned outside the window (not written).
+    pub dropped: u64,
+    /// Bytes of the data files that hold the batch's rows.
+    pub bytes: u64,
+    /// Order-independent checksum of the written rows.
+    pub checksum: String,
+    /// The table's Delta version after the batch.
+    pub table_version: u64,
+    /// The commit had landed before (an earlier, interrupted attempt): nothing was written.
+    pub already_committed: bool,
+    /// Audit outcomes.
+    pub audits: Vec<AuditResult>,
+}
+
+/// Facts about a physical table, for `env show` and the janitor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableInfo {
+    /// Latest Delta version.
+    pub version: u64,
+    /// Partition columns.
+    pub partition_columns: Vec<String>,
+}
+
+/// The engine interface: what the scheduler and the commands need from an executor.
+pub trait Engine {
+    /// Compute and write one batch.
+    fn run_batch(&self, job: &BatchJob) -> Result<BatchReport>;
+    /// Latest version of a physical table (`None`: it does not exist).
+    fn table_info(&self, table: &str) -> Result<Option<TableInfo>>;
+    /// Create `to` as a zero-copy clone of `from` at `version`; returns the clone's version.
+    fn clone_table(&self, from: &str, version: u64, to: &str) -> Result<u64>;
+    /// Run a read-only query over `inputs`.
+    fn query(&self, inputs: &[Input], sql: &str) -> Result<Vec<RecordBatch>>;
+    /// Latest version of an external Delta source.
+    fn source_version(&self, path: &str) -> Result<u64>;
+    /// Remove files no listed version of the table needs (older than `retention`).
+    fn vacuum(&self, table: &str, keep_versions: &[u64], dry_run: bool) -> Result<u64>;
+    /// Delete a physical table's directory.
+    fn drop_table(&self, table: &str, dry_run: bool) -> Result<()>;
+    /// Where a table lives (for external readers).
+    fn table_uri(&self, table: &str) -> String;
+}
+
+/// The engine running DataFusion and delta-rs in this process on a local warehouse.
+pub struct LocalEngine {
+    root: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+impl LocalEngine {
+    /// An engine on the local warehouse directory `root`.
+    pub fn new(root: &Path) -> Result<LocalEngine> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Bug(format!("cannot start the async runtime: {e}")))?;
+        Ok(LocalEngine {
+            root: root.to_path_buf(),
+            rt,
+        })
+    }
+
+    fn table_path(&self, table: &str) -> PathBuf {
+        let mut p = self.root.clone();
+        for part in table.split('/') {
+            p.push(part);
+        }
+        p
+    }
+}
+
+impl Engine for LocalEngine {
+    fn run_batch(&self, job: &BatchJob) -> Result<BatchReport> {
+        let path = self.table_path(&job.table);
+        self.rt.block_on(delta::run_batch(self, &path, job))
+    }
+
+    fn table_info(&self, table: &str) -> Result<Option<TableInfo>> {
+        let path = self.table_path(table);
+        self.rt.block_on(delta::table_info(&path))
+    }
+
+    fn clone_table(&self, from: &str, version: u64, to: &str) -> Result<u64> {
+        let (from, to) = (self.table_path(from), self.table_path(to));
+        self.rt.block_on(delta::clone_table(&from, version, &to))
+    }
+
+    fn query(&self, inputs: &[Input], sql: &str) -> Result<Vec<RecordBatch>> {
+        self.rt.block_on(async {
+            let ctx = session::context(self, inputs).await?;
+            session::run_sql(&ctx, sql).await
+        })
+    }
+
+    fn source_version(&self, path: &str) -> Result<u64> {
+        self.rt
+            .block_on(delta::table_info(Path::new(path)))?
+            .map(|i| i.version)
+            .ok_or_else(|| {
+                Error::from(
+                    crate::error::Diagnostic::error(format!(
+                        "the Delta source at `{path}` is not a Delta table"
+                    ))
+                    .hint("check the source's `path` and `format` in tidemark.toml"),
+                )
+            })
+    }
+
+    fn vacuum(&self, table: &str, keep_versions: &[u64], dry_run: bool) -> Result<u64> {
+        let path = self.table_path(table);
+        self.rt
+            .block_on(delta::vacuum(&path, keep_versions, dry_run))
+    }
+
+    fn drop_table(&self, table: &str, dry_run: bool) -> Result<()> {
+        let path = self.table_path(table);
+        if dry_run || !path.exists() {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(&path)
+            .map_err(|e| Error::from(crate::error::io_error("delete", &path, &e)))
+    }
+
+    fn table_uri(&self, table: &str) -> String {
+        delta::url_of(&self.table_path(table))
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| self.table_path(table).to_string_lossy().into_owned())
+    }
+}
+
+/// The partition key of the interval starting at `t`.
+pub fn partition_key(unit: IntervalUnit, t: DateTime<Utc>) -> String {
+    if unit.min_length() >= chrono::Duration::days(1) {
+        t.format("%Y-%m-%d").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M").to_string()
+    }
+}
+
+/// An engine error (DataFusion or delta-rs) as a user-facing error about `what`.
+fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::from(crate::error::Diagnostic::error(format!("{what}: {e}")))
+}

@@ -1,0 +1,166 @@
+//! DataFusion sessions in which logical model names resolve to pinned physical tables.
+//!
+//! Invariant: every name a query can read is registered explicitly from the job's inputs, at
+//! the version the caller chose; the physical partition column is projected away, so SQL sees
+//! exactly the columns the model's query produced.
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemorySchemaProvider, TableProvider};
+use datafusion::common::TableReference;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+
+use super::{Input, LocalEngine, PARTITION_COLUMN, delta, failed};
+use crate::error::{Diagnostic, Error, Result};
+use crate::project::{ModelName, SourceFormat};
+
+/// A Delta-aware session (delta-rs needs its planner for writes).
+pub fn new_context() -> SessionContext {
+    deltalake::delta_datafusion::create_session().into_inner()
+}
+
+/// A session with every input registered under its logical name.
+pub async fn context(engine: &LocalEngine, inputs: &[Input]) -> Result<SessionContext> {
+    let ctx = new_context();
+    for input in inputs {
+        register(engine, &ctx, input).await?;
+    }
+    Ok(ctx)
+}
+
+/// The reference DataFusion resolves `name` to, creating its schema (and catalog) on demand.
+fn reference(ctx: &SessionContext, name: &ModelName) -> Result<TableReference> {
+    let parts: Vec<&str> = name.parts().collect();
+    let (catalog, schema, table) = match parts.as_slice() {
+        [t] => return Ok(TableReference::bare(t.to_string())),
+        [s, t] => ("datafusion", *s, *t),
+        [c, s, t] => (*c, *s, *t),
+        _ => return Err(Error::Bug(format!("model name with {} parts", parts.len()))),
+    };
+    let cat = match ctx.catalog(catalog) {
+        Some(c) => c,
+        None => {
+            let c: Arc<dyn datafusion::catalog::CatalogProvider> =
+                Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
+            ctx.register_catalog(catalog, c.clone());
+            c
+        }
+    };
+    if cat.schema(schema).is_none() {
+        cat.register_schema(schema, Arc::new(MemorySchemaProvider::new()))
+            .map_err(|e| Error::Bug(format!("registering schema {schema}: {e}")))?;
+    }
+    Ok(TableReference::full(
+        catalog.to_string(),
+        schema.to_string(),
+        table.to_string(),
+    ))
+}
+
+async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> Result<()> {
+    let name = input.name();
+    let r = reference(ctx, name)?;
+    let provider: Arc<dyn TableProvider> = match input {
+        Input::Table { table, version, .. } => {
+            let path = engine.table_path(table);
+            let provider = delta::provider(ctx, &path, *version)
+                .await
+                .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
+            hide_partition_column(ctx, provider)?
+        }
+        Input::View { sql, .. } => {
+            let df = ctx
+                .sql_with_options(sql, read_only())
+                .await
+                .map_err(|e| failed(&format!("cannot build the view `{name}`"), e))?;
+            df.into_view()
+        }
+        Input::Source {
+            path,
+            format,
+            columns,
+            version,
+            ..
+        } => {
+            let raw = TableReference::bare(format!("__tidemark_source_{}", name.as_str()));
+            let what = || format!("cannot read the source `{name}` at `{path}`");
+            match format {
+                SourceFormat::Delta => {
+                    let provider = delta::provider(ctx, std::path::Path::new(path), *version)
+                        .await
+                        .map_err(|e| failed(&what(), e))?;
+                    ctx.register_table(raw.clone(), provider)
+                        .map_err(|e| failed(&what(), e))?;
+                }
+                SourceFormat::Parquet => ctx
+                    .register_parquet(raw.clone(), path, ParquetReadOptions::default())
+                    .await
+                    .map_err(|e| failed(&what(), e))?,
+                SourceFormat::Csv => ctx
+                    .register_csv(raw.clone(), path, CsvReadOptions::new().has_header(true))
+                    .await
+                    .map_err(|e| failed(&what(), e))?,
+            }
+            let projection = if columns.is_empty() {
+                "*".to_string()
+            } else {
+                columns
+                    .iter()
+                    .map(|(c, t)| format!("CAST(\"{c}\" AS {t}) AS \"{c}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let df = ctx
+                .sql(&format!("SELECT {projection} FROM {raw}"))
+                .await
+                .map_err(|e| failed(&what(), e))?;
+            df.into_view()
+        }
+    };
+    ctx.register_table(r, provider)
+        .map_err(|e| Error::Bug(format!("registering {name}: {e}")))?;
+    Ok(())
+}
+
+/// The provider without the physical partition column.
+fn hide_partition_column(
+    ctx: &SessionContext,
+    provider: Arc<dyn TableProvider>,
+) -> Result<Arc<dyn TableProvider>> {
+    let has = provider
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.name() == PARTITION_COLUMN);
+    if !has {
+        return Ok(provider);
+    }
+    let df = ctx
+        .read_table(provider)
+        .and_then(|df| df.drop_columns(&[PARTITION_COLUMN]))
+        .map_err(|e| Error::Bug(format!("hiding the partition column: {e}")))?;
+    Ok(df.into_view())
+}
+
+/// Options for user SQL: queries only.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Run read-only SQL and collect the result.
+pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    let df = ctx.sql_with_options(sql, read_only()).await.map_err(|e| {
+        Error::from(
+            Diagnostic::error(format!("the query failed: {e}"))
+                .hint("model names resolve to the environment's tables, e.g. sushi.customers"),
+        )
+    })?;
+    df.collect()
+        .await
+        .map_err(|e| Error::from(Diagnostic::error(format!("the query failed: {e}"))))
+}

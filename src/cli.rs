@@ -210,6 +210,44 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
         format: QueryFormat,
     },
+    /// Compute the intervals that became complete since the last run and advance the pins.
+    Run {
+        /// The environment.
+        #[arg(default_value = "prod")]
+        env: String,
+    },
+    /// Point another environment (default prod) at ENV's snapshots in one atomic commit.
+    Promote {
+        /// The environment to promote.
+        env: String,
+        /// The environment that will point at ENV's snapshots.
+        #[arg(long, default_value = "prod", value_name = "ENV")]
+        to: String,
+        /// Only show what the promotion would compute and change (exit 1 if anything).
+        #[arg(long)]
+        check: bool,
+        /// Promote even if the target would lose intervals it has now.
+        #[arg(long)]
+        allow_gaps: bool,
+        /// Output format of the plan.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Point an environment back at an earlier revision, in one atomic commit.
+    Rollback {
+        /// The environment.
+        #[arg(default_value = "prod")]
+        env: String,
+        /// The revision to restore (default: the one before the last change).
+        #[arg(long, value_name = "REVISION")]
+        to: Option<u64>,
+    },
+    /// Delete expired environments and unreachable tables; vacuum the rest.
+    Janitor {
+        /// Only report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List or show environments.
     Env {
         /// What to do.
@@ -254,6 +292,11 @@ pub enum EnvCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
         format: EnvFormat,
+    },
+    /// The revisions of an environment (what `rollback --to` accepts).
+    History {
+        /// The environment.
+        env: String,
     },
 }
 
@@ -330,6 +373,31 @@ pub fn run(cli: Cli, color: bool, out: &mut dyn Write) -> Result<u8> {
         Command::Query { sql, env, format } => {
             crate::commands::query::run(&ctx, &env.to_ascii_lowercase(), &sql, format, out)
         }
+        Command::Run { env } => crate::commands::run::run(&ctx, &env.to_ascii_lowercase(), out),
+        Command::Promote {
+            env,
+            to,
+            check,
+            allow_gaps,
+            format,
+        } => crate::commands::promote::run(
+            &ctx,
+            &crate::commands::promote::Promote {
+                env: &env.to_ascii_lowercase(),
+                to: &to.to_ascii_lowercase(),
+                check,
+                allow_gaps,
+                format,
+            },
+            out,
+        ),
+        Command::Rollback { env, to } => {
+            crate::commands::rollback::run(&ctx, &env.to_ascii_lowercase(), to, out)
+        }
+        Command::Janitor { dry_run } => crate::commands::janitor::run(&ctx, dry_run, out),
+        Command::Env {
+            command: EnvCommand::History { env },
+        } => crate::commands::env::history(&ctx, &env.to_ascii_lowercase(), out),
         Command::Env {
             command: EnvCommand::List { format },
         } => crate::commands::env::list(&ctx, format, out),

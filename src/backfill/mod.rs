@@ -127,12 +127,14 @@ pub fn check_fresh(plan: &Plan, state: &State, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// The pins a plan starts from: the target environment's, else the base environment's.
+/// The pins a plan starts from: for each table, the newest version any of the environments
+/// involved (target, base, the one definitions come from) pins, so a pin never moves back.
 fn initial_pins(plan: &Plan, state: &State) -> BTreeMap<String, u64> {
-    let mut pins = BTreeMap::new();
+    let mut pins: BTreeMap<String, u64> = BTreeMap::new();
     for env in [
         plan.base_environment.as_deref(),
         Some(plan.environment.as_str()),
+        plan.definitions_from.as_deref(),
     ]
     .into_iter()
     .flatten()
@@ -140,7 +142,8 @@ fn initial_pins(plan: &Plan, state: &State) -> BTreeMap<String, u64> {
     {
         for m in env.models.values() {
             if let (Some(t), Some(v)) = (&m.table, m.table_version) {
-                pins.insert(t.clone(), v);
+                let pin = pins.entry(t.clone()).or_insert(v);
+                *pin = (*pin).max(v);
             }
         }
     }
@@ -175,6 +178,21 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
     for (name, s) in &cx.config.sources {
         if s.format == SourceFormat::Delta {
             source_versions.insert(name.clone(), cx.engine.source_version(&s.path)?);
+        }
+    }
+    // New generations of restated tables start as zero-copy clones of the current table.
+    for (name, t) in &plan.target {
+        if let (Some(table), Some(from)) = (&t.table, &t.clone_from) {
+            let Some(latest) = cx.engine.table_info(from)?.map(|i| i.version) else {
+                continue;
+            };
+            let v = cx.engine.clone_table(from, latest, table)?;
+            (cx.log)(&format!(
+                "{name}: new generation {table} cloned from {from} at version {latest} (no data copied)"
+            ));
+            if let Some(e) = entries.get_mut(name) {
+                e.version = Some(v);
+            }
         }
     }
     let mut catalog = Catalog::new(

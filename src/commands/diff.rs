@@ -135,6 +135,7 @@ fn state_of(
                 state: &empty,
                 execution_time: now,
                 window: None,
+                catch_up: false,
             };
             state.tables.insert(
                 id.clone(),

@@ -198,3 +198,29 @@ fn json(v: &impl Serialize) -> Result<String> {
     s.push('\n');
     Ok(s)
 }
+
+/// Run `env history`.
+pub fn history(ctx: &Context, env: &str, out: &mut dyn std::io::Write) -> Result<u8> {
+    let state = read_state(ctx)?;
+    let mut s = format!(
+        "{:>8}  {:<28}  {:<7}  {:<36}  {}\n",
+        "revision", "at", "action", "plan", "models changed"
+    );
+    let mut any = false;
+    for h in state.history.iter().filter(|h| h.environment == env) {
+        any = true;
+        s.push_str(&format!(
+            "{:>8}  {:<28}  {:<7}  {:<36}  {}\n",
+            h.revision,
+            format_ts(h.at),
+            h.action,
+            h.plan_id,
+            h.models_changed.len()
+        ));
+    }
+    if !any {
+        return Err(unknown_env(&state, env));
+    }
+    emit(out, &s)?;
+    Ok(0)
+}

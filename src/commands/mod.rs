@@ -6,9 +6,13 @@ pub mod dag;
 pub mod diff;
 pub mod env;
 pub mod info;
+pub mod janitor;
 pub mod plan;
+pub mod promote;
 pub mod query;
 pub mod render;
+pub mod rollback;
+pub mod run;
 pub mod state;
 
 use std::collections::BTreeMap;

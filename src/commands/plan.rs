@@ -32,6 +32,8 @@ pub fn run(ctx: &Context, args: &PlanArgs, out: &mut dyn std::io::Write) -> Resu
         with_local_changes: args.with_local_changes,
         execution_time: ctx.execution_time,
         offline: false,
+        deployed: None,
+        catch_up: false,
     };
     let plan = plan::build(&loaded.project, &loaded.fingerprints, &state, &opts)?;
     if let Some(path) = &args.out {

@@ -586,7 +586,8 @@ pub async fn clone_table(from: &Path, version: u64, to: &Path) -> Result<u64> {
     Ok(table.version().unwrap_or_default())
 }
 
-/// Vacuum files that no version in `keep` needs; returns how many files are (or would be)
+/// Vacuum files that no version in `keep` needs and that were removed over an hour ago (an apply
+/// may be reading them right now); returns how many files are (or would be)
 /// deleted.
 pub async fn vacuum(path: &Path, keep: &[u64], dry_run: bool) -> Result<u64> {
     if table_info(path).await?.is_none() {
@@ -596,7 +597,7 @@ pub async fn vacuum(path: &Path, keep: &[u64], dry_run: bool) -> Result<u64> {
     let (_, metrics) = table
         .vacuum()
         .with_mode(VacuumMode::Lite)
-        .with_retention_period(chrono::Duration::zero())
+        .with_retention_period(chrono::Duration::hours(1))
         .with_enforce_retention_duration(false)
         .with_keep_versions(keep)
         .with_dry_run(dry_run)

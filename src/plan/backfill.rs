@@ -31,6 +31,8 @@ pub struct Context<'a> {
     pub execution_time: DateTime<Utc>,
     /// The user's window (`--start`/`--end`), if any.
     pub window: Option<Interval>,
+    /// `run`: seeds and views are left alone; FULL models refresh when their schedule came due.
+    pub catch_up: bool,
 }
 
 /// How a model's backfill is executed.
@@ -178,16 +180,14 @@ pub fn restatement(
 pub fn compute(
     ctx: &Context<'_>,
     snap: &Snapshot,
+    table: Option<&str>,
     in_env: bool,
     category: Option<Category>,
     restated: Option<&IntervalSet>,
 ) -> Option<Backfill> {
     let m = &snap.model;
     let unit = m.interval_unit;
-    let completed = snap
-        .table_id()
-        .map(|t| ctx.state.intervals(&t))
-        .unwrap_or_default();
+    let completed = table.map(|t| ctx.state.intervals(t)).unwrap_or_default();
     let whole = |action: BackfillAction, intervals: IntervalSet, partitions: u64| Backfill {
         action,
         interval_unit: unit,
@@ -199,6 +199,12 @@ pub fn compute(
     };
     match &m.kind {
         Kind::Embedded => None,
+        Kind::View if ctx.catch_up => None,
+        Kind::Seed { .. } if ctx.catch_up => None,
+        Kind::Full if ctx.catch_up => {
+            let e = expected(ctx, m);
+            (!e.subtract(&completed).is_empty()).then(|| whole(BackfillAction::FullRefresh, e, 1))
+        }
         Kind::View => (restated.is_some() || !in_env)
             .then(|| whole(BackfillAction::RecreateView, IntervalSet::new(), 0)),
         Kind::Seed { .. } => (restated.is_some() || !in_env && completed.is_empty())
@@ -222,10 +228,13 @@ pub fn compute(
                 if lookback > 0
                     && let Some(span) = expected(ctx, m).span()
                 {
+                    // Lookback never reaches before the user's window: upstream models of a
+                    // windowed plan have no data there yet.
+                    let floor = ctx.window.map_or(span.start, |w| w.start.max(span.start));
                     for r in missing.ranges() {
                         let mut s = r.start;
                         for _ in 0..lookback {
-                            if s <= span.start {
+                            if s <= floor {
                                 break;
                             }
                             s = unit.prev(s);
@@ -251,5 +260,19 @@ pub fn compute(
                 full_refresh: restates_all,
             })
         }
+    }
+}
+
+/// A FULL model's complete recomputation (e.g. because an upstream model gets data in the same
+/// plan, so the table it has was computed from less).
+pub fn full_refresh(ctx: &Context<'_>, snap: &Snapshot) -> Backfill {
+    Backfill {
+        action: BackfillAction::FullRefresh,
+        interval_unit: snap.model.interval_unit,
+        intervals: expected(ctx, &snap.model),
+        partitions: 1,
+        batches: 1,
+        batch_size: 1,
+        full_refresh: true,
     }
 }

@@ -23,6 +23,7 @@ mod options;
 mod record;
 pub mod render;
 pub mod select;
+pub mod tables;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,7 +33,7 @@ use crate::error::{Diagnostic, Error, Result};
 use crate::fingerprint::{Fingerprint, data_hash};
 use crate::interval::format_ts;
 use crate::project::{Kind, ModelName, Project};
-use crate::state::{Category, ModelRecord, PROD, Snapshot, State};
+use crate::state::{Category, Environment, ModelRecord, PROD, Snapshot, State};
 pub use backfill::{Backfill, BackfillAction};
 use categorize::Verdict;
 use options::user_window;
@@ -135,6 +136,9 @@ pub struct Target {
     pub snapshot: String,
     /// Physical table (`None` for views and embedded models).
     pub table: Option<String>,
+    /// A restatement's new generation starts as a zero-copy clone of this table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_from: Option<String>,
 }
 
 /// A plan, as shown for review and saved for apply.
@@ -178,6 +182,9 @@ pub struct Plan {
     pub snapshots: Vec<Snapshot>,
     /// The environment after apply.
     pub target: BTreeMap<ModelName, Target>,
+    /// Where the definitions come from when not from the project files (`run`, `promote`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definitions_from: Option<String>,
 }
 
 impl Plan {
@@ -243,7 +250,21 @@ pub fn build(
         .unwrap_or_default();
 
     // Which definitions make up the target.
-    let use_local = !restating || opts.with_local_changes;
+    let use_local = opts.deployed.is_none() && (!restating || opts.with_local_changes);
+    let deployed_env = match &opts.deployed {
+        Some(d) => Some(state.environment(d).ok_or_else(|| {
+            Error::from(Diagnostic::error(format!("no environment named `{d}`")))
+        })?),
+        None => None,
+    };
+    let defs: BTreeMap<&ModelName, &Snapshot> = match deployed_env {
+        Some(e) => e
+            .models
+            .iter()
+            .filter_map(|(n, m)| state.snapshots.get(&m.snapshot).map(|s| (n, s)))
+            .collect(),
+        None => base.clone(),
+    };
     let selected: Option<BTreeSet<ModelName>> = if opts.select.is_empty() {
         None
     } else {
@@ -291,14 +312,14 @@ pub fn build(
             local_ignored += 1;
         }
     }
-    for (name, s) in &base {
+    for (name, s) in &defs {
         if nodes.contains_key(*name) {
             continue;
         }
         if takes_local(name) {
             continue; // removed locally
         }
-        if !project.models.contains_key(*name) {
+        if !project.models.contains_key(*name) && opts.deployed.is_none() {
             local_ignored += 1; // removed locally, but not taken
         }
         nodes.insert(
@@ -312,7 +333,7 @@ pub fn build(
             },
         );
     }
-    if local_ignored > 0 {
+    if local_ignored > 0 && opts.deployed.is_none() {
         notes.push(if restating {
             format!("{local_ignored} local change(s) ignored: a restatement plan recomputes the deployed versions (add --with-local-changes to include them)")
         } else {
@@ -525,16 +546,42 @@ pub fn build(
         state,
         execution_time: exec,
         window,
+        catch_up: opts.catch_up,
     };
     let restated = backfill::restatement(&ctx, &order, &nodes_view(&nodes), &restate);
+    let envs: Vec<&Environment> = [target_env, deployed_env, base_env]
+        .into_iter()
+        .flatten()
+        .collect();
+    let target = tables::targets(state, &snapshots, &envs, &restated);
+    let mut computing: BTreeSet<ModelName> = BTreeSet::new();
     for m in &mut models {
         let snap = &snapshots[&m.name];
-        let in_env = base.get(&m.name).is_some_and(|p| p.id == snap.id);
+        let t = &target[&m.name];
+        let completed_in = t.clone_from.as_ref().or(t.table.as_ref());
+        let in_env = !opts.catch_up && base.get(&m.name).is_some_and(|p| p.id == snap.id);
         m.restated = restated.contains_key(&m.name);
         if opts.skip_backfill {
             continue;
         }
-        m.backfill = backfill::compute(&ctx, snap, in_env, m.category, restated.get(&m.name));
+        m.backfill = backfill::compute(
+            &ctx,
+            snap,
+            completed_in.map(String::as_str),
+            in_env,
+            m.category,
+            restated.get(&m.name),
+        );
+        // A FULL model is recomputed whenever something it reads gets data in this plan (views
+        // and embedded models pass that on).
+        let upstream = snap.parents.keys().any(|p| computing.contains(p));
+        if m.backfill.is_none() && upstream && snap.model.kind == Kind::Full {
+            m.backfill = Some(backfill::full_refresh(&ctx, snap));
+        }
+        let virtual_kind = matches!(snap.model.kind, Kind::View | Kind::Embedded);
+        if m.backfill.is_some() || upstream && virtual_kind {
+            computing.insert(m.name.clone());
+        }
     }
     if opts.skip_backfill {
         notes.push("--skip-backfill: nothing is computed; the environment will point at tables with missing intervals".into());
@@ -568,18 +615,6 @@ pub fn build(
         .filter(|s| !state.snapshots.contains_key(&s.id))
         .cloned()
         .collect();
-    let target = snapshots
-        .values()
-        .map(|s| {
-            (
-                s.name.clone(),
-                Target {
-                    snapshot: s.id.clone(),
-                    table: s.table_id(),
-                },
-            )
-        })
-        .collect();
     let mut plan = Plan {
         format: PLAN_FORMAT.to_string(),
         plan_id: String::new(),
@@ -600,6 +635,7 @@ pub fn build(
         ttl_seconds: (opts.environment != PROD).then_some(project.config.env_ttl.as_secs()),
         snapshots: new_snapshots,
         target,
+        definitions_from: opts.deployed.clone(),
     };
     plan.plan_id = plan_id(&plan)?;
     Ok(plan)

@@ -38,6 +38,12 @@ pub struct Options {
     pub execution_time: DateTime<Utc>,
     /// `diff`: a window is allowed without restatement, as nothing is deployed.
     pub offline: bool,
+    /// Take every definition from this environment instead of the local files (`run`: the
+    /// target itself; `promote`: the environment being promoted).
+    pub deployed: Option<String>,
+    /// Also compute the intervals that became complete for models the target already has,
+    /// and refresh FULL models whose schedule came due (`run`).
+    pub catch_up: bool,
 }
 
 impl Options {
@@ -57,6 +63,8 @@ impl Options {
             with_local_changes: false,
             execution_time,
             offline: false,
+            deployed: None,
+            catch_up: false,
         }
     }
 }

@@ -46,11 +46,19 @@ pub fn completed_actions(
                     id: table.clone(),
                     name: s.name.clone(),
                     version: s.version.clone(),
-                    generation: 0,
+                    generation: super::tables::generation_of(table),
                     interval_unit: s.model.interval_unit,
                     intervals: IntervalSet::new(),
                     created_at: now,
                 },
+            });
+        }
+    }
+    for t in plan.target.values() {
+        if let (Some(table), Some(from)) = (&t.table, &t.clone_from) {
+            actions.push(Action::AddIntervals {
+                table: table.clone(),
+                intervals: state.intervals(from),
             });
         }
     }

@@ -121,7 +121,8 @@ fn window(i: &Interval) -> String {
     format!("[{}, {})", bound(i.start), bound(i.end))
 }
 
-fn windows(s: &IntervalSet) -> String {
+/// Intervals as half-open windows, comma-separated.
+pub fn windows(s: &IntervalSet) -> String {
     let parts: Vec<String> = s.ranges().iter().map(window).collect();
     parts.join(", ")
 }

@@ -104,6 +104,9 @@ pub fn run(ctx: &Context, dry_run: bool, out: &mut dyn std::io::Write) -> Result
     Ok(0)
 }
 
+/// Table id → the Delta versions pinned.
+type Pins = BTreeMap<String, BTreeSet<u64>>;
+
 /// Tables (with the versions pinned) and snapshots that surviving environments use now or used
 /// in a revision since `since` (and always in their previous revision).
 fn reachable(
@@ -111,7 +114,7 @@ fn reachable(
     state: &State,
     expired: &[(String, u64)],
     since: chrono::DateTime<chrono::Utc>,
-) -> Result<(BTreeMap<String, BTreeSet<u64>>, BTreeSet<String>)> {
+) -> Result<(Pins, BTreeSet<String>)> {
     let mut tables: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     let mut snapshots = BTreeSet::new();
     let gone: BTreeSet<&str> = expired.iter().map(|(n, _)| n.as_str()).collect();

@@ -572,10 +572,15 @@ pub fn build(
             m.category,
             restated.get(&m.name),
         );
-        // A FULL model is recomputed whenever something it reads gets data in this plan (views
-        // and embedded models pass that on).
+        // A FULL model with its own table (not the one the environment reads now) is recomputed
+        // whenever something it reads gets data in this plan (views and embedded models pass
+        // that on): the table it has was computed from less.
         let upstream = snap.parents.keys().any(|p| computing.contains(p));
-        if m.backfill.is_none() && upstream && snap.model.kind == Kind::Full {
+        let env_table = base_env
+            .and_then(|e| e.models.get(&m.name))
+            .and_then(|e| e.table.as_ref());
+        let own_table = opts.catch_up || env_table != t.table.as_ref();
+        if m.backfill.is_none() && upstream && own_table && snap.model.kind == Kind::Full {
             m.backfill = Some(backfill::full_refresh(&ctx, snap));
         }
         let virtual_kind = matches!(snap.model.kind, Kind::View | Kind::Embedded);

@@ -342,6 +342,7 @@ mod tests {
                 created_at: t("2024-01-01"),
                 updated_at: t("2024-01-01"),
                 expires_at: None,
+                source_versions: BTreeMap::new(),
             }),
             expected_revision: expected,
         }

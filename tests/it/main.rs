@@ -7,6 +7,7 @@
 mod common;
 mod dag;
 mod diff;
+mod engine;
 mod errors;
 mod fingerprints;
 mod info;

@@ -430,15 +430,30 @@ fn janitor_removes_expired_environments_and_their_tables_only() {
     let (_t, p) = example();
     ok(&p, &["--execution-time", "2024-01-08", "plan", "--apply"]);
     fix_discount(&p);
-    ok(&p, &["--execution-time", "2024-01-08", "plan", "dev", "--apply"]);
+    ok(
+        &p,
+        &["--execution-time", "2024-01-08", "plan", "dev", "--apply"],
+    );
     let dev_fact = table_of(&env_json(&p, "dev"), "sushi.fact_sales_transactions");
     let prod_before = csv(&p, "prod", TOTALS);
     // Not expired yet: nothing goes.
-    let out = ok(&p, &["--execution-time", "2024-01-09", "janitor", "--dry-run"]);
-    assert!(out.contains("would delete 0 environment(s), 0 table(s)"), "{out}");
+    let out = ok(
+        &p,
+        &["--execution-time", "2024-01-09", "janitor", "--dry-run"],
+    );
+    assert!(
+        out.contains("would delete 0 environment(s), 0 table(s)"),
+        "{out}"
+    );
     // Past the 7-day TTL (the clock of the test is the real one: use a far future).
-    let out = ok(&p, &["--execution-time", "2099-01-01", "janitor", "--dry-run"]);
-    assert!(out.contains("would delete expired environment dev"), "{out}");
+    let out = ok(
+        &p,
+        &["--execution-time", "2099-01-01", "janitor", "--dry-run"],
+    );
+    assert!(
+        out.contains("would delete expired environment dev"),
+        "{out}"
+    );
     assert!(p.join("warehouse").join(&dev_fact).exists());
     let out = ok(&p, &["--execution-time", "2099-01-01", "janitor"]);
     assert!(out.contains(&format!("deleted table {dev_fact}")), "{out}");

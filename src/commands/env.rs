@@ -15,7 +15,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::interval::format_ts;
 use crate::project::ModelName;
-use crate::state::{State, StateStore};
+use crate::state::State;
 
 /// `env show --format json`.
 #[derive(Debug, Serialize)]
@@ -114,8 +114,8 @@ pub fn show(
     format: EnvFormat,
     out: &mut dyn std::io::Write,
 ) -> Result<u8> {
-    let config = crate::project::config::load_config(&super::config_path(ctx)?)?;
-    let state = StateStore::open(&config.warehouse)?.read()?;
+    let (config, store) = super::warehouse(ctx)?;
+    let state = store.read()?;
     let engine = engine(&config)?;
     let view = view(&engine, &state, env)?;
     let text = match format {
@@ -189,8 +189,7 @@ pub fn view(engine: &dyn Engine, state: &State, env: &str) -> Result<EnvView> {
 }
 
 fn read_state(ctx: &Context) -> Result<State> {
-    let config = crate::project::config::load_config(&super::config_path(ctx)?)?;
-    StateStore::open(&config.warehouse)?.read()
+    super::warehouse(ctx)?.1.read()
 }
 
 fn json(v: &impl Serialize) -> Result<String> {

@@ -23,8 +23,7 @@ use crate::state::{Action, PROD, State, StateStore};
 
 /// Run `janitor`.
 pub fn run(ctx: &Context, dry_run: bool, out: &mut dyn std::io::Write) -> Result<u8> {
-    let config = crate::project::config::load_config(&super::config_path(ctx)?)?;
-    let store = StateStore::open(&config.warehouse)?;
+    let (config, store) = super::warehouse(ctx)?;
     let engine = engine(&config)?;
     let now = ctx.execution_time;
     let horizon = chrono::Duration::from_std(config.env_ttl).unwrap_or(chrono::Duration::days(7));

@@ -45,6 +45,14 @@ pub fn config_path(ctx: &Context) -> Result<std::path::PathBuf> {
     config::find_config(ctx.project.as_deref(), &cwd)
 }
 
+/// The configuration and state store, for commands that work on the warehouse only (no model
+/// files needed).
+pub fn warehouse(ctx: &Context) -> Result<(config::Config, crate::state::StateStore)> {
+    let config = config::load_config(&config_path(ctx)?)?;
+    let store = crate::state::StateStore::open(&config.warehouse)?;
+    Ok((config, store))
+}
+
 /// Find, load and validate the project, print its warnings, build the graph, fingerprint it.
 pub fn load(ctx: &Context) -> Result<Loaded> {
     let path = config_path(ctx)?;

@@ -12,7 +12,7 @@ use crate::cli::{Context, QueryFormat};
 use crate::engine::Engine;
 use crate::error::{Diagnostic, Error, Result};
 use crate::project::{Config, ModelName};
-use crate::state::{State, StateStore};
+use crate::state::State;
 
 /// Run `query`.
 pub fn run(
@@ -22,8 +22,7 @@ pub fn run(
     format: QueryFormat,
     out: &mut dyn std::io::Write,
 ) -> Result<u8> {
-    let config = crate::project::config::load_config(&super::config_path(ctx)?)?;
-    let store = StateStore::open(&config.warehouse)?;
+    let (config, store) = super::warehouse(ctx)?;
     let state = store.read()?;
     let engine = engine(&config)?;
     let batches = query(&engine, &config, &state, env, sql, ctx.execution_time)?;

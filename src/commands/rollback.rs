@@ -13,8 +13,7 @@ use crate::state::{Action, Environment, StateStore};
 
 /// Run `rollback`.
 pub fn run(ctx: &Context, env: &str, to: Option<u64>, out: &mut dyn std::io::Write) -> Result<u8> {
-    let config = crate::project::config::load_config(&super::config_path(ctx)?)?;
-    let store = StateStore::open(&config.warehouse)?;
+    let (_, store) = super::warehouse(ctx)?;
     let state = store.read()?;
     let current = state
         .environment(env)

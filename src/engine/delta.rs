@@ -115,7 +115,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
     if let Some(landed) = committed_txn(&table, app_id).await?
         && landed >= txn_version
     {
-        return report_existing(engine, path, job).await;
+        return report_existing(path, job).await;
     }
     let ctx = session::context(engine, &job.inputs).await?;
     let what = || format!("{} failed", job.model);
@@ -248,7 +248,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
         }
     };
     let version = table.version().unwrap_or_default();
-    let mut report = measure(engine, path, job, version).await?;
+    let mut report = measure(path, job, version).await?;
     report.dropped = dropped;
     Ok(report)
 }
@@ -268,23 +268,18 @@ async fn committed_txn(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> 
 }
 
 /// The report of a batch whose commit had landed before.
-async fn report_existing(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Result<BatchReport> {
+async fn report_existing(path: &Path, job: &BatchJob) -> Result<BatchReport> {
     let version = table_info(path)
         .await?
         .map(|i| i.version)
         .unwrap_or_default();
-    let mut r = measure(engine, path, job, version).await?;
+    let mut r = measure(path, job, version).await?;
     r.already_committed = true;
     Ok(r)
 }
 
 /// Rows, checksum, bytes and audits of what `job` wrote, read back at `version`.
-async fn measure(
-    engine: &LocalEngine,
-    path: &Path,
-    job: &BatchJob,
-    version: u64,
-) -> Result<BatchReport> {
+async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchReport> {
     let ctx = new_context();
     let provider = provider(&ctx, path, Some(version))
         .await
@@ -332,7 +327,6 @@ async fn measure(
             blocking: a.blocking,
         });
     }
-    let _ = engine;
     Ok(BatchReport {
         rows: sum.rows,
         dropped: 0,

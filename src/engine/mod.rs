@@ -192,7 +192,8 @@ pub trait Engine {
     fn query(&self, inputs: &[Input], sql: &str) -> Result<Vec<RecordBatch>>;
     /// Latest version of an external Delta source.
     fn source_version(&self, path: &str) -> Result<u64>;
-    /// Remove files no listed version of the table needs (older than `retention`).
+    /// Remove files that no version in `keep_versions` needs and that were removed over an hour
+    /// ago; returns how many files are (or would be) deleted.
     fn vacuum(&self, table: &str, keep_versions: &[u64], dry_run: bool) -> Result<u64>;
     /// Delete a physical table's directory.
     fn drop_table(&self, table: &str, dry_run: bool) -> Result<()>;

@@ -111,6 +111,14 @@ pub fn model_definition(m: &Model) -> String {
         "partitioned_by",
         m.partitioned_by.iter().map(String::as_str),
     );
+    // Declared columns fix the table's schema. Absent ones leave the hash as it was before
+    // the property existed, so upgrading tidemark changes no fingerprint.
+    if !m.columns.is_empty() {
+        h.list(
+            "columns",
+            m.columns.iter().flat_map(|(c, t)| [c.as_str(), t.as_str()]),
+        );
+    }
     h.field("query", &m.canonical_sql);
     h.finish()
 }

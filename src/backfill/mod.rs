@@ -305,13 +305,19 @@ fn run_model(
             _ => WriteMode::Full,
         };
         let mut inputs = catalog.inputs_of(&m.name)?;
-        if rec.self_referencing
-            && let Some(v) = cx.engine.table_info(&table)?.map(|i| i.version)
-        {
-            inputs.push(Input::Table {
-                name: m.name.clone(),
-                table: table.clone(),
-                version: Some(v),
+        if rec.self_referencing {
+            // Its own previous output: the latest version (this apply's earlier batches
+            // included), or before the first batch an empty relation of the declared columns.
+            inputs.push(match cx.engine.table_info(&table)?.map(|i| i.version) {
+                Some(v) => Input::Table {
+                    name: m.name.clone(),
+                    table: table.clone(),
+                    version: Some(v),
+                },
+                None => Input::View {
+                    name: m.name.clone(),
+                    sql: empty_relation(&rec.columns),
+                },
             });
         }
         let sql = match write {
@@ -365,6 +371,16 @@ fn run_model(
     run.table_version = catalog.entries.get(&m.name).and_then(|e| e.version);
     run.seconds = started.elapsed().as_secs_f64();
     Ok(run)
+}
+
+/// `SELECT CAST(NULL AS type) AS "column", ... WHERE false`: no rows, the declared schema.
+/// Types were validated by the SQL parser at load; names are quoted.
+fn empty_relation(columns: &[(String, String)]) -> String {
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|(c, t)| format!("CAST(NULL AS {t}) AS \"{}\"", c.replace('"', "\"\"")))
+        .collect();
+    format!("SELECT {} WHERE false", cols.join(", "))
 }
 
 fn add(run: &mut ModelRun, r: &BatchReport) {

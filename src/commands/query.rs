@@ -87,15 +87,19 @@ pub fn query(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<RecordBatch>> {
     let catalog = env_catalog(config, state, env, now)?;
-    // Register what the SQL can name: every model or source whose name occurs in it.
-    let lower = sql.to_lowercase();
-    let roots: Vec<ModelName> = catalog
-        .entries
-        .keys()
-        .chain(config.sources.keys())
-        .filter(|n| lower.contains(n.as_str()))
-        .cloned()
+    // Register what the SQL reads: the tables it references (CTEs excluded) that name a model
+    // or a source. Parsing first also keeps `query` to one read-only SELECT.
+    let parsed = crate::sql::parse_query(std::path::Path::new("<query>"), sql).map_err(|d| {
+        Error::from(d.hint("`query` runs one SELECT (or WITH ... SELECT) statement"))
+    })?;
+    let mut roots: Vec<ModelName> = crate::sql::analyze(&parsed)
+        .tables
+        .iter()
+        .filter_map(|t| ModelName::parse(&t.name).ok())
+        .filter(|n| catalog.entries.contains_key(n) || config.sources.contains_key(n))
         .collect();
+    roots.sort();
+    roots.dedup();
     let inputs = catalog.inputs(&roots)?;
     engine.query(&inputs, sql)
 }

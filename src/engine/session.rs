@@ -84,7 +84,8 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
             version,
             ..
         } => {
-            let raw = TableReference::bare(format!("__tidemark_source_{}", name.as_str()));
+            let raw_name = format!("__tidemark_source_{}", name.as_str());
+            let raw = TableReference::bare(raw_name.clone());
             let what = || format!("cannot read the source `{name}` at `{path}`");
             match format {
                 SourceFormat::Delta => {
@@ -108,12 +109,18 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
             } else {
                 columns
                     .iter()
-                    .map(|(c, t)| format!("CAST(\"{c}\" AS {t}) AS \"{c}\""))
+                    .map(|(c, t)| {
+                        let c = c.replace('"', "\"\"");
+                        format!("CAST(\"{c}\" AS {t}) AS \"{c}\"")
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             };
             let df = ctx
-                .sql(&format!("SELECT {projection} FROM {raw}"))
+                .sql(&format!(
+                    "SELECT {projection} FROM \"{}\"",
+                    raw_name.replace('"', "\"\"")
+                ))
                 .await
                 .map_err(|e| failed(&what(), e))?;
             df.into_view()

@@ -125,6 +125,17 @@ impl Project {
                     .filter(|n| models.contains_key(n) || config.sources.contains_key(n));
                 match resolved {
                     Some(n) if n == m.name => {
+                        if m.columns.is_empty() && self_referencing.insert(n.clone()) {
+                            errors.push(
+                                Diagnostic::error(format!(
+                                    "{} reads its own previous output but does not declare its columns",
+                                    m.name
+                                ))
+                                .at(loc)
+                                .note("before its first batch the table does not exist yet, so its schema cannot come from it")
+                                .hint("declare the output columns in the MODEL header, e.g. `columns (ds VARCHAR, total DOUBLE)`"),
+                            );
+                        }
                         self_referencing.insert(n);
                     }
                     Some(n) => {

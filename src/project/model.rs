@@ -96,7 +96,7 @@ const KINDS: [&str; 6] = [
 ];
 
 /// Header properties tidemark understands.
-pub const PROPERTIES: [&str; 18] = [
+pub const PROPERTIES: [&str; 19] = [
     "name",
     "kind",
     "cron",
@@ -115,13 +115,13 @@ pub const PROPERTIES: [&str; 18] = [
     "depends_on",
     "enabled",
     "dialect",
+    "columns",
 ];
 
 /// SQLMesh properties that tidemark recognises but does not support.
-const SQLMESH_ONLY: [&str; 22] = [
+const SQLMESH_ONLY: [&str; 21] = [
     "stamp",
     "interval_unit",
-    "columns",
     "physical_properties",
     "virtual_properties",
     "session_properties",
@@ -142,6 +142,49 @@ const SQLMESH_ONLY: [&str; 22] = [
     "physical_version",
     "blueprints",
 ];
+
+/// One `name TYPE` item of `columns (...)`: the name as an identifier, the type validated by
+/// the SQL parser and kept in its canonical spelling.
+fn column(src: Src<'_>, item: &[Token]) -> Result<(String, String), Diagnostic> {
+    use datafusion::sql::sqlparser::ast::DataType;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let expects = |at: usize| src.err(at, "`columns` expects `name TYPE` items, e.g. `id BIGINT`");
+    let Some(first) = item.first() else {
+        return Err(expects(0));
+    };
+    let name = match &first.tok {
+        header::Tok::Word(w) => w.to_ascii_lowercase(),
+        header::Tok::Quoted(q) => q.clone(),
+        _ => return Err(expects(first.start)),
+    };
+    if item.len() < 2 {
+        return Err(expects(first.start));
+    }
+    let text = src.text_of(&item[1..]);
+    let ty = Parser::new(&GenericDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| {
+            let t = p.parse_data_type()?;
+            p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
+            Ok(t)
+        })
+        .map_err(|e| {
+            src.err(
+                item[1].start,
+                format!("`{text}` is not a SQL type for column `{name}`: {e}"),
+            )
+        })?;
+    if matches!(ty, DataType::Custom(..)) {
+        return Err(src
+            .err(
+                item[1].start,
+                format!("`{text}` is not a SQL type (column `{name}`)"),
+            )
+            .hint("use a SQL type such as BIGINT, INT, DOUBLE, DECIMAL(p, s), VARCHAR, BOOLEAN, DATE or TIMESTAMP"));
+    }
+    Ok((name, ty.to_string()))
+}
 
 /// One audit attached to a model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +232,8 @@ pub struct Model {
     pub description: Option<String>,
     /// Column → description.
     pub column_descriptions: BTreeMap<String, String>,
+    /// Declared output columns and their SQL types, in order (`columns (id BIGINT, ...)`).
+    pub columns: Vec<(String, String)>,
     /// Tags.
     pub tags: BTreeSet<String>,
     /// Columns that identify a row.
@@ -269,6 +314,7 @@ struct Builder<'a> {
     owner: Option<String>,
     description: Option<String>,
     column_descriptions: BTreeMap<String, String>,
+    columns: Vec<(String, String)>,
     tags: BTreeSet<String>,
     grain: Vec<String>,
     audits: Vec<AuditCall>,
@@ -301,6 +347,7 @@ impl<'a> Builder<'a> {
             owner: None,
             description: None,
             column_descriptions: BTreeMap::new(),
+            columns: Vec::new(),
             tags: BTreeSet::new(),
             grain: Vec::new(),
             audits: Vec::new(),
@@ -401,6 +448,21 @@ impl<'a> Builder<'a> {
                     self.column_descriptions.insert(col, text);
                 }
             }
+            "columns" => {
+                if !header::is_wrapped(v) {
+                    return Err(src.err(v[0].start, "`columns` expects a list: (name TYPE, ...)"));
+                }
+                for item in header::list(v) {
+                    let col = column(src, item)?;
+                    if self.columns.iter().any(|(c, _)| *c == col.0) {
+                        return Err(src.err(
+                            item[0].start,
+                            format!("column `{}` is declared twice", col.0),
+                        ));
+                    }
+                    self.columns.push(col);
+                }
+            }
             "tags" => {
                 for item in header::list(v) {
                     let tag = match item {
@@ -461,9 +523,8 @@ impl<'a> Builder<'a> {
                     )));
             }
             other => {
-                let hint = did_you_mean(other, PROPERTIES.iter().copied()).unwrap_or_else(|| {
-                    format!("known properties: {}", PROPERTIES[..17].join(", "))
-                });
+                let hint = did_you_mean(other, PROPERTIES.iter().copied())
+                    .unwrap_or_else(|| format!("known properties: {}", PROPERTIES.join(", ")));
                 return Err(src
                     .err(
                         p.key_start,
@@ -787,6 +848,7 @@ impl<'a> Builder<'a> {
             owner: self.owner.or_else(|| self.defaults.owner.clone()),
             description: self.description,
             column_descriptions: self.column_descriptions,
+            columns: self.columns,
             tags: self.tags,
             grain: self.grain,
             audits: self.audits,

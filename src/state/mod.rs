@@ -68,6 +68,9 @@ pub struct ModelRecord {
     /// Extra physical partition columns.
     #[serde(default)]
     pub partitioned_by: Vec<String>,
+    /// Declared output columns and types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<(String, String)>,
     /// Changes apply only to intervals computed from now on.
     pub forward_only: bool,
     /// Incomplete intervals may be computed.
@@ -95,6 +98,7 @@ impl ModelRecord {
             tags: m.tags.clone(),
             audits: m.audits.clone(),
             partitioned_by: m.partitioned_by.clone(),
+            columns: m.columns.clone(),
             forward_only: m.forward_only,
             allow_partials: m.allow_partials,
             self_referencing,

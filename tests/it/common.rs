@@ -66,7 +66,8 @@ pub fn copy_project(src: &Path) -> (tempfile::TempDir, PathBuf) {
     (tmp, dst)
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
+/// Copy a directory tree.
+pub fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).expect("mkdir");
     for e in std::fs::read_dir(src).expect("read_dir") {
         let e = e.expect("entry");
@@ -115,4 +116,32 @@ pub fn fail_with(project: &Path, args: &[&str], needle: &str) -> Run {
     assert_eq!(run.code, 2, "{}", run.transcript());
     assert!(run.stderr.contains(needle), "{}", run.stderr);
     run
+}
+
+/// Run `tidemark --project DIR ARGS`, require exit code 0, return stdout.
+pub fn ok(p: &Path, args: &[&str]) -> String {
+    let r = tidemark(p, args);
+    assert_eq!(r.code, 0, "tidemark {args:?}\n{}", r.transcript());
+    r.stdout
+}
+
+/// `query --env ENV --format csv SQL`.
+pub fn csv(p: &Path, env: &str, sql: &str) -> String {
+    ok(p, &["query", "--env", env, "--format", "csv", sql])
+}
+
+/// `env show ENV --format json`.
+pub fn env_json(p: &Path, env: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(p, &["env", "show", env, "--format", "json"])).unwrap()
+}
+
+/// The physical table of `model` in `env show` JSON.
+pub fn table_of(env: &serde_json::Value, model: &str) -> String {
+    env["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == model)
+        .map(|m| m["table"].as_str().unwrap_or("").to_string())
+        .unwrap()
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{repo, tidemark};
+use crate::common::{copy_dir, csv, env_json, ok, repo, table_of, tidemark};
 
 /// The example project (config, models, seeds, audits) copied into a temp dir.
 fn example() -> (tempfile::TempDir, PathBuf) {
@@ -16,28 +16,6 @@ fn example() -> (tempfile::TempDir, PathBuf) {
     (tmp, dst)
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-fn ok(p: &Path, args: &[&str]) -> String {
-    let r = tidemark(p, args);
-    assert_eq!(r.code, 0, "tidemark {args:?}\n{}", r.transcript());
-    r.stdout
-}
-
-fn csv(p: &Path, env: &str, sql: &str) -> String {
-    ok(p, &["query", "--env", env, "--format", "csv", sql])
-}
-
 const TOTALS: &str =
     "SELECT COUNT(*) AS n, SUM(amount) AS amount FROM sushi.fact_sales_transactions";
 const PER_DAY: &str = "SELECT transaction_date, COUNT(*) AS n FROM sushi.fact_sales_transactions GROUP BY 1 ORDER BY 1";
@@ -47,20 +25,6 @@ fn fix_discount(p: &Path) {
     let text = std::fs::read_to_string(&f).unwrap();
     assert!(text.contains("THEN 0.9 ELSE"));
     std::fs::write(&f, text.replace("THEN 0.9 ELSE", "THEN 0.85 ELSE")).unwrap();
-}
-
-fn env_json(p: &Path, env: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(p, &["env", "show", env, "--format", "json"])).unwrap()
-}
-
-fn table_of(env: &serde_json::Value, model: &str) -> String {
-    env["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == model)
-        .map(|m| m["table"].as_str().unwrap_or("").to_string())
-        .unwrap()
 }
 
 #[test]

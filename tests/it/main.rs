@@ -11,6 +11,7 @@ mod engine;
 mod errors;
 mod fingerprints;
 mod info;
+mod kinds;
 mod plan;
 mod render;
 mod synth;

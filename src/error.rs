@@ -76,6 +76,9 @@ pub struct Diagnostic {
     pub notes: Vec<String>,
     /// What to do about it.
     pub hint: Option<String>,
+    /// A failure that may pass when tried again (a commit conflict, I/O); retried by the
+    /// scheduler.
+    pub transient: bool,
 }
 
 impl Diagnostic {
@@ -87,6 +90,7 @@ impl Diagnostic {
             location: None,
             notes: Vec::new(),
             hint: None,
+            transient: false,
         }
     }
 
@@ -101,6 +105,12 @@ impl Diagnostic {
     /// Attach a location.
     pub fn at(mut self, location: Location) -> Self {
         self.location = Some(location);
+        self
+    }
+
+    /// Mark as transient: worth retrying.
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
         self
     }
 
@@ -180,6 +190,13 @@ fn render_all(diags: &[Diagnostic]) -> String {
         .map(|d| render(d, false))
         .collect::<Vec<_>>()
         .join("")
+}
+
+impl Error {
+    /// Whether trying again may succeed (every diagnostic is transient).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::User(d) if !d.is_empty() && d.iter().all(|d| d.transient))
+    }
 }
 
 impl From<Diagnostic> for Error {

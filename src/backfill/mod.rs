@@ -13,7 +13,10 @@
 //!   skips batches whose commit landed; a later plan recomputes (idempotently, as an overwrite).
 
 pub mod audit;
+pub mod batches;
 pub mod catalog;
+pub mod progress;
+pub mod scheduler;
 
 use std::collections::BTreeMap;
 use std::time::Instant as Clock;

@@ -52,6 +52,25 @@ async fn open(path: &Path) -> Result<DeltaTable> {
         .map_err(|e| failed(&format!("cannot open the table at {}", path.display()), e))
 }
 
+/// A delta-rs error about `what`; commit conflicts and storage errors are transient.
+fn failed_delta(what: &str, e: deltalake::DeltaTableError) -> Error {
+    use deltalake::DeltaTableError as E;
+    use deltalake::kernel::transaction::TransactionError as T;
+    let transient = match &e {
+        E::ObjectStore { .. } | E::Io { .. } | E::VersionAlreadyExists(_) => true,
+        E::Transaction { source } => matches!(
+            source,
+            T::CommitConflict(_)
+                | T::MaxCommitAttempts(_)
+                | T::VersionAlreadyExists(_)
+                | T::ObjectStore { .. }
+        ),
+        _ => false,
+    };
+    let d = Diagnostic::error(format!("{what}: {e}"));
+    Error::from(if transient { d.transient() } else { d })
+}
+
 /// Version and partitioning of the table at `path` (`None`: no table there).
 pub async fn table_info(path: &Path) -> Result<Option<TableInfo>> {
     if !path.join("_delta_log").exists() {
@@ -157,7 +176,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                 .with_session_state(Arc::new(ctx.state()))
                 .with_commit_properties(props)
                 .await
-                .map_err(|e| failed(&what(), e))?
+                .map_err(|e| failed_delta(&what(), e))?
         }
         WriteMode::Full | WriteMode::Seed { .. } => {
             let batches = match &job.write {
@@ -187,7 +206,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                 .with_session_state(Arc::new(ctx.state()))
                 .with_commit_properties(props)
                 .await
-                .map_err(|e| failed(&what(), e))?
+                .map_err(|e| failed_delta(&what(), e))?
         }
         WriteMode::UniqueKey { key } => {
             let batches = collect(&ctx, &job.sql, &what).await?;
@@ -199,7 +218,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                     .with_session_state(Arc::new(ctx.state()))
                     .with_commit_properties(props)
                     .await
-                    .map_err(|e| failed(&what(), e))?
+                    .map_err(|e| failed_delta(&what(), e))?
             } else {
                 let source = ctx
                     .read_batches(batches.clone())
@@ -242,7 +261,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                     })
                     .map_err(|e| failed(&what(), e))?
                     .await
-                    .map_err(|e| failed(&what(), e))?;
+                    .map_err(|e| failed_delta(&what(), e))?;
                 t
             }
         }

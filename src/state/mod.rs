@@ -32,6 +32,7 @@ use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{IntervalSet, IntervalUnit};
 use crate::project::{AuditCall, Kind, Model, ModelName};
 
+pub use storage::{LocalStorage, Storage};
 pub use store::StateStore;
 
 /// Format tag of the state documents this build writes; documents with a newer tag are refused.

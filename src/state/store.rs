@@ -105,6 +105,11 @@ impl StateStore {
         StateStore { storage }
     }
 
+    /// The storage the state lives on (progress records live beside it).
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
     /// Where the state lives, for messages.
     pub fn describe(&self) -> String {
         self.storage.describe()

@@ -113,6 +113,53 @@ pub struct PlanArgs {
     /// in one atomic commit.
     #[arg(long)]
     pub apply: bool,
+    /// How batches run (with --apply).
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// How batches run: accepted by every command that executes batches.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExecArgs {
+    /// Batches running at once across the whole apply [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+    /// Extra attempts for a batch failing transiently (commit conflict, I/O), with exponential
+    /// backoff.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+    /// First batches of each added, directly modified or restated model that run (with their
+    /// audits) before anything fans out; 0 disables.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub canary: usize,
+    /// Failed batches after which no new batch starts (the circuit breaker).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failures: u32,
+    /// Compute the newest windows first (default: oldest first).
+    #[arg(long)]
+    pub newest_first: bool,
+    /// Stop starting batches after this long (e.g. `2h`, `90m`); the next run continues.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_duration: Option<std::time::Duration>,
+    /// Batches reading one external source at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_source_reads: Option<u32>,
+}
+
+impl ExecArgs {
+    /// The options these arguments ask for.
+    pub fn options(&self) -> crate::backfill::ExecOptions {
+        let d = crate::backfill::ExecOptions::default();
+        crate::backfill::ExecOptions {
+            workers: self.workers.map_or(d.workers, usize::from),
+            retries: self.retries,
+            canary: self.canary,
+            max_failures: self.max_failures as usize,
+            newest_first: self.newest_first,
+            max_duration: self.max_duration,
+            max_source_reads: self.max_source_reads.map(|n| n as usize),
+        }
+    }
 }
 
 /// Arguments of `diff`.
@@ -197,7 +244,15 @@ pub enum Command {
     /// Apply a saved plan (refused if the environment changed since it was made).
     Apply {
         /// The plan file written by `plan --out`.
-        plan: PathBuf,
+        #[arg(required_unless_present = "resume")]
+        plan: Option<PathBuf>,
+        /// Continue an interrupted or failed apply (its id is in its messages and `tidemark
+        /// log`): complete batches are skipped.
+        #[arg(long, value_name = "APPLY_ID", conflicts_with = "plan")]
+        resume: Option<String>,
+        /// How batches run.
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Run read-only SQL against an environment (model names resolve to its pinned tables).
     Query {
@@ -215,6 +270,9 @@ pub enum Command {
         /// The environment.
         #[arg(default_value = "prod")]
         env: String,
+        /// How batches run.
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Point another environment (default prod) at ENV's snapshots in one atomic commit.
     Promote {
@@ -232,6 +290,9 @@ pub enum Command {
         /// Output format of the plan.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+        /// How batches run.
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Point an environment back at an earlier revision, in one atomic commit.
     Rollback {
@@ -309,6 +370,8 @@ pub struct Context {
     pub execution_time: DateTime<Utc>,
     /// Whether stderr may be coloured.
     pub color: bool,
+    /// How batches run (commands that execute batches).
+    pub exec: crate::backfill::ExecOptions,
 }
 
 /// Run the CLI with the process's arguments; returns the exit code.
@@ -350,10 +413,18 @@ pub fn run(cli: Cli, color: bool, out: &mut dyn Write) -> Result<u8> {
                 .at
         }
     };
+    let exec = match &cli.command {
+        Command::Plan(a) => Some(&a.exec),
+        Command::Apply { exec, .. } | Command::Run { exec, .. } | Command::Promote { exec, .. } => {
+            Some(exec)
+        }
+        _ => None,
+    };
     let ctx = Context {
         project: cli.project,
         execution_time,
         color,
+        exec: exec.map(ExecArgs::options).unwrap_or_default(),
     };
     let result = match cli.command {
         Command::Info { format } => crate::commands::info::run(&ctx, format, out),
@@ -369,17 +440,20 @@ pub fn run(cli: Cli, color: bool, out: &mut dyn Write) -> Result<u8> {
         Command::State {
             command: StateCommand::Import { file },
         } => crate::commands::state::import(&ctx, &file),
-        Command::Apply { plan } => crate::commands::apply::run(&ctx, &plan, out),
+        Command::Apply { plan, resume, .. } => {
+            crate::commands::apply::run(&ctx, plan.as_deref(), resume.as_deref(), out)
+        }
         Command::Query { sql, env, format } => {
             crate::commands::query::run(&ctx, &env.to_ascii_lowercase(), &sql, format, out)
         }
-        Command::Run { env } => crate::commands::run::run(&ctx, &env.to_ascii_lowercase(), out),
+        Command::Run { env, .. } => crate::commands::run::run(&ctx, &env.to_ascii_lowercase(), out),
         Command::Promote {
             env,
             to,
             check,
             allow_gaps,
             format,
+            ..
         } => crate::commands::promote::run(
             &ctx,
             &crate::commands::promote::Promote {

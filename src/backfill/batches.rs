@@ -222,7 +222,10 @@ mod tests {
     fn graph(
         edges: &[(&str, &str)],
         nodes: &[(&str, Node)],
-    ) -> (BTreeMap<ModelName, Node>, BTreeMap<ModelName, Vec<ModelName>>) {
+    ) -> (
+        BTreeMap<ModelName, Node>,
+        BTreeMap<ModelName, Vec<ModelName>>,
+    ) {
         let mut parents: BTreeMap<ModelName, Vec<ModelName>> = BTreeMap::new();
         for (child, parent) in edges {
             parents.entry(n(child)).or_default().push(n(parent));
@@ -235,7 +238,11 @@ mod tests {
         let _ = IntervalUnit::Day;
         let (nodes, parents) = graph(
             &[("s.b", "s.a"), ("s.a", "raw.x")],
-            &[("s.a", Node::Table), ("s.b", Node::Table), ("raw.x", Node::Source)],
+            &[
+                ("s.a", Node::Table),
+                ("s.b", Node::Table),
+                ("raw.x", Node::Source),
+            ],
         );
         let up = Upstream {
             nodes: &nodes,
@@ -243,7 +250,10 @@ mod tests {
         };
         // a: 10 days in batches of 2 (ids 0..5); b: batches of 3 (ids 5..9).
         let g = build(
-            &[work("s.a", days(1, 11, 2), true), work("s.b", days(1, 11, 3), true)],
+            &[
+                work("s.a", days(1, 11, 2), true),
+                work("s.b", days(1, 11, 3), true),
+            ],
             &up,
             0,
         );
@@ -254,7 +264,10 @@ mod tests {
         assert_eq!(g[8].deps, vec![4]);
         assert!(g[0].deps.is_empty());
         assert_eq!(g[0].sources, vec![n("raw.x")]);
-        assert!(g[5].sources.is_empty(), "a table in between reads the source, not b");
+        assert!(
+            g[5].sources.is_empty(),
+            "a table in between reads the source, not b"
+        );
     }
 
     #[test]

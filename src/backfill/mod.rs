@@ -15,22 +15,30 @@
 pub mod audit;
 pub mod batches;
 pub mod catalog;
+pub mod job;
 pub mod progress;
 pub mod scheduler;
+mod track;
 
 use std::collections::BTreeMap;
-use std::time::Instant as Clock;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::engine::{BatchJob, BatchReport, Engine, Input, WriteMode};
+use crate::engine::Engine;
 use crate::error::{Diagnostic, Error, Result};
-use crate::interval::{Interval, format_ts};
-use crate::plan::{BackfillAction, Plan, PlanModel};
+use crate::interval::format_ts;
+use crate::plan::Plan;
 use crate::project::{Config, Kind, ModelName, SourceFormat};
 use crate::state::{Action, Snapshot, State};
+use batches::{Batch, Node, Upstream};
 use catalog::{Catalog, Entry};
+use progress::{ApplyInfo, BatchRecord, PlannedBatch, ProgressStore, Status};
+use scheduler::{Event, Stop};
+use track::Tracker;
 
 /// What one model's batches wrote.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,17 +47,21 @@ pub struct ModelRun {
     pub name: String,
     /// Physical table.
     pub table: Option<String>,
-    /// Batches run.
+    /// Batches complete (in this run or an earlier attempt of the same apply).
     pub batches: u64,
     /// Batches whose commit had landed before (an interrupted earlier attempt).
     pub already_committed: u64,
+    /// Batches that failed.
+    pub failed: u64,
+    /// Batches that did not run (stopped early, or upstream failed).
+    pub not_run: u64,
     /// Rows written.
     pub rows: u64,
     /// Rows outside their batch's window (not written).
     pub dropped: u64,
     /// Bytes of the written partitions.
     pub bytes: u64,
-    /// Seconds spent.
+    /// Seconds spent in batches (summed over workers).
     pub seconds: f64,
     /// Failed non-blocking audits: (audit, offending rows).
     pub warnings: Vec<(String, u64)>,
@@ -60,24 +72,92 @@ pub struct ModelRun {
 /// What an apply did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
-    /// Per model, in execution order.
+    /// The apply's id (its progress records).
+    pub apply_id: String,
+    /// Per model, in plan order.
     pub models: Vec<ModelRun>,
     /// Delta sources and the versions read.
     pub source_versions: BTreeMap<ModelName, u64>,
 }
 
+/// How batches are run: the limits and policies of `--workers`, `--retries`, `--canary`, ...
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Worker threads.
+    pub workers: usize,
+    /// Extra attempts for transient failures.
+    pub retries: u32,
+    /// First batches of each directly modified, added or restated model run before the rest.
+    pub canary: usize,
+    /// Failed batches after which no new batch starts.
+    pub max_failures: usize,
+    /// Newest windows first.
+    pub newest_first: bool,
+    /// Time box: no batch starts after it is spent.
+    pub max_duration: Option<Duration>,
+    /// Concurrent batches reading one external source.
+    pub max_source_reads: Option<usize>,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            retries: 3,
+            canary: 1,
+            max_failures: 1,
+            newest_first: false,
+            max_duration: None,
+            max_source_reads: None,
+        }
+    }
+}
+
+impl ExecOptions {
+    fn settings(&self, started: Instant) -> scheduler::Settings {
+        scheduler::Settings {
+            workers: self.workers.max(1),
+            retries: self.retries,
+            max_failures: self.max_failures.max(1),
+            newest_first: self.newest_first,
+            deadline: self.max_duration.map(|d| started + d),
+            max_source_reads: self.max_source_reads,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Which apply this is.
+#[derive(Debug, Clone)]
+pub struct ApplyId {
+    /// Id (a new one, or the one being resumed).
+    pub id: String,
+    /// The command that runs it.
+    pub command: String,
+}
+
 /// Everything an execution needs.
 pub struct Context<'a> {
     /// The engine.
-    pub engine: &'a dyn Engine,
+    pub engine: &'a (dyn Engine + Sync),
     /// The project configuration (sources, seeds and audits live relative to its root).
     pub config: &'a Config,
     /// The state the plan is checked against.
     pub state: &'a State,
     /// "Now" for commit times.
     pub now: DateTime<Utc>,
+    /// When this run started.
+    pub started: Instant,
     /// Where progress lines go.
-    pub log: &'a dyn Fn(&str),
+    pub log: &'a (dyn Fn(&str) + Sync),
+    /// Limits and policies.
+    pub options: &'a ExecOptions,
+    /// The progress table.
+    pub progress: &'a ProgressStore<'a>,
+    /// This apply.
+    pub apply: &'a ApplyId,
+    /// Set on SIGINT/SIGTERM: no new batch starts.
+    pub interrupt: &'a AtomicBool,
 }
 
 /// The snapshot of every model in the plan's target.
@@ -204,15 +284,68 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
         source_versions,
         plan_time(plan)?,
     );
-    let mut report = Report {
-        source_versions: catalog.source_versions.clone(),
-        ..Report::default()
-    };
+    let jobs = job::model_jobs(cx, &catalog, &plan.models)?;
+    let graph = batch_graph(plan, &catalog, cx.config, cx.options.canary)?;
+    let limits: BTreeMap<ModelName, usize> = graph
+        .1
+        .iter()
+        .map(|w| (w.name.clone(), w.concurrency))
+        .collect();
+    let batches = graph.0;
+
+    // Progress: the apply's description, and what earlier attempts completed.
+    let info = apply_info(cx, plan, &batches)?;
+    let plan_json = serde_json::to_vec_pretty(plan)
+        .map_err(|e| Error::Bug(format!("serializing the plan: {e}")))?;
+    cx.progress.begin(&info, &plan_json)?;
+    let earlier = cx.progress.records(&cx.apply.id)?;
+    let mut done: Vec<Option<job::BatchOut>> = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let rec = earlier.get(&b.id).filter(|r| {
+            r.status == Some(Status::Complete)
+                && r.model == b.model.as_str()
+                && r.start == format_ts(b.window.start)
+                && r.end == format_ts(b.window.end)
+        });
+        done.push(rec.map(record_out));
+    }
+    for out in done.iter().flatten() {
+        if let (Some(t), v) = (&out.table, out.report.table_version) {
+            catalog.set_version(t, v);
+        }
+    }
+    let skipped = done.iter().filter(|d| d.is_some()).count();
+    if skipped > 0 {
+        (cx.log)(&format!(
+            "resuming apply {}: {skipped} of {} batch(es) already complete",
+            cx.apply.id,
+            batches.len()
+        ));
+    }
+    let report_source_versions = catalog.source_versions.clone();
+    let catalog = Mutex::new(catalog);
+    let attempts: Vec<u32> = batches
+        .iter()
+        .map(|b| earlier.get(&b.id).map_or(0, |r| r.attempts))
+        .collect();
+    let tracker = Tracker::new(cx, &batches, attempts);
+    let settings = cx.options.settings(cx.started);
+    // A batch's transaction version is the plan's state commit plus one: a re-run of the same
+    // plan recognises its commits; a later plan recomputes (idempotently, as an overwrite).
     let txn_version = i64::try_from(plan.state_seq).unwrap_or(i64::MAX - 1) + 1;
-    for m in &plan.models {
-        let Some(b) = &m.backfill else { continue };
-        let run = run_model(cx, &mut catalog, m, b.action, txn_version)?;
-        report.models.push(run);
+    let work = |b: &Batch, _attempt: u32| job::run(cx, &catalog, &jobs, b, txn_version);
+    let on = |e: Event<'_, job::BatchOut>| tracker.event(e);
+    let finished = scheduler::run(&batches, done, &limits, &settings, cx.interrupt, &work, &on);
+    let catalog = catalog
+        .into_inner()
+        .map_err(|_| Error::Bug("the catalog lock is poisoned".into()))?;
+    let report = Report {
+        apply_id: cx.apply.id.clone(),
+        models: model_runs(plan, &batches, &finished.results, &tracker),
+        source_versions: report_source_versions,
+    };
+    if let Some(err) = incomplete(cx, &batches, &finished) {
+        return Err(err);
     }
     let versions: BTreeMap<String, u64> = catalog
         .entries
@@ -222,6 +355,230 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
     let actions =
         crate::plan::completed_actions(plan, cx.state, cx.now, &versions, &report.source_versions);
     Ok((report, actions))
+}
+
+/// The batch graph of a plan and each model's work.
+fn batch_graph(
+    plan: &Plan,
+    catalog: &Catalog<'_>,
+    config: &Config,
+    canary: usize,
+) -> Result<(Vec<Batch>, Vec<batches::ModelWork>)> {
+    let now = plan_time(plan)?;
+    let mut work = Vec::new();
+    for m in &plan.models {
+        let Some(e) = catalog.entries.get(&m.name) else {
+            continue;
+        };
+        let rec = &e.snapshot.model;
+        if let Some(w) = job::work_of(
+            m,
+            &rec.kind,
+            rec.self_referencing,
+            rec.interval_unit.last_complete(now),
+        ) {
+            work.push(w);
+        }
+    }
+    let mut nodes = BTreeMap::new();
+    let mut parents = BTreeMap::new();
+    for (name, e) in &catalog.entries {
+        let node = match e.snapshot.model.kind {
+            Kind::View => Node::View,
+            Kind::Embedded => Node::Embedded,
+            _ => Node::Table,
+        };
+        nodes.insert(name.clone(), node);
+        parents.insert(
+            name.clone(),
+            e.snapshot.parents.keys().cloned().collect::<Vec<_>>(),
+        );
+    }
+    for name in config.sources.keys() {
+        nodes.insert(name.clone(), Node::Source);
+    }
+    let up = Upstream {
+        nodes: &nodes,
+        parents: &parents,
+    };
+    Ok((batches::build(&work, &up, canary), work))
+}
+
+fn apply_info(cx: &Context<'_>, plan: &Plan, batches: &[Batch]) -> Result<ApplyInfo> {
+    Ok(ApplyInfo {
+        format: progress::PROGRESS_FORMAT.to_string(),
+        id: cx.apply.id.clone(),
+        command: cx.apply.command.clone(),
+        environment: plan.environment.clone(),
+        plan_id: plan.plan_id.clone(),
+        user: progress::current_user(),
+        git_commit: progress::git_commit(&cx.config.root),
+        started: cx.now,
+        workers: cx.options.workers,
+        batches: batches
+            .iter()
+            .map(|b| PlannedBatch {
+                id: b.id,
+                model: b.model.to_string(),
+                start: format_ts(b.window.start),
+                end: format_ts(b.window.end),
+                intervals: if b.windowed {
+                    plan.models
+                        .iter()
+                        .find(|m| m.name == b.model)
+                        .and_then(|m| m.backfill.as_ref())
+                        .map_or(1, |bf| intervals_in(bf.interval_unit, b.window))
+                } else {
+                    1
+                },
+            })
+            .collect(),
+    })
+}
+
+/// How many intervals of `unit` start in `w`.
+fn intervals_in(unit: crate::interval::IntervalUnit, w: crate::interval::Interval) -> u64 {
+    let mut n = 0;
+    let mut t = unit.floor(w.start);
+    while t < w.end {
+        n += 1;
+        t = unit.next(t);
+    }
+    n
+}
+
+/// A COMPLETE record as the result of its batch.
+fn record_out(r: &BatchRecord) -> job::BatchOut {
+    job::BatchOut {
+        report: crate::engine::BatchReport {
+            rows: r.rows,
+            dropped: r.dropped,
+            bytes: r.bytes,
+            checksum: r.checksum.clone().unwrap_or_default(),
+            table_version: r.table_version.unwrap_or_default(),
+            already_committed: true,
+            audits: Vec::new(),
+        },
+        table: r.table.clone(),
+        inputs: r.inputs.clone(),
+        warnings: r.warnings.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    }
+}
+
+/// Per model, in plan order: what its batches did.
+fn model_runs(
+    plan: &Plan,
+    batches: &[Batch],
+    results: &[Option<std::result::Result<job::BatchOut, Error>>],
+    tracker: &Tracker<'_, '_>,
+) -> Vec<ModelRun> {
+    let seconds = tracker.seconds();
+    let mut runs: Vec<ModelRun> = Vec::new();
+    let mut index: BTreeMap<&ModelName, usize> = BTreeMap::new();
+    for m in plan.models.iter().filter(|m| m.backfill.is_some()) {
+        index.insert(&m.name, runs.len());
+        runs.push(ModelRun {
+            name: m.name.to_string(),
+            ..ModelRun::default()
+        });
+    }
+    for b in batches {
+        let Some(&i) = index.get(&b.model) else {
+            continue;
+        };
+        let run = &mut runs[i];
+        run.seconds += seconds.get(b.id).copied().unwrap_or(0.0);
+        match &results[b.id] {
+            Some(Ok(out)) => {
+                run.batches += 1;
+                run.table.clone_from(&out.table);
+                if out.table.is_some() {
+                    let v = out.report.table_version;
+                    run.table_version = Some(run.table_version.map_or(v, |x| x.max(v)));
+                }
+                run.already_committed += u64::from(out.report.already_committed);
+                run.rows += out.report.rows;
+                run.dropped += out.report.dropped;
+                run.bytes += out.report.bytes;
+                run.warnings.extend(out.warnings.iter().cloned());
+            }
+            Some(Err(_)) => run.failed += 1,
+            None => run.not_run += 1,
+        }
+    }
+    runs
+}
+
+/// The error for an apply that did not complete: what failed, why it stopped, how to resume.
+fn incomplete(
+    cx: &Context<'_>,
+    batches: &[Batch],
+    finished: &scheduler::Finished<job::BatchOut>,
+) -> Option<Error> {
+    let failed: Vec<(&Batch, &Error)> = batches
+        .iter()
+        .filter_map(|b| match &finished.results[b.id] {
+            Some(Err(e)) => Some((b, e)),
+            _ => None,
+        })
+        .collect();
+    let complete = finished
+        .results
+        .iter()
+        .filter(|r| matches!(r, Some(Ok(_))))
+        .count();
+    if failed.is_empty() && finished.stopped.is_none() && complete == batches.len() {
+        return None;
+    }
+    let why = match finished.stopped {
+        Some(Stop::Canary) => "a canary batch failed, so the rest did not start".to_string(),
+        Some(Stop::Failures) => format!(
+            "the circuit breaker tripped after {} failed batch(es)",
+            failed.len()
+        ),
+        Some(Stop::Deadline) => "the time box (--max-duration) was spent".to_string(),
+        Some(Stop::Interrupted) => "interrupted".to_string(),
+        None => format!("{} batch(es) failed", failed.len()),
+    };
+    let outcome = if failed.is_empty() {
+        "paused"
+    } else {
+        "failed"
+    };
+    let message = format!(
+        "apply {} {outcome}: {why}; {complete} of {} batch(es) complete",
+        cx.apply.id,
+        batches.len()
+    );
+    let _ = cx.progress.finish(
+        &cx.apply.id,
+        &progress::Outcome {
+            format: progress::PROGRESS_FORMAT.to_string(),
+            outcome: outcome.to_string(),
+            finished: chrono::Utc::now(),
+            seconds: cx.started.elapsed().as_secs_f64(),
+            revision: None,
+            message: message.clone(),
+        },
+    );
+    let mut d = Diagnostic::error(message);
+    for (b, e) in failed.iter().take(5) {
+        d = d.note(format!("{} {}: {}", b.model, b.window, first_line(e)));
+    }
+    if failed.len() > 5 {
+        d = d.note(format!("... and {} more", failed.len() - 5));
+    }
+    Some(Error::from(d.hint(format!(
+        "no environment changed; see `tidemark progress {}`, fix what failed, then `tidemark apply --resume {}` (complete batches are skipped)",
+        cx.apply.id, cx.apply.id
+    ))))
+}
+
+fn first_line(e: &Error) -> String {
+    match e {
+        Error::User(d) => d.first().map(|d| d.message.clone()).unwrap_or_default(),
+        Error::Bug(b) => format!("internal error: {b}"),
+    }
 }
 
 fn plan_time(plan: &Plan) -> Result<DateTime<Utc>> {
@@ -234,148 +591,6 @@ fn plan_time(plan: &Plan) -> Result<DateTime<Utc>> {
         })
 }
 
-fn run_model(
-    cx: &Context<'_>,
-    catalog: &mut Catalog<'_>,
-    m: &PlanModel,
-    action: BackfillAction,
-    txn_version: i64,
-) -> Result<ModelRun> {
-    let started = Clock::now();
-    let entry = catalog
-        .entries
-        .get(&m.name)
-        .cloned()
-        .ok_or_else(|| Error::Bug(format!("{} is not in the plan's target", m.name)))?;
-    let rec = &entry.snapshot.model;
-    let mut run = ModelRun {
-        name: m.name.to_string(),
-        table: entry.table.clone(),
-        ..ModelRun::default()
-    };
-    let Some(table) = entry.table.clone() else {
-        // A view: nothing is stored, but check now that it reads what it should.
-        let inputs = catalog.inputs(std::slice::from_ref(&m.name))?;
-        cx.engine
-            .query(&inputs, &format!("SELECT * FROM {} LIMIT 0", m.name))
-            .map_err(|e| context_error(e, &format!("the view {} does not run", m.name)))?;
-        (cx.log)(&format!("{}: view checked", m.name));
-        run.seconds = started.elapsed().as_secs_f64();
-        return Ok(run);
-    };
-    let audits = rec
-        .audits
-        .iter()
-        .map(|a| audit::render(a, &cx.config.root))
-        .collect::<Result<Vec<_>>>()?;
-    let unit = rec.interval_unit;
-    let b = m
-        .backfill
-        .as_ref()
-        .ok_or_else(|| Error::Bug("no backfill".into()))?;
-    let windows: Vec<Interval> = match (&rec.kind, action) {
-        (
-            Kind::IncrementalByTimeRange { .. } | Kind::IncrementalByUniqueKey { .. },
-            BackfillAction::Compute,
-        ) => b.intervals.batches(unit, b.batch_size.max(1)),
-        _ => vec![
-            b.intervals
-                .span()
-                .unwrap_or_else(|| unit.last_complete(catalog.execution_time)),
-        ],
-    };
-    let total = windows.len();
-    for (i, window) in windows.into_iter().enumerate() {
-        let write = match &rec.kind {
-            Kind::IncrementalByTimeRange {
-                time_column,
-                format,
-                ..
-            } if action == BackfillAction::Compute => WriteMode::TimeRange {
-                time_column: time_column.clone(),
-                format: format.clone(),
-                unit,
-                window,
-            },
-            Kind::IncrementalByUniqueKey { unique_key, .. } => WriteMode::UniqueKey {
-                key: unique_key.clone(),
-            },
-            Kind::Seed { path } => {
-                let file = cx.config.root.join(path);
-                check_seed(&file, &entry.snapshot)?;
-                WriteMode::Seed { path: file }
-            }
-            _ => WriteMode::Full,
-        };
-        let mut inputs = catalog.inputs_of(&m.name)?;
-        if rec.self_referencing {
-            // Its own previous output: the latest version (this apply's earlier batches
-            // included), or before the first batch an empty relation of the declared columns.
-            inputs.push(match cx.engine.table_info(&table)?.map(|i| i.version) {
-                Some(v) => Input::Table {
-                    name: m.name.clone(),
-                    table: table.clone(),
-                    version: Some(v),
-                },
-                None => Input::View {
-                    name: m.name.clone(),
-                    sql: empty_relation(&rec.columns),
-                },
-            });
-        }
-        let sql = match write {
-            WriteMode::Seed { .. } => String::new(),
-            _ => catalog.render(&m.name, window, Some(&table))?,
-        };
-        let window_id = match write {
-            WriteMode::TimeRange { .. } | WriteMode::UniqueKey { .. } => {
-                format!("{}/{}", format_ts(window.start), format_ts(window.end))
-            }
-            _ => "all".to_string(),
-        };
-        let job = BatchJob {
-            model: m.name.clone(),
-            table: table.clone(),
-            sql,
-            inputs,
-            write,
-            txn: (format!("tidemark:{table}:{window_id}"), txn_version),
-            audits: audits.clone(),
-        };
-        let batch_started = Clock::now();
-        let r = cx
-            .engine
-            .run_batch(&job)
-            .map_err(|e| context_error(e, &format!("{} batch {window} failed", m.name)))?;
-        catalog.set_version(&table, r.table_version);
-        log_batch(
-            cx,
-            m,
-            i + 1,
-            total,
-            window,
-            &r,
-            batch_started.elapsed().as_secs_f64(),
-        );
-        add(&mut run, &r);
-        let failed: Vec<_> = r.audits.iter().filter(|a| a.failures > 0).collect();
-        for a in &failed {
-            if a.blocking {
-                return Err(Diagnostic::error(format!(
-                    "audit {} failed for {} in {window}: {} offending row(s)",
-                    a.name, m.name, a.failures
-                ))
-                .hint("no environment changed; fix the model or its data and run the same command again (batches already written are skipped)")
-                .into());
-            }
-            run.warnings.push((a.name.clone(), a.failures));
-        }
-    }
-    run.table_version = catalog.entries.get(&m.name).and_then(|e| e.version);
-    run.seconds = started.elapsed().as_secs_f64();
-    Ok(run)
-}
-
 /// `SELECT CAST(NULL AS type) AS "column", ... WHERE false`: no rows, the declared schema.
 /// Types were validated by the SQL parser at load; names are quoted.
 fn empty_relation(columns: &[(String, String)]) -> String {
@@ -384,50 +599,6 @@ fn empty_relation(columns: &[(String, String)]) -> String {
         .map(|(c, t)| format!("CAST(NULL AS {t}) AS \"{}\"", c.replace('"', "\"\"")))
         .collect();
     format!("SELECT {} WHERE false", cols.join(", "))
-}
-
-fn add(run: &mut ModelRun, r: &BatchReport) {
-    run.batches += 1;
-    run.already_committed += u64::from(r.already_committed);
-    run.rows += r.rows;
-    run.dropped += r.dropped;
-    run.bytes += r.bytes;
-}
-
-fn log_batch(
-    cx: &Context<'_>,
-    m: &PlanModel,
-    i: usize,
-    total: usize,
-    window: Interval,
-    r: &BatchReport,
-    seconds: f64,
-) {
-    let mut line = format!(
-        "{} [{i}/{total}] {window}: {} rows, {}, version {} ({seconds:.2} s)",
-        m.name,
-        r.rows,
-        human_bytes(r.bytes),
-        r.table_version
-    );
-    if r.already_committed {
-        line.push_str(", already committed by an earlier attempt");
-    }
-    if r.dropped > 0 {
-        line.push_str(&format!(
-            ", {} row(s) outside the window not written",
-            r.dropped
-        ));
-    }
-    for a in r.audits.iter().filter(|a| a.failures > 0) {
-        line.push_str(&format!(
-            ", audit {} {}: {} row(s)",
-            a.name,
-            if a.blocking { "FAILED" } else { "warned" },
-            a.failures
-        ));
-    }
-    (cx.log)(&line);
 }
 
 /// `12.3 MiB`.

@@ -179,8 +179,9 @@ fn parse<T: for<'de> Deserialize<'de>>(path: &str, bytes: &[u8]) -> Result<T> {
 
 fn corrupt(path: &str, e: &dyn std::fmt::Display) -> Error {
     Error::from(
-        Diagnostic::error(format!("the progress record {path} is unreadable: {e}"))
-            .hint("it was damaged outside tidemark; the Delta tables and the state are not affected"),
+        Diagnostic::error(format!("the progress record {path} is unreadable: {e}")).hint(
+            "it was damaged outside tidemark; the Delta tables and the state are not affected",
+        ),
     )
 }
 
@@ -232,8 +233,7 @@ impl<'a> ProgressStore<'a> {
 
     /// An apply's saved plan.
     pub fn plan(&self, apply: &str) -> Result<Option<Vec<u8>>> {
-        self.storage
-            .get(&format!("{}/plan.json", Self::dir(apply)))
+        self.storage.get(&format!("{}/plan.json", Self::dir(apply)))
     }
 
     /// An apply's outcome, once it ended.
@@ -324,7 +324,10 @@ mod tests {
         assert_eq!(all[&7].rows, 3);
         assert_eq!(all[&7].status, Some(Status::Complete));
         storage
-            .put("_tidemark/applies/x/batches/000008.json", br#"{"format":"v0"}"#)
+            .put(
+                "_tidemark/applies/x/batches/000008.json",
+                br#"{"format":"v0"}"#,
+            )
             .unwrap();
         assert!(p.records("x").is_err());
         assert_eq!(

@@ -431,14 +431,31 @@ mod tests {
         let stop = AtomicBool::new(false);
         let work = |b: &Batch, _| {
             for &d in &b.deps {
-                assert_ne!(finished_at[d].load(Ordering::SeqCst), 0, "dependency not done");
+                assert_ne!(
+                    finished_at[d].load(Ordering::SeqCst),
+                    0,
+                    "dependency not done"
+                );
             }
             finished_at[b.id].store(clock.fetch_add(1, Ordering::SeqCst), Ordering::SeqCst);
             Ok::<usize, Error>(b.id)
         };
-        let f = run(&g, Vec::new(), &BTreeMap::new(), &settings(4), &stop, &work, &|_| {});
+        let f = run(
+            &g,
+            Vec::new(),
+            &BTreeMap::new(),
+            &settings(4),
+            &stop,
+            &work,
+            &|_| {},
+        );
         assert!(f.stopped.is_none());
-        assert!(f.results.iter().enumerate().all(|(i, r)| matches!(r, Some(Ok(x)) if *x == i)));
+        assert!(
+            f.results
+                .iter()
+                .enumerate()
+                .all(|(i, r)| matches!(r, Some(Ok(x)) if *x == i))
+        );
     }
 
     #[test]
@@ -457,7 +474,15 @@ mod tests {
             }
             Ok(())
         };
-        let f = run(&g, Vec::new(), &BTreeMap::new(), &settings(1), &stop, &work, &|_| {});
+        let f = run(
+            &g,
+            Vec::new(),
+            &BTreeMap::new(),
+            &settings(1),
+            &stop,
+            &work,
+            &|_| {},
+        );
         assert_eq!(tries.load(Ordering::SeqCst), 2);
         assert_eq!(f.stopped, Some(Stop::Failures));
         assert!(matches!(f.results[3], Some(Err(_))));
@@ -481,7 +506,15 @@ mod tests {
                 Ok(())
             }
         };
-        let f = run(&g, Vec::new(), &BTreeMap::new(), &settings(2), &stop, &work, &|_| {});
+        let f = run(
+            &g,
+            Vec::new(),
+            &BTreeMap::new(),
+            &settings(2),
+            &stop,
+            &work,
+            &|_| {},
+        );
         assert_eq!(f.stopped, Some(Stop::Canary));
         assert_eq!(ran.load(Ordering::SeqCst), 1, "nothing else started");
 
@@ -493,7 +526,15 @@ mod tests {
             Ok(())
         };
         let done = (0..5).map(|_| Some(())).collect();
-        let f = run(&g, done, &BTreeMap::new(), &settings(2), &stop, &work, &|_| {});
+        let f = run(
+            &g,
+            done,
+            &BTreeMap::new(),
+            &settings(2),
+            &stop,
+            &work,
+            &|_| {},
+        );
         assert!(f.stopped.is_none());
         assert_eq!(ran.load(Ordering::SeqCst), g.len() - 5);
     }

@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use super::{emit, load};
-use crate::backfill::{self, Report, human_bytes};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::backfill::progress::{self, ProgressStore};
+use crate::backfill::{self, ApplyId, Report, human_bytes};
 use crate::cli::{Context, progress};
 use crate::engine::LocalEngine;
 use crate::error::{Diagnostic, Error, Result, io_error};
@@ -12,23 +15,72 @@ use crate::plan::{PLAN_FORMAT, Plan};
 use crate::project::{Config, Warehouse};
 use crate::state::{State, StateStore};
 
-/// Run `apply FILE`.
-pub fn run(ctx: &Context, file: &Path, out: &mut dyn std::io::Write) -> Result<u8> {
+/// Run `apply FILE` or `apply --resume ID`.
+pub fn run(
+    ctx: &Context,
+    file: Option<&Path>,
+    resume: Option<&str>,
+    out: &mut dyn std::io::Write,
+) -> Result<u8> {
     let loaded = load(ctx)?;
-    let plan = read_plan(file)?;
     let store = StateStore::open(&loaded.project.config.warehouse)?;
+    let (plan, id) = match (file, resume) {
+        (_, Some(id)) => {
+            let progress = ProgressStore::new(store.storage());
+            let bytes = progress.plan(id)?.ok_or_else(|| {
+                let known = progress.list().unwrap_or_default();
+                Error::from(
+                    Diagnostic::error(format!("no apply with id `{id}`")).hint(
+                        crate::error::did_you_mean(id, known.iter().map(String::as_str))
+                            .unwrap_or_else(|| "`tidemark log` lists the applies".to_string()),
+                    ),
+                )
+            })?;
+            (
+                parse_plan(&bytes, &format!("the plan of apply {id}"))?,
+                Some(id),
+            )
+        }
+        (Some(file), None) => {
+            let bytes = std::fs::read(file).map_err(|e| Error::from(io_error("read", file, &e)))?;
+            (parse_plan(&bytes, &file.display().to_string())?, None)
+        }
+        (None, None) => {
+            return Err(Diagnostic::error("nothing to apply")
+                .hint("give a plan file (`tidemark plan ENV --out FILE`) or `--resume APPLY_ID`")
+                .into());
+        }
+    };
     let state = store.read()?;
-    apply(ctx, &loaded.project.config, &store, &state, &plan, out)?;
+    let command = if id.is_some() {
+        "apply --resume"
+    } else {
+        "apply"
+    };
+    apply(
+        ctx,
+        &loaded.project.config,
+        &store,
+        &state,
+        &plan,
+        out,
+        command,
+        id,
+    )?;
     Ok(0)
 }
 
 /// Read a saved plan, refusing truncated or foreign files.
 pub fn read_plan(file: &Path) -> Result<Plan> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| Error::from(io_error("read", file, &e)))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+    let bytes = std::fs::read(file).map_err(|e| Error::from(io_error("read", file, &e)))?;
+    parse_plan(&bytes, &file.display().to_string())
+}
+
+/// Parse a saved plan (`what` names it in messages).
+pub fn parse_plan(bytes: &[u8], what: &str) -> Result<Plan> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         Error::from(
-            Diagnostic::error(format!("{} is not a plan file: {e}", file.display()))
+            Diagnostic::error(format!("{what} is not a plan file: {e}"))
                 .hint("save a plan with `tidemark plan ENV --out FILE`; the file may be truncated"),
         )
     })?;
@@ -36,7 +88,7 @@ pub fn read_plan(file: &Path) -> Result<Plan> {
     if format != PLAN_FORMAT {
         return Err(Diagnostic::error(format!(
             "{} has format `{format}`, expected `{PLAN_FORMAT}`",
-            file.display()
+            what
         ))
         .hint("make the plan again with this version of tidemark")
         .into());
@@ -44,13 +96,13 @@ pub fn read_plan(file: &Path) -> Result<Plan> {
     let plan: Plan = serde_json::from_value(value).map_err(|e| {
         Error::from(Diagnostic::error(format!(
             "{} is not a valid plan: {e}",
-            file.display()
+            what
         )))
     })?;
     if crate::plan::plan_id(&plan)? != plan.plan_id {
         return Err(Diagnostic::error(format!(
             "{} was modified after it was made (its plan_id does not match its contents)",
-            file.display()
+            what
         ))
         .hint("apply only plans exactly as `tidemark plan --out` wrote them")
         .into());
@@ -70,7 +122,54 @@ pub fn engine(config: &Config) -> Result<LocalEngine> {
     }
 }
 
-/// Execute `plan` and commit the environment change.
+/// Set by SIGINT/SIGTERM while batches run: no new batch starts.
+static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// Stop gracefully on the first SIGINT/SIGTERM (no new batch starts; running batches finish);
+/// exit at once on the second. Installed once per process, before the first batch.
+fn install_interrupt() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("tidemark-signals".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let mut term = tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    )
+                    .ok();
+                    loop {
+                        let got = match term.as_mut() {
+                            Some(t) => tokio::select! {
+                                _ = tokio::signal::ctrl_c() => true,
+                                _ = t.recv() => true,
+                            },
+                            None => tokio::signal::ctrl_c().await.is_ok(),
+                        };
+                        if !got {
+                            return;
+                        }
+                        if INTERRUPT.swap(true, Ordering::SeqCst) {
+                            eprintln!("stopping now; batches that were running are recomputed on resume");
+                            std::process::exit(130);
+                        }
+                        eprintln!(
+                            "stopping: no new batch starts, running batches finish (signal again to stop at once)"
+                        );
+                    }
+                });
+            });
+    });
+}
+
+/// Execute `plan` and commit the environment change. `resume` continues an earlier apply.
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     ctx: &Context,
     config: &Config,
@@ -78,33 +177,57 @@ pub fn apply(
     state: &State,
     plan: &Plan,
     out: &mut dyn std::io::Write,
+    command: &str,
+    resume: Option<&str>,
 ) -> Result<Report> {
     let engine = engine(config)?;
     let log = |line: &str| progress(ctx, line);
+    let now = chrono::Utc::now();
+    let apply_id = ApplyId {
+        id: resume.map_or_else(
+            || progress::new_apply_id(now, &plan.plan_id),
+            str::to_string,
+        ),
+        command: command.to_string(),
+    };
+    let progress_store = ProgressStore::new(store.storage());
+    install_interrupt();
+    let started = std::time::Instant::now();
     let cx = backfill::Context {
         engine: &engine,
         config,
         state,
-        now: chrono::Utc::now(),
+        now,
+        started,
         log: &log,
+        options: &ctx.exec,
+        progress: &progress_store,
+        apply: &apply_id,
+        interrupt: &INTERRUPT,
     };
-    let started = std::time::Instant::now();
     let (report, actions) = backfill::execute(&cx, plan)?;
-    let message = format!("apply plan {} to {}", plan.plan_id, plan.environment);
+    let message = format!(
+        "apply plan {} to {} (apply {})",
+        plan.plan_id, plan.environment, apply_id.id
+    );
     let after = store.transact(&message, |_| Ok(actions.clone()))?;
     let revision = after
         .environment(&plan.environment)
         .map(|e| e.revision)
         .unwrap_or_default();
-    emit(
-        out,
-        &summary(
-            &report,
-            &plan.environment,
-            revision,
-            started.elapsed().as_secs_f64(),
-        ),
-    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = progress_store.finish(
+        &apply_id.id,
+        &progress::Outcome {
+            format: progress::PROGRESS_FORMAT.to_string(),
+            outcome: "complete".to_string(),
+            finished: chrono::Utc::now(),
+            seconds,
+            revision: Some(revision),
+            message: format!("`{}` is now at revision {revision}", plan.environment),
+        },
+    );
+    emit(out, &summary(&report, &plan.environment, revision, seconds))?;
     Ok(report)
 }
 

@@ -42,7 +42,16 @@ pub fn run(ctx: &Context, args: &PlanArgs, out: &mut dyn std::io::Write) -> Resu
     show(&plan, args.format, out)?;
     if args.apply {
         if plan.has_work() {
-            super::apply::apply(ctx, &loaded.project.config, &store, &state, &plan, out)?;
+            super::apply::apply(
+                ctx,
+                &loaded.project.config,
+                &store,
+                &state,
+                &plan,
+                out,
+                "plan --apply",
+                None,
+            )?;
         } else {
             crate::cli::note(
                 ctx,

@@ -89,7 +89,16 @@ pub fn run(ctx: &Context, args: &Promote<'_>, out: &mut dyn std::io::Write) -> R
         );
         return Ok(0);
     }
-    apply(ctx, &loaded.project.config, &store, &state, &plan, out)?;
+    apply(
+        ctx,
+        &loaded.project.config,
+        &store,
+        &state,
+        &plan,
+        out,
+        "promote",
+        None,
+    )?;
     Ok(0)
 }
 

@@ -41,6 +41,15 @@ pub fn run(ctx: &Context, env: &str, out: &mut dyn std::io::Write) -> Result<u8>
             progress(ctx, &format!("{}: {text}", m.name));
         }
     }
-    apply(ctx, &loaded.project.config, &store, &state, &plan, out)?;
+    apply(
+        ctx,
+        &loaded.project.config,
+        &store,
+        &state,
+        &plan,
+        out,
+        "run",
+        None,
+    )?;
     Ok(0)
 }

@@ -153,7 +153,7 @@ pub struct AuditResult {
 }
 
 /// What a batch wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BatchReport {
     /// Rows written.
     pub rows: u64,

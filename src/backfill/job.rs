@@ -1,0 +1,249 @@
+//! One batch of an apply: from the batch graph's node to an engine job and back to a result.
+//!
+//! Invariants:
+//! - The job is built under the catalog lock from the versions current at that moment; every
+//!   upstream batch it depends on has completed, and the catalog's version of a table only
+//!   moves forward, so the job reads all of its parents' overlapping windows.
+//! - A batch whose blocking audit fails is a failure (not transient): its commit landed, but it
+//!   is never COMPLETE, and the environment never points at it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::batches::{Batch, ModelWork};
+use super::catalog::Catalog;
+use super::{Context, audit, check_seed, context_error, empty_relation};
+use crate::engine::{AuditJob, BatchJob, BatchReport, Input, WriteMode};
+use crate::error::{Diagnostic, Error, Result};
+use crate::interval::{Interval, format_ts};
+use crate::plan::{BackfillAction, PlanModel};
+use crate::project::{Kind, ModelName};
+
+/// What a completed batch produced.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOut {
+    /// The engine's report (default for a view check).
+    pub report: BatchReport,
+    /// Physical table (`None` for views).
+    pub table: Option<String>,
+    /// Inputs read and their versions.
+    pub inputs: BTreeMap<String, Option<u64>>,
+    /// Failed non-blocking audits: (audit, offending rows).
+    pub warnings: Vec<(String, u64)>,
+}
+
+/// Everything fixed per model for its batches.
+pub struct ModelJob {
+    /// The plan's entry.
+    pub model: PlanModel,
+    /// How the batches are computed.
+    pub action: BackfillAction,
+    /// Rendered audits.
+    pub audits: Vec<AuditJob>,
+}
+
+/// The windows a model's work is cut into, and whether they are time slices.
+pub fn work_of(m: &PlanModel, kind: &Kind, self_ref: bool, now: Interval) -> Option<ModelWork> {
+    let b = m.backfill.as_ref()?;
+    let unit = b.interval_unit;
+    let windowed = matches!(
+        (kind, b.action),
+        (
+            Kind::IncrementalByTimeRange { .. } | Kind::IncrementalByUniqueKey { .. },
+            BackfillAction::Compute
+        )
+    );
+    let windows = if windowed {
+        b.intervals.batches(unit, b.batch_size.max(1))
+    } else {
+        vec![b.intervals.span().unwrap_or(now)]
+    };
+    let (sequential, concurrency) = match kind {
+        Kind::IncrementalByTimeRange {
+            batch_concurrency, ..
+        } => (
+            self_ref,
+            batch_concurrency.map_or(usize::MAX, |c| c as usize),
+        ),
+        Kind::IncrementalByUniqueKey { .. } => (true, 1),
+        _ => (self_ref, usize::MAX),
+    };
+    Some(ModelWork {
+        name: m.name.clone(),
+        windows,
+        windowed,
+        sequential,
+        concurrency: if sequential { 1 } else { concurrency },
+        canary: m.restated
+            || matches!(
+                m.change,
+                crate::plan::Change::Added | crate::plan::Change::DirectlyModified
+            ),
+    })
+}
+
+/// Run one batch (one attempt).
+pub fn run(
+    cx: &Context<'_>,
+    catalog: &Mutex<Catalog<'_>>,
+    jobs: &BTreeMap<ModelName, ModelJob>,
+    b: &Batch,
+    txn_version: i64,
+) -> Result<BatchOut> {
+    let mj = jobs
+        .get(&b.model)
+        .ok_or_else(|| Error::Bug(format!("no job for {}", b.model)))?;
+    let name = &b.model;
+    let lock = || {
+        catalog
+            .lock()
+            .map_err(|_| Error::Bug("the catalog lock is poisoned".into()))
+    };
+    let (entry, inputs, sql) = {
+        let cat = lock()?;
+        let entry = cat
+            .entries
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Bug(format!("{name} is not in the plan's target")))?;
+        let Some(table) = entry.table.clone() else {
+            // A view: nothing is stored, but check now that it reads what it should.
+            let inputs = cat.inputs(std::slice::from_ref(name))?;
+            drop(cat);
+            cx.engine
+                .query(&inputs, &format!("SELECT * FROM {name} LIMIT 0"))
+                .map_err(|e| context_error(e, &format!("the view {name} does not run")))?;
+            return Ok(BatchOut {
+                inputs: versions_of(&inputs),
+                ..BatchOut::default()
+            });
+        };
+        let inputs = cat.inputs_of(name)?;
+        let sql = match entry.snapshot.model.kind {
+            Kind::Seed { .. } => String::new(),
+            _ => cat.render(name, b.window, Some(&table))?,
+        };
+        (entry, inputs, sql)
+    };
+    let rec = &entry.snapshot.model;
+    let table = entry.table.clone().unwrap_or_default();
+    let write = match &rec.kind {
+        Kind::IncrementalByTimeRange {
+            time_column,
+            format,
+            ..
+        } if mj.action == BackfillAction::Compute => WriteMode::TimeRange {
+            time_column: time_column.clone(),
+            format: format.clone(),
+            unit: rec.interval_unit,
+            window: b.window,
+        },
+        Kind::IncrementalByUniqueKey { unique_key, .. } => WriteMode::UniqueKey {
+            key: unique_key.clone(),
+        },
+        Kind::Seed { path } => {
+            let file = cx.config.root.join(path);
+            check_seed(&file, &entry.snapshot)?;
+            WriteMode::Seed { path: file }
+        }
+        _ => WriteMode::Full,
+    };
+    let mut inputs = inputs;
+    if rec.self_referencing {
+        // Its own previous output: the latest version (this apply's earlier batches
+        // included), or before the first batch an empty relation of the declared columns.
+        inputs.push(match cx.engine.table_info(&table)?.map(|i| i.version) {
+            Some(v) => Input::Table {
+                name: name.clone(),
+                table: table.clone(),
+                version: Some(v),
+            },
+            None => Input::View {
+                name: name.clone(),
+                sql: empty_relation(&rec.columns),
+            },
+        });
+    }
+    let window_id = if b.windowed || matches!(write, WriteMode::UniqueKey { .. }) {
+        format!("{}/{}", format_ts(b.window.start), format_ts(b.window.end))
+    } else {
+        "all".to_string()
+    };
+    let job = BatchJob {
+        model: name.clone(),
+        table: table.clone(),
+        sql,
+        inputs,
+        write,
+        txn: (format!("tidemark:{table}:{window_id}"), txn_version),
+        audits: mj.audits.clone(),
+    };
+    let report = cx
+        .engine
+        .run_batch(&job)
+        .map_err(|e| context_error(e, &format!("{name} batch {} failed", b.window)))?;
+    lock()?.set_version(&table, report.table_version);
+    let mut warnings = Vec::new();
+    for a in report.audits.iter().filter(|a| a.failures > 0) {
+        if a.blocking {
+            return Err(Diagnostic::error(format!(
+                "audit {} failed for {name} in {}: {} offending row(s)",
+                a.name, b.window, a.failures
+            ))
+            .hint("no environment changed; fix the model or its data, then resume (batches already complete are skipped)")
+            .into());
+        }
+        warnings.push((a.name.clone(), a.failures));
+    }
+    Ok(BatchOut {
+        inputs: versions_of(&job.inputs),
+        report,
+        table: Some(table),
+        warnings,
+    })
+}
+
+fn versions_of(inputs: &[Input]) -> BTreeMap<String, Option<u64>> {
+    inputs
+        .iter()
+        .map(|i| {
+            let v = match i {
+                Input::Table { version, .. } | Input::Source { version, .. } => *version,
+                Input::View { .. } => None,
+            };
+            (i.name().to_string(), v)
+        })
+        .collect()
+}
+
+/// Render every model's audits once.
+pub fn model_jobs(
+    cx: &Context<'_>,
+    catalog: &Catalog<'_>,
+    models: &[PlanModel],
+) -> Result<BTreeMap<ModelName, ModelJob>> {
+    let mut out = BTreeMap::new();
+    for m in models {
+        let Some(b) = &m.backfill else { continue };
+        let e = catalog
+            .entries
+            .get(&m.name)
+            .ok_or_else(|| Error::Bug(format!("{} is not in the plan's target", m.name)))?;
+        let audits = e
+            .snapshot
+            .model
+            .audits
+            .iter()
+            .map(|a| audit::render(a, &cx.config.root))
+            .collect::<Result<Vec<_>>>()?;
+        out.insert(
+            m.name.clone(),
+            ModelJob {
+                model: m.clone(),
+                action: b.action,
+                audits,
+            },
+        );
+    }
+    Ok(out)
+}

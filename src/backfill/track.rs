@@ -1,0 +1,187 @@
+//! Turning scheduler events into progress records and progress lines.
+//!
+//! Invariants:
+//! - Every event of a batch is written to its progress record before the next event of that
+//!   batch (events of one batch come from one worker thread, in order).
+//! - A record that cannot be written is reported as a warning and never fails the batch: the
+//!   Delta commit's transaction id still makes a resume safe.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::Utc;
+
+use super::batches::Batch;
+use super::job::BatchOut;
+use super::progress::{BatchRecord, PROGRESS_FORMAT, Status};
+use super::scheduler::Event;
+use super::{Context, human_bytes};
+use crate::interval::format_ts;
+
+/// Progress of one run of an apply.
+pub struct Tracker<'c, 'a> {
+    cx: &'c Context<'a>,
+    earlier_attempts: Vec<u32>,
+    seconds: Mutex<BTreeMap<usize, f64>>,
+    finished: AtomicUsize,
+    total: usize,
+}
+
+impl<'c, 'a> Tracker<'c, 'a> {
+    /// A tracker for `batches`; `earlier_attempts` counts attempts of earlier runs per batch.
+    pub fn new(cx: &'c Context<'a>, batches: &[Batch], earlier_attempts: Vec<u32>) -> Self {
+        Tracker {
+            cx,
+            earlier_attempts,
+            seconds: Mutex::new(BTreeMap::new()),
+            finished: AtomicUsize::new(0),
+            total: batches.len(),
+        }
+    }
+
+    /// Seconds per batch id, for batches run now.
+    pub fn seconds(&self) -> Vec<f64> {
+        let s = self.seconds.lock().map(|s| s.clone()).unwrap_or_default();
+        (0..self.total)
+            .map(|i| s.get(&i).copied().unwrap_or(0.0))
+            .collect()
+    }
+
+    fn base(&self, b: &Batch) -> BatchRecord {
+        BatchRecord {
+            format: PROGRESS_FORMAT.to_string(),
+            id: b.id,
+            model: b.model.to_string(),
+            start: format_ts(b.window.start),
+            end: format_ts(b.window.end),
+            ..BatchRecord::default()
+        }
+    }
+
+    fn write(&self, r: &BatchRecord) {
+        if let Err(e) = self.cx.progress.record(&self.cx.apply.id, r) {
+            (self.cx.log)(&format!(
+                "warning: cannot write the progress record of batch {}: {e}",
+                r.id
+            ));
+        }
+    }
+
+    fn attempts(&self, b: &Batch, attempt: u32) -> u32 {
+        self.earlier_attempts.get(b.id).copied().unwrap_or(0) + attempt
+    }
+
+    /// Record and report one event.
+    pub fn event(&self, e: Event<'_, BatchOut>) {
+        match e {
+            Event::Started { batch, attempt } => {
+                self.write(&BatchRecord {
+                    status: Some(Status::Running),
+                    attempts: self.attempts(batch, attempt),
+                    started: Some(Utc::now()),
+                    ..self.base(batch)
+                });
+            }
+            Event::Retrying {
+                batch,
+                attempt,
+                error,
+                wait,
+            } => {
+                (self.cx.log)(&format!(
+                    "{} {}: attempt {attempt} failed, retrying in {:.1} s: {}",
+                    batch.model,
+                    batch.window,
+                    wait.as_secs_f64(),
+                    super::first_line(error)
+                ));
+            }
+            Event::Completed {
+                batch,
+                result,
+                seconds,
+                attempts,
+            } => {
+                if let Ok(mut s) = self.seconds.lock() {
+                    s.insert(batch.id, seconds);
+                }
+                let r = &result.report;
+                self.write(&BatchRecord {
+                    table: result.table.clone(),
+                    status: Some(Status::Complete),
+                    attempts: self.attempts(batch, attempts),
+                    started: Some(
+                        Utc::now() - chrono::Duration::milliseconds((seconds * 1000.0) as i64),
+                    ),
+                    finished: Some(Utc::now()),
+                    rows: r.rows,
+                    dropped: r.dropped,
+                    bytes: r.bytes,
+                    checksum: result.table.as_ref().map(|_| r.checksum.clone()),
+                    table_version: result.table.as_ref().map(|_| r.table_version),
+                    already_committed: r.already_committed,
+                    inputs: result.inputs.clone(),
+                    warnings: result.warnings.iter().cloned().collect(),
+                    ..self.base(batch)
+                });
+                let done = self.finished.fetch_add(1, Ordering::SeqCst) + 1;
+                (self.cx.log)(&line(batch, result, seconds, done, self.total));
+            }
+            Event::Failed {
+                batch,
+                error,
+                attempts,
+            } => {
+                self.write(&BatchRecord {
+                    status: Some(Status::Failed),
+                    attempts: self.attempts(batch, attempts),
+                    finished: Some(Utc::now()),
+                    error: Some(super::first_line(error)),
+                    ..self.base(batch)
+                });
+                self.finished.fetch_add(1, Ordering::SeqCst);
+                (self.cx.log)(&format!(
+                    "{} [{}/{}] {}: FAILED after {attempts} attempt(s): {}",
+                    batch.model,
+                    batch.index + 1,
+                    batch.of,
+                    batch.window,
+                    super::first_line(error)
+                ));
+            }
+        }
+    }
+}
+
+fn line(b: &Batch, out: &BatchOut, seconds: f64, done: usize, total: usize) -> String {
+    let r = &out.report;
+    let mut line = if out.table.is_none() {
+        format!("{}: view checked", b.model)
+    } else {
+        format!(
+            "{} [{}/{}] {}: {} rows, {}, version {} ({seconds:.2} s)",
+            b.model,
+            b.index + 1,
+            b.of,
+            b.window,
+            r.rows,
+            human_bytes(r.bytes),
+            r.table_version
+        )
+    };
+    if r.already_committed {
+        line.push_str(", already committed by an earlier attempt");
+    }
+    if r.dropped > 0 {
+        line.push_str(&format!(
+            ", {} row(s) outside the window not written",
+            r.dropped
+        ));
+    }
+    for (a, n) in &out.warnings {
+        line.push_str(&format!(", audit {a} warned: {n} row(s)"));
+    }
+    line.push_str(&format!("  [{done}/{total}]"));
+    line
+}

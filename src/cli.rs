@@ -303,6 +303,26 @@ pub enum Command {
         #[arg(long, value_name = "REVISION")]
         to: Option<u64>,
     },
+    /// The progress table of an apply: batches per status and per model, failures, ETA.
+    Progress {
+        /// The apply (default: the newest, or the newest of --env).
+        apply_id: Option<String>,
+        /// The newest apply of this environment.
+        #[arg(long, conflicts_with = "apply_id")]
+        env: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
+        format: EnvFormat,
+    },
+    /// Every apply and run, newest first: who, when, git commit, plan, windows, rows, outcome.
+    Log {
+        /// Only this environment's.
+        #[arg(long)]
+        env: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
+        format: EnvFormat,
+    },
     /// Delete expired environments and unreachable tables; vacuum the rest.
     Janitor {
         /// Only report what would be deleted.
@@ -468,6 +488,23 @@ pub fn run(cli: Cli, color: bool, out: &mut dyn Write) -> Result<u8> {
         Command::Rollback { env, to } => {
             crate::commands::rollback::run(&ctx, &env.to_ascii_lowercase(), to, out)
         }
+        Command::Progress {
+            apply_id,
+            env,
+            format,
+        } => crate::commands::progress::run(
+            &ctx,
+            apply_id.as_deref(),
+            env.map(|e| e.to_ascii_lowercase()).as_deref(),
+            format,
+            out,
+        ),
+        Command::Log { env, format } => crate::commands::log::run(
+            &ctx,
+            env.map(|e| e.to_ascii_lowercase()).as_deref(),
+            format,
+            out,
+        ),
         Command::Janitor { dry_run } => crate::commands::janitor::run(&ctx, dry_run, out),
         Command::Env {
             command: EnvCommand::History { env },

@@ -74,11 +74,13 @@ pub fn work_of(m: &PlanModel, kind: &Kind, self_ref: bool, now: Interval) -> Opt
         windowed,
         sequential,
         concurrency: if sequential { 1 } else { concurrency },
-        canary: m.restated
-            || matches!(
-                m.change,
-                crate::plan::Change::Added | crate::plan::Change::DirectlyModified
-            ),
+        // Only time slices have a fan-out to protect; a whole-table batch is all of its work.
+        canary: windowed
+            && (m.restated
+                || matches!(
+                    m.change,
+                    crate::plan::Change::Added | crate::plan::Change::DirectlyModified
+                )),
     })
 }
 

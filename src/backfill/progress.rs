@@ -260,16 +260,29 @@ impl<'a> ProgressStore<'a> {
     }
 }
 
-/// A new apply id: UTC start time, then the plan id's prefix (sortable, unique per second and
-/// plan).
+/// A new apply id: UTC start time, the plan id's prefix, and 4 hex digits from the process id
+/// and the clock (two processes applying one plan in the same second get different ids).
 pub fn new_apply_id(now: DateTime<Utc>, plan_id: &str) -> String {
     let short: String = plan_id.chars().take(8).collect();
-    format!("{}-{short}", now.format("%Y%m%dT%H%M%SZ"))
+    let salt = blake3::hash(
+        format!(
+            "{}:{}",
+            std::process::id(),
+            now.timestamp_nanos_opt().unwrap_or(0)
+        )
+        .as_bytes(),
+    );
+    format!(
+        "{}-{short}-{}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        &salt.to_hex()[..4]
+    )
 }
 
-/// `$USER` (or `$USERNAME`), else `unknown`.
+/// `$USER` (or `$LOGNAME`, `$USERNAME`), else `unknown`.
 pub fn current_user() -> String {
     std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".to_string())
 }
@@ -330,12 +343,11 @@ mod tests {
             )
             .unwrap();
         assert!(p.records("x").is_err());
-        assert_eq!(
-            new_apply_id(
-                chrono::TimeZone::with_ymd_and_hms(&Utc, 2024, 3, 8, 10, 15, 0).unwrap(),
-                "04b035a0ed98"
-            ),
-            "20240308T101500Z-04b035a0"
+        let id = new_apply_id(
+            chrono::TimeZone::with_ymd_and_hms(&Utc, 2024, 3, 8, 10, 15, 0).unwrap(),
+            "04b035a0ed98",
         );
+        assert!(id.starts_with("20240308T101500Z-04b035a0-"), "{id}");
+        assert_eq!(id.len(), "20240308T101500Z-04b035a0-abcd".len());
     }
 }

@@ -71,6 +71,48 @@ fn failed_delta(what: &str, e: deltalake::DeltaTableError) -> Error {
     Error::from(if transient { d.transient() } else { d })
 }
 
+/// Create the table (schema only, no data) if it does not exist, so that the data commit that
+/// follows has a snapshot to be checked against.
+///
+/// delta-rs commits the first write to a missing table as version 0 without a read snapshot;
+/// when two writers race, the loser is retried against the winner's state *as if it had read
+/// it*, so the winner's files are never checked and both sets land (found by the racing-applies
+/// test: duplicated rows). Creating the table in a commit of its own closes that hole: a racing
+/// create adds nothing, and every data commit then has a real read snapshot, so a concurrent
+/// overwrite of the same window (or the same transaction id) is a conflict.
+async fn ensure_created(
+    table: DeltaTable,
+    path: &Path,
+    batches: &[RecordBatch],
+    partition_columns: &[&str],
+    ctx: &SessionContext,
+) -> Result<DeltaTable> {
+    if table.version().is_some() {
+        return Ok(table);
+    }
+    let Some(first) = batches.first() else {
+        return Ok(table);
+    };
+    let empty = RecordBatch::new_empty(first.schema());
+    let created = table
+        .write(vec![empty])
+        .with_save_mode(SaveMode::Append)
+        .with_partition_columns(partition_columns.iter().copied())
+        .with_session_state(Arc::new(ctx.state()))
+        .await;
+    match created {
+        Ok(t) => Ok(t),
+        // Someone else created it meanwhile: use theirs.
+        Err(e) => match open(path).await {
+            Ok(t) if t.version().is_some() => Ok(t),
+            _ => Err(failed_delta(
+                &format!("cannot create {}", path.display()),
+                e,
+            )),
+        },
+    }
+}
+
 /// Version and partitioning of the table at `path` (`None`: no table there).
 pub async fn table_info(path: &Path) -> Result<Option<TableInfo>> {
     if !path.join("_delta_log").exists() {
@@ -168,6 +210,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
             dropped = out;
             let batches = with_schema(batches, &ctx, &sql, &what, true).await?;
             let keys = window_keys(&job.write).unwrap_or_default();
+            let table = ensure_created(table, path, &batches, &[PARTITION_COLUMN], &ctx).await?;
             table
                 .write(batches)
                 .with_save_mode(SaveMode::Overwrite)
@@ -199,6 +242,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                     with_schema(b, &ctx, &job.sql, &what, false).await?
                 }
             };
+            let table = ensure_created(table, path, &batches, &[], &ctx).await?;
             table
                 .write(batches)
                 .with_save_mode(SaveMode::Overwrite)
@@ -211,6 +255,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
         WriteMode::UniqueKey { key } => {
             let batches = collect(&ctx, &job.sql, &what).await?;
             let batches = with_schema(batches, &ctx, &job.sql, &what, false).await?;
+            let table = ensure_created(table, path, &batches, &[], &ctx).await?;
             if table.version().is_none() {
                 table
                     .write(batches)

@@ -35,10 +35,10 @@ pub fn payments_of_day(d: i64) -> Vec<Payment> {
     (0..6)
         .map(|i| Payment {
             id: d * 100 + i,
-            account: (d * 7 + i * 3) % 5 + 1,
+            account: (d * 7 + i * 3).rem_euclid(5) + 1,
             at: MARCH_1 + d * DAY + (i * 3 + 1) * HOUR,
-            amount: (d * 13 + i * 29) % 50 + 1,
-            settled: (d + i) % 4 != 0,
+            amount: (d * 13 + i * 29).rem_euclid(50) + 1,
+            settled: (d + i).rem_euclid(4) != 0,
         })
         .collect()
 }

@@ -4,6 +4,7 @@
 // Test helpers fail loudly by design.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod backfill;
 mod common;
 mod dag;
 mod diff;

@@ -1,0 +1,160 @@
+//! `tidemark log [--env ENV]`: every apply and run — who, when, which git commit, which plan,
+//! the models and windows, rows, duration and outcome — newest first.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::emit;
+use super::progress::human_seconds;
+use crate::backfill::progress::{ProgressStore, Status};
+use crate::cli::{Context, EnvFormat};
+use crate::error::{Error, Result};
+
+/// `log --format json` (`tidemark.log/v1`).
+#[derive(Debug, Serialize)]
+pub struct LogView {
+    /// Format tag.
+    pub format: &'static str,
+    /// Applies, newest first.
+    pub applies: Vec<LogEntry>,
+}
+
+/// One apply.
+#[derive(Debug, Serialize)]
+pub struct LogEntry {
+    /// Apply id.
+    pub apply_id: String,
+    /// When it started.
+    pub started: String,
+    /// Who.
+    pub user: String,
+    /// Command.
+    pub command: String,
+    /// Environment.
+    pub environment: String,
+    /// Plan id.
+    pub plan_id: String,
+    /// Git commit of the project.
+    pub git_commit: Option<String>,
+    /// Per model: the window covered by its batches, `[start, end)`.
+    pub models: BTreeMap<String, (String, String)>,
+    /// Batches.
+    pub batches: usize,
+    /// Complete batches.
+    pub complete: usize,
+    /// Rows written.
+    pub rows: u64,
+    /// Seconds of the last run of it.
+    pub seconds: Option<f64>,
+    /// `complete`, `failed`, `paused`, or `running` (also a process that died).
+    pub outcome: String,
+    /// Revision of the environment afterwards.
+    pub revision: Option<u64>,
+}
+
+/// Run `log`.
+pub fn run(
+    ctx: &Context,
+    env: Option<&str>,
+    format: EnvFormat,
+    out: &mut dyn std::io::Write,
+) -> Result<u8> {
+    let (_, store) = super::warehouse(ctx)?;
+    let progress = ProgressStore::new(store.storage());
+    let mut applies = Vec::new();
+    for id in progress.list()?.iter().rev() {
+        let Some(info) = progress.info(id)? else {
+            continue;
+        };
+        if env.is_some_and(|e| e != info.environment) {
+            continue;
+        }
+        let records = progress.records(id)?;
+        let outcome = progress.outcome(id)?;
+        let mut models: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for b in &info.batches {
+            let w = models
+                .entry(b.model.clone())
+                .or_insert_with(|| (b.start.clone(), b.end.clone()));
+            if b.start < w.0 {
+                w.0.clone_from(&b.start);
+            }
+            if b.end > w.1 {
+                w.1.clone_from(&b.end);
+            }
+        }
+        let complete: Vec<_> = records
+            .values()
+            .filter(|r| r.status == Some(Status::Complete))
+            .collect();
+        applies.push(LogEntry {
+            apply_id: info.id.clone(),
+            started: info.started.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            user: info.user.clone(),
+            command: info.command.clone(),
+            environment: info.environment.clone(),
+            plan_id: info.plan_id.clone(),
+            git_commit: info.git_commit.clone(),
+            models,
+            batches: info.batches.len(),
+            complete: complete.len(),
+            rows: complete.iter().map(|r| r.rows).sum(),
+            seconds: outcome.as_ref().map(|o| o.seconds),
+            outcome: outcome
+                .as_ref()
+                .map_or_else(|| "running".to_string(), |o| o.outcome.clone()),
+            revision: outcome.as_ref().and_then(|o| o.revision),
+        });
+    }
+    let v = LogView {
+        format: "tidemark.log/v1",
+        applies,
+    };
+    match format {
+        EnvFormat::Json => emit(
+            out,
+            &format!(
+                "{}\n",
+                serde_json::to_string_pretty(&v)
+                    .map_err(|e| Error::Bug(format!("serializing the log: {e}")))?
+            ),
+        )?,
+        EnvFormat::Text => {
+            let mut s = String::new();
+            if v.applies.is_empty() {
+                s.push_str("no applies yet\n");
+            }
+            for a in &v.applies {
+                s.push_str(&format!(
+                    "{}  {}  {} → {}  by {}{}\n  plan {}, {}/{} batch(es), {} row(s){}, {}{}\n",
+                    a.apply_id,
+                    a.started,
+                    a.command,
+                    a.environment,
+                    a.user,
+                    a.git_commit
+                        .as_deref()
+                        .map(|c| format!(", git {}", &c[..c.len().min(12)]))
+                        .unwrap_or_default(),
+                    a.plan_id,
+                    a.complete,
+                    a.batches,
+                    a.rows,
+                    a.seconds
+                        .map(|x| format!(" in {}", human_seconds(x)))
+                        .unwrap_or_default(),
+                    a.outcome,
+                    a.revision
+                        .map(|r| format!(" (revision {r})"))
+                        .unwrap_or_default(),
+                ));
+                for (m, (start, end)) in &a.models {
+                    s.push_str(&format!("    {m} [{start}, {end})\n"));
+                }
+            }
+            emit(out, &s)?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,401 @@
+//! Backfill operations with real processes and Delta tables: canary, circuit breaker, progress
+//! records, graceful interrupt and `apply --resume`, parallel workers, racing applies, and a
+//! history backfill into tables the daily run writes at the same time.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::common::{csv, ok, tidemark};
+use crate::kinds::{append_payments, ledger, payments_of_day};
+
+fn progress_json(p: &Path, id: Option<&str>) -> serde_json::Value {
+    let mut args = vec!["progress", "--format", "json"];
+    args.extend(id);
+    serde_json::from_str(&ok(p, &args)).unwrap()
+}
+
+fn count(v: &serde_json::Value, status: &str) -> u64 {
+    v["counts"][status].as_u64().unwrap_or(0)
+}
+
+/// Add `audit` to the audits of ledger.daily_totals.
+fn audit_daily_totals(p: &Path, audit: &str) {
+    let f = p.join("models/ledger/daily_totals.sql");
+    let text = std::fs::read_to_string(&f).unwrap();
+    let text = text.replace(
+        "audits (unique_values(columns := (ds)),",
+        &format!("audits ({audit}, unique_values(columns := (ds)),"),
+    );
+    assert!(text.contains(audit));
+    std::fs::write(&f, text).unwrap();
+}
+
+fn apply_id_of(stderr: &str) -> String {
+    let at = stderr.find("apply ").expect("an apply id in the message");
+    stderr[at + 6..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string()
+}
+
+#[test]
+fn a_failing_canary_stops_the_apply_before_the_fan_out() {
+    let (_t, p) = ledger(0..7);
+    // Every batch of daily_totals has at most 2 days of rows: the first (canary) fails.
+    audit_daily_totals(&p, "number_of_rows(threshold := 100)");
+    let r = tidemark(&p, &["--execution-time", "2024-03-08", "plan", "--apply"]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr
+            .contains("a canary batch failed, so the rest did not start"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("number_of_rows"), "{}", r.stderr);
+    let id = apply_id_of(&r.stderr);
+    let v = progress_json(&p, Some(&id));
+    assert_eq!(v["outcome"], "failed");
+    assert_eq!(count(&v, "FAILED"), 1);
+    let daily = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "ledger.daily_totals")
+        .unwrap();
+    assert_eq!(daily["counts"]["PENDING"], 3, "{v}");
+    // Only canaries (and what they need) ran: no model got past its first batch.
+    for m in v["models"].as_array().unwrap() {
+        let done = m["counts"]["COMPLETE"].as_u64().unwrap_or(0);
+        assert!(done <= 1, "{m}");
+    }
+    // Nothing is visible: no environment was created.
+    let r = tidemark(&p, &["query", "SELECT 1 AS x FROM ledger.accounts"]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr.contains("no environment named `prod`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn the_circuit_breaker_stops_after_max_failures_and_says_how_to_resume() {
+    let (_t, p) = ledger(0..7);
+    // Batches of 2 days: [03-03, 03-05) and [03-05, 03-07) fail; the others pass.
+    audit_daily_totals(
+        &p,
+        "forall(criteria := (ds <> '2024-03-04' AND ds <> '2024-03-06'))",
+    );
+    let r = tidemark(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "--apply",
+            "--canary",
+            "0",
+            "--max-failures",
+            "2",
+            "--workers",
+            "1",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr
+            .contains("the circuit breaker tripped after 2 failed batch(es)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("tidemark apply --resume"), "{}", r.stderr);
+    let id = apply_id_of(&r.stderr);
+    let v = progress_json(&p, Some(&id));
+    assert_eq!(count(&v, "FAILED"), 2, "{v}");
+    let failures: Vec<String> = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["start"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        failures,
+        ["2024-03-03T00:00:00Z", "2024-03-05T00:00:00Z"],
+        "{v}"
+    );
+    // The text view lists them too.
+    let text = ok(&p, &["progress", &id]);
+    assert!(text.contains("failed batches:"), "{text}");
+    assert!(
+        text.contains("resume with: tidemark apply --resume"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_interrupted_apply_resumes_by_id_and_skips_complete_batches() {
+    let (_t, p) = ledger(0..10);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "--project",
+            p.to_str().unwrap(),
+            "--execution-time",
+            "2024-03-11",
+            "plan",
+            "--apply",
+            "--workers",
+            "1",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    // After the first completed batch, ask it to stop (SIGINT, like Ctrl-C).
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        seen.push_str(&l);
+        seen.push('\n');
+        if l.contains("[1/") && l.contains("rows") {
+            let pid = child.id().to_string();
+            let s = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+            assert!(s.success());
+            break;
+        }
+    }
+    for l in lines {
+        seen.push_str(&l.unwrap());
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{seen}");
+    assert!(seen.contains("stopping: no new batch starts"), "{seen}");
+    assert!(seen.contains("paused: interrupted"), "{seen}");
+    let id = apply_id_of(&seen[seen.find("error:").unwrap()..]);
+    let before = progress_json(&p, Some(&id));
+    let complete = count(&before, "COMPLETE");
+    let total: u64 = ["COMPLETE", "PENDING", "RUNNING", "FAILED"]
+        .iter()
+        .map(|s| count(&before, s))
+        .sum();
+    assert!(complete >= 1 && complete < total, "{before}");
+    assert_eq!(before["outcome"], "paused");
+
+    let r = tidemark(
+        &p,
+        &["--execution-time", "2024-03-11", "apply", "--resume", &id],
+    );
+    assert_eq!(r.code, 0, "{}", r.transcript());
+    assert!(
+        r.stderr.contains(&format!(
+            "resuming apply {id}: {complete} of {total} batch(es) already complete"
+        )),
+        "{}",
+        r.stderr
+    );
+    let after = progress_json(&p, Some(&id));
+    assert_eq!(after["outcome"], "complete");
+    assert_eq!(count(&after, "COMPLETE"), total);
+    // Same contents as an uninterrupted apply.
+    let (_t2, q) = ledger(0..10);
+    ok(&q, &["--execution-time", "2024-03-11", "plan", "--apply"]);
+    for sql in [
+        "SELECT ds, payments, amount_eur FROM ledger.daily_totals ORDER BY ds",
+        "SELECT * FROM ledger.running_balance ORDER BY ds",
+        "SELECT * FROM ledger.latest_payment ORDER BY account_id",
+    ] {
+        assert_eq!(csv(&p, "prod", sql), csv(&q, "prod", sql), "{sql}");
+    }
+    // The log shows one apply, complete.
+    let log = ok(&p, &["log"]);
+    assert!(
+        log.contains(&id) && log.contains("complete (revision 1)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn two_applies_of_one_environment_race_and_one_wins() {
+    let (_t, p) = ledger(0..7);
+    let plan = p.join("plan.json");
+    ok(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "--out",
+            plan.to_str().unwrap(),
+        ],
+    );
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([
+                "--project",
+                p.to_str().unwrap(),
+                "--execution-time",
+                "2024-03-08",
+                "apply",
+                plan.to_str().unwrap(),
+            ])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [a.status.code(), b.status.code()];
+    let won = codes.iter().filter(|c| **c == Some(0)).count();
+    assert_eq!(
+        won,
+        1,
+        "exactly one wins: {codes:?}\n--- a\n{}\n--- b\n{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let loser = if a.status.code() == Some(0) { &b } else { &a };
+    assert_eq!(loser.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(
+        err.contains("environment `prod`") && err.contains("hint:"),
+        "{err}"
+    );
+    // No duplicates: one row per day and per key.
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT ds) AS d FROM ledger.daily_totals"
+        ),
+        "n,d\n7,7\n"
+    );
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT account_id) AS k FROM ledger.latest_payment"
+        ),
+        "n,k\n5,5\n"
+    );
+}
+
+#[test]
+fn a_history_backfill_in_dev_and_the_daily_run_in_prod_write_one_table_at_once() {
+    // prod holds 03-01..03-07. History from February arrives; dev moves the start back (a
+    // metadata change: same physical tables) and backfills February while prod's daily run
+    // computes 03-08..03-10 into the same tables.
+    let (_t, p) = ledger(0..7);
+    ok(&p, &["--execution-time", "2024-03-08", "plan", "--apply"]);
+    let feb: Vec<_> = (-29..0).flat_map(payments_of_day).collect();
+    let later: Vec<_> = (7..10).flat_map(payments_of_day).collect();
+    append_payments(&p.join("data/payments"), &feb);
+    append_payments(&p.join("data/payments"), &later);
+    let toml = p.join("tidemark.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("start = \"2024-03-01\"", "start = \"2024-02-01\""),
+    )
+    .unwrap();
+    let shared_before =
+        crate::common::table_of(&crate::common::env_json(&p, "prod"), "ledger.daily_totals");
+
+    let spawn = |args: &[&str]| {
+        let mut all = vec![
+            "--project",
+            p.to_str().unwrap(),
+            "--execution-time",
+            "2024-03-11",
+        ];
+        all.extend_from_slice(args);
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(&all)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let dev = spawn(&[
+        "plan",
+        "dev",
+        "--apply",
+        "--start",
+        "2024-02-01",
+        "--end",
+        "2024-03-07",
+    ]);
+    let run = spawn(&["run", "prod"]);
+    let (dev, run) = (
+        dev.wait_with_output().unwrap(),
+        run.wait_with_output().unwrap(),
+    );
+    assert_eq!(
+        dev.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&dev.stderr)
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let dev_env = crate::common::env_json(&p, "dev");
+    assert_eq!(
+        crate::common::table_of(&dev_env, "ledger.daily_totals"),
+        shared_before,
+        "the start change is metadata only: dev shares prod's table"
+    );
+    // prod: exactly 03-01..03-10 in its range, once each, with the right counts.
+    let expected = |days: std::ops::Range<i64>| -> String {
+        let mut s = "ds,n\n".to_string();
+        for d in days {
+            let n = payments_of_day(d).iter().filter(|p| p.settled).count();
+            let day =
+                chrono::NaiveDate::from_ymd_opt(2024, 3, 1).unwrap() + chrono::Duration::days(d);
+            s.push_str(&format!("{day},{n}\n"));
+        }
+        s
+    };
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT ds, payments AS n FROM ledger.daily_totals WHERE ds >= '2024-03-01' ORDER BY ds"
+        ),
+        expected(0..10)
+    );
+    // dev: February and the first week, once each.
+    assert_eq!(
+        csv(
+            &p,
+            "dev",
+            "SELECT ds, payments AS n FROM ledger.daily_totals WHERE ds < '2024-03-08' ORDER BY ds"
+        ),
+        expected(-29..7)
+    );
+    assert_eq!(
+        csv(
+            &p,
+            "dev",
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT ds) AS d FROM ledger.daily_totals"
+        )
+        .lines()
+        .nth(1)
+        .map(|l| {
+            let v: Vec<&str> = l.split(',').collect();
+            v[0] == v[1]
+        }),
+        Some(true),
+        "no duplicated day"
+    );
+}

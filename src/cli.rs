@@ -314,6 +314,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
         format: EnvFormat,
     },
+    /// Compare a model's data partition by partition (rows, checksums) between two
+    /// environments, or against what its batches recorded; exit 1 if anything differs.
+    Reconcile {
+        /// The model.
+        model: String,
+        /// The environment to check.
+        #[arg(long, default_value = "prod")]
+        env: String,
+        /// The environment to compare with (default: the values recorded when it was written).
+        #[arg(long, value_name = "ENV")]
+        against: Option<String>,
+        /// First partition to compare (date or timestamp).
+        #[arg(long, value_name = "DATE")]
+        start: Option<String>,
+        /// End (exclusive) of the partitions to compare.
+        #[arg(long, value_name = "DATE")]
+        end: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
+        format: EnvFormat,
+    },
     /// Every apply and run, newest first: who, when, git commit, plan, windows, rows, outcome.
     Log {
         /// Only this environment's.
@@ -499,6 +520,29 @@ pub fn run(cli: Cli, color: bool, out: &mut dyn Write) -> Result<u8> {
             format,
             out,
         ),
+        Command::Reconcile {
+            model,
+            env,
+            against,
+            start,
+            end,
+            format,
+        } => {
+            let env = env.to_ascii_lowercase();
+            let against = against.map(|a| a.to_ascii_lowercase());
+            crate::commands::reconcile::run(
+                &ctx,
+                &crate::commands::reconcile::Reconcile {
+                    model: &model,
+                    env: &env,
+                    against: against.as_deref(),
+                    start: start.as_deref(),
+                    end: end.as_deref(),
+                    format,
+                },
+                out,
+            )
+        }
         Command::Log { env, format } => crate::commands::log::run(
             &ctx,
             env.map(|e| e.to_ascii_lowercase()).as_deref(),

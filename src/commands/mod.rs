@@ -12,6 +12,7 @@ pub mod plan;
 pub mod progress;
 pub mod promote;
 pub mod query;
+pub mod reconcile;
 pub mod render;
 pub mod rollback;
 pub mod run;

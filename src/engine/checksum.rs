@@ -43,14 +43,73 @@ impl Checksum {
                 .convert_columns(&cols)
                 .map_err(|e| Error::Bug(format!("checksum rows: {e}")))?;
             for row in rows.iter() {
-                let h = blake3::hash(row.as_ref());
-                let mut prefix = [0u8; 8];
-                prefix.copy_from_slice(&h.as_bytes()[..8]);
-                self.sum = self.sum.wrapping_add(u64::from_le_bytes(prefix));
-                self.rows += 1;
+                self.add_row(row.as_ref());
             }
         }
         Ok(())
+    }
+
+    /// Checksums of `batches` per value of the string column `group` (left out of the rows'
+    /// hashes, so each group's checksum equals [`Checksum::add`] over its rows without it).
+    pub fn grouped(
+        batches: &[RecordBatch],
+        group: &str,
+    ) -> Result<std::collections::BTreeMap<String, Checksum>> {
+        use datafusion::arrow::array::{Array, AsArray};
+        let mut out: std::collections::BTreeMap<String, Checksum> = Default::default();
+        let Some(first) = batches.first() else {
+            return Ok(out);
+        };
+        let schema = first.schema();
+        let gi = schema
+            .index_of(group)
+            .map_err(|e| Error::Bug(format!("checksum group column: {e}")))?;
+        let keep: Vec<usize> = (0..schema.fields().len()).filter(|&i| i != gi).collect();
+        let fields = keep
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields)
+            .map_err(|e| Error::Bug(format!("checksum row converter: {e}")))?;
+        for b in batches {
+            let keys = datafusion::arrow::compute::cast(
+                b.column(gi),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .map_err(|e| Error::Bug(format!("checksum group: {e}")))?;
+            let keys = keys.as_string::<i32>();
+            let cols: Vec<_> = keep.iter().map(|&i| b.column(i).clone()).collect();
+            let rows = converter
+                .convert_columns(&cols)
+                .map_err(|e| Error::Bug(format!("checksum rows: {e}")))?;
+            for (i, row) in rows.iter().enumerate() {
+                let key = if keys.is_null(i) { "" } else { keys.value(i) };
+                let c = out.entry(key.to_string()).or_default();
+                c.add_row(row.as_ref());
+            }
+        }
+        Ok(out)
+    }
+
+    fn add_row(&mut self, row: &[u8]) {
+        let h = blake3::hash(row);
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&h.as_bytes()[..8]);
+        self.sum = self.sum.wrapping_add(u64::from_le_bytes(prefix));
+        self.rows += 1;
+    }
+
+    /// The checksum of the union of two row sets.
+    pub fn merge(&mut self, other: &Checksum) {
+        self.sum = self.sum.wrapping_add(other.sum);
+        self.rows += other.rows;
+    }
+
+    /// A recorded checksum (`rows` and [`Checksum::hex`]); `None` if the hex is malformed.
+    pub fn from_hex(rows: u64, hex: &str) -> Option<Checksum> {
+        u64::from_str_radix(hex, 16)
+            .ok()
+            .map(|sum| Checksum { rows, sum })
     }
 
     /// Hex form, e.g. for reports.
@@ -102,5 +161,18 @@ mod tests {
             .unwrap();
         assert_eq!(d, e);
         assert_eq!(a.rows, 3);
+        // Per-group checksums merge into the whole's.
+        let g = Checksum::grouped(&[batch(&[1, 2, 3], &["a", "b", "a"])], "name").unwrap();
+        let mut merged = Checksum::default();
+        for c in g.values() {
+            merged.merge(c);
+        }
+        let mut whole = Checksum::default();
+        whole
+            .add(&[batch(&[1, 2, 3], &["a", "b", "a"])], &["name"])
+            .unwrap();
+        assert_eq!(merged, whole);
+        assert_eq!(g["a"].rows, 2);
+        assert_eq!(Checksum::from_hex(3, &whole.hex()), Some(whole));
     }
 }

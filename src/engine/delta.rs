@@ -644,6 +644,35 @@ pub async fn clone_table(from: &Path, version: u64, to: &Path) -> Result<u64> {
     Ok(table.version().unwrap_or_default())
 }
 
+/// Rows and checksum per partition at `version` (see [`super::Engine::partition_stats`]).
+pub async fn partition_stats(
+    path: &Path,
+    version: u64,
+) -> Result<std::collections::BTreeMap<String, Checksum>> {
+    let ctx = new_context();
+    let provider = provider(&ctx, path, Some(version))
+        .await
+        .map_err(|e| failed(&format!("cannot read {}", path.display()), e))?;
+    let partitioned = provider
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.name() == PARTITION_COLUMN);
+    let df = ctx
+        .read_table(provider)
+        .map_err(|e| failed("reading the table", e))?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| failed("reading the table", e))?;
+    if partitioned {
+        return Checksum::grouped(&batches, PARTITION_COLUMN);
+    }
+    let mut c = Checksum::default();
+    c.add(&batches, &[])?;
+    Ok(std::collections::BTreeMap::from([("all".to_string(), c)]))
+}
+
 /// Vacuum files that no version in `keep` needs and that were removed over an hour ago (an apply
 /// may be reading them right now); returns how many files are (or would be)
 /// deleted.

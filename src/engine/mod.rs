@@ -199,6 +199,9 @@ pub trait Engine {
     fn drop_table(&self, table: &str, dry_run: bool) -> Result<()>;
     /// Where a table lives (for external readers).
     fn table_uri(&self, table: &str) -> String;
+    /// Rows and order-independent checksum per partition of a table at `version` (one entry,
+    /// partition `all`, for an unpartitioned table), by partition key.
+    fn partition_stats(&self, table: &str, version: u64) -> Result<BTreeMap<String, Checksum>>;
 }
 
 /// The engine running DataFusion and delta-rs in this process on a local warehouse.
@@ -285,6 +288,11 @@ impl Engine for LocalEngine {
         delta::url_of(&self.table_path(table))
             .map(|u| u.to_string())
             .unwrap_or_else(|_| self.table_path(table).to_string_lossy().into_owned())
+    }
+
+    fn partition_stats(&self, table: &str, version: u64) -> Result<BTreeMap<String, Checksum>> {
+        let path = self.table_path(table);
+        self.rt.block_on(delta::partition_stats(&path, version))
     }
 }
 

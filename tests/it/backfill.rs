@@ -399,3 +399,74 @@ fn a_history_backfill_in_dev_and_the_daily_run_in_prod_write_one_table_at_once()
         "no duplicated day"
     );
 }
+
+#[test]
+fn reconcile_proves_what_was_written_and_finds_differences() {
+    let (_t, p) = ledger(0..7);
+    ok(&p, &["--execution-time", "2024-03-08", "plan", "--apply"]);
+    for m in [
+        "ledger.daily_totals",
+        "ledger.running_balance",
+        "ledger.latest_payment",
+        "ledger.tier_balances",
+    ] {
+        let out = ok(&p, &["reconcile", m]);
+        assert!(
+            out.contains("against recorded") && out.contains(", 0 differ"),
+            "{m}: {out}"
+        );
+    }
+    // A logic change in dev: the partitions of its window differ from prod's, exit 1.
+    let f = p.join("models/ledger/daily_totals.sql");
+    let text = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        text.replace("COUNT(*) AS payments", "COUNT(*) + 1 AS payments"),
+    )
+    .unwrap();
+    ok(
+        &p,
+        &["--execution-time", "2024-03-08", "plan", "dev", "--apply"],
+    );
+    let r = tidemark(
+        &p,
+        &[
+            "reconcile",
+            "ledger.daily_totals",
+            "--env",
+            "dev",
+            "--against",
+            "prod",
+            "--start",
+            "2024-03-02",
+            "--end",
+            "2024-03-05",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.transcript());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["compared"], 3);
+    let units: Vec<&str> = v["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(units, ["2024-03-02", "2024-03-03", "2024-03-04"]);
+    assert!(!v["samples"].as_array().unwrap().is_empty());
+    // An unchanged model shares its table: nothing differs.
+    let r = tidemark(
+        &p,
+        &[
+            "reconcile",
+            "ledger.latest_payment",
+            "--env",
+            "dev",
+            "--against",
+            "prod",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.transcript());
+}

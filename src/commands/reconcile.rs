@@ -1,0 +1,345 @@
+//! `tidemark reconcile MODEL --env A [--against B]`: prove what was written, partition by
+//! partition — row counts and order-independent checksums of a model's table in environment A
+//! against environment B, or against what the batches recorded when they wrote it.
+//!
+//! Invariants:
+//! - Both sides are read at their environments' pinned versions, never at "latest".
+//! - Against the records, a partition is compared with the most recent COMPLETE batch that
+//!   covered it; a batch's recorded checksum is compared with the merged checksums of the
+//!   partitions of its window.
+//! - Exit 1 when anything differs; 0 when everything compared is equal.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::apply::engine;
+use super::emit;
+use super::query::env_catalog;
+use crate::backfill::progress::{BatchRecord, ProgressStore, Status};
+use crate::cli::{Context, EnvFormat};
+use crate::engine::{Checksum, Engine, Input, partition_key};
+use crate::error::{Diagnostic, Error, Result};
+use crate::interval::{IntervalUnit, parse_instant};
+use crate::project::ModelName;
+
+/// What to reconcile.
+pub struct Reconcile<'a> {
+    /// Model.
+    pub model: &'a str,
+    /// Environment.
+    pub env: &'a str,
+    /// The other environment (`None`: the recorded values).
+    pub against: Option<&'a str>,
+    /// First partition (date or timestamp).
+    pub start: Option<&'a str>,
+    /// Exclusive end.
+    pub end: Option<&'a str>,
+    /// Output format.
+    pub format: EnvFormat,
+}
+
+/// `reconcile --format json` (`tidemark.reconcile/v1`).
+#[derive(Debug, Serialize)]
+pub struct ReconcileView {
+    /// Format tag.
+    pub format: &'static str,
+    /// Model.
+    pub model: String,
+    /// Left side: `env:table@version`.
+    pub left: String,
+    /// Right side: another environment's table, or `recorded`.
+    pub right: String,
+    /// Units compared (partitions, or recorded batch windows).
+    pub compared: usize,
+    /// The ones that differ.
+    pub differences: Vec<Difference>,
+    /// Sample rows only on the left / only on the right (environment comparisons).
+    pub samples: Vec<(String, String)>,
+}
+
+/// One unit that differs.
+#[derive(Debug, Serialize)]
+pub struct Difference {
+    /// Partition key or `[start, end)` of a recorded batch.
+    pub unit: String,
+    /// Rows on the left (`None`: absent).
+    pub left_rows: Option<u64>,
+    /// Rows on the right.
+    pub right_rows: Option<u64>,
+    /// Checksums.
+    pub left_checksum: Option<String>,
+    /// Checksum on the right.
+    pub right_checksum: Option<String>,
+}
+
+struct Side {
+    table: String,
+    version: u64,
+    unit: IntervalUnit,
+}
+
+fn side(
+    config: &crate::project::Config,
+    state: &crate::state::State,
+    env: &str,
+    model: &ModelName,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Side> {
+    let cat = env_catalog(config, state, env, now)?;
+    let e = cat.entries.get(model).ok_or_else(|| {
+        Error::from(
+            Diagnostic::error(format!("`{model}` is not a model of environment `{env}`")).hint(
+                crate::error::did_you_mean(model.as_str(), cat.entries.keys().map(|k| k.as_str()))
+                    .unwrap_or_else(|| "`tidemark env show ENV` lists its models".to_string()),
+            ),
+        )
+    })?;
+    match (&e.table, e.version) {
+        (Some(t), Some(v)) => Ok(Side {
+            table: t.clone(),
+            version: v,
+            unit: e.snapshot.model.interval_unit,
+        }),
+        _ => Err(Diagnostic::error(format!(
+            "`{model}` has no data in `{env}` to reconcile (a view, an embedded model, or nothing computed yet)"
+        ))
+        .into()),
+    }
+}
+
+/// Run `reconcile`.
+pub fn run(ctx: &Context, r: &Reconcile<'_>, out: &mut dyn std::io::Write) -> Result<u8> {
+    let (config, store) = super::warehouse(ctx)?;
+    let state = store.read()?;
+    let engine = engine(&config)?;
+    let model = ModelName::parse(r.model).map_err(|e| {
+        Error::from(Diagnostic::error(format!(
+            "invalid model name `{}`: {e}",
+            r.model
+        )))
+    })?;
+    let a = side(&config, &state, r.env, &model, ctx.execution_time)?;
+    let bound = |s: Option<&str>, what: &str| -> Result<Option<String>> {
+        s.map(|s| {
+            parse_instant(s)
+                .map(|i| partition_key(a.unit, i.at))
+                .map_err(|e| Error::from(Diagnostic::error(format!("invalid --{what}: {e}"))))
+        })
+        .transpose()
+    };
+    let (lo, hi) = (bound(r.start, "start")?, bound(r.end, "end")?);
+    let in_range = |k: &str| {
+        k == "all" || (lo.as_deref().is_none_or(|l| k >= l) && hi.as_deref().is_none_or(|h| k < h))
+    };
+    let left: BTreeMap<String, Checksum> = engine
+        .partition_stats(&a.table, a.version)?
+        .into_iter()
+        .filter(|(k, _)| in_range(k))
+        .collect();
+    let mut view = ReconcileView {
+        format: "tidemark.reconcile/v1",
+        model: model.to_string(),
+        left: format!("{}:{}@{}", r.env, a.table, a.version),
+        right: String::new(),
+        compared: 0,
+        differences: Vec::new(),
+        samples: Vec::new(),
+    };
+    match r.against {
+        Some(benv) => {
+            let b = side(&config, &state, benv, &model, ctx.execution_time)?;
+            view.right = format!("{benv}:{}@{}", b.table, b.version);
+            let right: BTreeMap<String, Checksum> = engine
+                .partition_stats(&b.table, b.version)?
+                .into_iter()
+                .filter(|(k, _)| in_range(k))
+                .collect();
+            let keys: BTreeSet<&String> = left.keys().chain(right.keys()).collect();
+            view.compared = keys.len();
+            for k in keys {
+                let (l, rr) = (left.get(k), right.get(k));
+                if l != rr {
+                    view.differences.push(diff(k.clone(), l, rr));
+                }
+            }
+            if !view.differences.is_empty() {
+                view.samples = samples(&engine, &a, &b)?;
+            }
+        }
+        None => {
+            view.right = "recorded".to_string();
+            let progress = ProgressStore::new(store.storage());
+            let mut recs = latest_records(&progress, &a.table, a.version)?;
+            let whole = left.len() == 1 && left.contains_key("all");
+            if whole {
+                // Unpartitioned (FULL, SEED, UNIQUE_KEY): each batch measured the whole table,
+                // so only the last one describes the pinned version.
+                recs.sort_by_key(|r| r.table_version);
+                recs = recs.pop().into_iter().collect();
+            }
+            for rec in recs {
+                let s = parse_instant(&rec.start).map(|i| partition_key(a.unit, i.at));
+                let e = parse_instant(&rec.end).map(|i| partition_key(a.unit, i.at));
+                let (Ok(ks), Ok(ke)) = (s, e) else {
+                    continue;
+                };
+                let mut actual = Checksum::default();
+                if !whole && !in_range(&ks) {
+                    continue;
+                }
+                for (k, c) in &left {
+                    if whole || (*k >= ks && *k < ke) {
+                        actual.merge(c);
+                    }
+                }
+                let recorded = rec
+                    .checksum
+                    .as_deref()
+                    .and_then(|h| Checksum::from_hex(rec.rows, h));
+                view.compared += 1;
+                if recorded.as_ref() != Some(&actual) {
+                    view.differences.push(Difference {
+                        unit: format!("[{}, {})", rec.start, rec.end),
+                        left_rows: Some(actual.rows),
+                        right_rows: Some(rec.rows),
+                        left_checksum: Some(actual.hex()),
+                        right_checksum: rec.checksum.clone(),
+                    });
+                }
+            }
+        }
+    }
+    match r.format {
+        EnvFormat::Json => emit(
+            out,
+            &format!(
+                "{}\n",
+                serde_json::to_string_pretty(&view)
+                    .map_err(|e| Error::Bug(format!("serializing: {e}")))?
+            ),
+        )?,
+        EnvFormat::Text => emit(out, &text(&view))?,
+    }
+    Ok(u8::from(!view.differences.is_empty()))
+}
+
+fn diff(unit: String, l: Option<&Checksum>, r: Option<&Checksum>) -> Difference {
+    Difference {
+        unit,
+        left_rows: l.map(|c| c.rows),
+        right_rows: r.map(|c| c.rows),
+        left_checksum: l.map(Checksum::hex),
+        right_checksum: r.map(Checksum::hex),
+    }
+}
+
+/// The most recent COMPLETE record of each window written to `table` at or before `version`,
+/// keeping only records no later record overlaps (a later batch rewrote part of them).
+fn latest_records(
+    progress: &ProgressStore<'_>,
+    table: &str,
+    version: u64,
+) -> Result<Vec<BatchRecord>> {
+    let mut all: Vec<BatchRecord> = Vec::new();
+    for id in progress.list()? {
+        for r in progress.records(&id)?.into_values() {
+            if r.status == Some(Status::Complete)
+                && r.table.as_deref() == Some(table)
+                && r.table_version.is_some_and(|v| v <= version)
+                && r.checksum.is_some()
+            {
+                all.push(r);
+            }
+        }
+    }
+    all.sort_by_key(|r| (r.table_version, r.finished));
+    let mut kept: Vec<BatchRecord> = Vec::new();
+    for r in all.into_iter().rev() {
+        let overlaps = kept.iter().any(|k| k.start < r.end && r.start < k.end);
+        if !overlaps {
+            kept.push(r);
+        }
+    }
+    kept.sort_by(|a, b| a.start.cmp(&b.start));
+    Ok(kept)
+}
+
+/// Up to 5 rows only in A and 5 only in B.
+fn samples(engine: &dyn Engine, a: &Side, b: &Side) -> Result<Vec<(String, String)>> {
+    let (na, nb) = (
+        ModelName::parse("reconcile.left").map_err(|e| Error::Bug(e.to_string()))?,
+        ModelName::parse("reconcile.right").map_err(|e| Error::Bug(e.to_string()))?,
+    );
+    let inputs = [
+        Input::Table {
+            name: na,
+            table: a.table.clone(),
+            version: Some(a.version),
+        },
+        Input::Table {
+            name: nb,
+            table: b.table.clone(),
+            version: Some(b.version),
+        },
+    ];
+    let mut out = Vec::new();
+    for (label, sql) in [
+        (
+            "only left",
+            "SELECT * FROM reconcile.left EXCEPT ALL SELECT * FROM reconcile.right LIMIT 5",
+        ),
+        (
+            "only right",
+            "SELECT * FROM reconcile.right EXCEPT ALL SELECT * FROM reconcile.left LIMIT 5",
+        ),
+    ] {
+        let batches = engine.query(&inputs, sql)?;
+        let csv = super::query::format_batches(&batches, crate::cli::QueryFormat::Csv)?;
+        for line in csv.lines().skip(1) {
+            out.push((label.to_string(), line.to_string()));
+        }
+        if let Some(h) = csv.lines().next()
+            && !out.is_empty()
+            && !out.iter().any(|(l, _)| l == "columns")
+        {
+            out.insert(0, ("columns".to_string(), h.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn text(v: &ReconcileView) -> String {
+    let mut s = format!(
+        "{}: {} against {}\n{} compared, {} differ\n",
+        v.model,
+        v.left,
+        v.right,
+        v.compared,
+        v.differences.len()
+    );
+    if !v.differences.is_empty() {
+        s.push_str(&format!(
+            "\n{:<46}  {:>10}  {:>10}  {:>16}  {:>16}\n",
+            "partition", "rows", "rows (B)", "checksum", "checksum (B)"
+        ));
+        let show = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".to_string());
+        for d in &v.differences {
+            s.push_str(&format!(
+                "{:<46}  {:>10}  {:>10}  {:>16}  {:>16}\n",
+                d.unit,
+                d.left_rows.map_or("-".to_string(), |r| r.to_string()),
+                d.right_rows.map_or("-".to_string(), |r| r.to_string()),
+                show(&d.left_checksum),
+                show(&d.right_checksum)
+            ));
+        }
+    }
+    if !v.samples.is_empty() {
+        s.push_str("\nsample rows:\n");
+        for (label, row) in &v.samples {
+            s.push_str(&format!("  {label:<10}  {row}\n"));
+        }
+    }
+    s
+}

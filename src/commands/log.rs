@@ -9,7 +9,7 @@ use super::emit;
 use super::progress::human_seconds;
 use crate::backfill::progress::{ProgressStore, Status};
 use crate::cli::{Context, EnvFormat};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// `log --format json` (`tidemark.log/v1`).
 #[derive(Debug, Serialize)]
@@ -112,14 +112,7 @@ pub fn run(
         applies,
     };
     match format {
-        EnvFormat::Json => emit(
-            out,
-            &format!(
-                "{}\n",
-                serde_json::to_string_pretty(&v)
-                    .map_err(|e| Error::Bug(format!("serializing the log: {e}")))?
-            ),
-        )?,
+        EnvFormat::Json => super::emit_json(out, &v)?,
         EnvFormat::Text => {
             let mut s = String::new();
             if v.applies.is_empty() {

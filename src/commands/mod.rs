@@ -70,6 +70,13 @@ pub fn load(ctx: &Context) -> Result<Loaded> {
     })
 }
 
+/// Write `value` as pretty JSON, then a newline, to `out`.
+pub fn emit_json(out: &mut dyn std::io::Write, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| crate::error::Error::Bug(format!("serializing JSON output: {e}")))?;
+    emit(out, &format!("{text}\n"))
+}
+
 /// Write all of `text` to `out`, mapping a failed write (e.g. a closed pipe) to success: there
 /// is nobody left to read the rest.
 pub fn emit(out: &mut dyn std::io::Write, text: &str) -> Result<()> {

@@ -274,14 +274,7 @@ pub fn run(
     let v = view(&info, &records, outcome.as_ref());
     match format {
         EnvFormat::Text => emit(out, &text(&v))?,
-        EnvFormat::Json => emit(
-            out,
-            &format!(
-                "{}\n",
-                serde_json::to_string_pretty(&v)
-                    .map_err(|e| Error::Bug(format!("serializing progress: {e}")))?
-            ),
-        )?,
+        EnvFormat::Json => super::emit_json(out, &v)?,
     }
     Ok(0)
 }

@@ -211,14 +211,7 @@ pub fn run(ctx: &Context, r: &Reconcile<'_>, out: &mut dyn std::io::Write) -> Re
         }
     }
     match r.format {
-        EnvFormat::Json => emit(
-            out,
-            &format!(
-                "{}\n",
-                serde_json::to_string_pretty(&view)
-                    .map_err(|e| Error::Bug(format!("serializing: {e}")))?
-            ),
-        )?,
+        EnvFormat::Json => super::emit_json(out, &view)?,
         EnvFormat::Text => emit(out, &text(&view))?,
     }
     Ok(u8::from(!view.differences.is_empty()))

@@ -235,13 +235,7 @@ pub fn apply(
 pub fn summary(report: &Report, env: &str, revision: u64, seconds: f64) -> String {
     let mut s = String::new();
     if !report.models.is_empty() {
-        let w = report
-            .models
-            .iter()
-            .map(|m| m.name.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
+        let w = super::name_width(report.models.iter().map(|m| m.name.as_str()));
         s.push_str(&format!(
             "{:<w$}  {:>7}  {:>10}  {:>10}  {:>7}\n",
             "model", "batches", "rows", "bytes", "seconds"

@@ -70,6 +70,11 @@ pub fn load(ctx: &Context) -> Result<Loaded> {
     })
 }
 
+/// Width of a name column: the longest name, at least 5 (`model`).
+pub fn name_width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names.map(str::len).max().unwrap_or(5).max(5)
+}
+
 /// Write `value` as pretty JSON, then a newline, to `out`.
 pub fn emit_json(out: &mut dyn std::io::Write, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)

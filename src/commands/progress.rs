@@ -203,13 +203,7 @@ fn text(v: &ProgressView) -> String {
     if let Some(eta) = v.eta_seconds {
         s.push_str(&format!("ETA: ~{}\n", human_seconds(eta)));
     }
-    let w = v
-        .models
-        .iter()
-        .map(|m| m.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let w = super::name_width(v.models.iter().map(|m| m.name.as_str()));
     s.push_str(&format!(
         "\n{:<w$}  {:>8}  {:>7}  {:>6}  {:>7}  {:>10}  {:>10}\n",
         "model", "complete", "running", "failed", "pending", "rows", "bytes"

@@ -61,11 +61,13 @@ impl<'a> Catalog<'a> {
         }
     }
 
-    /// Point every model on `table` at `version` (after this apply wrote it).
+    /// Point every model on `table` at `version` (after this apply wrote it), unless it already
+    /// points at a newer one: batches of one table finish in any order, and a later Delta
+    /// version contains every earlier commit, so the pin only moves forward.
     pub fn set_version(&mut self, table: &str, version: u64) {
         for e in self.entries.values_mut() {
             if e.table.as_deref() == Some(table) {
-                e.version = Some(version);
+                e.version = Some(e.version.map_or(version, |v| v.max(version)));
             }
         }
     }

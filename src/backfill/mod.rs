@@ -405,6 +405,11 @@ fn batch_graph(
 }
 
 fn apply_info(cx: &Context<'_>, plan: &Plan, batches: &[Batch]) -> Result<ApplyInfo> {
+    let units: BTreeMap<&ModelName, crate::interval::IntervalUnit> = plan
+        .models
+        .iter()
+        .filter_map(|m| Some((&m.name, m.backfill.as_ref()?.interval_unit)))
+        .collect();
     Ok(ApplyInfo {
         format: progress::PROGRESS_FORMAT.to_string(),
         id: cx.apply.id.clone(),
@@ -422,14 +427,9 @@ fn apply_info(cx: &Context<'_>, plan: &Plan, batches: &[Batch]) -> Result<ApplyI
                 model: b.model.to_string(),
                 start: format_ts(b.window.start),
                 end: format_ts(b.window.end),
-                intervals: if b.windowed {
-                    plan.models
-                        .iter()
-                        .find(|m| m.name == b.model)
-                        .and_then(|m| m.backfill.as_ref())
-                        .map_or(1, |bf| intervals_in(bf.interval_unit, b.window))
-                } else {
-                    1
+                intervals: match units.get(&b.model) {
+                    Some(u) if b.windowed => intervals_in(*u, b.window),
+                    _ => 1,
                 },
             })
             .collect(),

@@ -142,7 +142,7 @@ pub fn run<R: Send>(
         let t = b.window.start.timestamp();
         (!b.canary, if settings.newest_first { -t } else { t }, b.id)
     };
-    let mut results: Vec<Option<std::result::Result<R, Error>>> = done
+    let results: Vec<Option<std::result::Result<R, Error>>> = done
         .into_iter()
         .map(|d| d.map(Ok))
         .chain(std::iter::repeat_with(|| None))
@@ -162,11 +162,6 @@ pub fn run<R: Send>(
         waiting_on[b.id] = b.deps.iter().filter(|&&d| !is_done(&results, d)).count();
         if waiting_on[b.id] == 0 {
             ready.insert(key(b));
-        }
-    }
-    for r in &mut results {
-        if matches!(r, Some(Err(_))) {
-            *r = None;
         }
     }
     let shared = Mutex::new(Shared {

@@ -255,60 +255,52 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
         WriteMode::UniqueKey { key } => {
             let batches = collect(&ctx, &job.sql, &what).await?;
             let batches = with_schema(batches, &ctx, &job.sql, &what, false).await?;
+            // Created empty first (never absent here: `with_schema` always yields a batch), so
+            // even the first batch is a merge, checked against concurrent writers.
             let table = ensure_created(table, path, &batches, &[], &ctx).await?;
-            if table.version().is_none() {
-                table
-                    .write(batches)
-                    .with_save_mode(SaveMode::Overwrite)
-                    .with_session_state(Arc::new(ctx.state()))
-                    .with_commit_properties(props)
-                    .await
-                    .map_err(|e| failed_delta(&what(), e))?
-            } else {
-                let source = ctx
-                    .read_batches(batches.clone())
-                    .map_err(|e| failed(&what(), e))?;
-                let columns: Vec<String> = batches
-                    .first()
-                    .map(|b| {
-                        b.schema()
-                            .fields()
-                            .iter()
-                            .map(|f| f.name().clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let on = key
-                    .iter()
-                    .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                let cols = columns.clone();
-                let (t, _) = table
-                    .merge(source, on)
-                    .with_source_alias("source")
-                    .with_target_alias("target")
-                    .with_session_state(Arc::new(ctx.state()))
-                    .with_commit_properties(props)
-                    .when_matched_update(|mut u| {
-                        for c in &columns {
-                            u = u.update(c.as_str(), format!("source.\"{c}\""));
+            let source = ctx
+                .read_batches(batches.clone())
+                .map_err(|e| failed(&what(), e))?;
+            let columns: Vec<String> = batches
+                .first()
+                .map(|b| {
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let on = key
+                .iter()
+                .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let cols = columns.clone();
+            let (t, _) = table
+                .merge(source, on)
+                .with_source_alias("source")
+                .with_target_alias("target")
+                .with_session_state(Arc::new(ctx.state()))
+                .with_commit_properties(props)
+                .when_matched_update(|mut u| {
+                    for c in &columns {
+                        u = u.update(c.as_str(), format!("source.\"{c}\""));
+                    }
+                    u
+                })
+                .and_then(|m| {
+                    m.when_not_matched_insert(|mut i| {
+                        for c in &cols {
+                            i = i.set(c.as_str(), format!("source.\"{c}\""));
                         }
-                        u
+                        i
                     })
-                    .and_then(|m| {
-                        m.when_not_matched_insert(|mut i| {
-                            for c in &cols {
-                                i = i.set(c.as_str(), format!("source.\"{c}\""));
-                            }
-                            i
-                        })
-                    })
-                    .map_err(|e| failed(&what(), e))?
-                    .await
-                    .map_err(|e| failed_delta(&what(), e))?;
-                t
-            }
+                })
+                .map_err(|e| failed(&what(), e))?
+                .await
+                .map_err(|e| failed_delta(&what(), e))?;
+            t
         }
     };
     let version = table.version().unwrap_or_default();

@@ -11,7 +11,7 @@ use crate::error::{Diagnostic, Error, Result, io_error};
 use crate::project::AuditCall;
 
 /// The table name audit SQL reads.
-pub const AUDITED: &str = "__tidemark_audited";
+pub use crate::engine::AUDITED;
 
 /// The query of one audit call; custom audits are read from `<root>/audits/<name>.sql`.
 pub fn render(call: &AuditCall, root: &Path) -> Result<AuditJob> {

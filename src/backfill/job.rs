@@ -4,8 +4,9 @@
 //! - The job is built under the catalog lock from the versions current at that moment; every
 //!   upstream batch it depends on has completed, and the catalog's version of a table only
 //!   moves forward, so the job reads all of its parents' overlapping windows.
-//! - A batch whose blocking audit fails is a failure (not transient): its commit landed, but it
-//!   is never COMPLETE, and the environment never points at it.
+//! - A batch whose blocking audit fails is a failure (not transient): the engine audits the rows
+//!   before committing them, so nothing is written, the batch is never COMPLETE, and the
+//!   environment never points at it.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -184,12 +185,11 @@ pub fn run(
         .engine
         .run_batch(&job)
         .map_err(|e| context_error(e, &format!("{name} batch {} failed", b.window)))?;
-    lock()?.set_version(&table, report.table_version);
     let mut warnings = Vec::new();
     for a in report.audits.iter().filter(|a| a.failures > 0) {
         if a.blocking {
             return Err(Diagnostic::error(format!(
-                "audit {} failed for {name} in {}: {} offending row(s)",
+                "audit {} failed for {name} in {}: {} offending row(s); the batch was not written",
                 a.name, b.window, a.failures
             ))
             .hint("no environment changed; fix the model or its data, then resume (batches already complete are skipped)")
@@ -197,6 +197,7 @@ pub fn run(
         }
         warnings.push((a.name.clone(), a.failures));
     }
+    lock()?.set_version(&table, report.table_version);
     Ok(BatchOut {
         inputs: versions_of(&job.inputs),
         report,

@@ -3,9 +3,42 @@
 //! Invariant: the checksum of a set of rows does not depend on their order or on how they are
 //! split into record batches: each row is encoded with Arrow's row format, hashed with blake3,
 //! and the 64-bit hash prefixes are summed (wrapping). Duplicated rows count twice.
+//! - Nor on the Arrow types a reader chooses for the same values: columns are cast to one
+//!   canonical type first (string views and large strings to strings, timestamps to
+//!   microseconds without time zone), so rows hashed in memory before a commit and the same rows
+//!   read back from Parquet give the same checksum.
 
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
+
+/// The type a column is hashed as (see the module invariants).
+fn canonical(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Timestamp(_, _) => DataType::Timestamp(TimeUnit::Microsecond, None),
+        DataType::Dictionary(_, v) => canonical(v),
+        other => other.clone(),
+    }
+}
+
+/// The columns `keep` of a batch, cast to their canonical types.
+fn columns(b: &RecordBatch, keep: &[usize]) -> Result<Vec<ArrayRef>> {
+    keep.iter()
+        .map(|&i| {
+            let c = b.column(i);
+            let t = canonical(c.data_type());
+            if &t == c.data_type() {
+                Ok(c.clone())
+            } else {
+                cast(c, &t).map_err(|e| Error::Bug(format!("checksum cast: {e}")))
+            }
+        })
+        .collect()
+}
 
 use crate::error::{Error, Result};
 
@@ -33,12 +66,12 @@ impl Checksum {
             .collect();
         let fields = keep
             .iter()
-            .map(|&i| SortField::new(first.schema().field(i).data_type().clone()))
+            .map(|&i| SortField::new(canonical(first.schema().field(i).data_type())))
             .collect();
         let converter = RowConverter::new(fields)
             .map_err(|e| Error::Bug(format!("checksum row converter: {e}")))?;
         for b in batches {
-            let cols: Vec<_> = keep.iter().map(|&i| b.column(i).clone()).collect();
+            let cols = columns(b, &keep)?;
             let rows = converter
                 .convert_columns(&cols)
                 .map_err(|e| Error::Bug(format!("checksum rows: {e}")))?;
@@ -67,7 +100,7 @@ impl Checksum {
         let keep: Vec<usize> = (0..schema.fields().len()).filter(|&i| i != gi).collect();
         let fields = keep
             .iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .map(|&i| SortField::new(canonical(schema.field(i).data_type())))
             .collect();
         let converter = RowConverter::new(fields)
             .map_err(|e| Error::Bug(format!("checksum row converter: {e}")))?;
@@ -78,7 +111,7 @@ impl Checksum {
             )
             .map_err(|e| Error::Bug(format!("checksum group: {e}")))?;
             let keys = keys.as_string::<i32>();
-            let cols: Vec<_> = keep.iter().map(|&i| b.column(i).clone()).collect();
+            let cols = columns(b, &keep)?;
             let rows = converter
                 .convert_columns(&cols)
                 .map_err(|e| Error::Bug(format!("checksum rows: {e}")))?;
@@ -174,5 +207,27 @@ mod tests {
         assert_eq!(merged, whole);
         assert_eq!(g["a"].rows, 2);
         assert_eq!(Checksum::from_hex(3, &whole.hex()), Some(whole));
+    }
+
+    #[test]
+    fn the_readers_choice_of_string_type_does_not_matter() {
+        use datafusion::arrow::array::StringViewArray;
+        let plain = batch(&[1, 2], &["a", "b"]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8View, false),
+        ]));
+        let view = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![2, 1])),
+                Arc::new(StringViewArray::from(vec!["b", "a"])),
+            ],
+        )
+        .unwrap();
+        let (mut a, mut b) = (Checksum::default(), Checksum::default());
+        a.add(&[plain], &[]).unwrap();
+        b.add(&[view], &[]).unwrap();
+        assert_eq!(a, b);
     }
 }

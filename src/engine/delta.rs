@@ -32,8 +32,8 @@ use url::Url;
 
 use super::session::{self, new_context};
 use super::{
-    AuditResult, BatchJob, BatchReport, Checksum, LocalEngine, PARTITION_COLUMN, TableInfo,
-    WriteMode, failed, partition_key,
+    AUDITED, AuditResult, BatchJob, BatchReport, Checksum, LocalEngine, PARTITION_COLUMN,
+    TableInfo, WriteMode, failed, partition_key,
 };
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::Interval;
@@ -44,7 +44,7 @@ pub fn url_of(path: &Path) -> Result<Url> {
         .map_err(|()| Error::Bug(format!("not an absolute path: {}", path.display())))
 }
 
-async fn open(path: &Path) -> Result<DeltaTable> {
+pub(super) async fn open(path: &Path) -> Result<DeltaTable> {
     std::fs::create_dir_all(path)
         .map_err(|e| Error::from(crate::error::io_error("create", path, &e)))?;
     DeltaTable::try_from_url(url_of(path)?)
@@ -144,6 +144,14 @@ pub async fn provider(
         None => deltalake::open_table(url).await,
     }
     .map_err(|e| e.to_string())?;
+    provider_of(ctx, table).await
+}
+
+/// A DataFusion provider of `table` at its loaded version.
+pub async fn provider_of(
+    ctx: &SessionContext,
+    table: DeltaTable,
+) -> std::result::Result<Arc<dyn TableProvider>, String> {
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| e.to_string())?;
@@ -171,13 +179,14 @@ fn window_predicate(keys: &(String, String)) -> String {
 
 /// Compute and write one batch (see the module invariants).
 pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Result<BatchReport> {
-    let table = open(path).await?;
+    let mut open = engine.tables.latest(path).await?;
     let (app_id, txn_version) = (&job.txn.0, job.txn.1);
-    if let Some(landed) = committed_txn(&table, app_id).await?
+    if let Some(landed) = open.landed(app_id).await?
         && landed >= txn_version
     {
         return report_existing(path, job).await;
     }
+    let table = open.table.clone();
     let ctx = session::context(engine, &job.inputs).await?;
     let what = || format!("{} failed", job.model);
     let props = CommitProperties::default()
@@ -187,6 +196,9 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
             serde_json::json!({"model": job.model.as_str(), "txn": app_id}),
         )]);
     let mut dropped = 0u64;
+    // Rows, checksum and audits of what is written, when known before the commit.
+    let mut measured: Option<Checked> = None;
+    let mut audits = Vec::new();
     let table = match &job.write {
         WriteMode::TimeRange {
             time_column,
@@ -209,6 +221,11 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
             let (batches, out) = split_window(batches, *unit, *window)?;
             dropped = out;
             let batches = with_schema(batches, &ctx, &sql, &what, true).await?;
+            let checked = check(&ctx, &batches, job).await?;
+            if let Some(refused) = refused(&table, &checked) {
+                return Ok(refused);
+            }
+            measured = Some(checked);
             let keys = window_keys(&job.write).unwrap_or_default();
             let table = ensure_created(table, path, &batches, &[PARTITION_COLUMN], &ctx).await?;
             table
@@ -242,6 +259,11 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                     with_schema(b, &ctx, &job.sql, &what, false).await?
                 }
             };
+            let checked = check(&ctx, &batches, job).await?;
+            if let Some(refused) = refused(&table, &checked) {
+                return Ok(refused);
+            }
+            measured = Some(checked);
             let table = ensure_created(table, path, &batches, &[], &ctx).await?;
             table
                 .write(batches)
@@ -255,6 +277,12 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
         WriteMode::UniqueKey { key } => {
             let batches = collect(&ctx, &job.sql, &what).await?;
             let batches = with_schema(batches, &ctx, &job.sql, &what, false).await?;
+            // Audits see the batch's source rows; the checksum is the merged table's (below).
+            let checked = check(&ctx, &batches, job).await?;
+            if let Some(refused) = refused(&table, &checked) {
+                return Ok(refused);
+            }
+            audits = checked.audits;
             // Created empty first (never absent here: `with_schema` always yields a batch), so
             // even the first batch is a merge, checked against concurrent writers.
             let table = ensure_created(table, path, &batches, &[], &ctx).await?;
@@ -304,72 +332,65 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
         }
     };
     let version = table.version().unwrap_or_default();
-    let mut report = measure(path, job, version).await?;
+    open.advance(table.clone()).await?;
+    engine.tables.keep(path, &open)?;
+    let mut report = match measured {
+        Some(m) => BatchReport {
+            rows: m.sum.rows,
+            dropped: 0,
+            bytes: bytes_added(&table, version).await?,
+            checksum: m.sum.hex(),
+            table_version: version,
+            already_committed: false,
+            audits: m.audits,
+        },
+        None => {
+            let mut r = measure(path, job, version).await?;
+            r.audits = audits;
+            r
+        }
+    };
     report.dropped = dropped;
     Ok(report)
 }
 
-/// The version of `app_id`'s last commit in the table, if any.
-async fn committed_txn(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
-    if table.version().is_none() {
-        return Ok(None);
+/// Rows, checksum and audit outcomes of a batch's rows, before they are written.
+struct Checked {
+    sum: Checksum,
+    audits: Vec<AuditResult>,
+}
+
+/// Measure and audit `batches` (the partition column left out) in memory. Audits run in the
+/// batch's own session, so they may also read the model's inputs.
+async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) -> Result<Checked> {
+    let mut sum = Checksum::default();
+    sum.add(batches, &[PARTITION_COLUMN])?;
+    if job.audits.is_empty() {
+        return Ok(Checked {
+            sum,
+            audits: Vec::new(),
+        });
     }
-    let snapshot = table
-        .snapshot()
-        .map_err(|e| failed("cannot read the table state", e))?;
-    snapshot
-        .transaction_version(table.log_store().as_ref(), app_id)
-        .await
-        .map_err(|e| failed("cannot read the table's transactions", e))
-}
-
-/// The report of a batch whose commit had landed before.
-async fn report_existing(path: &Path, job: &BatchJob) -> Result<BatchReport> {
-    let version = table_info(path)
-        .await?
-        .map(|i| i.version)
-        .unwrap_or_default();
-    let mut r = measure(path, job, version).await?;
-    r.already_committed = true;
-    Ok(r)
-}
-
-/// Rows, checksum, bytes and audits of what `job` wrote, read back at `version`.
-async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchReport> {
-    let ctx = new_context();
-    let provider = provider(&ctx, path, Some(version))
-        .await
-        .map_err(|e| failed(&format!("cannot read back {}", job.model), e))?;
-    let has_partition = provider
-        .schema()
-        .fields()
-        .iter()
-        .any(|f| f.name() == PARTITION_COLUMN);
-    ctx.register_table("__tidemark_raw", provider)
-        .map_err(|e| Error::Bug(e.to_string()))?;
-    let keys = window_keys(&job.write);
-    let filter = keys
-        .as_ref()
-        .map(|k| format!(" WHERE {}", window_predicate(k)))
-        .unwrap_or_default();
     let df = ctx
-        .sql(&format!("SELECT * FROM __tidemark_raw{filter}"))
-        .await
-        .map_err(|e| failed("reading back", e))?;
+        .read_batches(batches.to_vec())
+        .map_err(|e| Error::Bug(format!("auditing the batch: {e}")))?;
+    let has_partition = batches.first().is_some_and(|b| {
+        b.schema()
+            .fields()
+            .iter()
+            .any(|f| f.name() == PARTITION_COLUMN)
+    });
     let df = if has_partition {
         df.drop_columns(&[PARTITION_COLUMN])
-            .map_err(|e| failed("reading back", e))?
+            .map_err(|e| Error::Bug(format!("auditing the batch: {e}")))?
     } else {
         df
     };
-    ctx.register_table("__tidemark_audited", df.clone().into_view())
+    ctx.register_table(AUDITED, df.into_view())
         .map_err(|e| Error::Bug(e.to_string()))?;
-    let batches = df.collect().await.map_err(|e| failed("reading back", e))?;
-    let mut sum = Checksum::default();
-    sum.add(&batches, &[])?;
     let mut audits = Vec::new();
     for a in &job.audits {
-        let out = session::run_sql(&ctx, &a.sql).await.map_err(|e| {
+        let out = session::run_sql(ctx, &a.sql).await.map_err(|e| {
             Error::from(Diagnostic::error(format!(
                 "audit {} of {} could not run: {}",
                 a.name,
@@ -383,6 +404,84 @@ async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchRepor
             blocking: a.blocking,
         });
     }
+    Ok(Checked { sum, audits })
+}
+
+/// The report of a batch whose blocking audit failed: nothing is committed.
+fn refused(table: &DeltaTable, checked: &Checked) -> Option<BatchReport> {
+    checked
+        .audits
+        .iter()
+        .any(|a| a.blocking && a.failures > 0)
+        .then(|| BatchReport {
+            rows: checked.sum.rows,
+            dropped: 0,
+            bytes: 0,
+            checksum: checked.sum.hex(),
+            table_version: table.version().unwrap_or_default(),
+            already_committed: false,
+            audits: checked.audits.clone(),
+        })
+}
+
+/// Bytes of the data files the commit `version` added.
+async fn bytes_added(table: &DeltaTable, version: u64) -> Result<u64> {
+    let v = version;
+    let Some(commit) = table
+        .log_store()
+        .read_commit_entry(v)
+        .await
+        .map_err(|e| failed("reading the commit", e))?
+    else {
+        return Err(Error::Bug(format!(
+            "commit {version} not found after writing it"
+        )));
+    };
+    let actions = deltalake::logstore::get_actions(v, &commit)
+        .map_err(|e| failed("reading the commit", e))?;
+    Ok(actions
+        .iter()
+        .filter_map(|a| match a {
+            deltalake::kernel::Action::Add(add) => u64::try_from(add.size).ok(),
+            _ => None,
+        })
+        .sum())
+}
+
+/// The report of a batch whose commit had landed before.
+async fn report_existing(path: &Path, job: &BatchJob) -> Result<BatchReport> {
+    let version = table_info(path)
+        .await?
+        .map(|i| i.version)
+        .unwrap_or_default();
+    let mut r = measure(path, job, version).await?;
+    r.already_committed = true;
+    Ok(r)
+}
+
+/// Rows, checksum and bytes of what `job` wrote, read back at `version` (audits ran before the
+/// commit).
+async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchReport> {
+    let ctx = new_context();
+    let provider = provider(&ctx, path, Some(version))
+        .await
+        .map_err(|e| failed(&format!("cannot read back {}", job.model), e))?;
+    let keys = window_keys(&job.write);
+    let filter = keys
+        .as_ref()
+        .map(|k| format!(" WHERE {}", window_predicate(k)))
+        .unwrap_or_default();
+    ctx.register_table("__tidemark_raw", provider)
+        .map_err(|e| Error::Bug(e.to_string()))?;
+    let batches = ctx
+        .sql(&format!("SELECT * FROM __tidemark_raw{filter}"))
+        .await
+        .map_err(|e| failed("reading back", e))?
+        .collect()
+        .await
+        .map_err(|e| failed("reading back", e))?;
+    let mut sum = Checksum::default();
+    sum.add(&batches, &[PARTITION_COLUMN])?;
     Ok(BatchReport {
         rows: sum.rows,
         dropped: 0,
@@ -390,7 +489,7 @@ async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchRepor
         checksum: sum.hex(),
         table_version: version,
         already_committed: false,
-        audits,
+        audits: Vec::new(),
     })
 }
 

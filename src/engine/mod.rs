@@ -19,6 +19,7 @@
 mod checksum;
 mod delta;
 mod session;
+mod tables;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,9 @@ pub use checksum::Checksum;
 /// The physical partition column of INCREMENTAL_BY_TIME_RANGE tables: the start of each row's
 /// interval (`YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM` for units shorter than a day).
 pub const PARTITION_COLUMN: &str = "_tidemark_partition";
+
+/// The name audit SQL reads a batch's rows under.
+pub const AUDITED: &str = "__tidemark_audited";
 
 /// How a table is read by a batch or a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +212,7 @@ pub trait Engine {
 pub struct LocalEngine {
     root: PathBuf,
     rt: tokio::runtime::Runtime,
+    tables: tables::Tables,
 }
 
 impl LocalEngine {
@@ -220,6 +225,7 @@ impl LocalEngine {
         Ok(LocalEngine {
             root: root.to_path_buf(),
             rt,
+            tables: tables::Tables::default(),
         })
     }
 
@@ -280,6 +286,7 @@ impl Engine for LocalEngine {
         if dry_run || !path.exists() {
             return Ok(());
         }
+        self.tables.forget(&path);
         std::fs::remove_dir_all(&path)
             .map_err(|e| Error::from(crate::error::io_error("delete", &path, &e)))
     }

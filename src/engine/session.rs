@@ -65,8 +65,12 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
     let provider: Arc<dyn TableProvider> = match input {
         Input::Table { table, version, .. } => {
             let path = engine.table_path(table);
-            let provider = delta::provider(ctx, &path, *version)
-                .await
+            let kept = version.and_then(|v| engine.tables.at(&path, v));
+            let provider = match kept {
+                Some(t) => delta::provider_of(ctx, t).await,
+                None => delta::provider(ctx, &path, *version).await,
+            };
+            let provider = provider
                 .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
             hide_partition_column(ctx, provider)?
         }

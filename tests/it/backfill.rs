@@ -126,6 +126,31 @@ fn the_circuit_breaker_stops_after_max_failures_and_says_how_to_resume() {
         ["2024-03-03T00:00:00Z", "2024-03-05T00:00:00Z"],
         "{v}"
     );
+    // Audits run before the commit: the failed windows were never written.
+    let tables = std::fs::read_dir(p.join("warehouse/ledger")).unwrap();
+    let daily = tables
+        .map(|e| e.unwrap().path())
+        .find(|d| {
+            d.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("daily_totals__")
+        })
+        .unwrap();
+    let partitions: Vec<String> = std::fs::read_dir(&daily)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("_tidemark_partition="))
+        .collect();
+    assert!(!partitions.is_empty());
+    for day in ["03", "04", "05", "06"] {
+        assert!(
+            !partitions
+                .iter()
+                .any(|n| n.contains(&format!("2024-03-{day}"))),
+            "{partitions:?}"
+        );
+    }
     // The text view lists them too.
     let text = ok(&p, &["progress", &id]);
     assert!(text.contains("failed batches:"), "{text}");

@@ -144,6 +144,23 @@ pub struct ExecArgs {
     /// Batches reading one external source at once.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_source_reads: Option<u32>,
+    /// How progress is shown on stderr: bars on a terminal and lines otherwise (auto), lines,
+    /// or JSON-lines events (`tidemark.events/v1`).
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+}
+
+/// Values of `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressArg {
+    /// Bars on a terminal, one line per batch otherwise.
+    Auto,
+    /// Bars (lines when stderr is not a terminal).
+    Bars,
+    /// One line per batch.
+    Lines,
+    /// One JSON object per event and line.
+    Json,
 }
 
 impl ExecArgs {
@@ -158,6 +175,12 @@ impl ExecArgs {
             newest_first: self.newest_first,
             max_duration: self.max_duration,
             max_source_reads: self.max_source_reads.map(|n| n as usize),
+            progress: match self.progress {
+                ProgressArg::Auto => crate::backfill::ProgressMode::Auto,
+                ProgressArg::Bars => crate::backfill::ProgressMode::Bars,
+                ProgressArg::Lines => crate::backfill::ProgressMode::Lines,
+                ProgressArg::Json => crate::backfill::ProgressMode::Json,
+            },
         }
     }
 }

@@ -15,6 +15,8 @@
 pub mod audit;
 pub mod batches;
 pub mod catalog;
+pub mod display;
+pub mod estimate;
 pub mod job;
 pub mod progress;
 pub mod scheduler;
@@ -36,6 +38,8 @@ use crate::project::{Config, Kind, ModelName, SourceFormat};
 use crate::state::{Action, Snapshot, State};
 use batches::{Batch, Node, Upstream};
 use catalog::{Catalog, Entry};
+use display::EventLine;
+pub use display::ProgressMode;
 use progress::{ApplyInfo, BatchRecord, PlannedBatch, ProgressStore, Status};
 use scheduler::{Event, Stop};
 use track::Tracker;
@@ -97,6 +101,8 @@ pub struct ExecOptions {
     pub max_duration: Option<Duration>,
     /// Concurrent batches reading one external source.
     pub max_source_reads: Option<usize>,
+    /// How progress is shown.
+    pub progress: ProgressMode,
 }
 
 impl Default for ExecOptions {
@@ -109,6 +115,7 @@ impl Default for ExecOptions {
             newest_first: false,
             max_duration: None,
             max_source_reads: None,
+            progress: ProgressMode::Auto,
         }
     }
 }
@@ -328,7 +335,8 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
         .iter()
         .map(|b| earlier.get(&b.id).map_or(0, |r| r.attempts))
         .collect();
-    let tracker = Tracker::new(cx, &batches, attempts);
+    let done_flags: Vec<bool> = done.iter().map(Option::is_some).collect();
+    let tracker = Tracker::new(cx, &batches, attempts, &done_flags);
     let settings = cx.options.settings(cx.started);
     // A batch's transaction version is the plan's state commit plus one: a re-run of the same
     // plan recognises its commits; a later plan recomputes (idempotently, as an overwrite).
@@ -344,7 +352,17 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
         models: model_runs(plan, &batches, &finished.results, &tracker),
         source_versions: report_source_versions,
     };
+    tracker.close();
     if let Some(err) = incomplete(cx, &batches, &finished) {
+        if cx.options.progress.is_json() {
+            EventLine {
+                outcome: Some("incomplete".into()),
+                message: Some(first_line(&err)),
+                models: Some(report.models.clone()),
+                ..EventLine::new("summary", &cx.apply.id)
+            }
+            .emit();
+        }
         return Err(err);
     }
     let versions: BTreeMap<String, u64> = catalog

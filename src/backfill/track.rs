@@ -5,6 +5,8 @@
 //!   batch (events of one batch come from one worker thread, in order).
 //! - A record that cannot be written is reported as a warning and never fails the batch: the
 //!   Delta commit's transaction id still makes a resume safe.
+//! - What the user sees (bars, lines or JSON events) is decided by [`Display`]; the records
+//!   are the same whatever is shown.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use chrono::Utc;
 
 use super::batches::Batch;
+use super::display::{Display, EventLine};
 use super::job::BatchOut;
 use super::progress::{BatchRecord, PROGRESS_FORMAT, Status};
 use super::scheduler::Event;
@@ -26,17 +29,40 @@ pub struct Tracker<'c, 'a> {
     seconds: Mutex<BTreeMap<usize, f64>>,
     finished: AtomicUsize,
     total: usize,
+    display: Display,
 }
 
 impl<'c, 'a> Tracker<'c, 'a> {
     /// A tracker for `batches`; `earlier_attempts` counts attempts of earlier runs per batch.
-    pub fn new(cx: &'c Context<'a>, batches: &[Batch], earlier_attempts: Vec<u32>) -> Self {
+    /// `done` flags the batches complete before this run.
+    pub fn new(
+        cx: &'c Context<'a>,
+        batches: &[Batch],
+        earlier_attempts: Vec<u32>,
+        done: &[bool],
+    ) -> Self {
         Tracker {
             cx,
             earlier_attempts,
             seconds: Mutex::new(BTreeMap::new()),
-            finished: AtomicUsize::new(0),
+            finished: AtomicUsize::new(done.iter().filter(|d| **d).count()),
             total: batches.len(),
+            display: Display::new(cx.options.progress, batches, done),
+        }
+    }
+
+    /// Remove the live view (before the summary).
+    pub fn close(&self) {
+        self.display.close();
+    }
+
+    fn show(&self, text: &str, important: bool) {
+        self.display.line(self.cx.log, text, important);
+    }
+
+    fn json(&self, e: EventLine) {
+        if self.display.is_json() {
+            e.emit();
         }
     }
 
@@ -76,6 +102,10 @@ impl<'c, 'a> Tracker<'c, 'a> {
     pub fn event(&self, e: Event<'_, BatchOut>) {
         match e {
             Event::Started { batch, attempt } => {
+                self.json(EventLine {
+                    attempt: Some(self.attempts(batch, attempt)),
+                    ..EventLine::new("started", &self.cx.apply.id).of(batch)
+                });
                 self.write(&BatchRecord {
                     status: Some(Status::Running),
                     attempts: self.attempts(batch, attempt),
@@ -89,13 +119,22 @@ impl<'c, 'a> Tracker<'c, 'a> {
                 error,
                 wait,
             } => {
-                (self.cx.log)(&format!(
-                    "{} {}: attempt {attempt} failed, retrying in {:.1} s: {}",
-                    batch.model,
-                    batch.window,
-                    wait.as_secs_f64(),
-                    super::first_line(error)
-                ));
+                self.json(EventLine {
+                    attempt: Some(self.attempts(batch, attempt)),
+                    wait_seconds: Some(wait.as_secs_f64()),
+                    error: Some(super::first_line(error)),
+                    ..EventLine::new("retrying", &self.cx.apply.id).of(batch)
+                });
+                self.show(
+                    &format!(
+                        "{} {}: attempt {attempt} failed, retrying in {:.1} s: {}",
+                        batch.model,
+                        batch.window,
+                        wait.as_secs_f64(),
+                        super::first_line(error)
+                    ),
+                    true,
+                );
             }
             Event::Completed {
                 batch,
@@ -126,7 +165,30 @@ impl<'c, 'a> Tracker<'c, 'a> {
                     ..self.base(batch)
                 });
                 let done = self.finished.fetch_add(1, Ordering::SeqCst) + 1;
-                (self.cx.log)(&line(batch, result, seconds, done, self.total));
+                self.json(EventLine {
+                    attempt: Some(self.attempts(batch, attempts)),
+                    rows: Some(r.rows),
+                    dropped: Some(r.dropped),
+                    bytes: Some(r.bytes),
+                    checksum: result.table.as_ref().map(|_| r.checksum.clone()),
+                    table_version: result.table.as_ref().map(|_| r.table_version),
+                    already_committed: Some(r.already_committed),
+                    seconds: Some(seconds),
+                    ..EventLine::new("completed", &self.cx.apply.id).of(batch)
+                });
+                for a in &r.audits {
+                    self.json(EventLine {
+                        audit: Some(a.name.clone()),
+                        failures: Some(a.failures),
+                        blocking: Some(a.blocking),
+                        ..EventLine::new("audit", &self.cx.apply.id).of(batch)
+                    });
+                }
+                self.display.finished(batch, false);
+                self.show(
+                    &line(batch, result, seconds, done, self.total),
+                    !result.warnings.is_empty(),
+                );
             }
             Event::Failed {
                 batch,
@@ -141,14 +203,23 @@ impl<'c, 'a> Tracker<'c, 'a> {
                     ..self.base(batch)
                 });
                 self.finished.fetch_add(1, Ordering::SeqCst);
-                (self.cx.log)(&format!(
-                    "{} [{}/{}] {}: FAILED after {attempts} attempt(s): {}",
-                    batch.model,
-                    batch.index + 1,
-                    batch.of,
-                    batch.window,
-                    super::first_line(error)
-                ));
+                self.json(EventLine {
+                    attempt: Some(self.attempts(batch, attempts)),
+                    error: Some(super::first_line(error)),
+                    ..EventLine::new("failed", &self.cx.apply.id).of(batch)
+                });
+                self.display.finished(batch, true);
+                self.show(
+                    &format!(
+                        "{} [{}/{}] {}: FAILED after {attempts} attempt(s): {}",
+                        batch.model,
+                        batch.index + 1,
+                        batch.of,
+                        batch.window,
+                        super::first_line(error)
+                    ),
+                    true,
+                );
             }
         }
     }

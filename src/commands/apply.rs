@@ -227,6 +227,19 @@ pub fn apply(
             message: format!("`{}` is now at revision {revision}", plan.environment),
         },
     );
+    if ctx.exec.progress.is_json() {
+        backfill::display::EventLine {
+            outcome: Some("complete".into()),
+            message: Some(format!(
+                "`{}` is now at revision {revision}",
+                plan.environment
+            )),
+            models: Some(report.models.clone()),
+            seconds: Some(seconds),
+            ..backfill::display::EventLine::new("summary", &apply_id.id)
+        }
+        .emit();
+    }
     emit(out, &summary(&report, &plan.environment, revision, seconds))?;
     Ok(report)
 }

@@ -40,6 +40,9 @@ pub fn run(ctx: &Context, args: &PlanArgs, out: &mut dyn std::io::Write) -> Resu
         save(&plan, path)?;
     }
     show(&plan, args.format, out)?;
+    if args.format != PlanFormat::Json {
+        estimates(&plan, &store, ctx.exec.workers, args.format, out)?;
+    }
     if args.apply {
         if plan.has_work() {
             super::apply::apply(
@@ -61,6 +64,32 @@ pub fn run(ctx: &Context, args: &PlanArgs, out: &mut dyn std::io::Write) -> Resu
         return Ok(0);
     }
     Ok(if args.check && plan.has_work() { 1 } else { 0 })
+}
+
+/// Print what the plan's backfills are expected to cost, from earlier applies' batches.
+pub fn estimates(
+    plan: &Plan,
+    store: &StateStore,
+    workers: usize,
+    format: PlanFormat,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    use crate::backfill::estimate;
+    let models = estimate::computed(plan);
+    if models.is_empty() {
+        return Ok(());
+    }
+    let progress = crate::backfill::progress::ProgressStore::new(store.storage());
+    let history = estimate::history(&progress, &models)?;
+    let text = estimate::render(
+        &estimate::estimates(plan, &history),
+        workers,
+        format == PlanFormat::Markdown,
+    );
+    if text.is_empty() {
+        return Ok(());
+    }
+    emit(out, &text)
 }
 
 /// Print a plan in the chosen format.

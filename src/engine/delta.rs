@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::TableProvider;
@@ -622,6 +622,10 @@ fn split_window(
     let bug = |e: datafusion::arrow::error::ArrowError| Error::Bug(format!("window split: {e}"));
     let mut out = Vec::with_capacity(batches.len());
     let mut dropped = 0u64;
+    let (w_start, w_end) = (
+        window.start.timestamp_micros(),
+        window.end.timestamp_micros(),
+    );
     for b in batches {
         let schema = b.schema();
         let Some(ts_idx) = schema
@@ -641,19 +645,33 @@ fn split_window(
             .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
             .ok_or_else(|| Error::Bug("timestamp cast".into()))?;
         let mut keep = Vec::with_capacity(ts.len());
-        let mut keys = Vec::with_capacity(ts.len());
+        let mut keys = datafusion::arrow::array::StringBuilder::with_capacity(ts.len(), 0);
+        // Rows of one partition come in runs: its bounds and key are computed once per run.
+        let mut current: Option<(i64, i64, String)> = None;
         for i in 0..ts.len() {
-            let at = (!ts.is_null(i))
-                .then(|| chrono::DateTime::from_timestamp_micros(ts.value(i)))
-                .flatten();
-            match at {
-                Some(t) if window.start <= t && t < window.end => {
+            let v = (!ts.is_null(i)).then(|| ts.value(i));
+            match v {
+                Some(v) if (w_start..w_end).contains(&v) => {
+                    let fresh = match &current {
+                        Some((s, e, _)) => !(*s..*e).contains(&v),
+                        None => true,
+                    };
+                    if fresh {
+                        let t = chrono::DateTime::from_timestamp_micros(v)
+                            .ok_or_else(|| Error::Bug(format!("timestamp {v} out of range")))?;
+                        let floor = unit.floor(t);
+                        current = Some((
+                            floor.timestamp_micros(),
+                            unit.next(floor).timestamp_micros(),
+                            partition_key(unit, floor),
+                        ));
+                    }
                     keep.push(true);
-                    keys.push(Some(partition_key(unit, unit.floor(t))));
+                    keys.append_option(current.as_ref().map(|c| c.2.as_str()));
                 }
                 _ => {
                     keep.push(false);
-                    keys.push(None);
+                    keys.append_null();
                     dropped += 1;
                 }
             }
@@ -667,7 +685,7 @@ fn split_window(
             }
         }
         fields.push(Field::new(PARTITION_COLUMN, DataType::Utf8, true));
-        columns.push(Arc::new(StringArray::from(keys)));
+        columns.push(Arc::new(keys.finish()));
         let with_key = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(bug)?;
         let filtered = filter_record_batch(&with_key, &BooleanArray::from(keep)).map_err(bug)?;
         if filtered.num_rows() > 0 {

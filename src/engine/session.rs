@@ -16,9 +16,15 @@ use super::{Input, LocalEngine, PARTITION_COLUMN, delta, failed};
 use crate::error::{Diagnostic, Error, Result};
 use crate::project::{ModelName, SourceFormat};
 
-/// A Delta-aware session (delta-rs needs its planner for writes).
+/// A Delta-aware session (delta-rs needs its planner for writes). All sessions share one
+/// runtime environment (memory pool, object stores, caches) instead of building one per batch.
 pub fn new_context() -> SessionContext {
-    deltalake::delta_datafusion::create_session().into_inner()
+    static RUNTIME: std::sync::OnceLock<Arc<datafusion::execution::runtime_env::RuntimeEnv>> =
+        std::sync::OnceLock::new();
+    let env = RUNTIME
+        .get_or_init(|| Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()))
+        .clone();
+    deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(env).into_inner()
 }
 
 /// A session with every input registered under its logical name.

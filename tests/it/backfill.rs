@@ -495,3 +495,102 @@ fn reconcile_proves_what_was_written_and_finds_differences() {
     );
     assert_eq!(r.code, 0, "{}", r.transcript());
 }
+
+#[test]
+fn json_progress_events_and_plan_estimates_from_recorded_batches() {
+    let (_t, p) = ledger(0..7);
+    let r = tidemark(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "--apply",
+            "--progress",
+            "json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.transcript());
+    // Every stderr line is one event of the versioned format.
+    let events: Vec<serde_json::Value> = r
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(events.iter().all(|e| e["format"] == "tidemark.events/v1"));
+    let of = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+    let id = events[0]["apply"].as_str().unwrap().to_string();
+    let batches = count(&progress_json(&p, Some(&id)), "COMPLETE") as usize;
+    assert!(batches > 0);
+    assert_eq!(of("started"), batches);
+    assert_eq!(of("completed"), batches);
+    assert_eq!(of("failed"), 0);
+    // daily_totals' unique_values audit ran on each of its batches and passed.
+    let audits: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "audit" && e["model"] == "ledger.daily_totals")
+        .collect();
+    assert!(!audits.is_empty());
+    assert!(
+        audits
+            .iter()
+            .all(|a| a["failures"] == 0 && a["blocking"] == true)
+    );
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{summary}");
+    assert_eq!(summary["outcome"], "complete");
+    let daily_rows: u64 = events
+        .iter()
+        .filter(|e| e["event"] == "completed" && e["model"] == "ledger.daily_totals")
+        .map(|e| e["rows"].as_u64().unwrap())
+        .sum();
+    assert!(daily_rows > 0);
+
+    // Restating the whole history of daily_totals: the estimate is what its batches recorded.
+    let text = ok(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "--restate-model",
+            "ledger.daily_totals",
+        ],
+    );
+    assert!(
+        text.contains("estimates (from batches of earlier applies):"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("ledger.daily_totals:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!("7 partition(s), ~{daily_rows} rows")),
+        "{line}"
+    );
+    // Three of the seven days: three sevenths of the rows.
+    let text = ok(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "--restate-model",
+            "ledger.daily_totals",
+            "--start",
+            "2024-03-05",
+        ],
+    );
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("ledger.daily_totals:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!(
+            "3 partition(s), ~{} rows",
+            (daily_rows as f64 * 3.0 / 7.0).round() as u64
+        )),
+        "{line}"
+    );
+}

@@ -594,3 +594,87 @@ fn json_progress_events_and_plan_estimates_from_recorded_batches() {
         "{line}"
     );
 }
+
+#[test]
+fn a_source_appended_to_during_a_backfill_is_read_at_one_pinned_version() {
+    use crate::kinds::{Payment, check_all};
+    let (_t, p) = ledger(0..7);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "--project",
+            p.to_str().unwrap(),
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "--apply",
+            "--workers",
+            "1",
+            "--progress",
+            "lines",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Another writer appends a day of payments (one Delta version each) after each of the
+    // first three completed batches.
+    let later: Vec<Payment> = (7..10).flat_map(payments_of_day).collect();
+    let mut appended = 0;
+    let mut after_last_append = 0;
+    let mut seen = String::new();
+    for l in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let l = l.unwrap();
+        seen.push_str(&l);
+        seen.push('\n');
+        let completed = l.contains(" rows, ");
+        if completed && appended == 3 {
+            after_last_append += 1;
+        }
+        if completed && appended < 3 {
+            append_payments(&p.join("data/payments"), &payments_of_day(7 + appended));
+            appended += 1;
+        }
+    }
+    assert!(child.wait().unwrap().success(), "{seen}");
+    assert_eq!(appended, 3, "{seen}");
+    assert!(
+        after_last_append > 0,
+        "the apply ended before the appends: {seen}"
+    );
+
+    // Every batch that read the source read version 0, the version pinned when it started.
+    let applies = p.join("warehouse/_tidemark/applies");
+    let apply = std::fs::read_dir(&applies)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut readers = 0;
+    for f in std::fs::read_dir(apply.join("batches")).unwrap() {
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+        if let Some(v) = r["inputs"].get("raw.payments") {
+            assert_eq!(v, 0, "{r}");
+            readers += 1;
+        }
+    }
+    assert!(readers > 0);
+    let first: Vec<Payment> = (0..7).flat_map(payments_of_day).collect();
+    check_all(&p, &first);
+    assert_eq!(
+        crate::common::env_json(&p, "prod")["source_versions"]["raw.payments"],
+        0
+    );
+
+    // The next run reads the newest version (3) and picks up exactly the appended days: every
+    // day once, nothing missing at the boundary.
+    ok(&p, &["--execution-time", "2024-03-11", "run"]);
+    let all: Vec<Payment> = first.iter().chain(&later).copied().collect();
+    check_all(&p, &all);
+    assert_eq!(
+        crate::common::env_json(&p, "prod")["source_versions"]["raw.payments"],
+        3
+    );
+}

@@ -147,7 +147,7 @@ const DAILY: &str = "SELECT ds, payments, CAST(amount_eur * 2 AS BIGINT) AS twic
 const RUNNING: &str = "SELECT ds, CAST(balance * 2 AS BIGINT) AS twice_balance FROM ledger.running_balance ORDER BY ds";
 const LATEST: &str = "SELECT account_id, payment_id, CAST(amount AS BIGINT) AS amount FROM ledger.latest_payment ORDER BY account_id";
 
-fn check_all(p: &Path, rows: &[Payment]) {
+pub fn check_all(p: &Path, rows: &[Payment]) {
     let (daily, running) = expected_daily(rows);
     assert_eq!(csv(p, "prod", DAILY), daily);
     assert_eq!(csv(p, "prod", RUNNING), running);

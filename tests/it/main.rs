@@ -6,6 +6,7 @@
 
 mod backfill;
 mod common;
+mod crash;
 mod dag;
 mod diff;
 mod engine;

@@ -9,6 +9,8 @@
 //!   are recorded separately and are not edges.
 
 pub mod config;
+#[cfg(test)]
+mod fuzz;
 pub mod header;
 pub mod model;
 pub mod name;

@@ -266,6 +266,17 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
     }
     let mut source_versions = BTreeMap::new();
     for (name, s) in &cx.config.sources {
+        // Checked before anything is written (tables cloned, progress recorded).
+        if !s.path.contains("://") && !std::path::Path::new(&s.path).exists() {
+            return Err(Diagnostic::error(format!(
+                "the source `{name}` reads {}, which does not exist",
+                s.declared_path
+            ))
+            .hint(format!(
+                "fix `path` under [sources.\"{name}\"] in tidemark.toml, or create the data first"
+            ))
+            .into());
+        }
         if s.format == SourceFormat::Delta {
             source_versions.insert(name.clone(), cx.engine.source_version(&s.path)?);
         }

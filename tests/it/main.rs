@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod backfill;
+mod bad_input;
 mod common;
 mod crash;
 mod dag;

@@ -1,0 +1,208 @@
+//! Bad input at the command line and in files the commands read: each case exits 2 with an
+//! `error:` line (snapshotted) and writes nothing to the warehouse or the state.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::common::{ok, tidemark};
+use crate::kinds::ledger;
+
+/// Every file under the warehouse with its size and content hash.
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                out.insert(
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    blake3::hash(&bytes).to_hex().to_string(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Run `args`; it must fail cleanly without touching the warehouse. Returns stderr with the
+/// temp dir's path replaced by `[project]`.
+fn refused(p: &Path, args: &[&str]) -> String {
+    let before = tree(&p.join("warehouse"));
+    let r = tidemark(p, args);
+    assert_eq!(r.code, 2, "{args:?}: {}", r.transcript());
+    assert!(r.stderr.starts_with("error: "), "{args:?}: {}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert_eq!(
+        before,
+        tree(&p.join("warehouse")),
+        "{args:?} wrote to the warehouse"
+    );
+    r.stderr.replace(p.to_str().unwrap(), "[project]")
+}
+
+#[test]
+fn bad_commands_and_files_are_refused_without_writing_anything() {
+    let (_t, p) = ledger(0..7);
+    ok(&p, &["--execution-time", "2024-03-08", "plan", "--apply"]);
+    let at = ["--execution-time", "2024-03-08"];
+    let with =
+        |rest: &[&str]| -> Vec<String> { at.iter().chain(rest).map(|s| s.to_string()).collect() };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&p, &args)
+    };
+    let mut out = String::new();
+    let mut case = |name: &str, text: String| {
+        out.push_str(&format!("## {name}\n{text}\n"));
+    };
+
+    case(
+        "restate selector matching nothing",
+        run(with(&[
+            "plan",
+            "--restate-model",
+            "ledger.nothing_like_this",
+            "--apply",
+        ])),
+    );
+    case(
+        "start after end",
+        run(with(&[
+            "plan",
+            "dev",
+            "--start",
+            "2024-03-05",
+            "--end",
+            "2024-03-02",
+            "--apply",
+        ])),
+    );
+    case(
+        "end in the future",
+        run(with(&["plan", "dev", "--end", "2030-01-01", "--apply"])),
+    );
+    case(
+        "hostile execution time",
+        run(vec![
+            "--execution-time".into(),
+            "2024-03-08'; DROP TABLE x; --".into(),
+            "run".into(),
+        ]),
+    );
+
+    // Saved plans: truncated, from another project, stale.
+    std::fs::write(
+        p.join("models/ledger/extra.sql"),
+        "MODEL (name ledger.extra, kind FULL);\nSELECT 1 AS x\n",
+    )
+    .unwrap();
+    let saved = p.join("plan.json");
+    ok(
+        &p,
+        &with(&["plan", "--out", saved.to_str().unwrap()])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let text = std::fs::read_to_string(&saved).unwrap();
+    let truncated = p.join("truncated.json");
+    std::fs::write(&truncated, &text[..text.len() / 2]).unwrap();
+    case(
+        "truncated plan file",
+        run(with(&["apply", truncated.to_str().unwrap()])),
+    );
+    // A genuine plan of another project (same models, another name).
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = other_dir.path().join("other");
+    crate::common::copy_dir(&p, &other);
+    let toml = std::fs::read_to_string(other.join("tidemark.toml")).unwrap();
+    std::fs::write(
+        other.join("tidemark.toml"),
+        toml.replace("name = \"ledger\"", "name = \"other\""),
+    )
+    .unwrap();
+    let foreign = p.join("foreign.json");
+    ok(
+        &other,
+        &with(&["plan", "--out", foreign.to_str().unwrap()])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    case(
+        "plan from another project",
+        run(with(&["apply", foreign.to_str().unwrap()])),
+    );
+    let altered = p.join("altered.json");
+    std::fs::write(&altered, text.replace("ledger.extra", "ledger.extrb")).unwrap();
+    case(
+        "altered plan file",
+        run(with(&["apply", altered.to_str().unwrap()])),
+    );
+    // Someone else moves prod first: the saved plan is stale.
+    ok(
+        &p,
+        &with(&["plan", "--apply"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    case(
+        "stale plan file",
+        run(with(&["apply", saved.to_str().unwrap()])),
+    );
+
+    // A source path that does not exist: refused before any table or record is written.
+    let config = std::fs::read_to_string(p.join("tidemark.toml")).unwrap();
+    std::fs::write(
+        p.join("tidemark.toml"),
+        config.replace("data/fx.csv", "data/missing.csv"),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("models/ledger/extra.sql"),
+        "MODEL (name ledger.extra, kind FULL);\nSELECT 2 AS x\n",
+    )
+    .unwrap();
+    case(
+        "source path that does not exist",
+        run(with(&["plan", "--apply"])),
+    );
+    std::fs::write(p.join("tidemark.toml"), &config).unwrap();
+
+    // A state written by a newer tidemark.
+    let commits = p.join("warehouse/_tidemark/state/log");
+    let newest = std::fs::read_dir(&commits)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        .max()
+        .unwrap();
+    let stem: u64 = newest
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .parse()
+        .unwrap();
+    let next = commits.join(format!(
+        "{:0width$}.json",
+        stem + 1,
+        width = newest.file_stem().unwrap().len()
+    ));
+    let body = std::fs::read_to_string(&newest).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let format = v["format"].as_str().unwrap().to_string();
+    let newer = body.replace(&format, "tidemark.state/v99");
+    std::fs::write(&next, newer).unwrap();
+    case("state written by a newer tidemark", run(with(&["plan"])));
+    std::fs::remove_file(&next).unwrap();
+
+    insta::assert_snapshot!("bad_input_cli", out);
+}

@@ -522,8 +522,10 @@ pub fn ident_parts(src: Src<'_>, key: &str, run: &[Token]) -> Result<Vec<String>
         expect_part = !expect_part;
     }
     if expect_part {
+        // An empty run has no position of its own: point at the start of the file.
+        let at = run.last().map_or(0, |t| t.start);
         return Err(src.err(
-            run[run.len() - 1].start,
+            at,
             format!("`{key}` expects a name, found `{}`", describe(src, run)),
         ));
     }
@@ -533,7 +535,11 @@ pub fn ident_parts(src: Src<'_>, key: &str, run: &[Token]) -> Result<Vec<String>
 /// The items of `( ... )` or `[ ... ]` covering the whole run, or the run itself as one item.
 pub fn list(run: &[Token]) -> Vec<&[Token]> {
     if is_wrapped(run) {
+        // Empty items (`(a,,b)`, a trailing comma) are skipped: no consumer sees an empty run.
         split_top(&run[1..run.len() - 1])
+            .into_iter()
+            .filter(|item| !item.is_empty())
+            .collect()
     } else {
         vec![run]
     }

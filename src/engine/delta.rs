@@ -426,20 +426,8 @@ fn refused(table: &DeltaTable, checked: &Checked) -> Option<BatchReport> {
 
 /// Bytes of the data files the commit `version` added.
 async fn bytes_added(table: &DeltaTable, version: u64) -> Result<u64> {
-    let v = version;
-    let Some(commit) = table
-        .log_store()
-        .read_commit_entry(v)
-        .await
-        .map_err(|e| failed("reading the commit", e))?
-    else {
-        return Err(Error::Bug(format!(
-            "commit {version} not found after writing it"
-        )));
-    };
-    let actions = deltalake::logstore::get_actions(v, &commit)
-        .map_err(|e| failed("reading the commit", e))?;
-    Ok(actions
+    Ok(super::tables::commit_actions(table, version)
+        .await?
         .iter()
         .filter_map(|a| match a {
             deltalake::kernel::Action::Add(add) => u64::try_from(add.size).ok(),

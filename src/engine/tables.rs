@@ -64,19 +64,7 @@ impl Open {
         };
         let from = self.read_to.map_or(0, |v| v + 1);
         for v in from..=to {
-            let Some(commit) = table
-                .log_store()
-                .read_commit_entry(v)
-                .await
-                .map_err(|e| failed("reading a commit", e))?
-            else {
-                return Err(Error::Bug(format!(
-                    "commit {v} vanished from the table's log"
-                )));
-            };
-            let actions = deltalake::logstore::get_actions(v, &commit)
-                .map_err(|e| failed("reading a commit", e))?;
-            for a in actions {
+            for a in commit_actions(&table, v).await? {
                 if let Action::Txn(t) = a {
                     let e = self.txns.entry(t.app_id).or_insert(t.version);
                     *e = (*e).max(t.version);
@@ -87,6 +75,21 @@ impl Open {
         self.table = table;
         Ok(())
     }
+}
+
+/// The actions of commit `version` of `table`.
+pub async fn commit_actions(table: &DeltaTable, version: u64) -> Result<Vec<Action>> {
+    let Some(commit) = table
+        .log_store()
+        .read_commit_entry(version)
+        .await
+        .map_err(|e| failed("reading a commit", e))?
+    else {
+        return Err(Error::Bug(format!(
+            "commit {version} is missing from the table's log"
+        )));
+    };
+    deltalake::logstore::get_actions(version, &commit).map_err(|e| failed("reading a commit", e))
 }
 
 /// The open tables, by path.

@@ -15,6 +15,20 @@ fn progress_json(p: &Path, id: Option<&str>) -> serde_json::Value {
     serde_json::from_str(&ok(p, &args)).unwrap()
 }
 
+/// `tidemark --project P PREFIX plan --apply --workers 1 --progress lines`, its stderr piped.
+fn with_piped_stderr(p: &Path, prefix: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("--project")
+        .arg(p)
+        .args(prefix)
+        .args(["plan", "--apply", "--workers", "1", "--progress", "lines"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn count(v: &serde_json::Value, status: &str) -> u64 {
     v["counts"][status].as_u64().unwrap_or(0)
 }
@@ -163,22 +177,7 @@ fn the_circuit_breaker_stops_after_max_failures_and_says_how_to_resume() {
 #[test]
 fn an_interrupted_apply_resumes_by_id_and_skips_complete_batches() {
     let (_t, p) = ledger(0..10);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args([
-            "--project",
-            p.to_str().unwrap(),
-            "--execution-time",
-            "2024-03-11",
-            "plan",
-            "--apply",
-            "--workers",
-            "1",
-        ])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = with_piped_stderr(&p, &["--execution-time", "2024-03-11"]);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
     // After the first completed batch, ask it to stop (SIGINT, like Ctrl-C).
@@ -546,46 +545,36 @@ fn json_progress_events_and_plan_estimates_from_recorded_batches() {
         .sum();
     assert!(daily_rows > 0);
 
-    // Restating the whole history of daily_totals: the estimate is what its batches recorded.
-    let text = ok(
-        &p,
-        &[
+    // The estimate line of daily_totals in the plan restating it from `start`.
+    let estimate = |start: &str| {
+        let mut args = vec![
             "--execution-time",
             "2024-03-08",
             "plan",
             "--restate-model",
             "ledger.daily_totals",
-        ],
-    );
-    assert!(
-        text.contains("estimates (from batches of earlier applies):"),
-        "{text}"
-    );
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("ledger.daily_totals:"))
-        .unwrap_or_else(|| panic!("{text}"));
+        ];
+        if !start.is_empty() {
+            args.extend(["--start", start]);
+        }
+        let text = ok(&p, &args);
+        assert!(
+            text.contains("estimates (from batches of earlier applies):"),
+            "{text}"
+        );
+        text.lines()
+            .find(|l| l.trim_start().starts_with("ledger.daily_totals:"))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    // The whole history: the estimate is what its batches recorded.
+    let line = estimate("");
     assert!(
         line.contains(&format!("7 partition(s), ~{daily_rows} rows")),
         "{line}"
     );
     // Three of the seven days: three sevenths of the rows.
-    let text = ok(
-        &p,
-        &[
-            "--execution-time",
-            "2024-03-08",
-            "plan",
-            "--restate-model",
-            "ledger.daily_totals",
-            "--start",
-            "2024-03-05",
-        ],
-    );
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("ledger.daily_totals:"))
-        .unwrap_or_else(|| panic!("{text}"));
+    let line = estimate("2024-03-05");
     assert!(
         line.contains(&format!(
             "3 partition(s), ~{} rows",
@@ -599,24 +588,7 @@ fn json_progress_events_and_plan_estimates_from_recorded_batches() {
 fn a_source_appended_to_during_a_backfill_is_read_at_one_pinned_version() {
     use crate::kinds::{Payment, check_all};
     let (_t, p) = ledger(0..7);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args([
-            "--project",
-            p.to_str().unwrap(),
-            "--execution-time",
-            "2024-03-08",
-            "plan",
-            "--apply",
-            "--workers",
-            "1",
-            "--progress",
-            "lines",
-        ])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = with_piped_stderr(&p, &["--execution-time", "2024-03-08"]);
     // Another writer appends a day of payments (one Delta version each) after each of the
     // first three completed batches.
     let later: Vec<Payment> = (7..10).flat_map(payments_of_day).collect();

@@ -247,10 +247,8 @@ fn bars(batches: &[Batch], done: &[bool]) -> Bars {
     ));
     total.set_prefix("apply");
     total.set_position(d);
-    let mut names: Vec<&str> = batches.iter().map(|b| b.model.as_str()).collect();
-    names.dedup();
-    names.sort_unstable();
-    names.dedup();
+    let names: std::collections::BTreeSet<&str> =
+        batches.iter().map(|b| b.model.as_str()).collect();
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
     let mut models = BTreeMap::new();
     for name in names {

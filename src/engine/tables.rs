@@ -102,8 +102,20 @@ impl Tables {
     /// The table at `path` as of now: the kept copy brought up to date, or opened.
     pub async fn latest(&self, path: &Path) -> Result<Open> {
         let kept = self.lock()?.get(path).cloned();
-        let mut open = match kept {
-            Some(o) => o,
+        let open = match kept {
+            Some(mut o) => {
+                let mut newer = o.table.clone();
+                if newer.version().is_some() {
+                    newer
+                        .update_incremental(None)
+                        .await
+                        .map_err(|e| failed(&format!("cannot read {}", path.display()), e))?;
+                } else {
+                    newer = super::delta::open(path).await?;
+                }
+                o.advance(newer).await?;
+                o
+            }
             None => {
                 let table = super::delta::open(path).await?;
                 let read_to = table.version();
@@ -115,16 +127,6 @@ impl Tables {
                 }
             }
         };
-        let mut newer = open.table.clone();
-        if newer.version().is_some() {
-            newer
-                .update_incremental(None)
-                .await
-                .map_err(|e| failed(&format!("cannot read {}", path.display()), e))?;
-        } else {
-            newer = super::delta::open(path).await?;
-        }
-        open.advance(newer).await?;
         self.keep(path, &open)?;
         Ok(open)
     }

@@ -1,5 +1,5 @@
-//! Audits as SQL: each audit becomes a query over `__tidemark_audited` (the batch's written
-//! rows) that returns the offending rows; an empty result passes.
+//! Audits as SQL: each audit becomes a query over `__tidemark_audited` (the rows a batch
+//! is about to commit) that returns the offending rows; an empty result passes.
 //!
 //! Invariant: argument values were parsed and canonicalised when the model was loaded, so they
 //! are SQL expressions, never raw user text spliced into a statement.

@@ -9,6 +9,9 @@
 //!   id at the same or a newer version means the batch landed already. Writing the `txn` action
 //!   in the same commit makes check-and-write atomic (a concurrent duplicate fails with
 //!   `ConcurrentTransaction`).
+//! - Rows, checksum and audits are computed on the batch's rows in memory before the commit; a
+//!   failing blocking audit means no commit. Only UNIQUE_KEY batches (whose checksum is the
+//!   merged table's) and batches found already committed are read back.
 //! - A clone hard-links the data files of the source version into the new table's directory and
 //!   commits them as the new table's first version: no bytes are copied, and deleting the source
 //!   table later never affects the clone (a hard link keeps the file alive).

@@ -114,7 +114,8 @@ pub enum WriteMode {
     },
 }
 
-/// One audit query over the batch's written data: it returns the offending rows.
+/// One audit query over the batch's rows (before they are committed): it returns the offending
+/// rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditJob {
     /// Audit name.
@@ -141,7 +142,7 @@ pub struct BatchJob {
     /// Application transaction: (id, version). A commit of this id at a version at least as
     /// high already in the table means the batch landed before; it is not written again.
     pub txn: (String, i64),
-    /// Audits run on the written data.
+    /// Audits run on the batch's rows before the commit.
     pub audits: Vec<AuditJob>,
 }
 

@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod display;
 pub mod estimate;
 pub mod job;
+mod lease;
 pub mod progress;
 pub mod scheduler;
 mod track;
@@ -35,7 +36,7 @@ use crate::error::{Diagnostic, Error, Result};
 use crate::interval::format_ts;
 use crate::plan::Plan;
 use crate::project::{Config, Kind, ModelName, SourceFormat};
-use crate::state::{Action, Snapshot, State};
+use crate::state::{Action, Snapshot, State, StateStore};
 use batches::{Batch, Node, Upstream};
 use catalog::{Catalog, Entry};
 use display::EventLine;
@@ -161,6 +162,8 @@ pub struct Context<'a> {
     pub options: &'a ExecOptions,
     /// The progress table.
     pub progress: &'a ProgressStore<'a>,
+    /// The state (for the apply's lease on the tables it reuses).
+    pub store: &'a StateStore,
     /// This apply.
     pub apply: &'a ApplyId,
     /// Set on SIGINT/SIGTERM: no new batch starts.
@@ -243,7 +246,27 @@ fn initial_pins(plan: &Plan, state: &State) -> BTreeMap<String, u64> {
 /// Run every batch of `plan`. Returns the report and the state changes to commit.
 pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
     check_fresh(plan, cx.state, cx.config)?;
+    lease::check_not_deleted(cx, plan)?;
     let snapshots = target_snapshots(plan, cx.state)?;
+    // Checked before anything is written (the lease, tables cloned, progress recorded).
+    let mut source_versions = BTreeMap::new();
+    for (name, s) in &cx.config.sources {
+        if !s.path.contains("://") && !std::path::Path::new(&s.path).exists() {
+            return Err(Diagnostic::error(format!(
+                "the source `{name}` reads {}, which does not exist",
+                s.declared_path
+            ))
+            .hint(format!(
+                "fix `path` under [sources.\"{name}\"] in tidemark.toml, or create the data first"
+            ))
+            .into());
+        }
+        if s.format == SourceFormat::Delta {
+            source_versions.insert(name.clone(), cx.engine.source_version(&s.path)?);
+        }
+    }
+    // From here on, janitor cannot delete what the plan reuses.
+    let leased = lease::take(cx, plan)?;
     let pins = initial_pins(plan, cx.state);
     let mut entries = BTreeMap::new();
     for (name, s) in snapshots {
@@ -263,23 +286,6 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
                 version,
             },
         );
-    }
-    let mut source_versions = BTreeMap::new();
-    for (name, s) in &cx.config.sources {
-        // Checked before anything is written (tables cloned, progress recorded).
-        if !s.path.contains("://") && !std::path::Path::new(&s.path).exists() {
-            return Err(Diagnostic::error(format!(
-                "the source `{name}` reads {}, which does not exist",
-                s.declared_path
-            ))
-            .hint(format!(
-                "fix `path` under [sources.\"{name}\"] in tidemark.toml, or create the data first"
-            ))
-            .into());
-        }
-        if s.format == SourceFormat::Delta {
-            source_versions.insert(name.clone(), cx.engine.source_version(&s.path)?);
-        }
     }
     // New generations of restated tables start as zero-copy clones of the current table.
     for (name, t) in &plan.target {
@@ -381,8 +387,11 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
         .values()
         .filter_map(|e| Some((e.table.clone()?, e.version?)))
         .collect();
-    let actions =
+    let mut actions =
         crate::plan::completed_actions(plan, cx.state, cx.now, &versions, &report.source_versions);
+    if leased {
+        actions.push(lease::release(cx));
+    }
     Ok((report, actions))
 }
 

@@ -13,7 +13,8 @@ use crate::engine::LocalEngine;
 use crate::error::{Diagnostic, Error, Result, io_error};
 use crate::plan::{PLAN_FORMAT, Plan};
 use crate::project::{Config, Warehouse};
-use crate::state::{State, StateStore};
+use crate::state::store::conflict_error;
+use crate::state::{Conflict, State, StateStore};
 
 /// Run `apply FILE` or `apply --resume ID`.
 pub fn run(
@@ -202,15 +203,22 @@ pub fn apply(
         log: &log,
         options: &ctx.exec,
         progress: &progress_store,
+        store,
         apply: &apply_id,
         interrupt: &INTERRUPT,
     };
     let (report, actions) = backfill::execute(&cx, plan)?;
     let message = format!(
-        "apply plan {} to {} (apply {})",
+        "{command}: plan {} to {} (apply {})",
         plan.plan_id, plan.environment, apply_id.id
     );
-    let after = store.transact(&message, |_| Ok(actions.clone()))?;
+    let after = match store.try_transact(&message, |_| Ok(actions.clone()))? {
+        Ok(after) => after,
+        Err(Conflict::Environment { name, found, .. }) => {
+            return Err(moved(store, &name, found, command));
+        }
+        Err(c) => return Err(conflict_error(&c)),
+    };
     let revision = after
         .environment(&plan.environment)
         .map(|e| e.revision)
@@ -242,6 +250,48 @@ pub fn apply(
     }
     emit(out, &summary(&report, &plan.environment, revision, seconds))?;
     Ok(report)
+}
+
+/// The error for an environment that another writer moved while this command computed: which
+/// commit moved it, and what to do for this command.
+fn moved(store: &StateStore, env: &str, found: Option<u64>, command: &str) -> Error {
+    let state = store.read().ok();
+    let last = state.as_ref().and_then(|s| {
+        s.history
+            .iter()
+            .rev()
+            .find(|h| h.environment == env)
+            .map(|h| h.seq)
+    });
+    let by = last
+        .and_then(|seq| store.commits(seq, seq).ok()?.into_iter().next())
+        .map(|c| {
+            format!(
+                " by state commit {} at {} (`{}`)",
+                c.seq,
+                c.at.format("%Y-%m-%dT%H:%M:%SZ"),
+                c.message
+            )
+        })
+        .unwrap_or_default();
+    let now = found.map_or("deleted".to_string(), |r| format!("at revision {r}"));
+    let hint = match command {
+        "run" => format!(
+            "run `tidemark run {env}` again: it continues from the new revision; windows this run wrote are recomputed, never duplicated"
+        ),
+        "promote" => format!(
+            "look at what `{env}` holds now (`tidemark env show {env}`) and promote again if it is still wanted"
+        ),
+        _ => format!(
+            "make the plan again against the new revision of `{env}` and review it; windows this apply wrote are recomputed, never duplicated"
+        ),
+    };
+    Error::from(
+        Diagnostic::error(format!(
+            "`{env}` changed while this {command} was computing: it is now {now}{by}, so this {command} did not move it"
+        ))
+        .hint(hint),
+    )
 }
 
 /// The end-of-apply table.

@@ -27,27 +27,20 @@ pub fn run(ctx: &Context, dry_run: bool, out: &mut dyn std::io::Write) -> Result
     let engine = engine(&config)?;
     let now = ctx.execution_time;
     let horizon = chrono::Duration::from_std(config.env_ttl).unwrap_or(chrono::Duration::days(7));
-    let state = store.read()?;
-
-    let expired: Vec<(String, u64)> = state
-        .environments
-        .values()
-        .filter(|e| e.name != PROD && e.expires_at.is_some_and(|x| x <= now))
-        .map(|e| (e.name.clone(), e.revision))
-        .collect();
-    let (tables, snapshots) = reachable(&store, &state, &expired, now - horizon)?;
-    let drop_tables: Vec<String> = state
-        .tables
-        .keys()
-        .filter(|t| !tables.contains_key(*t))
-        .cloned()
-        .collect();
-    let drop_snapshots: Vec<String> = state
-        .snapshots
-        .keys()
-        .filter(|s| !snapshots.contains(*s))
-        .cloned()
-        .collect();
+    // Decided inside the state transaction: if an apply leased a table or an environment
+    // moved meanwhile, the commit races, and the decision is made again on the fresh state.
+    let mut plan = Cleanup::default();
+    let state = store.transact_if(!dry_run, "janitor", |state| {
+        plan = Cleanup::of(&store, state, now, horizon)?;
+        Ok(plan.actions())
+    })?;
+    let Cleanup {
+        expired,
+        tables,
+        drop_tables,
+        drop_snapshots,
+        kept,
+    } = plan;
 
     let mut report = String::new();
     let verb = if dry_run { "would delete" } else { "deleted" };
@@ -57,25 +50,12 @@ pub fn run(ctx: &Context, dry_run: bool, out: &mut dyn std::io::Write) -> Result
     for t in &drop_tables {
         report.push_str(&format!("{verb} table {t}\n"));
     }
-    if !dry_run && (!expired.is_empty() || !drop_tables.is_empty() || !drop_snapshots.is_empty()) {
-        let mut actions: Vec<Action> = expired
-            .iter()
-            .map(|(name, rev)| Action::DeleteEnvironment {
-                name: name.clone(),
-                expected_revision: *rev,
-            })
-            .collect();
-        actions.extend(
-            drop_tables
-                .iter()
-                .map(|id| Action::DeleteTable { id: id.clone() }),
-        );
-        actions.extend(
-            drop_snapshots
-                .iter()
-                .map(|id| Action::DeleteSnapshot { id: id.clone() }),
-        );
-        store.transact("janitor", |_| Ok(actions.clone()))?;
+    for (t, apply) in &kept {
+        report.push_str(&format!(
+            "kept table {t}: apply {apply} holds a lease on it\n"
+        ));
+    }
+    if !dry_run {
         for t in &drop_tables {
             engine.drop_table(t, false)?;
         }
@@ -105,6 +85,84 @@ pub fn run(ctx: &Context, dry_run: bool, out: &mut dyn std::io::Write) -> Result
 
 /// Table id → the Delta versions pinned.
 type Pins = BTreeMap<String, BTreeSet<u64>>;
+
+/// What one janitor pass deletes, decided on one state.
+#[derive(Default)]
+struct Cleanup {
+    /// Expired environments with the revision read.
+    expired: Vec<(String, u64)>,
+    /// Tables kept, with the versions to keep.
+    tables: Pins,
+    drop_tables: Vec<String>,
+    drop_snapshots: Vec<String>,
+    /// Unreachable tables kept because an apply leased them: table → apply.
+    kept: BTreeMap<String, String>,
+}
+
+impl Cleanup {
+    fn of(
+        store: &StateStore,
+        state: &State,
+        now: chrono::DateTime<chrono::Utc>,
+        horizon: chrono::Duration,
+    ) -> Result<Cleanup> {
+        let expired: Vec<(String, u64)> = state
+            .environments
+            .values()
+            .filter(|e| e.name != PROD && e.expires_at.is_some_and(|x| x <= now))
+            .map(|e| (e.name.clone(), e.revision))
+            .collect();
+        let (tables, snapshots) = reachable(store, state, &expired, now - horizon)?;
+        // Leases lapse by the clock of the commit that checks them; `now` may be fixed by
+        // `--execution-time`, so the real clock decides here as it will there.
+        let leased = state.leased(chrono::Utc::now());
+        let mut kept = BTreeMap::new();
+        let mut drop_tables = Vec::new();
+        for t in state.tables.keys().filter(|t| !tables.contains_key(*t)) {
+            match leased.get(t.as_str()) {
+                Some(apply) => {
+                    kept.insert(t.clone(), (*apply).to_string());
+                }
+                None => drop_tables.push(t.clone()),
+            }
+        }
+        let drop_snapshots = state
+            .snapshots
+            .keys()
+            .filter(|s| !snapshots.contains(*s) && !leased.contains_key(s.as_str()))
+            .cloned()
+            .collect();
+        Ok(Cleanup {
+            expired,
+            tables,
+            drop_tables,
+            drop_snapshots,
+            kept,
+        })
+    }
+
+    fn actions(&self) -> Vec<Action> {
+        let mut actions: Vec<Action> = self
+            .expired
+            .iter()
+            .map(|(name, rev)| Action::DeleteEnvironment {
+                name: name.clone(),
+                expected_revision: *rev,
+            })
+            .collect();
+        actions.extend(
+            self.drop_tables
+                .iter()
+                .map(|id| Action::DeleteTable { id: id.clone() }),
+        );
+        actions.extend(
+            self.drop_snapshots
+                .iter()
+                .map(|id| Action::DeleteSnapshot { id: id.clone() }),
+        );
+        actions
+    }
+}
 
 /// Tables (with the versions pinned) and snapshots that surviving environments use now or used
 /// in a revision since `since` (and always in their previous revision).

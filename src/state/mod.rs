@@ -18,6 +18,10 @@
 //!   read ([`Action::PutEnvironment::expected_revision`]), so a change made by someone else in
 //!   between is detected instead of overwritten.
 //! - Interval sets are stored merged, so years of daily intervals stay a handful of ranges.
+//! - A table under a live [`Lease`] (an apply that will read or write it) cannot be deleted;
+//!   a lease can only be taken on tables that exist, so an apply and a janitor pass that race
+//!   are ordered by the log: either the lease lands first and the table stays, or the delete
+//!   lands first and the apply stops before it writes anything.
 //! - Maps are `BTreeMap`s: serialization is deterministic.
 
 pub mod storage;
@@ -341,6 +345,18 @@ pub enum Action {
         /// Table id.
         id: String,
     },
+    /// Claim existing tables for an apply (replaces that apply's earlier lease).
+    Lease {
+        /// The apply id.
+        apply: String,
+        /// The claim.
+        lease: Lease,
+    },
+    /// Give up an apply's lease (nothing happens when it holds none).
+    Release {
+        /// The apply id.
+        apply: String,
+    },
     /// Replace an empty state with an exported one (`state import`).
     Import {
         /// The imported state.
@@ -363,6 +379,25 @@ pub struct State {
     pub environments: BTreeMap<String, Environment>,
     /// Every environment change, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// Leases of applies in progress (or interrupted, until they expire), by apply id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leases: BTreeMap<String, Lease>,
+}
+
+/// An apply's claim on the existing tables it reads or writes: while it lasts, `janitor`
+/// cannot delete them. Taken before the apply's first write, renewed by `apply --resume`,
+/// released by the apply's final commit; an interrupted apply's lease lapses at `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The environment the apply builds.
+    pub environment: String,
+    /// Table ids.
+    pub tables: BTreeSet<String>,
+    /// Snapshot ids (the definitions the apply builds from).
+    #[serde(default)]
+    pub snapshots: BTreeSet<String>,
+    /// When the claim lapses.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Why a commit cannot be applied to the state it was meant for.
@@ -422,6 +457,18 @@ impl State {
         env.models
             .get(name)
             .and_then(|m| self.snapshots.get(&m.snapshot))
+    }
+
+    /// Tables and snapshots under a lease that is still live at `at`, with the apply holding
+    /// it.
+    pub fn leased(&self, at: DateTime<Utc>) -> BTreeMap<&str, &str> {
+        let mut out = BTreeMap::new();
+        for (apply, lease) in self.leases.iter().filter(|(_, l)| l.expires_at > at) {
+            for t in lease.tables.iter().chain(&lease.snapshots) {
+                out.entry(t.as_str()).or_insert(apply.as_str());
+            }
+        }
+        out
     }
 
     /// Completed intervals of a table (empty when unknown).
@@ -563,6 +610,11 @@ impl State {
                 });
             }
             Action::DeleteSnapshot { id } => {
+                if let Some(apply) = self.leased(at).get(id.as_str()) {
+                    return Err(Conflict::Invalid(format!(
+                        "snapshot {id} is leased by apply {apply}, which builds from it"
+                    )));
+                }
                 if let Some(env) = self
                     .environments
                     .values()
@@ -585,7 +637,28 @@ impl State {
                 *self = (**state).clone();
                 self.history = history;
             }
+            Action::Lease { apply, lease } => {
+                if let Some(t) = lease.tables.iter().find(|t| !self.tables.contains_key(*t)) {
+                    return Err(unknown(t));
+                }
+                if let Some(s) = lease
+                    .snapshots
+                    .iter()
+                    .find(|s| !self.snapshots.contains_key(*s))
+                {
+                    return Err(Conflict::Invalid(format!("unknown snapshot {s}")));
+                }
+                self.leases.insert(apply.clone(), lease.clone());
+            }
+            Action::Release { apply } => {
+                self.leases.remove(apply);
+            }
             Action::DeleteTable { id } => {
+                if let Some(apply) = self.leased(at).get(id.as_str()) {
+                    return Err(Conflict::Invalid(format!(
+                        "table {id} is leased by apply {apply}, which reads or writes it"
+                    )));
+                }
                 if let Some(env) = self
                     .environments
                     .values()

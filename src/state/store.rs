@@ -170,22 +170,33 @@ impl StateStore {
     }
 
     /// Read the state, let `f` decide the actions, and commit them; when another writer got
-    /// there first, read again and ask `f` again. `f` returning no actions commits nothing.
+    /// there first, read again and ask `f` again. `f` returning no actions commits nothing. A
+    /// commit that contradicts the state (e.g. an environment that moved) is a user error.
     pub fn transact(
         &self,
         message: &str,
-        mut f: impl FnMut(&State) -> Result<Vec<Action>>,
+        f: impl FnMut(&State) -> Result<Vec<Action>>,
     ) -> Result<State> {
+        self.try_transact(message, f)?
+            .map_err(|c| conflict_error(&c))
+    }
+
+    /// [`StateStore::transact`], returning a contradiction to the caller to explain.
+    pub fn try_transact(
+        &self,
+        message: &str,
+        mut f: impl FnMut(&State) -> Result<Vec<Action>>,
+    ) -> Result<std::result::Result<State, Conflict>> {
         for _ in 0..MAX_ATTEMPTS {
             let state = self.read()?;
             let actions = f(&state)?;
             if actions.is_empty() {
-                return Ok(state);
+                return Ok(Ok(state));
             }
             match self.commit(&state, actions, message)? {
-                Outcome::Committed(s) => return Ok(*s),
+                Outcome::Committed(s) => return Ok(Ok(*s)),
                 Outcome::Raced => continue,
-                Outcome::Conflict(c) => return Err(conflict_error(&c)),
+                Outcome::Conflict(c) => return Ok(Err(c)),
             }
         }
         Err(Error::from(
@@ -194,6 +205,22 @@ impl StateStore {
             ))
             .hint("try again; if it persists, look for a runaway process writing to this warehouse"),
         ))
+    }
+
+    /// [`StateStore::transact`] when `write`; otherwise only let `f` decide on the current state
+    /// (a dry run) and commit nothing.
+    pub fn transact_if(
+        &self,
+        write: bool,
+        message: &str,
+        mut f: impl FnMut(&State) -> Result<Vec<Action>>,
+    ) -> Result<State> {
+        if write {
+            return self.transact(message, f);
+        }
+        let state = self.read()?;
+        f(&state)?;
+        Ok(state)
     }
 
     /// Write a checkpoint of `state` and point the hint at it.
@@ -484,5 +511,39 @@ mod tests {
             .unwrap();
         let err = StateStore::new(Box::new(storage)).read().unwrap_err();
         assert!(err.to_string().contains("tidemark.state/v9"), "{err}");
+    }
+
+    #[test]
+    fn a_lease_keeps_a_table_from_janitor_until_released_or_lapsed() {
+        use crate::state::Lease;
+        let lease = |until: &str| Action::Lease {
+            apply: "a1".into(),
+            lease: Lease {
+                environment: "dev".into(),
+                tables: ["s/m__v".to_string()].into(),
+                snapshots: Default::default(),
+                expires_at: t(until),
+            },
+        };
+        let mut s = State::empty();
+        // Only existing tables can be leased: a table deleted first stops the apply.
+        assert!(s.apply(1, t("2024-01-01"), &[lease("2024-01-09")]).is_err());
+        s.apply(1, t("2024-01-01"), &[table("s/m__v")]).unwrap();
+        s.apply(2, t("2024-01-01"), &[lease("2024-01-09")]).unwrap();
+        let delete = [Action::DeleteTable {
+            id: "s/m__v".into(),
+        }];
+        let err = s.clone().apply(3, t("2024-01-02"), &delete).unwrap_err();
+        assert!(err.to_string().contains("leased by apply a1"), "{err}");
+        assert_eq!(s.leased(t("2024-01-02")).get("s/m__v"), Some(&"a1"));
+        // A lapsed lease no longer protects the table.
+        assert!(s.leased(t("2024-01-09")).is_empty());
+        s.clone().apply(3, t("2024-01-09"), &delete).unwrap();
+        // Released: deletable at once; releasing twice is harmless.
+        let release = Action::Release { apply: "a1".into() };
+        s.apply(3, t("2024-01-02"), &[release.clone(), release])
+            .unwrap();
+        s.apply(4, t("2024-01-02"), &delete).unwrap();
+        assert!(s.tables.is_empty() && s.leases.is_empty());
     }
 }

@@ -17,7 +17,7 @@ fn progress_json(p: &Path, id: Option<&str>) -> serde_json::Value {
 
 /// `tidemark --project P PREFIX plan --apply --workers 1 --progress lines`, its stderr piped.
 fn with_piped_stderr(p: &Path, prefix: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    Command::new(crate::common::bin())
         .arg("--project")
         .arg(p)
         .args(prefix)
@@ -258,7 +258,7 @@ fn two_applies_of_one_environment_race_and_one_wins() {
         ],
     );
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        Command::new(crate::common::bin())
             .args([
                 "--project",
                 p.to_str().unwrap(),
@@ -288,7 +288,8 @@ fn two_applies_of_one_environment_race_and_one_wins() {
     assert_eq!(loser.status.code(), Some(2));
     let err = String::from_utf8_lossy(&loser.stderr);
     assert!(
-        err.contains("environment `prod`") && err.contains("hint:"),
+        (err.contains("`prod` changed while this apply") || err.contains("the plan is stale"))
+            && err.contains("hint:"),
         "{err}"
     );
     // No duplicates: one row per day and per key.
@@ -339,7 +340,7 @@ fn a_history_backfill_in_dev_and_the_daily_run_in_prod_write_one_table_at_once()
             "2024-03-11",
         ];
         all.extend_from_slice(args);
-        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        Command::new(crate::common::bin())
             .args(&all)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

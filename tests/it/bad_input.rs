@@ -8,7 +8,7 @@ use crate::common::{ok, tidemark};
 use crate::kinds::ledger;
 
 /// Every file under the warehouse with its size and content hash.
-fn tree(dir: &Path) -> BTreeMap<String, String> {
+pub fn tree(dir: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;

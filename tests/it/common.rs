@@ -37,8 +37,16 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 /// Run `tidemark ARGS` in `cwd` with a fixed environment (no colour, no inherited NO_COLOR games).
+/// The binary under test: `TIDEMARK_BIN` when set (the long crash run uses a release build
+/// copied aside, so rebuilding meanwhile does not change what runs), else this build's.
+pub fn bin() -> PathBuf {
+    std::env::var_os("TIDEMARK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tidemark")))
+}
+
 pub fn tidemark_in(cwd: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let out = Command::new(crate::common::bin())
         .args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")

@@ -48,7 +48,7 @@ impl Rng {
 
 /// Run `tidemark ARGS` on `p`, SIGKILL it after `delay` unless it finished; `true` if killed.
 fn run_and_kill(p: &Path, args: &[&str], delay: Duration) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let mut child = Command::new(crate::common::bin())
         .arg("--project")
         .arg(p)
         .args(args)

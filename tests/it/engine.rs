@@ -311,7 +311,7 @@ fn an_interrupted_apply_resumes_to_the_same_contents() {
         &["--execution-time", "2024-01-20", "plan", "--apply"],
     );
     let (_b, p) = example();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let mut child = std::process::Command::new(crate::common::bin())
         .args([
             "--project",
             p.to_str().unwrap(),

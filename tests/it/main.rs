@@ -16,5 +16,6 @@ mod fingerprints;
 mod info;
 mod kinds;
 mod plan;
+mod races;
 mod render;
 mod synth;

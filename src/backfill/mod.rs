@@ -248,6 +248,11 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
     check_fresh(plan, cx.state, cx.config)?;
     lease::check_not_deleted(cx, plan)?;
     let snapshots = target_snapshots(plan, cx.state)?;
+    for t in plan.target.values() {
+        for id in t.table.iter().chain(&t.clone_from) {
+            crate::state::check_table_id(id)?;
+        }
+    }
     // Checked before anything is written (the lease, tables cloned, progress recorded).
     let mut source_versions = BTreeMap::new();
     for (name, s) in &cx.config.sources {

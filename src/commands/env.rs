@@ -161,7 +161,7 @@ pub fn view(engine: &dyn Engine, state: &State, env: &str) -> Result<EnvView> {
         .iter()
         .map(|(name, m)| {
             let s = state.snapshots.get(&m.snapshot);
-            EnvModelView {
+            Ok(EnvModelView {
                 name: name.clone(),
                 kind: s
                     .map(|s| s.model.kind.name().to_string())
@@ -169,11 +169,11 @@ pub fn view(engine: &dyn Engine, state: &State, env: &str) -> Result<EnvView> {
                 version: s.map(|s| s.version.clone()).unwrap_or_default(),
                 snapshot: m.snapshot.clone(),
                 table: m.table.clone(),
-                uri: m.table.as_ref().map(|t| engine.table_uri(t)),
+                uri: m.table.as_ref().map(|t| engine.table_uri(t)).transpose()?,
                 delta_version: m.table_version,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let ts = |t: DateTime<Utc>| format_ts(t);
     Ok(EnvView {
         format: "tidemark.env/v1",

@@ -203,7 +203,7 @@ pub trait Engine {
     /// Delete a physical table's directory.
     fn drop_table(&self, table: &str, dry_run: bool) -> Result<()>;
     /// Where a table lives (for external readers).
-    fn table_uri(&self, table: &str) -> String;
+    fn table_uri(&self, table: &str) -> Result<String>;
     /// Rows and order-independent checksum per partition of a table at `version` (one entry,
     /// partition `all`, for an unpartitioned table), by partition key.
     fn partition_stats(&self, table: &str, version: u64) -> Result<BTreeMap<String, Checksum>>;
@@ -230,28 +230,32 @@ impl LocalEngine {
         })
     }
 
-    fn table_path(&self, table: &str) -> PathBuf {
+    /// The directory of `table` under the warehouse root. Table ids are built from validated
+    /// model names and hex versions; anything else (a hand-edited state, a crafted plan file)
+    /// is refused here, so no id can point a write or a delete outside the warehouse.
+    pub(crate) fn table_path(&self, table: &str) -> Result<PathBuf> {
+        crate::state::check_table_id(table)?;
         let mut p = self.root.clone();
         for part in table.split('/') {
             p.push(part);
         }
-        p
+        Ok(p)
     }
 }
 
 impl Engine for LocalEngine {
     fn run_batch(&self, job: &BatchJob) -> Result<BatchReport> {
-        let path = self.table_path(&job.table);
+        let path = self.table_path(&job.table)?;
         self.rt.block_on(delta::run_batch(self, &path, job))
     }
 
     fn table_info(&self, table: &str) -> Result<Option<TableInfo>> {
-        let path = self.table_path(table);
+        let path = self.table_path(table)?;
         self.rt.block_on(delta::table_info(&path))
     }
 
     fn clone_table(&self, from: &str, version: u64, to: &str) -> Result<u64> {
-        let (from, to) = (self.table_path(from), self.table_path(to));
+        let (from, to) = (self.table_path(from)?, self.table_path(to)?);
         self.rt.block_on(delta::clone_table(&from, version, &to))
     }
 
@@ -277,13 +281,13 @@ impl Engine for LocalEngine {
     }
 
     fn vacuum(&self, table: &str, keep_versions: &[u64], dry_run: bool) -> Result<u64> {
-        let path = self.table_path(table);
+        let path = self.table_path(table)?;
         self.rt
             .block_on(delta::vacuum(&path, keep_versions, dry_run))
     }
 
     fn drop_table(&self, table: &str, dry_run: bool) -> Result<()> {
-        let path = self.table_path(table);
+        let path = self.table_path(table)?;
         if dry_run || !path.exists() {
             return Ok(());
         }
@@ -292,14 +296,15 @@ impl Engine for LocalEngine {
             .map_err(|e| Error::from(crate::error::io_error("delete", &path, &e)))
     }
 
-    fn table_uri(&self, table: &str) -> String {
-        delta::url_of(&self.table_path(table))
+    fn table_uri(&self, table: &str) -> Result<String> {
+        let path = self.table_path(table)?;
+        Ok(delta::url_of(&path)
             .map(|u| u.to_string())
-            .unwrap_or_else(|_| self.table_path(table).to_string_lossy().into_owned())
+            .unwrap_or_else(|_| path.to_string_lossy().into_owned()))
     }
 
     fn partition_stats(&self, table: &str, version: u64) -> Result<BTreeMap<String, Checksum>> {
-        let path = self.table_path(table);
+        let path = self.table_path(table)?;
         self.rt.block_on(delta::partition_stats(&path, version))
     }
 }
@@ -316,4 +321,32 @@ pub fn partition_key(unit: IntervalUnit, t: DateTime<Utc>) -> String {
 /// An engine error (DataFusion or delta-rs) as a user-facing error about `what`.
 fn failed(what: &str, e: impl std::fmt::Display) -> Error {
     Error::from(crate::error::Diagnostic::error(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_ids_cannot_leave_the_warehouse() {
+        let e = LocalEngine::new(Path::new("/wh")).unwrap();
+        assert_eq!(
+            e.table_path("ledger/daily_totals__0a1b__g2").unwrap(),
+            PathBuf::from("/wh/ledger/daily_totals__0a1b__g2")
+        );
+        for bad in [
+            "../etc",
+            "ledger/../../etc",
+            "/etc/passwd",
+            "ledger//x",
+            "",
+            "ledger/x y",
+            "ledger/x\0",
+            "ledger/..",
+            "ledger\\..\\x",
+        ] {
+            let err = e.table_path(bad).unwrap_err().to_string();
+            assert!(err.contains("not a tidemark table id"), "{bad}: {err}");
+        }
+    }
 }

@@ -242,4 +242,95 @@ mod tests {
         let reparsed = parse_query(Path::new("m.sql"), &out).unwrap();
         assert_eq!(reparsed.to_string(), out);
     }
+
+    /// The statement's structure: projection width, the FROM table's name parts, and the
+    /// WHERE clause's shape with every literal blanked out.
+    fn shape(q: &Query) -> (usize, Vec<String>, String) {
+        use datafusion::sql::sqlparser::ast::{ObjectNamePart, SetExpr};
+        let SetExpr::Select(select) = q.body.as_ref() else {
+            panic!("not a SELECT: {q}");
+        };
+        assert_eq!(select.from.len(), 1, "{q}");
+        let TableFactor::Table { name, .. } = &select.from[0].relation else {
+            panic!("not a table: {q}");
+        };
+        let parts = name
+            .0
+            .iter()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(i) => i.value.clone(),
+                other => panic!("unexpected name part {other:?}"),
+            })
+            .collect();
+        let mut filter = select.selection.clone().expect("a WHERE clause");
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut filter, |e| {
+            if matches!(e, Expr::Value(_) | Expr::TypedString(_)) {
+                *e = Expr::value(Value::Null);
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        (select.projection.len(), parts, filter.to_string())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Window bounds and the execution time are typed instants, printed as digits and
+        /// separators only; physical names are checked ids of `[A-Za-z0-9_]` parts, always
+        /// quoted. Fed hostile names (quotes, backslashes, comment markers, semicolons, control
+        /// characters, any Unicode), the checks refuse them before any SQL is made; fed any
+        /// instants and any valid names (SQL keywords included), the rendered statement
+        /// re-parses to itself with the same structure: literals stay literals.
+        #[test]
+        fn substituted_values_never_change_the_statement(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[\"'`;\\\\ .-]{1,8}",
+                    "(--|/\\*|\\*/|'; DROP TABLE x; --|\\n|\\u{0}|\\u{2028}){1,3}",
+                    "\\PC{1,10}",
+                    "[A-Za-z0-9_]{1,12}",
+                    "(select|from|drop|where|or|union|null|table|[0-9]{1,3})",
+                ],
+                1..4,
+            ),
+            start in -30_000_000_000i64..250_000_000_000i64,
+            micros in 0i64..1_000_000,
+            length in 1i64..400_000_000,
+            now in -30_000_000_000i64..250_000_000_000i64,
+        ) {
+            let plain = |p: &String| p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let checked = crate::state::check_table_id(&parts.join("/"));
+            if !parts.iter().all(plain) {
+                proptest::prop_assert!(checked.is_err());
+                proptest::prop_assert!(crate::project::ModelName::parse(&parts.join(".")).is_err());
+                return Ok(());
+            }
+            proptest::prop_assert!(checked.is_ok());
+            let at = |secs: i64, us: i64| {
+                DateTime::from_timestamp(secs, 0).unwrap() + Duration::microseconds(us)
+            };
+            let c = MacroContext {
+                start: at(start, micros),
+                end: at(start + length, 0),
+                execution_time: at(now, micros),
+                this_model: parts.clone(),
+            };
+            let vars: Vec<String> = MACRO_VARIABLES
+                .iter()
+                .filter(|(n, _)| *n != "this_model")
+                .map(|(n, _)| format!("@{n}"))
+                .collect();
+            let sql = format!(
+                "SELECT {} FROM @this_model WHERE x BETWEEN @start_ts AND @end_ts AND d = @execution_ds",
+                vars.join(", ")
+            );
+            let q = parse_query(Path::new("m.sql"), &sql).unwrap();
+            let text = render_query(&q, &c).unwrap().to_string();
+            let reparsed = parse_query(Path::new("m.sql"), &text).unwrap();
+            proptest::prop_assert_eq!(reparsed.to_string(), text.clone());
+            let (width, names, filter) = shape(&reparsed);
+            proptest::prop_assert_eq!(width, vars.len());
+            proptest::prop_assert_eq!(names, parts);
+            proptest::prop_assert_eq!(filter, "x BETWEEN NULL AND NULL AND d = NULL");
+        }
+    }
 }

@@ -76,9 +76,13 @@ pub fn parse_query(file: &Path, body: &str) -> Result<Box<Query>, Diagnostic> {
                 .join(" ");
             let loc = first_token_location(body)
                 .map_or_else(|| Location::file(file), |(l, c)| Location::at(file, l, c));
-            Err(Diagnostic::error(format!("a model's query must be a SELECT, WITH, VALUES or set operation, found `{kind} ...`"))
-                .at(loc)
-                .hint("tidemark creates and writes the table itself; the model only says what to select"))
+            Err(Diagnostic::error(format!(
+                "the query must be a SELECT, WITH, VALUES or set operation, found `{kind} ...`"
+            ))
+            .at(loc)
+            .hint(
+                "tidemark creates and writes the table itself; the model only says what to select",
+            ))
         }
     }
 }

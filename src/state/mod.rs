@@ -220,6 +220,25 @@ pub fn table_id(name: &ModelName, version: &str, generation: u32) -> String {
     }
 }
 
+/// Refuse anything that is not a table id [`table_id`] can make: `/`-separated, non-empty parts
+/// of ASCII letters, digits and `_`. Ids come from the state and from plan files, either of
+/// which can be edited outside tidemark; checked, no id can name a path outside the warehouse.
+pub fn check_table_id(id: &str) -> Result<()> {
+    let ok = |part: &str| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    if id.split('/').all(ok) {
+        return Ok(());
+    }
+    Err(Error::from(
+        Diagnostic::error(format!(
+            "`{}` is not a tidemark table id: it could name a path outside the warehouse",
+            id.escape_default()
+        ))
+        .hint("the state or the plan file was changed outside tidemark; restore the state (`tidemark state export` / `state import`) or make the plan again"),
+    ))
+}
+
 /// A physical table: one version (and generation) of a model's rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhysicalTable {

@@ -96,6 +96,55 @@ fn bad_commands_and_files_are_refused_without_writing_anything() {
             "run".into(),
         ]),
     );
+    // Hostile values never reach SQL or paths: they are parsed or validated first.
+    case(
+        "hostile start date",
+        run(with(&[
+            "plan",
+            "dev",
+            "--start",
+            "2024-03-01' OR '1'='1",
+            "--apply",
+        ])),
+    );
+    case(
+        "hostile render window",
+        run(with(&[
+            "render",
+            "ledger.daily_totals",
+            "--start",
+            "2024-03-01'; DROP TABLE x; --",
+        ])),
+    );
+    case(
+        "hostile environment name",
+        run(with(&["plan", "dev'; DROP TABLE x; --", "--apply"])),
+    );
+    case(
+        "environment name leaving the warehouse",
+        run(with(&["plan", "../../outside", "--apply"])),
+    );
+    case(
+        "hostile model name to restate",
+        run(with(&[
+            "plan",
+            "--restate-model",
+            "ledger.daily_totals\"; DROP TABLE x; --",
+            "--apply",
+        ])),
+    );
+    case(
+        "query that writes a file",
+        run(with(&[
+            "query",
+            "COPY (SELECT 1 AS x) TO '/tmp/tidemark-escape.csv'",
+        ])),
+    );
+    case(
+        "query that creates a table",
+        run(with(&["query", "CREATE TABLE escape AS SELECT 1 AS x"])),
+    );
+    assert!(!Path::new("/tmp/tidemark-escape.csv").exists());
 
     // Saved plans: truncated, from another project, stale.
     std::fs::write(
@@ -205,4 +254,143 @@ fn bad_commands_and_files_are_refused_without_writing_anything() {
     std::fs::remove_file(&next).unwrap();
 
     insta::assert_snapshot!("bad_input_cli", out);
+}
+
+/// Every file under `root` except those under `except`.
+fn outside(root: &Path, except: &Path) -> BTreeMap<String, String> {
+    tree(root)
+        .into_iter()
+        .filter(|(k, _)| !root.join(k).starts_with(except))
+        .collect()
+}
+
+#[test]
+fn nothing_tidemark_writes_lands_outside_the_warehouse_root() {
+    let (t, p) = ledger(0..7);
+    // The warehouse lives beside the project, not in it: the root is what the config says.
+    let toml = p.join("tidemark.toml");
+    let config = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        config.replace("warehouse = \"warehouse\"", "warehouse = \"../wh\""),
+    )
+    .unwrap();
+    let wh = t.path().join("wh");
+    let before = outside(t.path(), &wh);
+    let at = |time: &'static str, rest: &[&'static str]| -> Vec<&'static str> {
+        ["--execution-time", time]
+            .iter()
+            .chain(rest)
+            .copied()
+            .collect()
+    };
+    ok(&p, &at("2024-03-08", &["plan", "--apply"]));
+    crate::kinds::append_payments(
+        &p.join("data/payments"),
+        &(7..9)
+            .flat_map(crate::kinds::payments_of_day)
+            .collect::<Vec<_>>(),
+    );
+    let before = {
+        // The test itself just appended to the source; only what tidemark writes counts.
+        let mut b = before;
+        b.extend(
+            tree(&p.join("data"))
+                .into_iter()
+                .map(|(k, v)| (format!("project/data/{k}"), v)),
+        );
+        b
+    };
+    ok(&p, &at("2024-03-10", &["run"]));
+    ok(&p, &at("2024-03-10", &["plan", "dev", "--apply"]));
+    ok(
+        &p,
+        &at(
+            "2024-03-10",
+            &[
+                "plan",
+                "dev",
+                "--restate-model",
+                "ledger.daily_totals",
+                "--apply",
+            ],
+        ),
+    );
+    ok(&p, &at("2024-03-10", &["promote", "dev"]));
+    ok(&p, &["rollback", "--to", "1"]);
+    let r = tidemark(
+        &p,
+        &[
+            "reconcile",
+            "ledger.daily_totals",
+            "--env",
+            "prod",
+            "--against",
+            "dev",
+        ],
+    );
+    assert_eq!(
+        r.code,
+        1,
+        "rolled-back prod differs from dev: {}",
+        r.transcript()
+    );
+    ok(&p, &["query", "SELECT COUNT(*) FROM ledger.daily_totals"]);
+    ok(&p, &["progress"]);
+    ok(&p, &["log"]);
+    ok(&p, &["--execution-time", "2099-01-01", "janitor"]);
+    assert!(
+        wh.join("_tidemark").is_dir(),
+        "the state lives in the warehouse"
+    );
+    assert_eq!(
+        before,
+        outside(t.path(), &wh),
+        "a file outside the warehouse changed"
+    );
+
+    // A plan file crafted to point a table outside the warehouse (with a matching plan id):
+    // refused before anything is written.
+    let saved = p.join("plan.json");
+    std::fs::write(
+        p.join("models/ledger/extra.sql"),
+        "MODEL (name ledger.extra, kind FULL);\nSELECT 1 AS x\n",
+    )
+    .unwrap();
+    ok(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-10",
+            "plan",
+            "dev",
+            "--out",
+            saved.to_str().unwrap(),
+        ],
+    );
+    let mut plan: tidemark::plan::Plan =
+        serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    for target in plan.target.values_mut() {
+        if target.table.is_some() {
+            target.table = Some("../../escaped".into());
+        }
+    }
+    plan.plan_id = tidemark::plan::plan_id(&plan).unwrap();
+    std::fs::write(&saved, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+    let before = outside(t.path(), &wh);
+    let warehouse = tree(&wh);
+    let r = tidemark(&p, &["apply", saved.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr.contains("is not a tidemark table id"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(before, outside(t.path(), &wh));
+    assert_eq!(
+        warehouse,
+        tree(&wh),
+        "the refused apply wrote to the warehouse"
+    );
+    assert!(!t.path().join("escaped").exists());
 }

@@ -147,7 +147,10 @@ pub fn run(
         Kind::Seed { path } => {
             let file = cx.config.root.join(path);
             check_seed(&file, &entry.snapshot)?;
-            WriteMode::Seed { path: file }
+            WriteMode::Seed {
+                path: file,
+                columns: rec.columns.clone(),
+            }
         }
         _ => WriteMode::Full,
     };

@@ -23,7 +23,7 @@ use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::TableProvider;
-use datafusion::prelude::{CsvReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
@@ -243,19 +243,8 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
         }
         WriteMode::Full | WriteMode::Seed { .. } => {
             let batches = match &job.write {
-                WriteMode::Seed { path } => {
-                    let p = path.to_string_lossy();
-                    let df = ctx
-                        .read_csv(p.as_ref(), CsvReadOptions::new().has_header(true))
-                        .await
-                        .map_err(|e| failed(&format!("cannot read the seed {p}"), e))?;
-                    let b = df.collect().await.map_err(|e| {
-                        Error::from(
-                            Diagnostic::error(format!("cannot read the seed {p}: {e}"))
-                                .hint("every row needs the header's number of columns"),
-                        )
-                    })?;
-                    plain_types(b)?
+                WriteMode::Seed { path, columns } => {
+                    plain_types(super::seed::read(&ctx, path, columns).await?)?
                 }
                 _ => {
                     let b = collect(&ctx, &job.sql, &what).await?;

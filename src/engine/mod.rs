@@ -18,6 +18,7 @@
 
 mod checksum;
 mod delta;
+mod seed;
 mod session;
 mod tables;
 
@@ -111,6 +112,9 @@ pub enum WriteMode {
     Seed {
         /// The CSV file.
         path: PathBuf,
+        /// Declared columns (name, SQL type), read with these types; empty: inferred from
+        /// every row.
+        columns: Vec<(String, String)>,
     },
 }
 

@@ -14,6 +14,7 @@ mod fuzz;
 pub mod header;
 pub mod model;
 pub mod name;
+pub mod seed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

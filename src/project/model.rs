@@ -794,7 +794,14 @@ impl<'a> Builder<'a> {
                         .hint("its rows come from the CSV file; remove the query"),
                 );
             }
-            (Kind::Seed { .. }, None) => {}
+            (Kind::Seed { path }, None) => {
+                // Read again here, where the declared columns are known.
+                if let Ok(bytes) = std::fs::read(self.root.join(path))
+                    && let Err(d) = super::seed::check(&bytes, path, &self.columns)
+                {
+                    self.errors.push(d);
+                }
+            }
             (_, None) => self.errors.push(
                 Diagnostic::error("the model has no query")
                     .at(self.location.clone())

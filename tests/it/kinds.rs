@@ -233,3 +233,26 @@ fn every_kind_applies_and_runs_with_exact_results() {
     assert_eq!(r.code, 2, "{}", r.transcript());
     assert!(r.stderr.contains("runs one SELECT"), "{}", r.stderr);
 }
+
+#[test]
+fn a_seed_with_declared_columns_is_read_with_those_types() {
+    let (_t, p) = ledger(0..7);
+    let f = p.join("models/ledger/accounts.sql");
+    let text = std::fs::read_to_string(&f).unwrap();
+    let declared = text.replace(
+        "grain account_id",
+        "grain account_id, columns (account_id INT, name VARCHAR, tier VARCHAR, currency VARCHAR)",
+    );
+    assert_ne!(text, declared);
+    std::fs::write(&f, declared).unwrap();
+    ok(&p, &["--execution-time", "2024-03-08", "plan", "--apply"]);
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT arrow_typeof(account_id) AS t, COUNT(*) AS n FROM ledger.accounts GROUP BY 1"
+        ),
+        "t,n\nInt32,5\n"
+    );
+    check_all(&p, &(0..7).flat_map(payments_of_day).collect::<Vec<_>>());
+}

@@ -227,6 +227,13 @@ pub fn io_error(action: &str, path: &Path, err: &std::io::Error) -> Diagnostic {
         std::io::ErrorKind::NotFound => {
             Some("check the path; relative paths start at the project root")
         }
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            if action != "read" =>
+        {
+            Some(
+                "whoever runs tidemark needs write access there; nothing was changed (`query`, `env` and `progress` only read)",
+            )
+        }
         std::io::ErrorKind::PermissionDenied => Some("check the file permissions"),
         _ => None,
     };

@@ -394,3 +394,81 @@ fn nothing_tidemark_writes_lands_outside_the_warehouse_root() {
     );
     assert!(!t.path().join("escaped").exists());
 }
+
+/// Is this process root (so that `setpriv` can drop to `nobody`)?
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[test]
+fn a_warehouse_without_write_permission_is_refused_without_a_trace() {
+    // Root ignores permissions, so the commands run as `nobody` through `setpriv`; where that
+    // is impossible (not root, no setpriv) the test says so and checks nothing.
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !is_root() || !setpriv.exists() {
+        eprintln!("skipped: needs root and /usr/bin/setpriv to run a command as `nobody`");
+        return;
+    }
+    let (t, p) = ledger(0..7);
+    ok(&p, &["--execution-time", "2024-03-08", "plan", "--apply"]);
+    // Something for janitor to delete once `dev` expires.
+    ok(
+        &p,
+        &["--execution-time", "2024-03-08", "plan", "dev", "--apply"],
+    );
+    crate::kinds::append_payments(
+        &p.join("data/payments"),
+        &(7..10)
+            .flat_map(crate::kinds::payments_of_day)
+            .collect::<Vec<_>>(),
+    );
+    // A copy of the binary and the project that `nobody` can read but not write.
+    let bin = t.path().join("tidemark");
+    std::fs::copy(crate::common::bin(), &bin).unwrap();
+    let chmod = std::process::Command::new("chmod")
+        .args(["-R", "a+rX,go-w"])
+        .arg(t.path())
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    let as_nobody = |args: &[&str]| {
+        let o = std::process::Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .arg("--project")
+            .arg(&p)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let before = tree(&p.join("warehouse"));
+    for args in [
+        &["--execution-time", "2024-03-11", "run"][..],
+        &["--execution-time", "2024-03-11", "plan", "dev2", "--apply"][..],
+        &["--execution-time", "2099-01-01", "janitor"][..],
+    ] {
+        let (code, _, err) = as_nobody(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("error: cannot ")
+                && err.contains("permission denied")
+                && err.contains("hint: whoever runs tidemark needs write access"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(before, tree(&p.join("warehouse")), "{args:?} wrote");
+    }
+    // Reading needs no write access.
+    let (code, out, err) = as_nobody(&["query", "SELECT COUNT(*) AS n FROM ledger.daily_totals"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains('7'), "{out}");
+}

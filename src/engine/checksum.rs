@@ -1,8 +1,11 @@
 //! Order-independent checksums of rows.
 //!
 //! Invariant: the checksum of a set of rows does not depend on their order or on how they are
-//! split into record batches: each row is encoded with Arrow's row format, hashed with blake3,
-//! and the 64-bit hash prefixes are summed (wrapping). Duplicated rows count twice.
+//! split into record batches: each row is encoded with Arrow's row format, hashed with XXH3-64,
+//! and the hashes are summed (wrapping). Duplicated rows count twice.
+//! - The hex form names the algorithm (`x3:` + 16 hex digits). Checksums recorded by earlier
+//!   builds (16 bare hex digits, blake3 prefixes) are not comparable: [`Checksum::from_hex`]
+//!   refuses them, and reconciliation compares only their row counts.
 //! - Nor on the Arrow types a reader chooses for the same values: columns are cast to one
 //!   canonical type first (string views and large strings to strings, timestamps to
 //!   microseconds without time zone), so rows hashed in memory before a commit and the same rows
@@ -41,6 +44,9 @@ fn columns(b: &RecordBatch, keep: &[usize]) -> Result<Vec<ArrayRef>> {
 }
 
 use crate::error::{Error, Result};
+
+/// The algorithm tag of [`Checksum::hex`].
+const PREFIX: &str = "x3:";
 
 /// A running checksum over rows of one schema.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -125,10 +131,8 @@ impl Checksum {
     }
 
     fn add_row(&mut self, row: &[u8]) {
-        let h = blake3::hash(row);
-        let mut prefix = [0u8; 8];
-        prefix.copy_from_slice(&h.as_bytes()[..8]);
-        self.sum = self.sum.wrapping_add(u64::from_le_bytes(prefix));
+        let h = twox_hash::XxHash3_64::oneshot(row);
+        self.sum = self.sum.wrapping_add(h);
         self.rows += 1;
     }
 
@@ -138,16 +142,23 @@ impl Checksum {
         self.rows += other.rows;
     }
 
-    /// A recorded checksum (`rows` and [`Checksum::hex`]); `None` if the hex is malformed.
+    /// A recorded checksum (`rows` and [`Checksum::hex`]); `None` if the hex is malformed or
+    /// made by another algorithm (see [`Checksum::comparable`]).
     pub fn from_hex(rows: u64, hex: &str) -> Option<Checksum> {
-        u64::from_str_radix(hex, 16)
+        let digits = hex.strip_prefix(PREFIX)?;
+        u64::from_str_radix(digits, 16)
             .ok()
             .map(|sum| Checksum { rows, sum })
     }
 
-    /// Hex form, e.g. for reports.
+    /// Was `hex` made by this algorithm? (Earlier builds wrote bare hex of another hash.)
+    pub fn comparable(hex: &str) -> bool {
+        hex.starts_with(PREFIX)
+    }
+
+    /// Hex form with the algorithm's prefix, as recorded and reported.
     pub fn hex(&self) -> String {
-        format!("{:016x}", self.sum)
+        format!("{PREFIX}{:016x}", self.sum)
     }
 }
 

@@ -1,9 +1,9 @@
 //! Order-independent checksums of rows.
 //!
 //! Invariant: the checksum of a set of rows does not depend on their order or on how they are
-//! split into record batches: each row is encoded with Arrow's row format, hashed with XXH3-64,
+//! split into record batches: each row is encoded with Arrow's row format, hashed with XXH64,
 //! and the hashes are summed (wrapping). Duplicated rows count twice.
-//! - The hex form names the algorithm (`x3:` + 16 hex digits). Checksums recorded by earlier
+//! - The hex form names the algorithm (`x64:` + 16 hex digits). Checksums recorded by earlier
 //!   builds (16 bare hex digits, blake3 prefixes) are not comparable: [`Checksum::from_hex`]
 //!   refuses them, and reconciliation compares only their row counts.
 //! - Nor on the Arrow types a reader chooses for the same values: columns are cast to one
@@ -46,7 +46,7 @@ fn columns(b: &RecordBatch, keep: &[usize]) -> Result<Vec<ArrayRef>> {
 use crate::error::{Error, Result};
 
 /// The algorithm tag of [`Checksum::hex`].
-const PREFIX: &str = "x3:";
+const PREFIX: &str = "x64:";
 
 /// A running checksum over rows of one schema.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ impl Checksum {
     }
 
     fn add_row(&mut self, row: &[u8]) {
-        let h = twox_hash::XxHash3_64::oneshot(row);
+        let h = twox_hash::XxHash64::oneshot(0, row);
         self.sum = self.sum.wrapping_add(h);
         self.rows += 1;
     }

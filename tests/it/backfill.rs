@@ -460,8 +460,8 @@ fn reconcile_proves_what_was_written_and_finds_differences() {
     let mut rewritten = 0;
     for e in walk(&applies) {
         let text = std::fs::read_to_string(&e).unwrap();
-        if text.contains("\"x3:") {
-            std::fs::write(&e, text.replace("\"x3:", "\"")).unwrap();
+        if text.contains("\"x64:") {
+            std::fs::write(&e, text.replace("\"x64:", "\"")).unwrap();
             rewritten += 1;
         }
     }

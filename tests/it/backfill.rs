@@ -29,20 +29,6 @@ fn with_piped_stderr(p: &Path, prefix: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn count(v: &serde_json::Value, status: &str) -> u64 {
     v["counts"][status].as_u64().unwrap_or(0)
 }
@@ -458,7 +444,8 @@ fn reconcile_proves_what_was_written_and_finds_differences() {
     // Records from a build that checksummed with another hash (bare hex) compare rows only.
     let applies = p.join("warehouse/_tidemark/applies");
     let mut rewritten = 0;
-    for e in walk(&applies) {
+    for rel in crate::bad_input::tree(&applies).into_keys() {
+        let e = applies.join(rel);
         let text = std::fs::read_to_string(&e).unwrap();
         if text.contains("\"x64:") {
             std::fs::write(&e, text.replace("\"x64:", "\"")).unwrap();

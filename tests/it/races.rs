@@ -180,10 +180,14 @@ fn reuse_setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) 
     (t, p, plan)
 }
 
-/// A janitor pass two hours from now: `dev1` has expired, `dev2` (if it exists) has not.
+/// Two hours from now: `dev1` has expired, `dev2` (if it exists) has not.
+fn janitor_time() -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()
+}
+
+/// A janitor pass at [`janitor_time`].
 fn janitor(p: &Path) -> Done {
-    let later = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
-    let d = done(spawn(p, &["--execution-time", &later, "janitor"]));
+    let d = done(spawn(p, &["--execution-time", &janitor_time(), "janitor"]));
     assert_eq!(d.code, 0, "janitor: {}", d.stderr);
     d
 }
@@ -273,7 +277,7 @@ fn janitor_racing_an_apply_that_reuses_a_table_never_leaves_gaps() {
     for i in 0..trials() {
         let (_t, p, plan) = reuse_setup();
         let apply = ["apply", plan.to_str().unwrap()];
-        let later = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+        let later = janitor_time();
         let (a, j) = race(
             &p,
             &apply,

@@ -12,6 +12,9 @@
 //! - Rows, checksum and audits are computed on the batch's rows in memory before the commit; a
 //!   failing blocking audit means no commit. Only UNIQUE_KEY batches (whose checksum is the
 //!   merged table's) and batches found already committed are read back.
+//! - A whole-table write (unique-key MERGE, FULL, SEED) commits holding the table's writer lock
+//!   ([`super::lock`]) and against the table as read after taking it, so writers of one table
+//!   take turns instead of failing each other's commits.
 //! - A clone hard-links the data files of the source version into the new table's directory and
 //!   commits them as the new table's first version: no bytes are copied, and deleting the source
 //!   table later never affects the clone (a hard link keeps the file alive).
@@ -33,6 +36,7 @@ use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
 use url::Url;
 
+use super::lock;
 use super::session::{self, new_context};
 use super::{
     AUDITED, AuditResult, BatchJob, BatchReport, Checksum, LocalEngine, PARTITION_COLUMN,
@@ -180,6 +184,17 @@ fn window_predicate(keys: &(String, String)) -> String {
     )
 }
 
+/// Wait for this writer's turn at a whole-table write of `path` ([`lock`]), then read the
+/// table as of now, so the commit is checked against what the previous holder wrote.
+async fn whole_table_turn(
+    engine: &LocalEngine,
+    path: &Path,
+) -> Result<(lock::TableLock, DeltaTable)> {
+    let held = lock::exclusive(path).await?;
+    let table = engine.tables.latest(path).await?.table;
+    Ok((held, table))
+}
+
 /// Compute and write one batch (see the module invariants).
 pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Result<BatchReport> {
     let mut open = engine.tables.latest(path).await?;
@@ -256,6 +271,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                 return Ok(refused);
             }
             measured = Some(checked);
+            let (_lock, table) = whole_table_turn(engine, path).await?;
             let table = ensure_created(table, path, &batches, &[], &ctx).await?;
             table
                 .write(batches)
@@ -275,6 +291,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                 return Ok(refused);
             }
             audits = checked.audits;
+            let (_lock, table) = whole_table_turn(engine, path).await?;
             // Created empty first (never absent here: `with_schema` always yields a batch), so
             // even the first batch is a merge, checked against concurrent writers.
             let table = ensure_created(table, path, &batches, &[], &ctx).await?;

@@ -18,6 +18,7 @@
 
 mod checksum;
 mod delta;
+mod lock;
 mod seed;
 mod session;
 mod tables;

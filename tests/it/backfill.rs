@@ -374,6 +374,15 @@ fn a_history_backfill_in_dev_and_the_daily_run_in_prod_write_one_table_at_once()
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    // Writers of one table take turns (the table lock): no commit of either is refused, so
+    // neither the history backfill nor the daily run spends an attempt, whatever the timing.
+    for (who, out) in [("dev", &dev), ("run", &run)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("retrying"),
+            "{who} lost a commit to the other writer:\n{err}"
+        );
+    }
     let dev_env = crate::common::env_json(&p, "dev");
     assert_eq!(
         crate::common::table_of(&dev_env, "ledger.daily_totals"),

@@ -36,12 +36,12 @@ use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
 use url::Url;
 
-use super::lock;
 use super::session::{self, new_context};
 use super::{
     AUDITED, AuditResult, BatchJob, BatchReport, Checksum, LocalEngine, PARTITION_COLUMN,
     TableInfo, WriteMode, failed, partition_key,
 };
+use super::{commit, lock};
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::Interval;
 
@@ -191,7 +191,7 @@ async fn whole_table_turn(
     path: &Path,
 ) -> Result<(lock::TableLock, DeltaTable)> {
     let held = lock::exclusive(path).await?;
-    let table = engine.tables.latest(path).await?.table;
+    let table = engine.tables.latest(path).await?.current().await?;
     Ok((held, table))
 }
 
@@ -204,20 +204,21 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
     {
         return report_existing(path, job).await;
     }
-    let table = open.table.clone();
+    let read_version = open.read_to().unwrap_or_default();
     let ctx = session::context(engine, &job.inputs).await?;
     let what = || format!("{} failed", job.model);
+    let tag = serde_json::json!({"model": job.model.as_str(), "txn": app_id});
     let props = CommitProperties::default()
         .with_application_transaction(Transaction::new(app_id, txn_version))
-        .with_metadata([(
-            "tidemark".to_string(),
-            serde_json::json!({"model": job.model.as_str(), "txn": app_id}),
-        )]);
+        .with_metadata([("tidemark".to_string(), tag.clone())]);
+    // Set when the batch was committed by our own log writer ([`commit`]): version, bytes.
+    let mut fast: Option<(u64, u64)> = None;
     let mut dropped = 0u64;
     // Rows, checksum and audits of what is written, when known before the commit.
     let mut measured: Option<Checked> = None;
     let mut audits = Vec::new();
-    let table = match &job.write {
+    // The table as delta-rs left it after its own write (`None`: written by [`commit`]).
+    let written: Option<DeltaTable> = match &job.write {
         WriteMode::TimeRange {
             time_column,
             format,
@@ -240,21 +241,38 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
             dropped = out;
             let batches = with_schema(batches, &ctx, &sql, &what, true).await?;
             let checked = check(&ctx, &batches, job).await?;
-            if let Some(refused) = refused(&table, &checked) {
+            if let Some(refused) = refused(read_version, &checked) {
                 return Ok(refused);
             }
             measured = Some(checked);
             let keys = window_keys(&job.write).unwrap_or_default();
-            let table = ensure_created(table, path, &batches, &[PARTITION_COLUMN], &ctx).await?;
-            table
-                .write(batches)
-                .with_save_mode(SaveMode::Overwrite)
-                .with_replace_where(window_predicate(&keys))
-                .with_partition_columns([PARTITION_COLUMN])
-                .with_session_state(Arc::new(ctx.state()))
-                .with_commit_properties(props)
-                .await
-                .map_err(|e| failed_delta(&what(), e))?
+            let window = commit::Window {
+                keys: &keys,
+                app_id,
+                txn_version,
+                info: std::collections::HashMap::from([("tidemark".to_string(), tag.clone())]),
+            };
+            if let Some(written) =
+                commit::overwrite_window(&mut open, path, &batches, &window).await?
+            {
+                fast = Some(written);
+                None
+            } else {
+                let table = open.current().await?;
+                let table =
+                    ensure_created(table, path, &batches, &[PARTITION_COLUMN], &ctx).await?;
+                Some(
+                    table
+                        .write(batches)
+                        .with_save_mode(SaveMode::Overwrite)
+                        .with_replace_where(window_predicate(&keys))
+                        .with_partition_columns([PARTITION_COLUMN])
+                        .with_session_state(Arc::new(ctx.state()))
+                        .with_commit_properties(props)
+                        .await
+                        .map_err(|e| failed_delta(&what(), e))?,
+                )
+            }
         }
         WriteMode::Full | WriteMode::Seed { .. } => {
             let batches = match &job.write {
@@ -267,27 +285,29 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                 }
             };
             let checked = check(&ctx, &batches, job).await?;
-            if let Some(refused) = refused(&table, &checked) {
+            if let Some(refused) = refused(read_version, &checked) {
                 return Ok(refused);
             }
             measured = Some(checked);
             let (_lock, table) = whole_table_turn(engine, path).await?;
             let table = ensure_created(table, path, &batches, &[], &ctx).await?;
-            table
-                .write(batches)
-                .with_save_mode(SaveMode::Overwrite)
-                .with_schema_mode(SchemaMode::Overwrite)
-                .with_session_state(Arc::new(ctx.state()))
-                .with_commit_properties(props)
-                .await
-                .map_err(|e| failed_delta(&what(), e))?
+            Some(
+                table
+                    .write(batches)
+                    .with_save_mode(SaveMode::Overwrite)
+                    .with_schema_mode(SchemaMode::Overwrite)
+                    .with_session_state(Arc::new(ctx.state()))
+                    .with_commit_properties(props)
+                    .await
+                    .map_err(|e| failed_delta(&what(), e))?,
+            )
         }
         WriteMode::UniqueKey { key } => {
             let batches = collect(&ctx, &job.sql, &what).await?;
             let batches = with_schema(batches, &ctx, &job.sql, &what, false).await?;
             // Audits see the batch's source rows; the checksum is the merged table's (below).
             let checked = check(&ctx, &batches, job).await?;
-            if let Some(refused) = refused(&table, &checked) {
+            if let Some(refused) = refused(read_version, &checked) {
                 return Ok(refused);
             }
             audits = checked.audits;
@@ -337,17 +357,24 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                 .map_err(|e| failed(&what(), e))?
                 .await
                 .map_err(|e| failed_delta(&what(), e))?;
-            t
+            Some(t)
         }
     };
-    let version = table.version().unwrap_or_default();
-    open.advance(table.clone()).await?;
+    let (version, bytes) = match (written, fast) {
+        (Some(table), _) => {
+            let version = table.version().unwrap_or_default();
+            open.advance(table.clone()).await?;
+            (version, bytes_added(&table, version).await?)
+        }
+        (None, Some(fast)) => fast,
+        (None, None) => return Err(Error::Bug("a batch wrote nothing".into())),
+    };
     engine.tables.keep(path, &open)?;
     let mut report = match measured {
         Some(m) => BatchReport {
             rows: m.sum.rows,
             dropped: 0,
-            bytes: bytes_added(&table, version).await?,
+            bytes,
             checksum: m.sum.hex(),
             table_version: version,
             already_committed: false,
@@ -417,7 +444,7 @@ async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) ->
 }
 
 /// The report of a batch whose blocking audit failed: nothing is committed.
-fn refused(table: &DeltaTable, checked: &Checked) -> Option<BatchReport> {
+fn refused(read_version: u64, checked: &Checked) -> Option<BatchReport> {
     checked
         .audits
         .iter()
@@ -427,7 +454,7 @@ fn refused(table: &DeltaTable, checked: &Checked) -> Option<BatchReport> {
             dropped: 0,
             bytes: 0,
             checksum: checked.sum.hex(),
-            table_version: table.version().unwrap_or_default(),
+            table_version: read_version,
             already_committed: false,
             audits: checked.audits.clone(),
         })
@@ -567,7 +594,7 @@ async fn with_schema(
 
 /// The type Delta stores for `t`: string and binary views become plain strings and binaries,
 /// nanosecond timestamps become microseconds (Delta's resolution).
-fn plain_type(t: &DataType) -> DataType {
+pub(super) fn plain_type(t: &DataType) -> DataType {
     match t {
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
@@ -579,7 +606,7 @@ fn plain_type(t: &DataType) -> DataType {
     }
 }
 
-fn plain_types(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+pub(super) fn plain_types(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
     batches
         .into_iter()
         .map(|b| {

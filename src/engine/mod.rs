@@ -17,6 +17,7 @@
 //! - The partition column [`PARTITION_COLUMN`] is physical only: readers never see it.
 
 mod checksum;
+mod commit;
 mod delta;
 mod lock;
 mod seed;

@@ -1,0 +1,442 @@
+//! Window overwrites of time-partitioned tables, committed to the Delta log directly.
+//!
+//! delta-rs 1.1 re-reads a table's whole file list for every write (its `replaceWhere` planner)
+//! and again after every commit (its post-commit snapshot update), so a batch cost grew with
+//! the table: 146 ms a partition on average over 1,095 daily partitions. This path keeps the
+//! file list of each open table itself ([`super::tables::Files`], followed commit by commit)
+//! and writes a batch as: Parquet files through delta-rs's `RecordBatchWriter` (statistics
+//! included), then one commit entry of `commitInfo`, `txn`, a `remove` for every active file
+//! of the window's partitions and an `add` for every new file, put into `_delta_log` with
+//! put-if-absent.
+//!
+//! Invariants:
+//! - It is taken only for a table partitioned by exactly [`PARTITION_COLUMN`], with writer
+//!   protocol ≤ 2, not append-only, whose file list is known up to a version, and for rows
+//!   whose columns are the table's (same names and order, types equal up to the plain Delta
+//!   form); anything else goes through delta-rs's own write.
+//! - The conflict rules are Delta's for a partition-window overwrite: a commit that landed
+//!   since our read conflicts when it adds or removes a file in one of our partitions (or a
+//!   file without a partition value), commits our application transaction, or changes the
+//!   table's metadata or protocol. A conflict is transient: the batch is retried from a fresh
+//!   read, where the transaction check finds work already done. Any other commit is read into
+//!   the file list and the entry is put at the next version.
+//! - Every `checkpointInterval`-th version (100 by default) is checkpointed by whoever wrote
+//!   it, as delta-rs does, so readers' log replay stays short. A failed checkpoint does not
+//!   fail the batch (the commit has landed; the next interval retries).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use deltalake::kernel::transaction::TransactionError;
+use deltalake::kernel::{Action, CommitInfo, Remove, Transaction};
+use deltalake::logstore::CommitOrBytes;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+
+use super::tables::{Open, commit_actions, partition_of};
+use super::{PARTITION_COLUMN, failed};
+use crate::error::{Diagnostic, Error, Result};
+
+/// What a window overwrite commits besides its rows.
+pub struct Window<'a> {
+    /// Partition values `[lo, hi)` of the window.
+    pub keys: &'a (String, String),
+    /// The batch's application transaction.
+    pub app_id: &'a str,
+    /// Its version.
+    pub txn_version: i64,
+    /// Extra `commitInfo` entries.
+    pub info: HashMap<String, serde_json::Value>,
+}
+
+/// Write `batches` over the window and commit (see the module invariants): the version
+/// written and the bytes added, or `None` when this path does not apply to the table.
+pub async fn overwrite_window(
+    open: &mut Open,
+    path: &Path,
+    batches: &[RecordBatch],
+    w: &Window<'_>,
+) -> Result<Option<(u64, u64)>> {
+    let Some(read_to) = open.read_to() else {
+        return Ok(None);
+    };
+    if open.files().has_unpartitioned() {
+        return Ok(None);
+    }
+    let table = open.shaped().await?;
+    let state = table
+        .snapshot()
+        .map_err(|e| failed("cannot read the table state", e))?;
+    let (metadata, protocol) = (state.metadata(), state.protocol());
+    let append_only = metadata
+        .configuration()
+        .get("delta.appendOnly")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if metadata.partition_columns().len() != 1
+        || metadata.partition_columns()[0] != PARTITION_COLUMN
+        || protocol.min_writer_version() > 2
+        || append_only
+    {
+        return Ok(None);
+    }
+    let interval = state
+        .table_config()
+        .checkpoint_interval
+        .map_or(100, |n| n.get());
+    let what = || format!("cannot write {}", path.display());
+    let mut writer = RecordBatchWriter::for_table(&table).map_err(|e| failed(&what(), e))?;
+    let Some(rows) = conform(batches, &writer.arrow_schema())? else {
+        return Ok(None);
+    };
+    for b in rows {
+        writer.write(b).await.map_err(|e| failed(&what(), e))?;
+    }
+    let adds = writer.flush().await.map_err(|e| failed(&what(), e))?;
+    let bytes: u64 = adds.iter().filter_map(|a| u64::try_from(a.size).ok()).sum();
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let predicate = format!(
+        "{PARTITION_COLUMN} >= '{}' AND {PARTITION_COLUMN} < '{}'",
+        w.keys.0, w.keys.1
+    );
+    let mut version = read_to + 1;
+    loop {
+        let mut actions = vec![
+            Action::CommitInfo(commit_info(now, &predicate, version - 1, &w.info)),
+            Action::Txn(Transaction::new(w.app_id, w.txn_version)),
+        ];
+        actions.extend(
+            open.files()
+                .in_range(&w.keys.0, &w.keys.1)
+                .map(|(key, file, size)| Action::Remove(remove(key, file, size, now))),
+        );
+        actions.extend(adds.iter().cloned().map(Action::Add));
+        let entry = log_entry(&actions)?;
+        let put = table
+            .log_store()
+            .write_commit_entry(
+                version,
+                CommitOrBytes::LogBytes(entry),
+                uuid::Uuid::new_v4(),
+            )
+            .await;
+        match put {
+            Ok(()) => {
+                open.read(version, &actions);
+                break;
+            }
+            Err(TransactionError::VersionAlreadyExists(_)) => {
+                let theirs = commit_actions(&table, version).await?;
+                if let Some(why) = conflict(&theirs, w) {
+                    return Err(Error::from(
+                        Diagnostic::error(format!(
+                            "{}: commit {version} by another writer {why}",
+                            path.display()
+                        ))
+                        .transient(),
+                    ));
+                }
+                open.read(version, &theirs);
+                version += 1;
+            }
+            Err(e) => return Err(failed(&what(), e)),
+        }
+    }
+    if version % interval == 0 {
+        // Best effort (see the module invariants).
+        let _ = deltalake::checkpoints::create_checkpoint_from_table_url_and_cleanup(
+            table.table_url().clone(),
+            version,
+            None,
+            None,
+        )
+        .await;
+    }
+    Ok(Some((version, bytes)))
+}
+
+/// Why `theirs` (a commit that landed since our read) conflicts with overwriting `w`.
+fn conflict(theirs: &[Action], w: &Window<'_>) -> Option<&'static str> {
+    let ours = |values: Option<&HashMap<String, Option<String>>>| match values.map(partition_of) {
+        Some(Some(k)) => (w.keys.0.as_str()..w.keys.1.as_str()).contains(&k.as_str()),
+        _ => true,
+    };
+    theirs.iter().find_map(|a| match a {
+        Action::Txn(t) if t.app_id == w.app_id => Some("committed this batch's transaction"),
+        Action::Metadata(_) | Action::Protocol(_) => Some("changed the table's schema or protocol"),
+        Action::Add(add) if ours(Some(&add.partition_values)) => {
+            Some("wrote to this batch's partitions")
+        }
+        Action::Remove(r) if ours(r.partition_values.as_ref()) => {
+            Some("removed files of this batch's partitions")
+        }
+        _ => None,
+    })
+}
+
+fn commit_info(
+    now: i64,
+    predicate: &str,
+    read_version: u64,
+    info: &HashMap<String, serde_json::Value>,
+) -> CommitInfo {
+    CommitInfo {
+        timestamp: Some(now),
+        operation: Some("WRITE".to_string()),
+        operation_parameters: Some(HashMap::from([
+            ("mode".to_string(), serde_json::json!("Overwrite")),
+            (
+                "partitionBy".to_string(),
+                serde_json::json!(format!("[\"{PARTITION_COLUMN}\"]")),
+            ),
+            ("predicate".to_string(), serde_json::json!(predicate)),
+        ])),
+        read_version: Some(read_version),
+        is_blind_append: Some(false),
+        engine_info: Some(format!("tidemark:{}", env!("CARGO_PKG_VERSION"))),
+        info: info.clone(),
+        ..Default::default()
+    }
+}
+
+fn remove(key: &str, path: &str, size: i64, now: i64) -> Remove {
+    Remove {
+        path: path.to_string(),
+        data_change: true,
+        deletion_timestamp: Some(now),
+        extended_file_metadata: Some(true),
+        size: Some(size),
+        partition_values: Some(HashMap::from([(
+            PARTITION_COLUMN.to_string(),
+            Some(key.to_string()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// The commit entry: one JSON action per line.
+fn log_entry(actions: &[Action]) -> Result<Bytes> {
+    let mut out = Vec::new();
+    for a in actions {
+        serde_json::to_writer(&mut out, a)
+            .map_err(|e| Error::Bug(format!("cannot serialise a Delta action: {e}")))?;
+        out.push(b'\n');
+    }
+    Ok(Bytes::from(out))
+}
+
+/// `batches` with the table's schema, or `None` when their columns are not the table's.
+fn conform(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Option<Vec<RecordBatch>>> {
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let fields = b.schema_ref().fields();
+        if fields.len() != schema.fields().len() {
+            return Ok(None);
+        }
+        let mut columns = Vec::with_capacity(fields.len());
+        for (i, (have, want)) in fields.iter().zip(schema.fields()).enumerate() {
+            if have.name() != want.name()
+                || super::delta::plain_type(have.data_type()) != *want.data_type()
+            {
+                return Ok(None);
+            }
+            let c = b.column(i);
+            columns.push(if have.data_type() == want.data_type() {
+                c.clone()
+            } else {
+                cast(c, want.data_type())
+                    .map_err(|e| Error::Bug(format!("casting to the table's types: {e}")))?
+            });
+        }
+        match RecordBatch::try_new(Arc::clone(schema), columns) {
+            Ok(r) => out.push(r),
+            // A null where the table's column is not nullable: delta-rs's write reports it.
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::tables::Tables;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use deltalake::DeltaTable;
+
+    fn rows(keys: &[&str]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new(PARTITION_COLUMN, DataType::Utf8, true),
+        ]));
+        let n: Vec<i64> = (0..keys.len() as i64).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(n)),
+                Arc::new(StringArray::from(keys.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn window<'a>(keys: &'a (String, String), app_id: &'a str) -> Window<'a> {
+        Window {
+            keys,
+            app_id,
+            txn_version: 1,
+            info: HashMap::new(),
+        }
+    }
+
+    fn keys(lo: &str, hi: &str) -> (String, String) {
+        (lo.to_string(), hi.to_string())
+    }
+
+    /// Active files by partition value, as delta-rs reads the table.
+    async fn files_of(path: &Path) -> Vec<(String, i64)> {
+        let t = DeltaTable::try_from_url(super::super::delta::url_of(path).unwrap())
+            .await
+            .unwrap();
+        let mut out: Vec<(String, i64)> = t
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| {
+                (
+                    partition_of(&f.partition_values_map()).unwrap(),
+                    f.num_records().unwrap() as i64,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn writers_of_other_partitions_are_rebased_and_of_the_same_partition_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        std::fs::create_dir_all(&path).unwrap();
+        let t = DeltaTable::try_from_url(super::super::delta::url_of(&path).unwrap())
+            .await
+            .unwrap();
+        t.write(vec![rows(&["a", "b", "b"])])
+            .with_partition_columns([PARTITION_COLUMN])
+            .with_configuration([("delta.checkpointInterval", Some("3"))])
+            .await
+            .unwrap();
+        // Three processes, each with its own view of the table, all as of version 0.
+        let (p1, p2, p3) = (Tables::default(), Tables::default(), Tables::default());
+        let mut one = p1.latest(&path).await.unwrap();
+        let mut two = p2.latest(&path).await.unwrap();
+        let mut three = p3.latest(&path).await.unwrap();
+
+        // One replaces b (two rows) with one row: version 1.
+        let kb = keys("b", "c");
+        let written = overwrite_window(&mut one, &path, &[rows(&["b"])], &window(&kb, "x"))
+            .await
+            .unwrap();
+        assert_eq!(written.map(|w| w.0), Some(1));
+        // Two, still at version 0, writes c: rebased over one's commit, version 2.
+        let kc = keys("c", "d");
+        let written = overwrite_window(&mut two, &path, &[rows(&["c", "c"])], &window(&kc, "y"))
+            .await
+            .unwrap();
+        assert_eq!(written.map(|w| w.0), Some(2));
+        assert_eq!(two.read_to(), Some(2));
+        // Three, still at version 0, overwrites b as well: a conflict, nothing committed.
+        let err = overwrite_window(&mut three, &path, &[rows(&["b"])], &window(&kb, "z"))
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(
+            err.to_string().contains("commit 1 by another writer"),
+            "{err}"
+        );
+        // A writer from a fresh read is not held up by any of this: version 3.
+        let mut four = Tables::default().latest(&path).await.unwrap();
+        let kd = keys("d", "e");
+        let written = overwrite_window(&mut four, &path, &[rows(&["d"])], &window(&kd, "w"))
+            .await
+            .unwrap();
+        // Version 3 is a multiple of the interval: checkpointed.
+        assert_eq!(written.map(|w| w.0), Some(3));
+        assert!(
+            path.join("_delta_log/00000000000000000003.checkpoint.parquet")
+                .exists()
+        );
+        assert_eq!(
+            files_of(&path).await,
+            vec![
+                ("a".to_string(), 1),
+                ("b".to_string(), 1),
+                ("c".to_string(), 2),
+                ("d".to_string(), 1)
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod conflict_tests {
+    use super::*;
+    use deltalake::kernel::Add;
+
+    fn add(key: Option<&str>) -> Action {
+        Action::Add(Add {
+            path: "f.parquet".into(),
+            partition_values: key
+                .map(|k| HashMap::from([(PARTITION_COLUMN.to_string(), Some(k.to_string()))]))
+                .unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_conflict_rules_of_a_window_overwrite() {
+        let keys = ("2024-01-02".to_string(), "2024-01-04".to_string());
+        let w = Window {
+            keys: &keys,
+            app_id: "mine",
+            txn_version: 1,
+            info: HashMap::new(),
+        };
+        let c = |actions: Vec<Action>| conflict(&actions, &w);
+        assert_eq!(c(vec![add(Some("2024-01-01"))]), None, "before the window");
+        assert_eq!(
+            c(vec![add(Some("2024-01-04"))]),
+            None,
+            "the end is exclusive"
+        );
+        assert!(
+            c(vec![add(Some("2024-01-02"))]).is_some(),
+            "the start is inclusive"
+        );
+        assert!(c(vec![add(Some("2024-01-03"))]).is_some());
+        assert!(
+            c(vec![add(None)]).is_some(),
+            "a file without a partition value"
+        );
+        let gone = |key: &str| Action::Remove(remove(key, "f.parquet", 1, 0));
+        assert_eq!(c(vec![gone("2024-01-05")]), None);
+        assert!(c(vec![gone("2024-01-03")]).is_some());
+        assert!(
+            c(vec![Action::Remove(Remove {
+                path: "f.parquet".into(),
+                ..Default::default()
+            })])
+            .is_some(),
+            "a remove without partition values"
+        );
+        assert!(c(vec![Action::Txn(Transaction::new("mine", 1))]).is_some());
+        assert_eq!(c(vec![Action::Txn(Transaction::new("other", 1))]), None);
+        assert!(c(vec![Action::Metadata(Default::default())]).is_some());
+    }
+}

@@ -53,19 +53,28 @@ pub struct Window<'a> {
     pub info: HashMap<String, serde_json::Value>,
 }
 
-/// Write `batches` over the window and commit (see the module invariants): the version
-/// written and the bytes added, or `None` when this path does not apply to the table.
+/// What [`overwrite_window`] did.
+pub enum Outcome {
+    /// Committed: the version written and the bytes added.
+    Written(u64, u64),
+    /// This path does not apply to the table (see the module invariants): the rows, untouched,
+    /// for delta-rs's own write.
+    NotHere(Vec<RecordBatch>),
+}
+
+/// Write `batches` over the window and commit (see the module invariants). Each batch is
+/// dropped once encoded, so the rows are not held twice.
 pub async fn overwrite_window(
     open: &mut Open,
     path: &Path,
-    batches: &[RecordBatch],
+    batches: Vec<RecordBatch>,
     w: &Window<'_>,
-) -> Result<Option<(u64, u64)>> {
+) -> Result<Outcome> {
     let Some(read_to) = open.read_to() else {
-        return Ok(None);
+        return Ok(Outcome::NotHere(batches));
     };
     if open.files().has_unpartitioned() {
-        return Ok(None);
+        return Ok(Outcome::NotHere(batches));
     }
     let table = open.shaped().await?;
     let state = table
@@ -81,7 +90,7 @@ pub async fn overwrite_window(
         || protocol.min_writer_version() > 2
         || append_only
     {
-        return Ok(None);
+        return Ok(Outcome::NotHere(batches));
     }
     let interval = state
         .table_config()
@@ -89,11 +98,15 @@ pub async fn overwrite_window(
         .map_or(100, |n| n.get());
     let what = || format!("cannot write {}", path.display());
     let mut writer = RecordBatchWriter::for_table(&table).map_err(|e| failed(&what(), e))?;
-    let Some(rows) = conform(batches, &writer.arrow_schema())? else {
-        return Ok(None);
-    };
-    for b in rows {
-        writer.write(b).await.map_err(|e| failed(&what(), e))?;
+    let schema = writer.arrow_schema();
+    if !batches.iter().all(|b| fits(b.schema_ref(), &schema)) {
+        return Ok(Outcome::NotHere(batches));
+    }
+    for b in batches {
+        writer
+            .write(conform(b, &schema)?)
+            .await
+            .map_err(|e| failed(&what(), e))?;
     }
     let adds = writer.flush().await.map_err(|e| failed(&what(), e))?;
     let bytes: u64 = adds.iter().filter_map(|a| u64::try_from(a.size).ok()).sum();
@@ -156,7 +169,7 @@ pub async fn overwrite_window(
         )
         .await;
     }
-    Ok(Some((version, bytes)))
+    Ok(Outcome::Written(version, bytes))
 }
 
 /// Why `theirs` (a commit that landed since our read) conflicts with overwriting `w`.
@@ -229,36 +242,37 @@ fn log_entry(actions: &[Action]) -> Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-/// `batches` with the table's schema, or `None` when their columns are not the table's.
-fn conform(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Option<Vec<RecordBatch>>> {
-    let mut out = Vec::with_capacity(batches.len());
-    for b in batches {
-        let fields = b.schema_ref().fields();
-        if fields.len() != schema.fields().len() {
-            return Ok(None);
-        }
-        let mut columns = Vec::with_capacity(fields.len());
-        for (i, (have, want)) in fields.iter().zip(schema.fields()).enumerate() {
-            if have.name() != want.name()
-                || super::delta::plain_type(have.data_type()) != *want.data_type()
-            {
-                return Ok(None);
-            }
-            let c = b.column(i);
-            columns.push(if have.data_type() == want.data_type() {
-                c.clone()
+/// Whether rows of schema `have` can be written as the table's `want`: the same column names
+/// in the same order, types equal up to the plain Delta form, and no nullable column where the
+/// table's is not (delta-rs's write reports such nulls with their rows).
+fn fits(have: &SchemaRef, want: &SchemaRef) -> bool {
+    have.fields().len() == want.fields().len()
+        && have.fields().iter().zip(want.fields()).all(|(h, w)| {
+            h.name() == w.name()
+                && super::delta::plain_type(h.data_type()) == *w.data_type()
+                && (w.is_nullable() || !h.is_nullable())
+        })
+}
+
+/// `b` with the table's schema (cast where only the physical form differs); `b` must
+/// [`fits`] it.
+fn conform(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let bug = |e: datafusion::arrow::error::ArrowError| {
+        Error::Bug(format!("casting to the table's types: {e}"))
+    };
+    let columns = b
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
             } else {
-                cast(c, want.data_type())
-                    .map_err(|e| Error::Bug(format!("casting to the table's types: {e}")))?
-            });
-        }
-        match RecordBatch::try_new(Arc::clone(schema), columns) {
-            Ok(r) => out.push(r),
-            // A null where the table's column is not nullable: delta-rs's write reports it.
-            Err(_) => return Ok(None),
-        }
-    }
-    Ok(Some(out))
+                cast(c, f.data_type()).map_err(bug)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(bug)
 }
 
 #[cfg(test)]
@@ -340,21 +354,22 @@ mod tests {
 
         // One replaces b (two rows) with one row: version 1.
         let kb = keys("b", "c");
-        let written = overwrite_window(&mut one, &path, &[rows(&["b"])], &window(&kb, "x"))
+        let written = overwrite_window(&mut one, &path, vec![rows(&["b"])], &window(&kb, "x"))
             .await
             .unwrap();
-        assert_eq!(written.map(|w| w.0), Some(1));
+        assert!(matches!(written, Outcome::Written(1, _)));
         // Two, still at version 0, writes c: rebased over one's commit, version 2.
         let kc = keys("c", "d");
-        let written = overwrite_window(&mut two, &path, &[rows(&["c", "c"])], &window(&kc, "y"))
+        let written = overwrite_window(&mut two, &path, vec![rows(&["c", "c"])], &window(&kc, "y"))
             .await
             .unwrap();
-        assert_eq!(written.map(|w| w.0), Some(2));
+        assert!(matches!(written, Outcome::Written(2, _)));
         assert_eq!(two.read_to(), Some(2));
         // Three, still at version 0, overwrites b as well: a conflict, nothing committed.
-        let err = overwrite_window(&mut three, &path, &[rows(&["b"])], &window(&kb, "z"))
+        let err = overwrite_window(&mut three, &path, vec![rows(&["b"])], &window(&kb, "z"))
             .await
-            .unwrap_err();
+            .err()
+            .unwrap();
         assert!(err.is_transient(), "{err}");
         assert!(
             err.to_string().contains("commit 1 by another writer"),
@@ -363,11 +378,11 @@ mod tests {
         // A writer from a fresh read is not held up by any of this: version 3.
         let mut four = Tables::default().latest(&path).await.unwrap();
         let kd = keys("d", "e");
-        let written = overwrite_window(&mut four, &path, &[rows(&["d"])], &window(&kd, "w"))
+        let written = overwrite_window(&mut four, &path, vec![rows(&["d"])], &window(&kd, "w"))
             .await
             .unwrap();
         // Version 3 is a multiple of the interval: checkpointed.
-        assert_eq!(written.map(|w| w.0), Some(3));
+        assert!(matches!(written, Outcome::Written(3, _)));
         assert!(
             path.join("_delta_log/00000000000000000003.checkpoint.parquet")
                 .exists()

@@ -252,26 +252,27 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                 txn_version,
                 info: std::collections::HashMap::from([("tidemark".to_string(), tag.clone())]),
             };
-            if let Some(written) =
-                commit::overwrite_window(&mut open, path, &batches, &window).await?
-            {
-                fast = Some(written);
-                None
-            } else {
-                let table = open.current().await?;
-                let table =
-                    ensure_created(table, path, &batches, &[PARTITION_COLUMN], &ctx).await?;
-                Some(
-                    table
-                        .write(batches)
-                        .with_save_mode(SaveMode::Overwrite)
-                        .with_replace_where(window_predicate(&keys))
-                        .with_partition_columns([PARTITION_COLUMN])
-                        .with_session_state(Arc::new(ctx.state()))
-                        .with_commit_properties(props)
-                        .await
-                        .map_err(|e| failed_delta(&what(), e))?,
-                )
+            match commit::overwrite_window(&mut open, path, batches, &window).await? {
+                commit::Outcome::Written(version, bytes) => {
+                    fast = Some((version, bytes));
+                    None
+                }
+                commit::Outcome::NotHere(batches) => {
+                    let table = open.current().await?;
+                    let table =
+                        ensure_created(table, path, &batches, &[PARTITION_COLUMN], &ctx).await?;
+                    Some(
+                        table
+                            .write(batches)
+                            .with_save_mode(SaveMode::Overwrite)
+                            .with_replace_where(window_predicate(&keys))
+                            .with_partition_columns([PARTITION_COLUMN])
+                            .with_session_state(Arc::new(ctx.state()))
+                            .with_commit_properties(props)
+                            .await
+                            .map_err(|e| failed_delta(&what(), e))?,
+                    )
+                }
             }
         }
         WriteMode::Full | WriteMode::Seed { .. } => {

@@ -20,7 +20,7 @@
 //!   table's metadata or protocol. A conflict is transient: the batch is retried from a fresh
 //!   read, where the transaction check finds work already done. Any other commit is read into
 //!   the file list and the entry is put at the next version.
-//! - Every `checkpointInterval`-th version (100 by default) is checkpointed by whoever wrote
+//! - Every `checkpointInterval`-th version (10 for the tables tidemark creates) is checkpointed by whoever wrote
 //!   it, as delta-rs does, so readers' log replay stays short. A failed checkpoint does not
 //!   fail the batch (the commit has landed; the next interval retries).
 

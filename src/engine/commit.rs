@@ -20,6 +20,8 @@
 //!   table's metadata or protocol. A conflict is transient: the batch is retried from a fresh
 //!   read, where the transaction check finds work already done. Any other commit is read into
 //!   the file list and the entry is put at the next version.
+//! - The Parquet files of a batch whose commit conflicted are referenced by no commit; readers
+//!   never see them and `vacuum` removes them (as with delta-rs's own failed writes).
 //! - Every `checkpointInterval`-th version (10 for the tables tidemark creates) is checkpointed by whoever wrote
 //!   it, as delta-rs does, so readers' log replay stays short. A failed checkpoint does not
 //!   fail the batch (the commit has landed; the next interval retries).
@@ -112,10 +114,7 @@ pub async fn overwrite_window(
     let bytes: u64 = adds.iter().filter_map(|a| u64::try_from(a.size).ok()).sum();
 
     let now = chrono::Utc::now().timestamp_millis();
-    let predicate = format!(
-        "{PARTITION_COLUMN} >= '{}' AND {PARTITION_COLUMN} < '{}'",
-        w.keys.0, w.keys.1
-    );
+    let predicate = super::delta::window_predicate(w.keys);
     let mut version = read_to + 1;
     loop {
         let mut actions = vec![

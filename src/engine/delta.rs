@@ -184,7 +184,8 @@ fn window_keys(w: &WriteMode) -> Option<(String, String)> {
     }
 }
 
-fn window_predicate(keys: &(String, String)) -> String {
+/// The Delta predicate of a window overwrite over partition values `[keys.0, keys.1)`.
+pub(super) fn window_predicate(keys: &(String, String)) -> String {
     format!(
         "{PARTITION_COLUMN} >= '{}' AND {PARTITION_COLUMN} < '{}'",
         keys.0, keys.1

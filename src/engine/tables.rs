@@ -162,7 +162,11 @@ impl Files {
         let state = table
             .snapshot()
             .map_err(|e| failed("cannot read the table state", e))?;
-        for f in state.log_data().iter() {
+        let files_of = state
+            .snapshot()
+            .try_log_data()
+            .map_err(|e| failed("cannot read the table's file list", e))?;
+        for f in files_of.iter() {
             let key = f
                 .partition_values_map()
                 .get(PARTITION_COLUMN)

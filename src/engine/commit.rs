@@ -248,7 +248,7 @@ fn fits(have: &SchemaRef, want: &SchemaRef) -> bool {
     have.fields().len() == want.fields().len()
         && have.fields().iter().zip(want.fields()).all(|(h, w)| {
             h.name() == w.name()
-                && super::delta::plain_type(h.data_type()) == *w.data_type()
+                && super::rows::plain_type(h.data_type()) == *w.data_type()
                 && (w.is_nullable() || !h.is_nullable())
         })
 }

@@ -20,6 +20,7 @@ mod checksum;
 mod commit;
 mod delta;
 mod lock;
+mod rows;
 mod seed;
 mod session;
 mod tables;

@@ -95,8 +95,8 @@ fn child(project: &str, now: &str) {
     ])
     .unwrap();
     let mut out = Vec::new();
-    let code = tidemark::cli::run(cli, false, &mut out).unwrap();
-    assert_eq!(code, 0);
+    let status = tidemark::run(cli, tidemark::printer::Printer::plain(), &mut out).unwrap();
+    assert_eq!(status, tidemark::ExitStatus::Success);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let hwm = status
         .lines()

@@ -73,9 +73,12 @@ pub struct Diagnostic {
     /// Where, when a file is involved.
     pub location: Option<Location>,
     /// Further facts (e.g. "first defined here: ...").
-    pub notes: Vec<String>,
+    pub notes: Box<[String]>,
     /// What to do about it.
-    pub hint: Option<String>,
+    pub hint: Option<Box<str>>,
+    /// The third-party error behind it (a parser's, a library's), shown on a `Caused by:`
+    /// line and never in the headline.
+    pub cause: Option<Box<str>>,
     /// A failure that may pass when tried again (a commit conflict, I/O); retried by the
     /// scheduler.
     pub transient: bool,
@@ -88,8 +91,9 @@ impl Diagnostic {
             severity: Severity::Error,
             message: message.into(),
             location: None,
-            notes: Vec::new(),
+            notes: Box::default(),
             hint: None,
+            cause: None,
             transient: false,
         }
     }
@@ -116,14 +120,31 @@ impl Diagnostic {
 
     /// Attach a hint.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(hint.into().into_boxed_str());
+        self
+    }
+
+    /// Attach the third-party error behind this one (its first line of text).
+    pub fn caused_by(mut self, cause: impl fmt::Display) -> Self {
+        let text = cause.to_string();
+        self.cause = Some(text.trim().into());
         self
     }
 
     /// Attach a note.
     pub fn note(mut self, note: impl Into<String>) -> Self {
-        self.notes.push(note.into());
+        let mut notes = std::mem::take(&mut self.notes).into_vec();
+        notes.push(note.into());
+        self.notes = notes.into_boxed_slice();
         self
+    }
+
+    /// The message and the first line of its cause, on one line (progress lines, events).
+    pub fn summary(&self) -> String {
+        match self.cause.as_deref().and_then(|c| c.lines().next()) {
+            Some(c) => format!("{}: {c}", self.message),
+            None => self.message.clone(),
+        }
     }
 
     /// Is this an error (as opposed to a warning)?
@@ -144,6 +165,7 @@ impl fmt::Display for Diagnostic {
 /// error: unknown property `colour` in the MODEL header
 ///   --> models/sushi/orders.sql:4:3
 ///   = note: ...
+/// Caused by: (the third-party error, when there is one)
 /// hint: did you mean `column_descriptions`?
 /// ```
 pub fn render(d: &Diagnostic, color: bool) -> String {
@@ -164,6 +186,15 @@ pub fn render(d: &Diagnostic, color: bool) -> String {
     }
     for note in &d.notes {
         out.push_str(&format!("  = note: {note}\n"));
+    }
+    if let Some(cause) = &d.cause {
+        for (i, line) in cause.lines().enumerate() {
+            if i == 0 {
+                out.push_str(&format!("Caused by: {line}\n"));
+            } else {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
     }
     if let Some(hint) = &d.hint {
         out.push_str(&format!("{}: {hint}\n", paint("1;36", "hint")));
@@ -202,6 +233,37 @@ impl Error {
 impl From<Diagnostic> for Error {
     fn from(d: Diagnostic) -> Self {
         Error::User(vec![d])
+    }
+}
+
+/// How a command ended, as the process's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Done (exit 0).
+    Success,
+    /// A check found something: pending changes, differences, gaps (exit 1).
+    Failure,
+    /// An error (exit 2).
+    Error,
+}
+
+impl ExitStatus {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Error => 2,
+        }
+    }
+
+    /// [`ExitStatus::Failure`] when a check found something, else success.
+    pub fn found(something: bool) -> ExitStatus {
+        if something {
+            ExitStatus::Failure
+        } else {
+            ExitStatus::Success
+        }
     }
 }
 

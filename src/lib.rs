@@ -1,31 +1,114 @@
 //! tidemark: declarative plan/apply for SQL data pipelines, built around safe backfills.
 //!
-//! The pipeline, one module per stage, dependencies pointing one way:
+//! The pipeline, one module per stage, dependencies pointing one way (down):
 //!
 //! ```text
-//! project (tidemark.toml, model files, MODEL header)
-//!   → sql (parse once, canonical form, table references, macro variables, rendering)
-//!   → dag (petgraph; deterministic topological order; cycles as paths)
-//!   → fingerprint (blake3 data / metadata hashes, versions)
-//!   → state (snapshots, physical tables, environments; append-only log in the warehouse)
-//!   → plan (diff, categories, restatement, missing intervals, rendering)
-//!   → commands (info, dag, render, plan, diff, state) → cli
+//! main → lib (run: parse, resolve, dispatch, exit status)
+//!   → cli (clap types only) · settings (arguments resolved once) · printer (the only stderr writer)
+//!   → commands (one thin file per subcommand; none imports another)
+//!   → env (catalog and lookup, apply, promote, rollback, janitor)
+//!   → backfill (batches, scheduler, jobs, audits, leases, progress display) · plan (diff,
+//!     categories, restatement, intervals, rendering)
+//!   → engine (DataFusion + delta-rs; the only module touching them) · state (snapshots,
+//!     tables, environments, progress records; append-only log) · fingerprint · dag
+//!   → project (tidemark.toml, model files, MODEL header) · sql (parse once, references,
+//!     macros, rendering)
+//!   → names (model, environment and table identifiers) · interval · error
 //! ```
 //!
-//! `interval` (units, cron, time parsing) and `error` (diagnostics) serve every stage. The pure
-//! stages are synchronous and do no I/O beyond reading the project's files.
+//! The pure stages (project, sql, dag, fingerprint, plan) are synchronous and do no I/O beyond
+//! reading the project's files.
 
 pub mod backfill;
 pub mod cli;
 pub mod commands;
 pub mod dag;
 pub mod engine;
+pub mod env;
 pub mod error;
 pub mod fingerprint;
 pub mod interval;
+pub mod names;
 pub mod plan;
+pub mod printer;
 pub mod project;
+pub mod settings;
 pub mod sql;
 pub mod state;
 
-pub use error::{Diagnostic, Error, Result};
+use std::io::Write;
+
+use clap::Parser;
+
+pub use error::{Diagnostic, Error, ExitStatus, Result};
+
+use crate::commands as c;
+use crate::printer::Printer;
+use crate::settings::Task;
+
+/// Run the CLI with the process's arguments; returns the exit status.
+pub fn main() -> ExitStatus {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let status = if e.use_stderr() {
+                ExitStatus::Error
+            } else {
+                ExitStatus::Success
+            };
+            let _ = e.print();
+            return status;
+        }
+    };
+    let printer = Printer::for_stderr();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = run(cli, printer, &mut out).and_then(|status| {
+        c::flushed(&mut out)?;
+        Ok(status)
+    });
+    match result {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = out.flush();
+            printer.error(&e);
+            ExitStatus::Error
+        }
+    }
+}
+
+/// Run a parsed command, writing data to `out` and everything else through `printer`.
+pub fn run(cli: cli::Cli, printer: Printer, out: &mut dyn Write) -> Result<ExitStatus> {
+    let (s, task) = settings::resolve(cli, printer)?;
+    let result = match task {
+        Task::Info(format) => c::info::run(&s, format, out),
+        Task::Dag(format) => c::dag::run(&s, format, out),
+        Task::Render { model, start, end } => {
+            c::render::run(&s, &model, start.as_deref(), end.as_deref(), out)
+        }
+        Task::Plan(args) => c::plan::run(&s, &args, out),
+        Task::Diff(args) => c::diff::run(&s, &args, out),
+        Task::StateExport => c::state::export(&s, out),
+        Task::StateImport(file) => c::state::import(&s, &file),
+        Task::Apply { plan, resume } => c::apply::run(&s, plan.as_deref(), resume.as_deref(), out),
+        Task::Query { sql, env, format } => c::query::run(&s, &env, &sql, format, out),
+        Task::Run(env) => c::run::run(&s, &env, out),
+        Task::Promote(p) => c::promote::run(&s, &p, out),
+        Task::Rollback { env, to } => c::rollback::run(&s, &env, to, out),
+        Task::Progress {
+            apply_id,
+            env,
+            format,
+        } => c::progress::run(&s, apply_id.as_deref(), env.as_ref(), format, out),
+        Task::Reconcile(r) => c::reconcile::run(&s, &r, out),
+        Task::Log { env, format } => c::log::run(&s, env.as_ref(), format, out),
+        Task::Janitor { dry_run } => c::janitor::run(&s, dry_run, out),
+        Task::EnvHistory(env) => c::env::history(&s, &env, out),
+        Task::EnvList(format) => c::env::list(&s, format, out),
+        Task::EnvShow(env, format) => c::env::show(&s, &env, format, out),
+    };
+    match result {
+        Err(Error::User(d)) if d.is_empty() => Err(Error::Bug("an error without a message".into())),
+        other => other,
+    }
+}

@@ -140,7 +140,7 @@ impl EventLine {
     /// Print it to stderr as one line.
     pub fn emit(&self) {
         if let Ok(s) = serde_json::to_string(self) {
-            eprintln!("{s}");
+            crate::printer::Printer::plain().raw_line(&s);
         }
     }
 }

@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::human_bytes;
-use super::progress::{ProgressStore, Status};
 use crate::error::Result;
 use crate::plan::{BackfillAction, Plan};
+use crate::printer::{human_bytes, human_seconds, plural};
+use crate::state::progress::{ProgressStore, Status};
 
 /// Applies read at most, newest first.
 pub const MAX_APPLIES: usize = 20;
@@ -136,17 +136,6 @@ pub fn computed(plan: &Plan) -> BTreeSet<String> {
         .collect()
 }
 
-/// Seconds as a short duration: `45 s`, `12 min`, `2.5 h`.
-pub fn human_seconds(s: f64) -> String {
-    if s < 90.0 {
-        format!("{s:.0} s")
-    } else if s < 5400.0 {
-        format!("{:.0} min", s / 60.0)
-    } else {
-        format!("{:.1} h", s / 3600.0)
-    }
-}
-
 /// The estimates as text lines (`markdown`: as a table).
 pub fn render(estimates: &BTreeMap<String, Estimate>, workers: usize, markdown: bool) -> String {
     if estimates.is_empty() {
@@ -163,8 +152,9 @@ pub fn render(estimates: &BTreeMap<String, Estimate>, workers: usize, markdown: 
     }
     for (name, e) in estimates {
         let based = format!(
-            "{} batch(es), {} partition(s)",
-            e.from.batches, e.from.partitions
+            "{}, {}",
+            plural(e.from.batches, "batch", "batches"),
+            plural(e.from.partitions, "partition", "partitions")
         );
         if markdown {
             s.push_str(&format!(
@@ -176,8 +166,8 @@ pub fn render(estimates: &BTreeMap<String, Estimate>, workers: usize, markdown: 
             ));
         } else {
             s.push_str(&format!(
-                "  {name}: {} partition(s), ~{} rows, ~{}, ~{} of batch time ({based})\n",
-                e.partitions,
+                "  {name}: {}, ~{} rows, ~{}, ~{} of batch time ({based})\n",
+                plural(e.partitions, "partition", "partitions"),
                 e.rows,
                 human_bytes(e.bytes),
                 human_seconds(e.seconds)
@@ -185,8 +175,9 @@ pub fn render(estimates: &BTreeMap<String, Estimate>, workers: usize, markdown: 
         }
     }
     let line = format!(
-        "about {} with {workers} worker(s) if batches spread evenly",
-        human_seconds(total / workers.max(1) as f64)
+        "about {} with {} if batches spread evenly",
+        human_seconds(total / workers.max(1) as f64),
+        plural(workers as u64, "worker", "workers")
     );
     if markdown {
         s.push_str(&format!("\nIn all: {line}.\n"));
@@ -194,16 +185,4 @@ pub fn render(estimates: &BTreeMap<String, Estimate>, workers: usize, markdown: 
         s.push_str(&format!("  in all: {line}\n"));
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(human_seconds(45.0), "45 s");
-        assert_eq!(human_seconds(720.0), "12 min");
-        assert_eq!(human_seconds(9000.0), "2.5 h");
-    }
 }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use super::batches::{Batch, ModelWork};
 use super::catalog::Catalog;
-use super::{Context, audit, check_seed, context_error, empty_relation};
+use super::{ApplyRun, audit, check_seed, context_error, empty_relation};
 use crate::engine::{AuditJob, BatchJob, BatchReport, Input, WriteMode};
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{Interval, format_ts};
@@ -87,7 +87,7 @@ pub fn work_of(m: &PlanModel, kind: &Kind, self_ref: bool, now: Interval) -> Opt
 
 /// Run one batch (one attempt).
 pub fn run(
-    cx: &Context<'_>,
+    cx: &ApplyRun<'_>,
     catalog: &Mutex<Catalog<'_>>,
     jobs: &BTreeMap<ModelName, ModelJob>,
     b: &Batch,
@@ -192,8 +192,10 @@ pub fn run(
     for a in report.audits.iter().filter(|a| a.failures > 0) {
         if a.blocking {
             return Err(Diagnostic::error(format!(
-                "audit {} failed for {name} in {}: {} offending row(s); the batch was not written",
-                a.name, b.window, a.failures
+                "audit `{}` failed for `{name}` in {}: {}; the batch was not written",
+                a.name,
+                b.window,
+                crate::printer::plural(a.failures, "offending row", "offending rows")
             ))
             .hint("no environment changed; fix the model or its data, then resume (batches already complete are skipped)")
             .into());
@@ -224,7 +226,7 @@ fn versions_of(inputs: &[Input]) -> BTreeMap<String, Option<u64>> {
 
 /// Render every model's audits once.
 pub fn model_jobs(
-    cx: &Context<'_>,
+    cx: &ApplyRun<'_>,
     catalog: &Catalog<'_>,
     models: &[PlanModel],
 ) -> Result<BTreeMap<ModelName, ModelJob>> {

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use super::Context;
+use super::ApplyRun;
 use crate::error::{Diagnostic, Error, Result};
 use crate::plan::Plan;
 use crate::state::{Action, Lease};
@@ -31,7 +31,7 @@ fn wanted(plan: &Plan) -> (BTreeSet<String>, BTreeSet<String>) {
 }
 
 /// Refuse a plan whose tables or snapshots a janitor pass deleted after it was made.
-pub fn check_not_deleted(cx: &Context<'_>, plan: &Plan) -> Result<()> {
+pub fn check_not_deleted(cx: &ApplyRun<'_>, plan: &Plan) -> Result<()> {
     if plan.state_seq >= cx.state.seq {
         return Ok(());
     }
@@ -51,7 +51,7 @@ pub fn check_not_deleted(cx: &Context<'_>, plan: &Plan) -> Result<()> {
 
 /// Take (or renew, on resume) the lease on every existing table and snapshot `plan` reads,
 /// writes or builds from. Returns whether this apply holds a lease now.
-pub fn take(cx: &Context<'_>, plan: &Plan) -> Result<bool> {
+pub fn take(cx: &ApplyRun<'_>, plan: &Plan) -> Result<bool> {
     let (tables, snapshots) = wanted(plan);
     let tables: BTreeSet<String> = tables
         .into_iter()
@@ -90,7 +90,7 @@ pub fn take(cx: &Context<'_>, plan: &Plan) -> Result<bool> {
 }
 
 /// The action that ends the lease (part of the apply's final commit).
-pub fn release(cx: &Context<'_>) -> Action {
+pub fn release(cx: &ApplyRun<'_>) -> Action {
     Action::Release {
         apply: cx.apply.id.clone(),
     }

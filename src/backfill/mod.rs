@@ -19,7 +19,6 @@ pub mod display;
 pub mod estimate;
 pub mod job;
 mod lease;
-pub mod progress;
 pub mod scheduler;
 mod track;
 
@@ -36,12 +35,12 @@ use crate::error::{Diagnostic, Error, Result};
 use crate::interval::format_ts;
 use crate::plan::Plan;
 use crate::project::{Config, Kind, ModelName, SourceFormat};
+use crate::state::progress::{self, ApplyInfo, BatchRecord, PlannedBatch, ProgressStore, Status};
 use crate::state::{Action, Snapshot, State, StateStore};
 use batches::{Batch, Node, Upstream};
 use catalog::{Catalog, Entry};
 use display::EventLine;
 pub use display::ProgressMode;
-use progress::{ApplyInfo, BatchRecord, PlannedBatch, ProgressStore, Status};
 use scheduler::{Event, Stop};
 use track::Tracker;
 
@@ -89,19 +88,19 @@ pub struct Report {
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
     /// Worker threads.
-    pub workers: usize,
+    pub workers: std::num::NonZeroUsize,
     /// Extra attempts for transient failures.
     pub retries: u32,
     /// First batches of each directly modified, added or restated model run before the rest.
     pub canary: usize,
     /// Failed batches after which no new batch starts.
-    pub max_failures: usize,
+    pub max_failures: std::num::NonZeroUsize,
     /// Newest windows first.
     pub newest_first: bool,
     /// Time box: no batch starts after it is spent.
     pub max_duration: Option<Duration>,
     /// Concurrent batches reading one external source.
-    pub max_source_reads: Option<usize>,
+    pub max_source_reads: Option<std::num::NonZeroUsize>,
     /// How progress is shown.
     pub progress: ProgressMode,
 }
@@ -109,10 +108,10 @@ pub struct ExecOptions {
 impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            workers: std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN),
             retries: 3,
             canary: 1,
-            max_failures: 1,
+            max_failures: std::num::NonZeroUsize::MIN,
             newest_first: false,
             max_duration: None,
             max_source_reads: None,
@@ -124,9 +123,9 @@ impl Default for ExecOptions {
 impl ExecOptions {
     fn settings(&self, started: Instant) -> scheduler::Settings {
         scheduler::Settings {
-            workers: self.workers.max(1),
+            workers: self.workers,
             retries: self.retries,
-            max_failures: self.max_failures.max(1),
+            max_failures: self.max_failures,
             newest_first: self.newest_first,
             deadline: self.max_duration.map(|d| started + d),
             max_source_reads: self.max_source_reads,
@@ -145,7 +144,7 @@ pub struct ApplyId {
 }
 
 /// Everything an execution needs.
-pub struct Context<'a> {
+pub struct ApplyRun<'a> {
     /// The engine.
     pub engine: &'a (dyn Engine + Sync),
     /// The project configuration (sources, seeds and audits live relative to its root).
@@ -244,13 +243,13 @@ fn initial_pins(plan: &Plan, state: &State) -> BTreeMap<String, u64> {
 }
 
 /// Run every batch of `plan`. Returns the report and the state changes to commit.
-pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
+pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
     check_fresh(plan, cx.state, cx.config)?;
     lease::check_not_deleted(cx, plan)?;
     let snapshots = target_snapshots(plan, cx.state)?;
     for t in plan.target.values() {
         for id in t.table.iter().chain(&t.clone_from) {
-            crate::state::check_table_id(id)?;
+            crate::names::check_table_id(id)?;
         }
     }
     // Checked before anything is written (the lease, tables cloned, progress recorded).
@@ -346,9 +345,9 @@ pub fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> {
     let skipped = done.iter().filter(|d| d.is_some()).count();
     if skipped > 0 {
         (cx.log)(&format!(
-            "resuming apply {}: {skipped} of {} batch(es) already complete",
+            "resuming apply {}: {skipped} of {} already complete",
             cx.apply.id,
-            batches.len()
+            crate::printer::plural(batches.len() as u64, "batch", "batches")
         ));
     }
     let report_source_versions = catalog.source_versions.clone();
@@ -447,7 +446,7 @@ fn batch_graph(
     Ok((batches::build(&work, &up, canary), work))
 }
 
-fn apply_info(cx: &Context<'_>, plan: &Plan, batches: &[Batch]) -> Result<ApplyInfo> {
+fn apply_info(cx: &ApplyRun<'_>, plan: &Plan, batches: &[Batch]) -> Result<ApplyInfo> {
     let units: BTreeMap<&ModelName, crate::interval::IntervalUnit> = plan
         .models
         .iter()
@@ -462,7 +461,7 @@ fn apply_info(cx: &Context<'_>, plan: &Plan, batches: &[Batch]) -> Result<ApplyI
         user: progress::current_user(),
         git_commit: progress::git_commit(&cx.config.root),
         started: cx.now,
-        workers: cx.options.workers,
+        workers: cx.options.workers.get(),
         batches: batches
             .iter()
             .map(|b| PlannedBatch {
@@ -554,7 +553,7 @@ fn model_runs(
 
 /// The error for an apply that did not complete: what failed, why it stopped, how to resume.
 fn incomplete(
-    cx: &Context<'_>,
+    cx: &ApplyRun<'_>,
     batches: &[Batch],
     finished: &scheduler::Finished<job::BatchOut>,
 ) -> Option<Error> {
@@ -576,12 +575,15 @@ fn incomplete(
     let why = match finished.stopped {
         Some(Stop::Canary) => "a canary batch failed, so the rest did not start".to_string(),
         Some(Stop::Failures) => format!(
-            "the circuit breaker tripped after {} failed batch(es)",
-            failed.len()
+            "the circuit breaker tripped after {}",
+            crate::printer::plural(failed.len() as u64, "failed batch", "failed batches")
         ),
         Some(Stop::Deadline) => "the time box (--max-duration) was spent".to_string(),
         Some(Stop::Interrupted) => "interrupted".to_string(),
-        None => format!("{} batch(es) failed", failed.len()),
+        None => format!(
+            "{} failed",
+            crate::printer::plural(failed.len() as u64, "batch", "batches")
+        ),
     };
     let outcome = if failed.is_empty() {
         "paused"
@@ -589,9 +591,9 @@ fn incomplete(
         "failed"
     };
     let message = format!(
-        "apply {} {outcome}: {why}; {complete} of {} batch(es) complete",
+        "apply {} {outcome}: {why}; {complete} of {} complete",
         cx.apply.id,
-        batches.len()
+        crate::printer::plural(batches.len() as u64, "batch", "batches")
     );
     let _ = cx.progress.finish(
         &cx.apply.id,
@@ -619,7 +621,7 @@ fn incomplete(
 
 fn first_line(e: &Error) -> String {
     match e {
-        Error::User(d) => d.first().map(|d| d.message.clone()).unwrap_or_default(),
+        Error::User(d) => d.first().map(Diagnostic::summary).unwrap_or_default(),
         Error::Bug(b) => format!("internal error: {b}"),
     }
 }
@@ -642,22 +644,6 @@ fn empty_relation(columns: &[(String, String)]) -> String {
         .map(|(c, t)| format!("CAST(NULL AS {t}) AS \"{}\"", c.replace('"', "\"\"")))
         .collect();
     format!("SELECT {} WHERE false", cols.join(", "))
-}
-
-/// `12.3 MiB`.
-pub fn human_bytes(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
 }
 
 fn check_seed(file: &std::path::Path, s: &Snapshot) -> Result<()> {

@@ -28,18 +28,18 @@ use crate::project::ModelName;
 /// Limits and policies of one run.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Worker threads (≥ 1).
-    pub workers: usize,
+    /// Worker threads.
+    pub workers: std::num::NonZeroUsize,
     /// Extra attempts for transient failures.
     pub retries: u32,
-    /// Failed batches that stop everything (≥ 1).
-    pub max_failures: usize,
+    /// Failed batches that stop everything.
+    pub max_failures: std::num::NonZeroUsize,
     /// Run the newest windows first.
     pub newest_first: bool,
     /// No batch starts after this instant.
     pub deadline: Option<Instant>,
     /// Concurrent batches reading one external source (`None`: no limit).
-    pub max_source_reads: Option<usize>,
+    pub max_source_reads: Option<std::num::NonZeroUsize>,
     /// Backoff before the first retry; doubled for each further one (capped at 30 s).
     pub backoff: Duration,
 }
@@ -176,7 +176,7 @@ pub fn run<R: Send>(
         results,
     });
     let wake = Condvar::new();
-    let workers = settings.workers.max(1);
+    let workers = settings.workers.get();
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
@@ -241,7 +241,7 @@ fn worker<R: Send>(
                     let sources_ok = settings.max_source_reads.is_none_or(|l| {
                         b.sources
                             .iter()
-                            .all(|s| st.running_source.get(s).copied().unwrap_or(0) < l.max(1))
+                            .all(|s| st.running_source.get(s).copied().unwrap_or(0) < l.get())
                     });
                     let gate_ok = b.canary || st.canaries_left == 0;
                     model_ok && sources_ok && gate_ok
@@ -310,7 +310,7 @@ fn worker<R: Send>(
                 if st.stopped.is_none() {
                     if b.canary {
                         st.stopped = Some(Stop::Canary);
-                    } else if st.failures >= settings.max_failures.max(1) {
+                    } else if st.failures >= settings.max_failures.get() {
                         st.stopped = Some(Stop::Failures);
                     }
                 }
@@ -408,9 +408,9 @@ mod tests {
 
     fn settings(workers: usize) -> Settings {
         Settings {
-            workers,
+            workers: std::num::NonZeroUsize::new(workers).unwrap(),
             retries: 2,
-            max_failures: 1,
+            max_failures: std::num::NonZeroUsize::MIN,
             newest_first: false,
             deadline: None,
             max_source_reads: None,

@@ -14,17 +14,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::Utc;
 
+use super::ApplyRun;
 use super::batches::Batch;
 use super::display::{Display, EventLine};
 use super::job::BatchOut;
-use super::progress::{BatchRecord, PROGRESS_FORMAT, Status};
 use super::scheduler::Event;
-use super::{Context, human_bytes};
 use crate::interval::format_ts;
+use crate::printer::human_bytes;
+use crate::state::progress::{BatchRecord, PROGRESS_FORMAT, Status};
 
 /// Progress of one run of an apply.
 pub struct Tracker<'c, 'a> {
-    cx: &'c Context<'a>,
+    cx: &'c ApplyRun<'a>,
     earlier_attempts: Vec<u32>,
     seconds: Mutex<BTreeMap<usize, f64>>,
     finished: AtomicUsize,
@@ -36,7 +37,7 @@ impl<'c, 'a> Tracker<'c, 'a> {
     /// A tracker for `batches`; `earlier_attempts` counts attempts of earlier runs per batch.
     /// `done` flags the batches complete before this run.
     pub fn new(
-        cx: &'c Context<'a>,
+        cx: &'c ApplyRun<'a>,
         batches: &[Batch],
         earlier_attempts: Vec<u32>,
         done: &[bool],
@@ -88,8 +89,9 @@ impl<'c, 'a> Tracker<'c, 'a> {
     fn write(&self, r: &BatchRecord) {
         if let Err(e) = self.cx.progress.record(&self.cx.apply.id, r) {
             (self.cx.log)(&format!(
-                "warning: cannot write the progress record of batch {}: {e}",
-                r.id
+                "cannot write the progress record of batch {} (`tidemark progress` will not show it): {}",
+                r.id,
+                super::first_line(&e)
             ));
         }
     }
@@ -211,11 +213,12 @@ impl<'c, 'a> Tracker<'c, 'a> {
                 self.display.finished(batch, true);
                 self.show(
                     &format!(
-                        "{} [{}/{}] {}: FAILED after {attempts} attempt(s): {}",
+                        "{} [{}/{}] {}: FAILED after {}: {}",
                         batch.model,
                         batch.index + 1,
                         batch.of,
                         batch.window,
+                        crate::printer::plural(attempts as u64, "attempt", "attempts"),
                         super::first_line(error)
                     ),
                     true,
@@ -246,12 +249,15 @@ fn line(b: &Batch, out: &BatchOut, seconds: f64, done: usize, total: usize) -> S
     }
     if r.dropped > 0 {
         line.push_str(&format!(
-            ", {} row(s) outside the window not written",
-            r.dropped
+            ", {} outside the window not written",
+            crate::printer::plural(r.dropped, "row", "rows")
         ));
     }
     for (a, n) in &out.warnings {
-        line.push_str(&format!(", audit {a} warned: {n} row(s)"));
+        line.push_str(&format!(
+            ", audit `{a}` warned: {}",
+            crate::printer::plural(*n, "row", "rows")
+        ));
     }
     line.push_str(&format!("  [{done}/{total}]"));
     line

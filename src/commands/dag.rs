@@ -3,9 +3,9 @@
 use serde::Serialize;
 
 use super::{Loaded, emit, load};
-use crate::cli::{Context, DagFormat};
-use crate::error::Result;
+use crate::error::{ExitStatus, Result};
 use crate::project::ModelName;
+use crate::settings::{DagFormat, Settings};
 
 /// `tidemark.dag/v1`.
 #[derive(Debug, Serialize)]
@@ -39,7 +39,7 @@ pub struct EdgeJson {
 }
 
 /// Run `dag`.
-pub fn run(ctx: &Context, format: DagFormat, out: &mut dyn std::io::Write) -> Result<u8> {
+pub fn run(ctx: &Settings, format: DagFormat, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let l = load(ctx)?;
     let text = match format {
         DagFormat::Text => text(&l),
@@ -51,7 +51,7 @@ pub fn run(ctx: &Context, format: DagFormat, out: &mut dyn std::io::Write) -> Re
         }
     };
     emit(out, &text)?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 fn kind_of(l: &Loaded, n: &ModelName) -> (String, String) {

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::emit;
-use crate::cli::{Context, DiffArgs};
 use crate::dag::Dag;
-use crate::error::{Diagnostic, Error, Result, io_error};
+use crate::error::{Diagnostic, Error, ExitStatus, Result, io_error};
 use crate::fingerprint::{Fingerprint, fingerprint_all};
 use crate::plan::{self, Options};
 use crate::project::{ModelName, Project};
+use crate::settings::{DiffArgs, Settings};
 use crate::state::{EnvModel, Environment, ModelRecord, PhysicalTable, Snapshot, State};
 use std::collections::BTreeMap;
 
@@ -28,7 +28,7 @@ impl Drop for TempDir {
 }
 
 /// Run `diff`.
-pub fn run(ctx: &Context, args: &DiffArgs, out: &mut dyn std::io::Write) -> Result<u8> {
+pub fn run(ctx: &Settings, args: &DiffArgs, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let config_path = super::config_path(ctx)?;
     let root = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let top = PathBuf::from(git(&root, &["rev-parse", "--show-toplevel"])?.trim());
@@ -52,7 +52,7 @@ pub fn run(ctx: &Context, args: &DiffArgs, out: &mut dyn std::io::Write) -> Resu
         }
         None => {
             let p = Project::load(&config_path)?;
-            crate::cli::warn(ctx, &p.warnings);
+            ctx.printer.diagnostics(&p.warnings);
             let dag = Dag::build(&p)?;
             let f = fingerprint_all(&p, &dag);
             (p, f, "working tree".to_string())
@@ -64,12 +64,12 @@ pub fn run(ctx: &Context, args: &DiffArgs, out: &mut dyn std::io::Write) -> Resu
         start: args
             .start
             .as_deref()
-            .map(super::plan::parse_arg("--start"))
+            .map(super::parse_instant_arg("--start"))
             .transpose()?,
         end: args
             .end
             .as_deref()
-            .map(super::plan::parse_arg("--end"))
+            .map(super::parse_instant_arg("--end"))
             .transpose()?,
         offline: true,
         ..Options::new("base", ctx.execution_time)
@@ -81,9 +81,9 @@ pub fn run(ctx: &Context, args: &DiffArgs, out: &mut dyn std::io::Write) -> Resu
     plan.state_seq = 0;
     plan.ttl_seconds = None;
     plan.plan_id = plan::plan_id(&plan)?;
-    super::plan::show(&plan, args.format, out)?;
+    super::show_plan(&plan, args.format, out)?;
     emit(out, "")?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// The base revision as an environment whose tables are complete up to `now`.
@@ -131,7 +131,7 @@ fn state_of(
         let table = snapshot.table_id();
         if let Some(id) = &table {
             let empty = State::empty();
-            let ctx = crate::plan::backfill::Context {
+            let ctx = crate::plan::intervals::Scope {
                 state: &empty,
                 execution_time: now,
                 window: None,
@@ -145,7 +145,7 @@ fn state_of(
                     version: snapshot.version.clone(),
                     generation: 0,
                     interval_unit: snapshot.model.interval_unit,
-                    intervals: crate::plan::backfill::expected(&ctx, &snapshot.model),
+                    intervals: crate::plan::intervals::expected(&ctx, &snapshot.model),
                     created_at: now,
                 },
             );

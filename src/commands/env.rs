@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::apply::engine;
 use super::emit;
-use super::query::unknown_env;
-use crate::cli::{Context, EnvFormat};
+
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::interval::format_ts;
 use crate::project::ModelName;
+use crate::settings::{EnvFormat, Settings};
 use crate::state::State;
 
 /// `env show --format json`.
@@ -60,7 +59,7 @@ pub struct EnvModelView {
 }
 
 /// Run `env list`.
-pub fn list(ctx: &Context, format: EnvFormat, out: &mut dyn std::io::Write) -> Result<u8> {
+pub fn list(ctx: &Settings, format: EnvFormat, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let state = read_state(ctx)?;
     #[derive(Serialize)]
     struct Row<'a> {
@@ -104,19 +103,19 @@ pub fn list(ctx: &Context, format: EnvFormat, out: &mut dyn std::io::Write) -> R
         }
     };
     emit(out, &text)?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// Run `env show`.
 pub fn show(
-    ctx: &Context,
+    ctx: &Settings,
     env: &str,
     format: EnvFormat,
     out: &mut dyn std::io::Write,
-) -> Result<u8> {
+) -> Result<ExitStatus> {
     let (config, store) = super::warehouse(ctx)?;
     let state = store.read()?;
-    let engine = engine(&config)?;
+    let engine = crate::engine::LocalEngine::for_warehouse(&config.warehouse)?;
     let view = view(&engine, &state, env)?;
     let text = match format {
         EnvFormat::Json => json(&view)?,
@@ -148,14 +147,14 @@ pub fn show(
         }
     };
     emit(out, &text)?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// The view of one environment.
 pub fn view(engine: &dyn Engine, state: &State, env: &str) -> Result<EnvView> {
     let e = state
         .environment(env)
-        .ok_or_else(|| unknown_env(state, env))?;
+        .ok_or_else(|| crate::env::unknown(state, env))?;
     let models = e
         .models
         .iter()
@@ -188,7 +187,7 @@ pub fn view(engine: &dyn Engine, state: &State, env: &str) -> Result<EnvView> {
     })
 }
 
-fn read_state(ctx: &Context) -> Result<State> {
+fn read_state(ctx: &Settings) -> Result<State> {
     super::warehouse(ctx)?.1.read()
 }
 
@@ -199,7 +198,7 @@ fn json(v: &impl Serialize) -> Result<String> {
 }
 
 /// Run `env history`.
-pub fn history(ctx: &Context, env: &str, out: &mut dyn std::io::Write) -> Result<u8> {
+pub fn history(ctx: &Settings, env: &str, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let state = read_state(ctx)?;
     let mut s = format!(
         "{:>8}  {:<28}  {:<7}  {:<36}  {}\n",
@@ -218,8 +217,8 @@ pub fn history(ctx: &Context, env: &str, out: &mut dyn std::io::Write) -> Result
         ));
     }
     if !any {
-        return Err(unknown_env(&state, env));
+        return Err(crate::env::unknown(&state, env));
     }
     emit(out, &s)?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

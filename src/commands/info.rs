@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Loaded, emit, load};
-use crate::cli::{Context, InfoFormat};
-use crate::error::Result;
+use crate::error::{ExitStatus, Result};
 use crate::fingerprint::Fingerprint;
 use crate::interval::format_ts;
 use crate::project::{AuditCall, Kind, ModelName};
+use crate::settings::{InfoFormat, Settings};
 
 /// `tidemark.info/v1`.
 #[derive(Debug, Serialize)]
@@ -89,7 +89,7 @@ pub struct SourceJson<'a> {
 }
 
 /// Run `info`.
-pub fn run(ctx: &Context, format: InfoFormat, out: &mut dyn std::io::Write) -> Result<u8> {
+pub fn run(ctx: &Settings, format: InfoFormat, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let loaded = load(ctx)?;
     let text = match format {
         InfoFormat::Json => {
@@ -100,7 +100,7 @@ pub fn run(ctx: &Context, format: InfoFormat, out: &mut dyn std::io::Write) -> R
         InfoFormat::Text => to_text(&loaded),
     };
     emit(out, &text)?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// Build the JSON document.

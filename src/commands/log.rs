@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::emit;
-use super::progress::human_seconds;
-use crate::backfill::progress::{ProgressStore, Status};
-use crate::cli::{Context, EnvFormat};
-use crate::error::Result;
+use crate::error::{ExitStatus, Result};
+use crate::printer::human_seconds;
+use crate::settings::{EnvFormat, Settings};
+use crate::state::progress::{ProgressStore, Status};
 
 /// `log --format json` (`tidemark.log/v1`).
 #[derive(Debug, Serialize)]
@@ -55,11 +55,11 @@ pub struct LogEntry {
 
 /// Run `log`.
 pub fn run(
-    ctx: &Context,
-    env: Option<&str>,
+    ctx: &Settings,
+    env: Option<&crate::names::EnvName>,
     format: EnvFormat,
     out: &mut dyn std::io::Write,
-) -> Result<u8> {
+) -> Result<ExitStatus> {
     let (_, store) = super::warehouse(ctx)?;
     let progress = ProgressStore::new(store.storage());
     let mut applies = Vec::new();
@@ -67,7 +67,7 @@ pub fn run(
         let Some(info) = progress.info(id)? else {
             continue;
         };
-        if env.is_some_and(|e| e != info.environment) {
+        if env.is_some_and(|e| e.as_str() != info.environment) {
             continue;
         }
         let records = progress.records(id)?;
@@ -149,5 +149,5 @@ pub fn run(
             emit(out, &s)?;
         }
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -1,5 +1,11 @@
-//! One module per subcommand. Each takes the [`Context`], its own arguments and the stdout
-//! writer, and returns the exit code (0, or 1 when a check found something).
+//! One module per subcommand. Each takes the [`Settings`], its own resolved arguments and the
+//! stdout writer, and returns the [`ExitStatus`]: settings → domain call → output.
+//!
+//! Invariants:
+//! - No command module imports another; what several share lives here (loading, output).
+//! - Data goes to `out` through [`emit`]; everything else through the settings' printer.
+//! - A failed write to `out` fails the command, except a closed pipe (`| head`): then nobody
+//!   is left to read the rest.
 
 pub mod apply;
 pub mod dag;
@@ -20,11 +26,12 @@ pub mod state;
 
 use std::collections::BTreeMap;
 
-use crate::cli::{Context, warn};
 use crate::dag::Dag;
-use crate::error::Result;
+use crate::error::{Diagnostic, Error, ExitStatus, Result};
 use crate::fingerprint::{Fingerprint, fingerprint_all};
+use crate::plan::Plan;
 use crate::project::{ModelName, Project, config};
+use crate::settings::{PlanFormat, QueryFormat, Settings};
 
 /// A project with its graph and fingerprints: what most commands start from.
 pub struct Loaded {
@@ -37,7 +44,7 @@ pub struct Loaded {
 }
 
 /// The project's `tidemark.toml`: `--project`, or found by walking up from the current directory.
-pub fn config_path(ctx: &Context) -> Result<std::path::PathBuf> {
+pub fn config_path(ctx: &Settings) -> Result<std::path::PathBuf> {
     let cwd = std::env::current_dir().map_err(|e| {
         crate::error::Error::from(crate::error::io_error(
             "read",
@@ -50,17 +57,17 @@ pub fn config_path(ctx: &Context) -> Result<std::path::PathBuf> {
 
 /// The configuration and state store, for commands that work on the warehouse only (no model
 /// files needed).
-pub fn warehouse(ctx: &Context) -> Result<(config::Config, crate::state::StateStore)> {
+pub fn warehouse(ctx: &Settings) -> Result<(config::Config, crate::state::StateStore)> {
     let config = config::load_config(&config_path(ctx)?)?;
     let store = crate::state::StateStore::open(&config.warehouse)?;
     Ok((config, store))
 }
 
 /// Find, load and validate the project, print its warnings, build the graph, fingerprint it.
-pub fn load(ctx: &Context) -> Result<Loaded> {
+pub fn load(ctx: &Settings) -> Result<Loaded> {
     let path = config_path(ctx)?;
     let project = Project::load(&path)?;
-    warn(ctx, &project.warnings);
+    ctx.printer.diagnostics(&project.warnings);
     let dag = Dag::build(&project)?;
     let fingerprints = fingerprint_all(&project, &dag);
     Ok(Loaded {
@@ -78,13 +85,151 @@ pub fn name_width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
 /// Write `value` as pretty JSON, then a newline, to `out`.
 pub fn emit_json(out: &mut dyn std::io::Write, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
-        .map_err(|e| crate::error::Error::Bug(format!("serializing JSON output: {e}")))?;
+        .map_err(|e| Error::Bug(format!("serializing JSON output: {e}")))?;
     emit(out, &format!("{text}\n"))
 }
 
-/// Write all of `text` to `out`, mapping a failed write (e.g. a closed pipe) to success: there
-/// is nobody left to read the rest.
+/// Write all of `text` to `out`. A closed pipe is success (nobody is left to read the rest);
+/// any other failure (a full disk behind `> plan.txt`) fails the command.
 pub fn emit(out: &mut dyn std::io::Write, text: &str) -> Result<()> {
-    let _ = out.write_all(text.as_bytes());
-    Ok(())
+    stdout_result(out.write_all(text.as_bytes()))
+}
+
+/// Flush `out`, with the same rule as [`emit`].
+pub fn flushed(out: &mut dyn std::io::Write) -> Result<()> {
+    stdout_result(out.flush())
+}
+
+fn stdout_result(r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Diagnostic::error(format!(
+            "cannot write the output: {}",
+            e.to_string().to_lowercase()
+        ))
+        .hint("check that the disk or the file that standard output goes to can be written")
+        .into()),
+    }
+}
+
+/// Print a plan in the chosen format.
+pub fn show_plan(plan: &Plan, format: PlanFormat, out: &mut dyn std::io::Write) -> Result<()> {
+    let text = match format {
+        PlanFormat::Text => crate::plan::render::text(plan),
+        PlanFormat::Markdown => crate::plan::render::markdown(plan),
+        PlanFormat::Json => crate::plan::file::to_json(plan)?,
+    };
+    emit(out, &text)
+}
+
+/// Print what an apply did: the per-model table on `out`; rows dropped outside their windows
+/// and non-blocking audit findings as warnings on stderr.
+pub fn show_applied(
+    ctx: &Settings,
+    applied: &crate::env::apply::Applied,
+    env: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<ExitStatus> {
+    use crate::printer::{human_bytes, plural};
+    let report = &applied.report;
+    let mut s = String::new();
+    if !report.models.is_empty() {
+        let w = name_width(report.models.iter().map(|m| m.name.as_str()));
+        s.push_str(&format!(
+            "{:<w$}  {:>7}  {:>10}  {:>10}  {:>7}\n",
+            "model", "batches", "rows", "bytes", "seconds"
+        ));
+        for m in &report.models {
+            s.push_str(&format!(
+                "{:<w$}  {:>7}  {:>10}  {:>10}  {:>7.2}\n",
+                m.name,
+                m.batches,
+                m.rows,
+                human_bytes(m.bytes),
+                m.seconds
+            ));
+        }
+        let rows: u64 = report.models.iter().map(|m| m.rows).sum();
+        let batches: u64 = report.models.iter().map(|m| m.batches).sum();
+        s.push_str(&format!(
+            "{}, {} in {:.2} s\n",
+            plural(batches, "batch", "batches"),
+            plural(rows, "row", "rows"),
+            applied.seconds
+        ));
+        for m in &report.models {
+            if m.dropped > 0 {
+                ctx.printer.warning(&format!(
+                    "`{}` returned {} outside its windows; they were not written",
+                    m.name,
+                    plural(m.dropped, "row", "rows")
+                ));
+            }
+            for (a, n) in &m.warnings {
+                ctx.printer.warning(&format!(
+                    "non-blocking audit `{a}` of `{}` found {}",
+                    m.name,
+                    plural(*n, "row", "rows")
+                ));
+            }
+        }
+    }
+    s.push_str(&format!(
+        "`{env}` is now at revision {}\n",
+        applied.revision
+    ));
+    emit(out, &s)?;
+    Ok(ExitStatus::Success)
+}
+
+/// Render query results.
+pub fn format_batches(
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+    format: QueryFormat,
+) -> Result<String> {
+    let bug =
+        |e: datafusion::arrow::error::ArrowError| Error::Bug(format!("formatting results: {e}"));
+    match format {
+        QueryFormat::Table => Ok(format!(
+            "{}\n",
+            datafusion::arrow::util::pretty::pretty_format_batches(batches).map_err(bug)?
+        )),
+        QueryFormat::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
+                for b in batches {
+                    w.write(b).map_err(bug)?;
+                }
+            }
+            String::from_utf8(buf).map_err(|e| Error::Bug(e.to_string()))
+        }
+        QueryFormat::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+                for b in batches {
+                    w.write(b).map_err(bug)?;
+                }
+                w.finish().map_err(bug)?;
+            }
+            let mut s = String::from_utf8(buf).map_err(|e| Error::Bug(e.to_string()))?;
+            if s.is_empty() {
+                s.push_str("[]");
+            }
+            s.push('\n');
+            Ok(s)
+        }
+    }
+}
+
+/// Parse the instant given to `flag` (`--start`, `--end`).
+pub fn parse_instant_arg(flag: &'static str) -> impl Fn(&str) -> Result<crate::interval::Instant> {
+    move |s| {
+        crate::interval::parse_instant(s)
+            .map_err(|r| Error::from(Diagnostic::error(format!("invalid `{flag}`: {r}"))))
+    }
 }

@@ -1,28 +1,32 @@
 //! `tidemark plan`: compare the project with an environment and show what would change and be
-//! computed; optionally save the plan for `apply`.
+//! computed; optionally save the plan for `apply`, or apply it at once.
 
-use std::path::Path;
-
-use super::{emit, load};
-use crate::cli::{Context, PlanArgs, PlanFormat};
-use crate::error::{Error, Result, io_error};
+use super::{emit, load, parse_instant_arg, show_applied, show_plan};
+use crate::env::apply::{Request, Trigger, apply};
+use crate::error::{ExitStatus, Result};
 use crate::plan::{self, Options, Plan};
+use crate::settings::{self, PlanFormat, Settings};
 use crate::state::StateStore;
 
 /// Run `plan`.
-pub fn run(ctx: &Context, args: &PlanArgs, out: &mut dyn std::io::Write) -> Result<u8> {
+pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
+    let args = &p.args;
     let loaded = load(ctx)?;
     let store = StateStore::open(&loaded.project.config.warehouse)?;
     let state = store.read()?;
     let opts = Options {
-        environment: args.environment.to_ascii_lowercase(),
-        create_from: args.create_from.to_ascii_lowercase(),
+        environment: p.environment.to_string(),
+        create_from: p.create_from.to_string(),
         start: args
             .start
             .as_deref()
-            .map(parse_arg("--start"))
+            .map(parse_instant_arg("--start"))
             .transpose()?,
-        end: args.end.as_deref().map(parse_arg("--end")).transpose()?,
+        end: args
+            .end
+            .as_deref()
+            .map(parse_instant_arg("--end"))
+            .transpose()?,
         restate: args.restate_model.clone(),
         select: args.select_model.clone(),
         forward_only: args.forward_only,
@@ -37,37 +41,37 @@ pub fn run(ctx: &Context, args: &PlanArgs, out: &mut dyn std::io::Write) -> Resu
     };
     let plan = plan::build(&loaded.project, &loaded.fingerprints, &state, &opts)?;
     if let Some(path) = &args.out {
-        save(&plan, path)?;
+        plan::file::save(&plan, path)?;
     }
-    show(&plan, args.format, out)?;
+    show_plan(&plan, args.format, out)?;
     if args.format != PlanFormat::Json {
-        estimates(&plan, &store, ctx.exec.workers, args.format, out)?;
+        estimates(&plan, &store, ctx.exec.workers.get(), args.format, out)?;
     }
     if args.apply {
-        if plan.has_work() {
-            super::apply::apply(
-                ctx,
-                &loaded.project.config,
-                &store,
-                &state,
-                &plan,
-                out,
-                "plan --apply",
-                None,
-            )?;
-        } else {
-            crate::cli::note(
-                ctx,
-                &format!("nothing to apply: `{}` is up to date", plan.environment),
-            );
+        if !plan.has_work() {
+            ctx.printer.note(&format!(
+                "nothing to apply: `{}` is up to date",
+                plan.environment
+            ));
+            return Ok(ExitStatus::Success);
         }
-        return Ok(0);
+        let applied = apply(&Request {
+            config: &loaded.project.config,
+            store: &store,
+            state: &state,
+            plan: &plan,
+            exec: &ctx.exec,
+            printer: ctx.printer,
+            trigger: Trigger::Plan,
+            resume: None,
+        })?;
+        return show_applied(ctx, &applied, &plan.environment, out);
     }
-    Ok(if args.check && plan.has_work() { 1 } else { 0 })
+    Ok(ExitStatus::found(args.check && plan.has_work()))
 }
 
 /// Print what the plan's backfills are expected to cost, from earlier applies' batches.
-pub fn estimates(
+fn estimates(
     plan: &Plan,
     store: &StateStore,
     workers: usize,
@@ -79,7 +83,7 @@ pub fn estimates(
     if models.is_empty() {
         return Ok(());
     }
-    let progress = crate::backfill::progress::ProgressStore::new(store.storage());
+    let progress = crate::state::progress::ProgressStore::new(store.storage());
     let history = estimate::history(&progress, &models)?;
     let text = estimate::render(
         &estimate::estimates(plan, &history),
@@ -90,40 +94,4 @@ pub fn estimates(
         return Ok(());
     }
     emit(out, &text)
-}
-
-/// Print a plan in the chosen format.
-pub fn show(plan: &Plan, format: PlanFormat, out: &mut dyn std::io::Write) -> Result<()> {
-    let text = match format {
-        PlanFormat::Text => plan::render::text(plan),
-        PlanFormat::Markdown => plan::render::markdown(plan),
-        PlanFormat::Json => json(plan)?,
-    };
-    emit(out, &text)
-}
-
-fn json(plan: &Plan) -> Result<String> {
-    let mut s = serde_json::to_string_pretty(plan)
-        .map_err(|e| Error::Bug(format!("cannot serialize the plan: {e}")))?;
-    s.push('\n');
-    Ok(s)
-}
-
-/// Write the plan's JSON to `path` atomically (a temporary file renamed into place).
-fn save(plan: &Plan, path: &Path) -> Result<()> {
-    let text = json(plan)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::from(io_error("write", &tmp, &e)))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::from(io_error("write", path, &e)))
-}
-
-/// Parse `--start`/`--end`.
-pub fn parse_arg(flag: &'static str) -> impl Fn(&str) -> Result<crate::interval::Instant> {
-    move |s| {
-        crate::interval::parse_instant(s).map_err(|r| {
-            Error::from(crate::error::Diagnostic::error(format!(
-                "invalid {flag}: {r}"
-            )))
-        })
-    }
 }

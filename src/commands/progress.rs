@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::emit;
-use crate::backfill::human_bytes;
-use crate::backfill::progress::{ApplyInfo, BatchRecord, Outcome, ProgressStore, Status};
-use crate::cli::{Context, EnvFormat};
-use crate::error::{Diagnostic, Error, Result};
+use crate::error::{Diagnostic, Error, ExitStatus, Result};
+use crate::printer::{human_bytes, human_seconds};
+use crate::settings::{EnvFormat, Settings};
+use crate::state::progress::{ApplyInfo, BatchRecord, Outcome, ProgressStore, Status};
 
 /// `progress --format json` (`tidemark.progress-report/v1`).
 #[derive(Debug, Serialize)]
@@ -72,7 +72,7 @@ pub struct Failure {
 }
 
 /// Which apply: the id, else the newest of `env`, else the newest.
-pub fn pick(progress: &ProgressStore<'_>, id: Option<&str>, env: Option<&str>) -> Result<String> {
+fn pick(progress: &ProgressStore<'_>, id: Option<&str>, env: Option<&str>) -> Result<String> {
     let all = progress.list()?;
     if let Some(id) = id {
         if all.iter().any(|a| a == id) {
@@ -239,27 +239,17 @@ fn text(v: &ProgressView) -> String {
     s
 }
 
-/// `1 h 05 min`, `3 min 20 s`, `12 s`.
-pub fn human_seconds(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
-        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
-    }
-}
-
 /// Run `progress`.
 pub fn run(
-    ctx: &Context,
+    ctx: &Settings,
     id: Option<&str>,
-    env: Option<&str>,
+    env: Option<&crate::names::EnvName>,
     format: EnvFormat,
     out: &mut dyn std::io::Write,
-) -> Result<u8> {
+) -> Result<ExitStatus> {
     let (_, store) = super::warehouse(ctx)?;
     let progress = ProgressStore::new(store.storage());
-    let id = pick(&progress, id, env)?;
+    let id = pick(&progress, id, env.map(|e| e.as_str()))?;
     let info = progress
         .info(&id)?
         .ok_or_else(|| Error::Bug(format!("apply {id} has no description")))?;
@@ -270,5 +260,5 @@ pub fn run(
         EnvFormat::Text => emit(out, &text(&v))?,
         EnvFormat::Json => super::emit_json(out, &v)?,
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

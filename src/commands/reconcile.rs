@@ -13,31 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::apply::engine;
 use super::emit;
-use super::query::env_catalog;
-use crate::backfill::progress::{BatchRecord, ProgressStore, Status};
-use crate::cli::{Context, EnvFormat};
+
 use crate::engine::{Checksum, Engine, Input, partition_key};
-use crate::error::{Diagnostic, Error, Result};
+use crate::error::{Diagnostic, Error, ExitStatus, Result};
 use crate::interval::{IntervalUnit, parse_instant};
 use crate::project::ModelName;
-
-/// What to reconcile.
-pub struct Reconcile<'a> {
-    /// Model.
-    pub model: &'a str,
-    /// Environment.
-    pub env: &'a str,
-    /// The other environment (`None`: the recorded values).
-    pub against: Option<&'a str>,
-    /// First partition (date or timestamp).
-    pub start: Option<&'a str>,
-    /// Exclusive end.
-    pub end: Option<&'a str>,
-    /// Output format.
-    pub format: EnvFormat,
-}
+use crate::settings::{EnvFormat, Reconcile, Settings};
+use crate::state::progress::{BatchRecord, ProgressStore, Status};
 
 /// `reconcile --format json` (`tidemark.reconcile/v1`).
 #[derive(Debug, Serialize)]
@@ -90,7 +73,7 @@ fn side(
     model: &ModelName,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Side> {
-    let cat = env_catalog(config, state, env, now)?;
+    let cat = crate::env::catalog(config, state, env, now)?;
     let e = cat.entries.get(model).ok_or_else(|| {
         Error::from(
             Diagnostic::error(format!("`{model}` is not a model of environment `{env}`")).hint(
@@ -113,26 +96,29 @@ fn side(
 }
 
 /// Run `reconcile`.
-pub fn run(ctx: &Context, r: &Reconcile<'_>, out: &mut dyn std::io::Write) -> Result<u8> {
+pub fn run(ctx: &Settings, r: &Reconcile, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let (config, store) = super::warehouse(ctx)?;
     let state = store.read()?;
-    let engine = engine(&config)?;
-    let model = ModelName::parse(r.model).map_err(|e| {
+    let engine = crate::engine::LocalEngine::for_warehouse(&config.warehouse)?;
+    let model = ModelName::parse(&r.model).map_err(|e| {
         Error::from(Diagnostic::error(format!(
             "invalid model name `{}`: {e}",
             r.model
         )))
     })?;
-    let a = side(&config, &state, r.env, &model, ctx.execution_time)?;
+    let a = side(&config, &state, &r.env, &model, ctx.execution_time)?;
     let bound = |s: Option<&str>, what: &str| -> Result<Option<String>> {
         s.map(|s| {
             parse_instant(s)
                 .map(|i| partition_key(a.unit, i.at))
-                .map_err(|e| Error::from(Diagnostic::error(format!("invalid --{what}: {e}"))))
+                .map_err(|e| Error::from(Diagnostic::error(format!("invalid `--{what}`: {e}"))))
         })
         .transpose()
     };
-    let (lo, hi) = (bound(r.start, "start")?, bound(r.end, "end")?);
+    let (lo, hi) = (
+        bound(r.start.as_deref(), "start")?,
+        bound(r.end.as_deref(), "end")?,
+    );
     let in_range = |k: &str| {
         k == "all" || (lo.as_deref().is_none_or(|l| k >= l) && hi.as_deref().is_none_or(|h| k < h))
     };
@@ -151,7 +137,7 @@ pub fn run(ctx: &Context, r: &Reconcile<'_>, out: &mut dyn std::io::Write) -> Re
         differences: Vec::new(),
         samples: Vec::new(),
     };
-    match r.against {
+    match r.against.as_deref() {
         Some(benv) => {
             let b = side(&config, &state, benv, &model, ctx.execution_time)?;
             view.right = format!("{benv}:{}@{}", b.table, b.version);
@@ -230,7 +216,7 @@ pub fn run(ctx: &Context, r: &Reconcile<'_>, out: &mut dyn std::io::Write) -> Re
         EnvFormat::Json => super::emit_json(out, &view)?,
         EnvFormat::Text => emit(out, &text(&view))?,
     }
-    Ok(u8::from(!view.differences.is_empty()))
+    Ok(ExitStatus::found(!view.differences.is_empty()))
 }
 
 fn diff(unit: String, l: Option<&Checksum>, r: Option<&Checksum>) -> Difference {
@@ -304,7 +290,7 @@ fn samples(engine: &dyn Engine, a: &Side, b: &Side) -> Result<Vec<(String, Strin
         ),
     ] {
         let batches = engine.query(&inputs, sql)?;
-        let csv = super::query::format_batches(&batches, crate::cli::QueryFormat::Csv)?;
+        let csv = super::format_batches(&batches, crate::settings::QueryFormat::Csv)?;
         for line in csv.lines().skip(1) {
             out.push((label.to_string(), line.to_string()));
         }

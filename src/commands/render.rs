@@ -7,20 +7,20 @@
 use std::collections::BTreeSet;
 
 use super::{Loaded, emit, load};
-use crate::cli::{Context, note};
-use crate::error::{Diagnostic, Error, Result, did_you_mean};
+use crate::error::{Diagnostic, Error, ExitStatus, Result, did_you_mean};
 use crate::interval::{Interval, IntervalUnit, exclusive_end, parse_instant, parse_window};
 use crate::project::{Kind, ModelName};
+use crate::settings::Settings;
 use crate::sql::{MacroContext, inline_embedded, pretty, render_query};
 
 /// Run `render`.
 pub fn run(
-    ctx: &Context,
+    ctx: &Settings,
     model: &str,
     start: Option<&str>,
     end: Option<&str>,
     out: &mut dyn std::io::Write,
-) -> Result<u8> {
+) -> Result<ExitStatus> {
     let l = load(ctx)?;
     let name = find_model(&l, model)?;
     let m = &l.project.models[&name];
@@ -36,23 +36,17 @@ pub fn run(
     let window = window(unit, ctx.execution_time, start, end)?;
     let sql = render_sql(&l, &name, window, ctx.execution_time)?;
     if m.kind.is_incremental() || m.kind == Kind::Embedded {
-        note(
-            ctx,
-            &format!(
-                "{name} rendered for {window} (UTC, half-open; @end_* variables are the inclusive end)"
-            ),
-        );
+        ctx.printer.note(&format!(
+            "{name} rendered for {window} (UTC, half-open; @end_* variables are the inclusive end)"
+        ));
     } else if start.is_some() || end.is_some() {
-        note(
-            ctx,
-            &format!(
-                "{name} is {}: it is computed as a whole, so --start/--end only affect @execution_*",
-                m.kind.name()
-            ),
-        );
+        ctx.printer.note(&format!(
+            "{name} is {}: it is computed as a whole, so --start/--end only affect @execution_*",
+            m.kind.name()
+        ));
     }
     emit(out, &format!("{sql};\n"))?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 fn seed_path(kind: &Kind) -> String {

@@ -1,99 +1,30 @@
-//! `tidemark rollback ENV [--to REVISION]`: point an environment back at what it pointed at in
-//! an earlier revision (default: the one before the last change), in one atomic state commit.
-//!
-//! The earlier contents are read from the state log (the commit that wrote that revision), so
-//! rollback copies and computes nothing: the physical tables of recent revisions are kept by
-//! the janitor for exactly this.
+//! `tidemark rollback ENV [--to REVISION]`: point an environment back at an earlier revision
+//! ([`crate::env::rollback`]) and say what it points at now.
 
-use super::emit;
-use super::query::unknown_env;
-use crate::cli::Context;
-use crate::error::{Diagnostic, Error, Result};
-use crate::state::{Action, Environment, StateStore};
+use super::{emit, warehouse};
+use crate::env::rollback::rollback;
+use crate::error::{ExitStatus, Result};
+use crate::names::EnvName;
+use crate::settings::Settings;
 
 /// Run `rollback`.
-pub fn run(ctx: &Context, env: &str, to: Option<u64>, out: &mut dyn std::io::Write) -> Result<u8> {
-    let (_, store) = super::warehouse(ctx)?;
+pub fn run(
+    ctx: &Settings,
+    env: &EnvName,
+    to: Option<u64>,
+    out: &mut dyn std::io::Write,
+) -> Result<ExitStatus> {
+    let (_, store) = warehouse(ctx)?;
     let state = store.read()?;
-    let current = state
-        .environment(env)
-        .ok_or_else(|| unknown_env(&state, env))?;
-    let target = match to {
-        Some(r) => r,
-        None if current.revision > 1 => current.revision - 1,
-        None => {
-            return Err(Diagnostic::error(format!(
-                "`{env}` has only one revision; there is nothing to roll back to"
-            ))
-            .into());
-        }
-    };
-    if target >= current.revision || target == 0 {
-        return Err(Diagnostic::error(format!(
-            "`{env}` is at revision {}; --to must name an earlier revision",
-            current.revision
-        ))
-        .hint(format!("`tidemark env history {env}` lists the revisions"))
-        .into());
-    }
-    let old = contents_at(&store, &state, env, target)?;
-    let mut restored = old.clone();
-    restored.plan_id = format!("rollback to revision {target}");
-    restored.updated_at = chrono::Utc::now();
-    restored.expires_at = current.expires_at;
-    let expected = current.revision;
-    let after = store.transact(&format!("rollback {env} to revision {target}"), |_| {
-        Ok(vec![Action::PutEnvironment {
-            environment: Box::new(restored.clone()),
-            expected_revision: Some(expected),
-        }])
-    })?;
-    let revision = after
-        .environment(env)
-        .map(|e| e.revision)
-        .unwrap_or_default();
+    let done = rollback(&store, &state, env, to)?;
     emit(
         out,
         &format!(
-            "`{env}` now points at what revision {target} pointed at ({} models); it is revision {revision}\n",
-            restored.models.len()
+            "`{env}` now points at what revision {} pointed at ({}); it is revision {}\n",
+            done.target,
+            crate::printer::plural(done.models as u64, "model", "models"),
+            done.revision
         ),
     )?;
-    Ok(0)
-}
-
-/// The environment as it was at `revision`, from the commit that wrote it.
-pub fn contents_at(
-    store: &StateStore,
-    state: &crate::state::State,
-    env: &str,
-    revision: u64,
-) -> Result<Environment> {
-    let entry = state
-        .history
-        .iter()
-        .find(|h| h.environment == env && h.revision == revision && h.action == "put")
-        .ok_or_else(|| {
-            Error::from(Diagnostic::error(format!(
-                "`{env}` has no revision {revision} in its history"
-            )))
-        })?;
-    let commits = store.commits(entry.seq, entry.seq)?;
-    commits
-        .into_iter()
-        .flat_map(|c| c.actions)
-        .find_map(|a| match a {
-            Action::PutEnvironment { environment, .. } if environment.name == env => {
-                Some(*environment)
-            }
-            _ => None,
-        })
-        .ok_or_else(|| {
-            Error::from(
-                Diagnostic::error(format!(
-                    "the state log no longer holds revision {revision} of `{env}`"
-                ))
-                .hint("the state was imported after it; only later revisions can be restored"),
-            )
-        })
+    Ok(ExitStatus::Success)
 }

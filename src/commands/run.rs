@@ -6,50 +6,45 @@
 //! tables (or other intervals of shared ones) and commits nothing to this environment until it
 //! is promoted, so the two do not block each other.
 
-use super::apply::apply;
-use super::load;
-use super::query::unknown_env;
-use crate::cli::{Context, note, progress};
-use crate::error::Result;
+use super::{load, show_applied};
+use crate::env::apply::{Request, Trigger, apply};
+use crate::error::{ExitStatus, Result};
+use crate::names::EnvName;
 use crate::plan::{self, Options};
+use crate::settings::Settings;
 use crate::state::StateStore;
 
 /// Run `run`.
-pub fn run(ctx: &Context, env: &str, out: &mut dyn std::io::Write) -> Result<u8> {
+pub fn run(ctx: &Settings, env: &EnvName, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let loaded = load(ctx)?;
     let store = StateStore::open(&loaded.project.config.warehouse)?;
     let state = store.read()?;
-    if state.environment(env).is_none() {
-        return Err(unknown_env(&state, env));
-    }
+    crate::env::lookup(&state, env)?;
     let mut opts = Options::new(env, ctx.execution_time);
     opts.deployed = Some(env.to_string());
     opts.catch_up = true;
     let plan = plan::build(&loaded.project, &loaded.fingerprints, &state, &opts)?;
     if plan.models.iter().all(|m| m.backfill.is_none()) {
-        note(
-            ctx,
-            &format!(
-                "nothing to run: `{env}` is complete up to {}",
-                plan.execution_time
-            ),
-        );
-        return Ok(0);
+        ctx.printer.note(&format!(
+            "nothing to run: `{env}` is complete up to {}",
+            plan.execution_time
+        ));
+        return Ok(ExitStatus::Success);
     }
     for m in &plan.models {
         if let Some(text) = plan::render::backfill_text(m) {
-            progress(ctx, &format!("{}: {text}", m.name));
+            ctx.printer.line(&format!("{}: {text}", m.name));
         }
     }
-    apply(
-        ctx,
-        &loaded.project.config,
-        &store,
-        &state,
-        &plan,
-        out,
-        "run",
-        None,
-    )?;
-    Ok(0)
+    let applied = apply(&Request {
+        config: &loaded.project.config,
+        store: &store,
+        state: &state,
+        plan: &plan,
+        exec: &ctx.exec,
+        printer: ctx.printer,
+        trigger: Trigger::Run,
+        resume: None,
+    })?;
+    show_applied(ctx, &applied, env, out)
 }

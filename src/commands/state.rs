@@ -4,29 +4,29 @@
 use std::path::Path;
 
 use super::emit;
-use crate::cli::Context;
-use crate::error::{Diagnostic, Error, Result, io_error};
+use crate::error::{Diagnostic, Error, ExitStatus, Result, io_error};
 use crate::project::config;
+use crate::settings::Settings;
 use crate::state::{State, StateStore};
 
-fn store(ctx: &Context) -> Result<StateStore> {
+fn store(ctx: &Settings) -> Result<StateStore> {
     let path = super::config_path(ctx)?;
     let config = config::load_config(&path)?;
     StateStore::open(&config.warehouse)
 }
 
 /// `state export`: print the state.
-pub fn export(ctx: &Context, out: &mut dyn std::io::Write) -> Result<u8> {
+pub fn export(ctx: &Settings, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let state = store(ctx)?.read()?;
     let mut text = serde_json::to_string_pretty(&state)
         .map_err(|e| Error::Bug(format!("cannot serialize the state: {e}")))?;
     text.push('\n');
     emit(out, &text)?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// `state import FILE`: load an exported state into an empty warehouse.
-pub fn import(ctx: &Context, file: &Path) -> Result<u8> {
+pub fn import(ctx: &Settings, file: &Path) -> Result<ExitStatus> {
     let bytes = if file == Path::new("-") {
         let mut b = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
@@ -44,25 +44,23 @@ pub fn import(ctx: &Context, file: &Path) -> Result<u8> {
     let state: State = serde_json::from_slice(&bytes).map_err(|e| invalid(file, &e))?;
     let store = store(ctx)?;
     let imported = store.import(state)?;
-    crate::cli::note(
-        ctx,
-        &format!(
-            "imported {} environments, {} snapshots and {} tables into {}",
-            imported.environments.len(),
-            imported.snapshots.len(),
-            imported.tables.len(),
-            store.describe()
-        ),
-    );
-    Ok(0)
+    ctx.printer.note(&format!(
+        "imported {} environments, {} snapshots and {} tables into {}",
+        imported.environments.len(),
+        imported.snapshots.len(),
+        imported.tables.len(),
+        store.describe()
+    ));
+    Ok(ExitStatus::Success)
 }
 
 fn invalid(file: &Path, e: &serde_json::Error) -> Error {
     Error::from(
         Diagnostic::error(format!(
-            "`{}` is not a tidemark state export: {e}",
+            "`{}` is not a tidemark state export",
             file.display()
         ))
+        .caused_by(e)
         .hint("create one with `tidemark state export > state.json`"),
     )
 }

@@ -74,7 +74,7 @@ fn failed_delta(what: &str, e: deltalake::DeltaTableError) -> Error {
         ),
         _ => false,
     };
-    let d = Diagnostic::error(format!("{what}: {e}"));
+    let d = Diagnostic::error(what).caused_by(e);
     Error::from(if transient { d.transient() } else { d })
 }
 
@@ -253,6 +253,21 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                 return Ok(refused);
             }
             measured = Some(checked);
+            // A table that does not exist yet is created in a commit of its own first (racing
+            // creators agree on one), so that even the first batch goes through the window
+            // commit, whose conflict rules let batches of other windows land side by side.
+            // Left to delta-rs's write, two first batches of a new table failed each other's
+            // commit ("Metadata changed since last commit") on every first apply.
+            // Creators take turns on the table's lock and look again once they hold it: left
+            // to delta-rs, a losing create is retried as a second metadata commit, which every
+            // writer that read only the first then takes for a schema change.
+            if open.read_to().is_none() {
+                let _held = lock::exclusive(path).await?;
+                let table = self::open(path).await?;
+                let created =
+                    ensure_created(table, path, &batches, &[PARTITION_COLUMN], &ctx).await?;
+                open.advance(created).await?;
+            }
             let keys = window_keys(&job.write).unwrap_or_default();
             let window = commit::Window {
                 keys: &keys,
@@ -528,7 +543,7 @@ async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchRepor
 
 fn first_message(e: &Error) -> String {
     match e {
-        Error::User(d) => d.first().map(|d| d.message.clone()).unwrap_or_default(),
+        Error::User(d) => d.first().map(Diagnostic::summary).unwrap_or_default(),
         Error::Bug(m) => m.clone(),
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Invariants:
 //! - A physical table lives at `<warehouse>/<table id>`; table ids are built from validated
-//!   model names and hex versions ([`crate::state::table_id`]), never from other user text.
+//!   model names and hex versions ([`crate::names::table_id`]), never from other user text.
 //! - Every write is exactly one Delta commit: an incremental batch is an overwrite whose
 //!   predicate is the batch's half-open window (never an append), a FULL or SEED model replaces
 //!   the whole table, a unique-key batch is one MERGE. Each commit carries an application
@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{Interval, IntervalUnit};
 use crate::project::{ModelName, SourceFormat};
 
@@ -224,6 +224,18 @@ pub struct LocalEngine {
 }
 
 impl LocalEngine {
+    /// The engine of a project's warehouse.
+    pub fn for_warehouse(warehouse: &crate::project::Warehouse) -> Result<LocalEngine> {
+        match warehouse {
+            crate::project::Warehouse::Local(root) => LocalEngine::new(root),
+            crate::project::Warehouse::ObjectStore(url) => Err(Diagnostic::error(format!(
+                "the warehouse `{url}` is on an object store, which this build cannot write to"
+            ))
+            .hint("use a local warehouse directory")
+            .into()),
+        }
+    }
+
     /// An engine on the local warehouse directory `root`.
     pub fn new(root: &Path) -> Result<LocalEngine> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -241,7 +253,7 @@ impl LocalEngine {
     /// model names and hex versions; anything else (a hand-edited state, a crafted plan file)
     /// is refused here, so no id can point a write or a delete outside the warehouse.
     pub(crate) fn table_path(&self, table: &str) -> Result<PathBuf> {
-        crate::state::check_table_id(table)?;
+        crate::names::check_table_id(table)?;
         let mut p = self.root.clone();
         for part in table.split('/') {
             p.push(part);
@@ -327,7 +339,7 @@ pub fn partition_key(unit: IntervalUnit, t: DateTime<Utc>) -> String {
 
 /// An engine error (DataFusion or delta-rs) as a user-facing error about `what`.
 fn failed(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::from(crate::error::Diagnostic::error(format!("{what}: {e}")))
+    Error::from(crate::error::Diagnostic::error(what).caused_by(e))
 }
 
 #[cfg(test)]

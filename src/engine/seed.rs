@@ -26,7 +26,8 @@ pub async fn read(
     let p = path.to_string_lossy();
     let cannot = |e: &dyn std::fmt::Display| {
         Error::from(
-            Diagnostic::error(format!("cannot read the seed {p}: {e}"))
+            Diagnostic::error(format!("cannot read the seed `{p}`"))
+                .caused_by(e)
                 .hint("the seed was checked when the project loaded; was it changed since?"),
         )
     };

@@ -173,11 +173,12 @@ pub fn read_only() -> SQLOptions {
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     let df = ctx.sql_with_options(sql, read_only()).await.map_err(|e| {
         Error::from(
-            Diagnostic::error(format!("the query failed: {e}"))
+            Diagnostic::error("the query failed")
+                .caused_by(e)
                 .hint("model names resolve to the environment's tables, e.g. sushi.customers"),
         )
     })?;
     df.collect()
         .await
-        .map_err(|e| Error::from(Diagnostic::error(format!("the query failed: {e}"))))
+        .map_err(|e| Error::from(Diagnostic::error("the query failed").caused_by(e)))
 }

@@ -17,8 +17,9 @@
 //! - Every interval is half-open and aligned to its model's unit; a plan carries the state
 //!   revision it was made from, so applying it later can refuse a changed environment.
 
-pub mod backfill;
 pub mod categorize;
+pub mod file;
+pub mod intervals;
 mod options;
 mod record;
 pub mod render;
@@ -34,8 +35,8 @@ use crate::fingerprint::{Fingerprint, data_hash};
 use crate::interval::format_ts;
 use crate::project::{Kind, ModelName, Project};
 use crate::state::{Category, Environment, ModelRecord, PROD, Snapshot, State};
-pub use backfill::{Backfill, BackfillAction};
 use categorize::Verdict;
+pub use intervals::{Backfill, BackfillAction};
 use options::user_window;
 pub use options::{Options, validate_env_name};
 pub use record::completed_actions;
@@ -335,9 +336,9 @@ pub fn build(
     }
     if local_ignored > 0 && opts.deployed.is_none() {
         notes.push(if restating {
-            format!("{local_ignored} local change(s) ignored: a restatement plan recomputes the deployed versions (add --with-local-changes to include them)")
+            format!("{} ignored: a restatement plan recomputes the deployed versions (add `--with-local-changes` to include them)", crate::printer::plural(local_ignored as u64, "local change", "local changes"))
         } else {
-            format!("{local_ignored} local change(s) not selected by --select-model are left out")
+            format!("{} not selected by `--select-model` {} left out", crate::printer::plural(local_ignored as u64, "local change", "local changes"), if local_ignored == 1 { "is" } else { "are" })
         });
     }
 
@@ -542,13 +543,13 @@ pub fn build(
     }
 
     // Backfill.
-    let ctx = backfill::Context {
+    let ctx = intervals::Scope {
         state,
         execution_time: exec,
         window,
         catch_up: opts.catch_up,
     };
-    let restated = backfill::restatement(&ctx, &order, &nodes_view(&nodes), &restate);
+    let restated = intervals::restatement(&ctx, &order, &nodes_view(&nodes), &restate);
     let envs: Vec<&Environment> = [target_env, deployed_env, base_env]
         .into_iter()
         .flatten()
@@ -564,7 +565,7 @@ pub fn build(
         if opts.skip_backfill {
             continue;
         }
-        m.backfill = backfill::compute(
+        m.backfill = intervals::compute(
             &ctx,
             snap,
             completed_in.map(String::as_str),
@@ -581,7 +582,7 @@ pub fn build(
             .and_then(|e| e.table.as_ref());
         let own_table = opts.catch_up || env_table != t.table.as_ref();
         if m.backfill.is_none() && upstream && own_table && snap.model.kind == Kind::Full {
-            m.backfill = Some(backfill::full_refresh(&ctx, snap));
+            m.backfill = Some(intervals::full_refresh(&ctx, snap));
         }
         let virtual_kind = matches!(snap.model.kind, Kind::View | Kind::Embedded);
         if m.backfill.is_some() || upstream && virtual_kind {

@@ -14,6 +14,7 @@
 use std::path::Path;
 
 use crate::error::{Diagnostic, Location, line_col};
+use crate::sql::{first_code_offset, skip_trivia};
 
 /// A header token.
 #[derive(Debug, Clone, PartialEq)]
@@ -393,32 +394,6 @@ pub fn split_top(run: &[Token]) -> Vec<&[Token]> {
         items.push(&run[begin..]);
     }
     items
-}
-
-/// Byte offset of the first character that is not whitespace or inside a comment.
-pub fn first_code_offset(text: &str) -> Option<usize> {
-    let i = skip_trivia(text, 0).unwrap_or_else(|unterminated| unterminated);
-    (i < text.len()).then_some(i)
-}
-
-/// The offset of the first byte from `i` on that is not whitespace or inside a comment; an
-/// unterminated `/*` comment is `Err(its offset)`.
-fn skip_trivia(text: &str, mut i: usize) -> Result<usize, usize> {
-    let bytes = text.as_bytes();
-    while i < bytes.len() {
-        match bytes[i] {
-            b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' => i += 1,
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = text[i..].find('\n').map_or(bytes.len(), |k| i + k);
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => match text[i + 2..].find("*/") {
-                Some(k) => i += 2 + k + 2,
-                None => return Err(i),
-            },
-            _ => break,
-        }
-    }
-    Ok(i)
 }
 
 // ---------------------------------------------------------------------------------------------

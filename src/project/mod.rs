@@ -13,15 +13,14 @@ pub mod config;
 mod fuzz;
 pub mod header;
 pub mod model;
-pub mod name;
 pub mod seed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+pub use crate::names::ModelName;
 pub use config::{Config, Source, SourceFormat, Warehouse};
 pub use model::{AuditCall, Kind, Model};
-pub use name::ModelName;
 
 use crate::error::{Diagnostic, Error, Location, Result, did_you_mean, io_error};
 use model::Loaded;

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::config::ModelDefaults;
 use super::header::{self, Property, Src, Token};
-use super::name::ModelName;
 use crate::error::{Diagnostic, Location, did_you_mean};
 use crate::interval::{Schedule, parse_instant};
+use crate::names::ModelName;
 use crate::sql::{self, MacroUse, TableRef};
 
 /// How a model is materialized.
@@ -510,7 +510,7 @@ impl<'a> Builder<'a> {
             "dialect" => {
                 return Err(src
                     .err(p.key_start, "`dialect` is not supported: tidemark models are written in DataFusion's SQL")
-                    .hint("remove the `dialect` property; see docs/models.md for the SQL tidemark accepts"));
+                    .hint("remove the `dialect` property: every model is parsed as DataFusion SQL"));
             }
             k if SQLMESH_ONLY.contains(&k) => {
                 return Err(src
@@ -519,7 +519,8 @@ impl<'a> Builder<'a> {
                         format!("`{k}` is a SQLMesh property that tidemark does not support"),
                     )
                     .hint(format!(
-                        "remove `{k}`; docs/models.md lists the properties tidemark supports"
+                        "remove `{k}`; tidemark supports: {}",
+                        PROPERTIES.join(", ")
                     )));
             }
             other => {
@@ -890,7 +891,11 @@ impl<'a> Builder<'a> {
                     .map(|n| format!("`@{n}`"))
                     .collect();
                 let hint = if close.is_empty() {
-                    "see docs/models.md for the macro variables".to_string()
+                    let all: Vec<String> = sql::MACRO_VARIABLES
+                        .iter()
+                        .map(|(n, _)| format!("`@{n}`"))
+                        .collect();
+                    format!("the macro variables are {}", all.join(", "))
                 } else {
                     format!("did you mean {}?", close.join(", "))
                 };

@@ -126,8 +126,9 @@ fn check_header<'a>(
 
 fn csv_error(file: &Path, e: &csv::Error) -> Diagnostic {
     let line = e.position().map_or(0, csv::Position::line);
-    Diagnostic::error(format!("the seed file is not valid CSV: {e}"))
+    Diagnostic::error("the seed file is not valid CSV")
         .at(Location::at(file, line, 0))
+        .caused_by(e)
 }
 
 /// What a declared SQL type accepts, as far as a CSV value goes.

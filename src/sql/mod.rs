@@ -115,7 +115,7 @@ fn second_statement(tokens: &[TokenWithSpan]) -> Option<(u64, u64)> {
 }
 
 fn first_token_location(body: &str) -> Option<(u64, u64)> {
-    crate::project::header::first_code_offset(body).map(|o| crate::error::line_col(body, o))
+    first_code_offset(body).map(|o| crate::error::line_col(body, o))
 }
 
 /// Turn a sqlparser error into a located diagnostic. sqlparser appends
@@ -149,7 +149,9 @@ fn parser_error(file: &Path, body: &str, e: ParserError) -> Diagnostic {
         None => (msg.clone(), end()),
     };
     let text = text.replace("sql parser error: ", "");
-    Diagnostic::error(format!("SQL syntax error: {}", lower_first(&text))).at(loc)
+    Diagnostic::error("SQL syntax error")
+        .at(loc)
+        .caused_by(lower_first(&text))
 }
 
 fn lower_first(s: &str) -> String {
@@ -200,6 +202,32 @@ pub fn parse_data_type(s: &str) -> Result<String, String> {
     Ok(ty.to_string())
 }
 
+/// Byte offset of the first character that is not whitespace or inside a comment.
+pub fn first_code_offset(text: &str) -> Option<usize> {
+    let i = skip_trivia(text, 0).unwrap_or_else(|unterminated| unterminated);
+    (i < text.len()).then_some(i)
+}
+
+/// The offset of the first byte from `i` on that is not whitespace or inside a comment; an
+/// unterminated `/*` comment is `Err(its offset)`.
+pub(crate) fn skip_trivia(text: &str, mut i: usize) -> Result<usize, usize> {
+    let bytes = text.as_bytes();
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' => i += 1,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = text[i..].find('\n').map_or(bytes.len(), |k| i + k);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => match text[i + 2..].find("*/") {
+                Some(k) => i += 2 + k + 2,
+                None => return Err(i),
+            },
+            _ => break,
+        }
+    }
+    Ok(i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,7 +275,8 @@ mod tests {
         assert!(parse_query(Path::new("m.sql"), "\n\nSELECT a FROM WHERE").is_ok());
         let e = err("\n\nSELECT a FROM t WHERE");
         assert!(e.contains("m.sql:3:"), "{e}");
-        assert!(e.starts_with("error: SQL syntax error: expected"), "{e}");
+        assert!(e.starts_with("error: SQL syntax error\n"), "{e}");
+        assert!(e.contains("Caused by: expected"), "{e}");
         let e = err("SELECT 'abc");
         assert!(e.contains("m.sql:1:8"), "{e}");
     }

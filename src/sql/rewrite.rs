@@ -91,7 +91,7 @@ pub fn inline_embedded(query: &mut Query, mut embedded: Vec<(String, Query)>) {
     let names: std::collections::BTreeSet<String> =
         embedded.iter().map(|(n, _)| n.clone()).collect();
     let map = |n: &str| -> Option<ObjectName> {
-        crate::project::ModelName::parse(n)
+        crate::names::ModelName::parse(n)
             .ok()
             .filter(|n| names.contains(n.as_str()))
             .map(|n| ObjectName::from(vec![Ident::with_quote('"', n.as_str())]))

@@ -24,6 +24,7 @@
 //!   lands first and the apply stops before it writes anything.
 //! - Maps are `BTreeMap`s: serialization is deterministic.
 
+pub mod progress;
 pub mod storage;
 pub mod store;
 
@@ -36,14 +37,12 @@ use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{IntervalSet, IntervalUnit};
 use crate::project::{AuditCall, Kind, Model, ModelName};
 
-pub use storage::{LocalStorage, Storage};
+pub use crate::names::{PROD, check_table_id, table_id};
+pub use storage::{LocalStorage, Storage, write_atomic};
 pub use store::StateStore;
 
 /// Format tag of the state documents this build writes; documents with a newer tag are refused.
 pub const STATE_FORMAT: &str = "tidemark.state/v1";
-
-/// The name of the production environment.
-pub const PROD: &str = "prod";
 
 /// A model definition as it was planned: what `plan` needs to diff and categorize against it,
 /// and what `apply` needs to build it, without the project files.
@@ -210,35 +209,6 @@ impl Snapshot {
     }
 }
 
-/// The id (and warehouse-relative path) of a physical table.
-pub fn table_id(name: &ModelName, version: &str, generation: u32) -> String {
-    let path = name.physical_parts(version).join("/");
-    if generation == 0 {
-        path
-    } else {
-        format!("{path}__g{generation}")
-    }
-}
-
-/// Refuse anything that is not a table id [`table_id`] can make: `/`-separated, non-empty parts
-/// of ASCII letters, digits and `_`. Ids come from the state and from plan files, either of
-/// which can be edited outside tidemark; checked, no id can name a path outside the warehouse.
-pub fn check_table_id(id: &str) -> Result<()> {
-    let ok = |part: &str| {
-        !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    };
-    if id.split('/').all(ok) {
-        return Ok(());
-    }
-    Err(Error::from(
-        Diagnostic::error(format!(
-            "`{}` is not a tidemark table id: it could name a path outside the warehouse",
-            id.escape_default()
-        ))
-        .hint("the state or the plan file was changed outside tidemark; restore the state (`tidemark state export` / `state import`) or make the plan again"),
-    ))
-}
-
 /// A physical table: one version (and generation) of a model's rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhysicalTable {
@@ -292,6 +262,32 @@ pub struct Environment {
     pub source_versions: BTreeMap<ModelName, u64>,
 }
 
+/// What an environment change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryAction {
+    /// Created it or pointed it somewhere else.
+    Put,
+    /// Deleted it.
+    Delete,
+}
+
+impl HistoryAction {
+    /// `put` or `delete`, as in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryAction::Put => "put",
+            HistoryAction::Delete => "delete",
+        }
+    }
+}
+
+impl std::fmt::Display for HistoryAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One environment change, as kept in the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -301,8 +297,8 @@ pub struct HistoryEntry {
     pub at: DateTime<Utc>,
     /// Environment.
     pub environment: String,
-    /// `put` or `delete`.
-    pub action: String,
+    /// What happened.
+    pub action: HistoryAction,
     /// Revision after the change (the deleted revision for `delete`).
     pub revision: u64,
     /// The plan behind it (empty for deletions).
@@ -596,7 +592,7 @@ impl State {
                     seq,
                     at,
                     environment: env.name.clone(),
-                    action: "put".into(),
+                    action: HistoryAction::Put,
                     revision: env.revision,
                     plan_id: env.plan_id.clone(),
                     models_changed,
@@ -620,7 +616,7 @@ impl State {
                     seq,
                     at,
                     environment: name.clone(),
-                    action: "delete".into(),
+                    action: HistoryAction::Delete,
                     revision: *expected_revision,
                     plan_id: String::new(),
                     models_changed: removed

@@ -46,31 +46,6 @@ impl LocalStorage {
         rel.split('/')
             .fold(self.root.clone(), |p, part| p.join(part))
     }
-
-    /// Write `bytes` to a fresh temporary file next to `target`, synced to disk.
-    fn write_temp(&self, target: &Path, bytes: &[u8]) -> Result<PathBuf> {
-        use std::io::Write;
-        let dir = target.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(|e| Error::from(io_error("create", dir, &e)))?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::from(io_error("write", &tmp, &e)))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::from(io_error("write", &tmp, &e)))?;
-        Ok(tmp)
-    }
 }
 
 impl Storage for LocalStorage {
@@ -85,7 +60,7 @@ impl Storage for LocalStorage {
 
     fn put_if_absent(&self, path: &str, bytes: &[u8]) -> Result<bool> {
         let target = self.path(path);
-        let tmp = self.write_temp(&target, bytes)?;
+        let tmp = write_temp(&target, bytes)?;
         let linked = std::fs::hard_link(&tmp, &target);
         let _ = std::fs::remove_file(&tmp);
         match linked {
@@ -99,14 +74,7 @@ impl Storage for LocalStorage {
     }
 
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        let target = self.path(path);
-        let tmp = self.write_temp(&target, bytes)?;
-        std::fs::rename(&tmp, &target).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::from(io_error("write", &target, &e))
-        })?;
-        sync_dir(target.parent());
-        Ok(())
+        write_atomic(&self.path(path), bytes)
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {
@@ -131,6 +99,47 @@ impl Storage for LocalStorage {
     fn describe(&self) -> String {
         self.root.display().to_string()
     }
+}
+
+/// Write `bytes` to a fresh temporary file next to `target`, synced to disk.
+fn write_temp(target: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    use std::io::Write;
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::from(io_error("create", dir, &e)))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::from(io_error("write", &tmp, &e)))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::from(io_error("write", &tmp, &e)))?;
+    Ok(tmp)
+}
+
+/// Replace `target` with `bytes` atomically: readers see the old file or the new one, never
+/// a part. The temporary file has a name of its own (pid and time), so no file of the user's
+/// is ever overwritten on the way.
+pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_temp(target, bytes)?;
+    std::fs::rename(&tmp, target).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::from(io_error("write", target, &e))
+    })?;
+    sync_dir(target.parent());
+    Ok(())
 }
 
 /// Make a new directory entry durable (best effort; not every platform can sync a directory).

@@ -121,7 +121,7 @@ fn the_circuit_breaker_stops_after_max_failures_and_says_how_to_resume() {
     assert_eq!(r.code, 2, "{}", r.transcript());
     assert!(
         r.stderr
-            .contains("the circuit breaker tripped after 2 failed batch(es)"),
+            .contains("the circuit breaker tripped after 2 failed batches"),
         "{}",
         r.stderr
     );
@@ -217,7 +217,7 @@ fn an_interrupted_apply_resumes_by_id_and_skips_complete_batches() {
     assert_eq!(r.code, 0, "{}", r.transcript());
     assert!(
         r.stderr.contains(&format!(
-            "resuming apply {id}: {complete} of {total} batch(es) already complete"
+            "resuming apply {id}: {complete} of {total} batches already complete"
         )),
         "{}",
         r.stderr
@@ -597,14 +597,14 @@ fn json_progress_events_and_plan_estimates_from_recorded_batches() {
     // The whole history: the estimate is what its batches recorded.
     let line = estimate("");
     assert!(
-        line.contains(&format!("7 partition(s), ~{daily_rows} rows")),
+        line.contains(&format!("7 partitions, ~{daily_rows} rows")),
         "{line}"
     );
     // Three of the seven days: three sevenths of the rows.
     let line = estimate("2024-03-05");
     assert!(
         line.contains(&format!(
-            "3 partition(s), ~{} rows",
+            "3 partitions, ~{} rows",
             (daily_rows as f64 * 3.0 / 7.0).round() as u64
         )),
         "{line}"

@@ -406,7 +406,7 @@ fn janitor_removes_expired_environments_and_their_tables_only() {
         &["--execution-time", "2024-01-09", "janitor", "--dry-run"],
     );
     assert!(
-        out.contains("would delete 0 environment(s), 0 table(s)"),
+        out.contains("would delete 0 environments, 0 tables"),
         "{out}"
     );
     // Past the 7-day TTL (the clock of the test is the real one: use a far future).
@@ -415,12 +415,15 @@ fn janitor_removes_expired_environments_and_their_tables_only() {
         &["--execution-time", "2099-01-01", "janitor", "--dry-run"],
     );
     assert!(
-        out.contains("would delete expired environment dev"),
+        out.contains("would delete expired environment `dev`"),
         "{out}"
     );
     assert!(p.join("warehouse").join(&dev_fact).exists());
     let out = ok(&p, &["--execution-time", "2099-01-01", "janitor"]);
-    assert!(out.contains(&format!("deleted table {dev_fact}")), "{out}");
+    assert!(
+        out.contains(&format!("deleted table `{dev_fact}`")),
+        "{out}"
+    );
     assert!(!p.join("warehouse").join(&dev_fact).exists());
     assert!(!ok(&p, &["env", "list"]).contains("dev "));
     assert_eq!(csv(&p, "prod", TOTALS), prod_before);

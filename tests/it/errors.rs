@@ -73,7 +73,7 @@ fn bad_execution_time_and_usage_errors_exit_2() {
     assert_eq!(run.code, 2);
     assert!(
         run.stderr
-            .starts_with("error: invalid --execution-time: `soon` is not a date"),
+            .starts_with("error: invalid `--execution-time`: `soon` is not a date"),
         "{}",
         run.stderr
     );

@@ -393,7 +393,7 @@ fn restatement_ignores_local_edits_unless_asked() {
         plan["notes"][0]
             .as_str()
             .unwrap()
-            .contains("1 local change(s) ignored")
+            .contains("1 local change ignored")
     );
     let with = plan_json(
         &dir,

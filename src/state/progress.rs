@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::Storage;
 use crate::error::{Diagnostic, Error, Result};
-use crate::state::Storage;
 
 /// Format tag of every progress document.
 pub const PROGRESS_FORMAT: &str = "tidemark.progress/v1";

@@ -1,9 +1,16 @@
-//! Model and source names.
+//! Identifiers, valid by construction: model and source names, environment names, and the ids
+//! of physical tables.
 //!
-//! Invariant: a [`ModelName`] is one to three dot-separated parts, each `[a-z_][a-z0-9_]*`
-//! (unquoted SQL identifiers are case-insensitive, so names are stored lowercased). Nothing that
-//! could escape a directory when the name becomes a path (`..`, `/`, quotes, control
-//! characters, empty parts) can be represented.
+//! Invariants:
+//! - A [`ModelName`] is one to three dot-separated parts, each `[a-z_][a-z0-9_]*` (unquoted
+//!   SQL identifiers are case-insensitive, so names are stored lowercased).
+//! - An [`EnvName`] is `[a-z][a-z0-9_]*`, at most 64 characters, stored lowercased: the user's
+//!   `Dev` and `dev` are one environment.
+//! - A [`TableId`] is `/`-separated, non-empty parts of ASCII letters, digits and `_`, and it
+//!   is also the table's path below the warehouse root.
+//!
+//! Nothing that could escape a directory when a name becomes a path (`..`, `/`, quotes, control
+//! characters, empty parts) can be represented by any of them.
 
 use std::fmt;
 
@@ -169,9 +176,128 @@ impl<'de> serde::Deserialize<'de> for ModelName {
     }
 }
 
+/// The name of an environment (see the module invariants).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvName(String);
+
+/// The production environment.
+pub const PROD: &str = "prod";
+
+/// The longest environment name accepted.
+const MAX_ENV_LEN: usize = 64;
+
+impl EnvName {
+    /// Normalise (lowercase) and validate a user's environment name.
+    pub fn parse(s: &str) -> Result<EnvName, String> {
+        let lower = s.to_ascii_lowercase();
+        let ok = lower.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && lower
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && lower.len() <= MAX_ENV_LEN;
+        if ok {
+            Ok(EnvName(lower))
+        } else {
+            Err(format!(
+                "invalid environment name `{}`",
+                printable(s).escape_default()
+            ))
+        }
+    }
+
+    /// `prod`.
+    pub fn prod() -> EnvName {
+        EnvName(PROD.to_string())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The hint that goes with an invalid environment name.
+pub const ENV_NAME_HINT: &str =
+    "environment names are lowercase letters, digits and `_`, starting with a letter (at most 64)";
+
+impl fmt::Display for EnvName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for EnvName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for EnvName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EnvName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        EnvName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The id (and warehouse-relative path) of a physical table: generation `generation` of
+/// version `version` of `name`.
+pub fn table_id(name: &ModelName, version: &str, generation: u32) -> String {
+    let path = name.physical_parts(version).join("/");
+    if generation == 0 {
+        path
+    } else {
+        format!("{path}__g{generation}")
+    }
+}
+
+/// Refuse anything that is not a table id [`table_id`] can make: `/`-separated, non-empty parts
+/// of ASCII letters, digits and `_`. Ids come from the state and from plan files, either of
+/// which can be edited outside tidemark; checked, no id can name a path outside the warehouse.
+pub fn check_table_id(id: &str) -> crate::error::Result<()> {
+    let ok = |part: &str| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    if id.split('/').all(ok) {
+        return Ok(());
+    }
+    Err(crate::error::Error::from(
+        crate::error::Diagnostic::error(format!(
+            "`{}` is not a tidemark table id: it could name a path outside the warehouse",
+            id.escape_default()
+        ))
+        .hint("the state or the plan file was changed outside tidemark; restore the state (`tidemark state export` / `state import`) or make the plan again"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_names_are_normalised_and_checked() {
+        assert_eq!(EnvName::parse("Dev_2").unwrap().as_str(), "dev_2");
+        for bad in ["", "2dev", "../../outside", "a b", "dev;", &"x".repeat(65)] {
+            assert!(EnvName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn table_ids_are_paths_inside_the_warehouse() {
+        let n = ModelName::parse_model("ledger.daily").unwrap();
+        assert_eq!(table_id(&n, "0a1b", 0), "ledger/daily__0a1b");
+        assert_eq!(table_id(&n, "0a1b", 2), "ledger/daily__0a1b__g2");
+        assert!(check_table_id(&table_id(&n, "0a1b", 2)).is_ok());
+        for bad in ["../x", "a//b", "a/./b", "a/b c", ""] {
+            assert!(check_table_id(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn valid_names_are_normalized() {

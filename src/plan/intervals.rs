@@ -24,7 +24,7 @@ use crate::project::{Kind, ModelName};
 use crate::state::{Category, ModelRecord, Snapshot, State};
 
 /// What the plan reads besides the models.
-pub struct Context<'a> {
+pub struct Scope<'a> {
     /// Completed intervals.
     pub state: &'a State,
     /// "Now".
@@ -96,7 +96,7 @@ pub fn batch_size(m: &ModelRecord) -> u32 {
 }
 
 /// The aligned range a model should cover at the execution time.
-pub fn expected(ctx: &Context<'_>, m: &ModelRecord) -> IntervalSet {
+pub fn expected(ctx: &Scope<'_>, m: &ModelRecord) -> IntervalSet {
     let unit = m.interval_unit;
     let exec = ctx.execution_time;
     let mut end = if m.allow_partials {
@@ -119,7 +119,7 @@ pub fn expected(ctx: &Context<'_>, m: &ModelRecord) -> IntervalSet {
 
 /// Restated intervals per model: the selected models and everything downstream.
 pub fn restatement(
-    ctx: &Context<'_>,
+    ctx: &Scope<'_>,
     order: &[ModelName],
     nodes: &BTreeMap<&ModelName, (&ModelRecord, &BTreeSet<ModelName>)>,
     selected: &BTreeSet<ModelName>,
@@ -178,7 +178,7 @@ pub fn restatement(
 
 /// The backfill of one model in the target environment.
 pub fn compute(
-    ctx: &Context<'_>,
+    ctx: &Scope<'_>,
     snap: &Snapshot,
     table: Option<&str>,
     in_env: bool,
@@ -265,7 +265,7 @@ pub fn compute(
 
 /// A FULL model's complete recomputation (e.g. because an upstream model gets data in the same
 /// plan, so the table it has was computed from less).
-pub fn full_refresh(ctx: &Context<'_>, snap: &Snapshot) -> Backfill {
+pub fn full_refresh(ctx: &Scope<'_>, snap: &Snapshot) -> Backfill {
     Backfill {
         action: BackfillAction::FullRefresh,
         interval_unit: snap.model.interval_unit,

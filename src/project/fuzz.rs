@@ -35,7 +35,7 @@ fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn seeds() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    sql_files(&root.join("models"), &mut files);
+    sql_files(&root.join("examples/sushi/models"), &mut files);
     sql_files(&root.join("fixtures"), &mut files);
     files
         .iter()

@@ -31,6 +31,11 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The bundled example project (`examples/sushi`).
+pub fn sushi() -> PathBuf {
+    repo().join("examples/sushi")
+}
+
 /// A fixture directory.
 pub fn fixture(rel: &str) -> PathBuf {
     repo().join("fixtures").join(rel)

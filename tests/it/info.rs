@@ -1,6 +1,6 @@
 //! `tidemark info` on the fixture covering every kind and property, and on the bundled example.
 
-use crate::common::{fixture, info_json, repo, succeed, tidemark_in};
+use crate::common::{fixture, info_json, succeed, sushi, tidemark_in};
 
 #[test]
 fn info_text_all_kinds() {
@@ -79,13 +79,13 @@ fn info_reports_every_property() {
 
 #[test]
 fn info_text_example_project() {
-    let run = succeed(&repo(), &["info"]);
+    let run = succeed(&sushi(), &["info"]);
     insta::assert_snapshot!("info_text_example", run.transcript());
 }
 
 #[test]
 fn config_is_found_from_a_subdirectory() {
-    let run = tidemark_in(&repo().join("models/sushi"), &["info", "--format", "json"]);
+    let run = tidemark_in(&sushi().join("models/sushi"), &["info", "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.transcript());
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["project"], "sushi");

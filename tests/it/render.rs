@@ -1,11 +1,11 @@
 //! `tidemark render`: macro substitution, windows, EMBEDDED inlining, errors.
 
-use crate::common::{fail_with, fixture, repo, succeed};
+use crate::common::{fail_with, fixture, succeed, sushi};
 
 #[test]
 fn render_daily_window_dates_are_inclusive() {
     let run = succeed(
-        &repo(),
+        &sushi(),
         &[
             "render",
             "sushi.fact_sales_transactions",

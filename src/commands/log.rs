@@ -63,10 +63,8 @@ pub fn run(
     let (_, store) = super::warehouse(ctx)?;
     let progress = ProgressStore::new(store.storage());
     let mut applies = Vec::new();
-    for id in progress.list()?.iter().rev() {
-        let Some(info) = progress.info(id)? else {
-            continue;
-        };
+    for (id, info) in progress.newest_first()? {
+        let id = &id;
         if env.is_some_and(|e| e.as_str() != info.environment) {
             continue;
         }
@@ -120,7 +118,7 @@ pub fn run(
             }
             for a in &v.applies {
                 s.push_str(&format!(
-                    "{}  {}  {} → {}  by {}{}\n  plan {}, {}/{} batch(es), {} row(s){}, {}{}\n",
+                    "{}  {}  {} → {}  by {}{}\n  plan {}, {}/{}, {}{}, {}{}\n",
                     a.apply_id,
                     a.started,
                     a.command,
@@ -132,8 +130,8 @@ pub fn run(
                         .unwrap_or_default(),
                     a.plan_id,
                     a.complete,
-                    a.batches,
-                    a.rows,
+                    crate::printer::plural(a.batches as u64, "batch", "batches"),
+                    crate::printer::plural(a.rows, "row", "rows"),
                     a.seconds
                         .map(|x| format!(" in {}", human_seconds(x)))
                         .unwrap_or_default(),

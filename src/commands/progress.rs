@@ -85,14 +85,9 @@ fn pick(progress: &ProgressStore<'_>, id: Option<&str>, env: Option<&str>) -> Re
             )
             .into());
     }
-    for a in all.iter().rev() {
-        match env {
-            None => return Ok(a.clone()),
-            Some(e) => {
-                if progress.info(a)?.is_some_and(|i| i.environment == e) {
-                    return Ok(a.clone());
-                }
-            }
+    for (a, info) in progress.newest_first()? {
+        if env.is_none_or(|e| info.environment == e) {
+            return Ok(a);
         }
     }
     Err(Error::from(
@@ -225,8 +220,12 @@ fn text(v: &ProgressView) -> String {
         s.push_str("\nfailed batches:\n");
         for f in &v.failures {
             s.push_str(&format!(
-                "  {} [{}, {}) after {} attempt(s): {}\n",
-                f.model, f.start, f.end, f.attempts, f.error
+                "  {} [{}, {}) after {}: {}\n",
+                f.model,
+                f.start,
+                f.end,
+                crate::printer::plural(f.attempts, "attempt", "attempts"),
+                f.error
             ));
         }
     }

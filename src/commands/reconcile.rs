@@ -282,16 +282,20 @@ fn samples(engine: &dyn Engine, a: &Side, b: &Side) -> Result<Vec<(String, Strin
     for (label, sql) in [
         (
             "only left",
-            "SELECT * FROM reconcile.left EXCEPT ALL SELECT * FROM reconcile.right LIMIT 5",
+            "SELECT * FROM reconcile.left EXCEPT ALL SELECT * FROM reconcile.right",
         ),
         (
             "only right",
-            "SELECT * FROM reconcile.right EXCEPT ALL SELECT * FROM reconcile.left LIMIT 5",
+            "SELECT * FROM reconcile.right EXCEPT ALL SELECT * FROM reconcile.left",
         ),
     ] {
         let batches = engine.query(&inputs, sql)?;
         let csv = super::format_batches(&batches, crate::settings::QueryFormat::Csv)?;
-        for line in csv.lines().skip(1) {
+        // The first five in text order, so the same data always shows the same samples (a
+        // LIMIT without an order picked whichever rows a worker produced first).
+        let mut rows: Vec<&str> = csv.lines().skip(1).collect();
+        rows.sort_unstable();
+        for line in rows.into_iter().take(5) {
             out.push((label.to_string(), line.to_string()));
         }
         if let Some(h) = csv.lines().next()
@@ -319,8 +323,9 @@ fn text(v: &ReconcileView) -> String {
     );
     if v.rows_only > 0 {
         s.push_str(&format!(
-            "note: {} recorded batch(es) carry a checksum of an earlier tidemark (another hash); only their row counts were compared\n",
-            v.rows_only
+            "note: {} recorded {} a checksum of an earlier tidemark (another hash); only their row counts were compared\n",
+            crate::printer::plural(v.rows_only as u64, "batch", "batches"),
+            if v.rows_only == 1 { "carries" } else { "carry" }
         ));
     }
     if !v.differences.is_empty() {

@@ -222,6 +222,19 @@ impl<'a> ProgressStore<'a> {
         self.storage.list(ROOT)
     }
 
+    /// Every described apply with its description, newest first: by start time, then by id
+    /// (ids have whole seconds only, so two applies of one second sort by when they started).
+    pub fn newest_first(&self) -> Result<Vec<(String, ApplyInfo)>> {
+        let mut all = Vec::new();
+        for id in self.list()? {
+            if let Some(info) = self.info(&id)? {
+                all.push((id, info));
+            }
+        }
+        all.sort_by(|(a, x), (b, y)| y.started.cmp(&x.started).then_with(|| b.cmp(a)));
+        Ok(all)
+    }
+
     /// An apply's description.
     pub fn info(&self, apply: &str) -> Result<Option<ApplyInfo>> {
         let path = format!("{}/apply.json", Self::dir(apply));

@@ -6,6 +6,7 @@
 
 mod backfill;
 mod bad_input;
+mod commands;
 mod common;
 mod crash;
 mod dag;

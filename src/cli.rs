@@ -2,7 +2,7 @@
 //!
 //! Invariant: this module imports nothing from the rest of the crate. What the arguments mean
 //! (defaults from `tidemark.toml`, validated names, counts) is resolved in
-//! [`crate::settings`]; dispatch and exit statuses are in [`crate::run`].
+//! `settings.rs`; dispatch and exit statuses are in `lib.rs`.
 
 use std::path::PathBuf;
 

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::{load, show_applied};
-use crate::env::apply::{Request, Trigger, apply};
+use super::{apply_and_show, load};
+use crate::env::apply::Trigger;
 use crate::error::{Diagnostic, Error, ExitStatus, Result};
 use crate::plan::file::{parse_plan, read_plan};
 use crate::settings::Settings;
@@ -42,19 +42,11 @@ pub fn run(
         }
     };
     let state = store.read()?;
-    let applied = apply(&Request {
-        config: &loaded.project.config,
-        store: &store,
-        state: &state,
-        plan: &plan,
-        exec: &ctx.exec,
-        printer: ctx.printer,
-        trigger: if resume.is_some() {
-            Trigger::Resume
-        } else {
-            Trigger::Apply
-        },
-        resume,
-    })?;
-    show_applied(ctx, &applied, &plan.environment, out)
+    let trigger = if resume.is_some() {
+        Trigger::Resume
+    } else {
+        Trigger::Apply
+    };
+    let config = &loaded.project.config;
+    apply_and_show(ctx, config, &store, &state, &plan, trigger, resume, out)
 }

@@ -123,6 +123,33 @@ pub fn show_plan(plan: &Plan, format: PlanFormat, out: &mut dyn std::io::Write) 
     emit(out, &text)
 }
 
+/// Apply `plan` to its environment ([`crate::env::apply`]) and print what it did.
+// The four commands that apply share this one call; a struct for its arguments would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_and_show(
+    ctx: &Settings,
+    config: &config::Config,
+    store: &crate::state::StateStore,
+    state: &crate::state::State,
+    plan: &Plan,
+    trigger: crate::env::apply::Trigger,
+    resume: Option<&str>,
+    out: &mut dyn std::io::Write,
+) -> Result<ExitStatus> {
+    let applied = crate::env::apply::apply(&crate::env::apply::Request {
+        config,
+        store,
+        state,
+        plan,
+        exec: &ctx.exec,
+        printer: ctx.printer,
+        trigger,
+        resume,
+    })?;
+    show_applied(ctx, &applied, &plan.environment, out)
+}
+
 /// Print what an apply did: the per-model table on `out`; rows dropped outside their windows
 /// and non-blocking audit findings as warnings on stderr.
 pub fn show_applied(

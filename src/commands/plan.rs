@@ -1,8 +1,8 @@
 //! `tidemark plan`: compare the project with an environment and show what would change and be
 //! computed; optionally save the plan for `apply`, or apply it at once.
 
-use super::{emit, load, parse_instant_arg, show_applied, show_plan};
-use crate::env::apply::{Request, Trigger, apply};
+use super::{apply_and_show, emit, load, parse_instant_arg, show_plan};
+use crate::env::apply::Trigger;
 use crate::error::{ExitStatus, Result};
 use crate::plan::{self, Options, Plan};
 use crate::settings::{self, PlanFormat, Settings};
@@ -55,17 +55,16 @@ pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> 
             ));
             return Ok(ExitStatus::Success);
         }
-        let applied = apply(&Request {
-            config: &loaded.project.config,
-            store: &store,
-            state: &state,
-            plan: &plan,
-            exec: &ctx.exec,
-            printer: ctx.printer,
-            trigger: Trigger::Plan,
-            resume: None,
-        })?;
-        return show_applied(ctx, &applied, &plan.environment, out);
+        return apply_and_show(
+            ctx,
+            &loaded.project.config,
+            &store,
+            &state,
+            &plan,
+            Trigger::Plan,
+            None,
+            out,
+        );
     }
     Ok(ExitStatus::found(args.check && plan.has_work()))
 }

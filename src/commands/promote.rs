@@ -2,8 +2,8 @@
 //! in one atomic state commit. What a promotion computes and refuses is
 //! [`crate::env::promote`]'s.
 
-use super::{load, show_applied, show_plan};
-use crate::env::apply::{Request, Trigger, apply};
+use super::{apply_and_show, load, show_plan};
+use crate::env::apply::Trigger;
 use crate::env::promote::{gaps, plan as promotion};
 use crate::error::{Diagnostic, ExitStatus, Result};
 use crate::printer::plural;
@@ -53,15 +53,14 @@ pub fn run(ctx: &Settings, args: &Promote, out: &mut dyn std::io::Write) -> Resu
         ));
         return Ok(ExitStatus::Success);
     }
-    let applied = apply(&Request {
-        config: &loaded.project.config,
-        store: &store,
-        state: &state,
-        plan: &plan,
-        exec: &ctx.exec,
-        printer: ctx.printer,
-        trigger: Trigger::Promote,
-        resume: None,
-    })?;
-    show_applied(ctx, &applied, &args.to, out)
+    apply_and_show(
+        ctx,
+        &loaded.project.config,
+        &store,
+        &state,
+        &plan,
+        Trigger::Promote,
+        None,
+        out,
+    )
 }

@@ -6,8 +6,8 @@
 //! tables (or other intervals of shared ones) and commits nothing to this environment until it
 //! is promoted, so the two do not block each other.
 
-use super::{load, show_applied};
-use crate::env::apply::{Request, Trigger, apply};
+use super::{apply_and_show, load};
+use crate::env::apply::Trigger;
 use crate::error::{ExitStatus, Result};
 use crate::names::EnvName;
 use crate::plan::{self, Options};
@@ -36,15 +36,14 @@ pub fn run(ctx: &Settings, env: &EnvName, out: &mut dyn std::io::Write) -> Resul
             ctx.printer.line(&format!("{}: {text}", m.name));
         }
     }
-    let applied = apply(&Request {
-        config: &loaded.project.config,
-        store: &store,
-        state: &state,
-        plan: &plan,
-        exec: &ctx.exec,
-        printer: ctx.printer,
-        trigger: Trigger::Run,
-        resume: None,
-    })?;
-    show_applied(ctx, &applied, env, out)
+    apply_and_show(
+        ctx,
+        &loaded.project.config,
+        &store,
+        &state,
+        &plan,
+        Trigger::Run,
+        None,
+        out,
+    )
 }

@@ -205,9 +205,12 @@ impl EnvName {
         }
     }
 
-    /// `prod`.
-    pub fn prod() -> EnvName {
-        EnvName(PROD.to_string())
+    /// [`EnvName::parse`] for a name the user typed: an invalid one is a diagnostic with the
+    /// rule as its hint.
+    pub fn from_user(s: &str) -> crate::error::Result<EnvName> {
+        EnvName::parse(s).map_err(|what| {
+            crate::error::Error::from(crate::error::Diagnostic::error(what).hint(ENV_NAME_HINT))
+        })
     }
 
     /// The name.
@@ -217,7 +220,7 @@ impl EnvName {
 }
 
 /// The hint that goes with an invalid environment name.
-pub const ENV_NAME_HINT: &str =
+const ENV_NAME_HINT: &str =
     "environment names are lowercase letters, digits and `_`, starting with a letter (at most 64)";
 
 impl fmt::Display for EnvName {

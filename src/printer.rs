@@ -30,11 +30,6 @@ impl Printer {
         Printer { color: false }
     }
 
-    /// Whether output is coloured.
-    pub fn color(&self) -> bool {
-        self.color
-    }
-
     /// Write `text` as it is.
     pub fn raw(&self, text: &str) {
         let _ = std::io::stderr().lock().write_all(text.as_bytes());

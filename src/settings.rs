@@ -18,7 +18,7 @@ pub use crate::cli::{
     DagFormat, DiffArgs, EnvFormat, ExportFormat, InfoFormat, PlanFormat, QueryFormat,
 };
 use crate::error::{Diagnostic, Error, Result};
-use crate::names::{ENV_NAME_HINT, EnvName};
+use crate::names::EnvName;
 use crate::printer::Printer;
 
 /// What every command gets: the project to load, "now", the printer and how batches run.
@@ -180,13 +180,12 @@ pub enum Task {
     EnvHistory(EnvName),
 }
 
-/// An environment name from the command line, normalised and validated.
-pub fn env_name(raw: &str) -> Result<EnvName> {
-    EnvName::parse(raw).map_err(|what| Error::from(Diagnostic::error(what).hint(ENV_NAME_HINT)))
+fn env_name(raw: &str) -> Result<EnvName> {
+    EnvName::from_user(raw)
 }
 
 fn env_opt(raw: Option<&String>) -> Result<Option<EnvName>> {
-    raw.map(|e| env_name(e)).transpose()
+    raw.map(|e| EnvName::from_user(e)).transpose()
 }
 
 /// Resolve the parsed command line into settings and a task.

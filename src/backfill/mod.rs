@@ -134,13 +134,41 @@ impl ExecOptions {
     }
 }
 
+/// What started an apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `plan --apply`.
+    Plan,
+    /// `apply PLAN.json`.
+    Apply,
+    /// `apply --resume ID`.
+    Resume,
+    /// `run`.
+    Run,
+    /// `promote`.
+    Promote,
+}
+
+impl Trigger {
+    /// The command as the user typed it (recorded in the progress table and the state log).
+    pub fn command(self) -> &'static str {
+        match self {
+            Trigger::Plan => "plan --apply",
+            Trigger::Apply => "apply",
+            Trigger::Resume => "apply --resume",
+            Trigger::Run => "run",
+            Trigger::Promote => "promote",
+        }
+    }
+}
+
 /// Which apply this is.
 #[derive(Debug, Clone)]
 pub struct ApplyId {
     /// Id (a new one, or the one being resumed).
     pub id: String,
     /// The command that runs it.
-    pub command: String,
+    pub trigger: Trigger,
 }
 
 /// Everything an execution needs.
@@ -455,7 +483,7 @@ fn apply_info(cx: &ApplyRun<'_>, plan: &Plan, batches: &[Batch]) -> Result<Apply
     Ok(ApplyInfo {
         format: progress::PROGRESS_FORMAT.to_string(),
         id: cx.apply.id.clone(),
-        command: cx.apply.command.clone(),
+        command: cx.apply.trigger.command().to_string(),
         environment: plan.environment.clone(),
         plan_id: plan.plan_id.clone(),
         user: progress::current_user(),

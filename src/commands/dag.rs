@@ -45,10 +45,7 @@ pub fn run(ctx: &Settings, format: DagFormat, out: &mut dyn std::io::Write) -> R
         DagFormat::Text => text(&l),
         DagFormat::Dot => dot(&l),
         DagFormat::Mermaid => mermaid(&l),
-        DagFormat::Json => {
-            serde_json::to_string_pretty(&json(&l)).map_err(|e| crate::Error::Bug(e.to_string()))?
-                + "\n"
-        }
+        DagFormat::Json => super::json_text(&json(&l))?,
     };
     emit(out, &text)?;
     Ok(ExitStatus::Success)

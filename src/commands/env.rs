@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::emit;
 
 use crate::engine::Engine;
-use crate::error::{Error, ExitStatus, Result};
+use crate::error::{ExitStatus, Result};
 use crate::interval::format_ts;
 use crate::project::ModelName;
 use crate::settings::{EnvFormat, Settings};
@@ -81,9 +81,9 @@ pub fn list(ctx: &Settings, format: EnvFormat, out: &mut dyn std::io::Write) -> 
         })
         .collect();
     let text = match format {
-        EnvFormat::Json => {
-            json(&serde_json::json!({"format": "tidemark.env-list/v1", "environments": rows}))?
-        }
+        EnvFormat::Json => super::json_text(
+            &serde_json::json!({"format": "tidemark.env-list/v1", "environments": rows}),
+        )?,
         EnvFormat::Text => {
             let mut s = format!(
                 "{:<16} {:>8} {:>6}  {:<20}  {}\n",
@@ -118,7 +118,7 @@ pub fn show(
     let engine = crate::engine::LocalEngine::for_warehouse(&config.warehouse)?;
     let view = view(&engine, &state, env)?;
     let text = match format {
-        EnvFormat::Json => json(&view)?,
+        EnvFormat::Json => super::json_text(&view)?,
         EnvFormat::Text => {
             let mut s = format!(
                 "environment {} (revision {}, plan {}, updated {})\n",
@@ -152,9 +152,7 @@ pub fn show(
 
 /// The view of one environment.
 pub fn view(engine: &dyn Engine, state: &State, env: &str) -> Result<EnvView> {
-    let e = state
-        .environment(env)
-        .ok_or_else(|| crate::env::unknown(state, env))?;
+    let e = state.environment_or_error(env)?;
     let models = e
         .models
         .iter()
@@ -191,12 +189,6 @@ fn read_state(ctx: &Settings) -> Result<State> {
     super::warehouse(ctx)?.1.read()
 }
 
-fn json(v: &impl Serialize) -> Result<String> {
-    let mut s = serde_json::to_string_pretty(v).map_err(|e| Error::Bug(e.to_string()))?;
-    s.push('\n');
-    Ok(s)
-}
-
 /// Run `env history`.
 pub fn history(ctx: &Settings, env: &str, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let state = read_state(ctx)?;
@@ -217,7 +209,7 @@ pub fn history(ctx: &Settings, env: &str, out: &mut dyn std::io::Write) -> Resul
         ));
     }
     if !any {
-        return Err(crate::env::unknown(&state, env));
+        return Err(state.unknown_environment(env));
     }
     emit(out, &s)?;
     Ok(ExitStatus::Success)

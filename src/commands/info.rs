@@ -92,11 +92,7 @@ pub struct SourceJson<'a> {
 pub fn run(ctx: &Settings, format: InfoFormat, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let loaded = load(ctx)?;
     let text = match format {
-        InfoFormat::Json => {
-            let json = to_json(&loaded);
-            serde_json::to_string_pretty(&json).map_err(|e| crate::Error::Bug(e.to_string()))?
-                + "\n"
-        }
+        InfoFormat::Json => super::json_text(&to_json(&loaded))?,
         InfoFormat::Text => to_text(&loaded),
     };
     emit(out, &text)?;

@@ -82,11 +82,16 @@ pub fn name_width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
     names.map(str::len).max().unwrap_or(5).max(5)
 }
 
-/// Write `value` as pretty JSON, then a newline, to `out`.
-pub fn emit_json(out: &mut dyn std::io::Write, value: &impl serde::Serialize) -> Result<()> {
+/// `value` as pretty JSON and a newline: the one JSON form of command output.
+pub fn json_text(value: &impl serde::Serialize) -> Result<String> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Bug(format!("serializing JSON output: {e}")))?;
-    emit(out, &format!("{text}\n"))
+    Ok(format!("{text}\n"))
+}
+
+/// Write `value` as pretty JSON, then a newline, to `out`.
+pub fn emit_json(out: &mut dyn std::io::Write, value: &impl serde::Serialize) -> Result<()> {
+    emit(out, &json_text(value)?)
 }
 
 /// Write all of `text` to `out`. A closed pipe is success (nobody is left to read the rest);
@@ -104,12 +109,10 @@ fn stdout_result(r: std::io::Result<()>) -> Result<()> {
     match r {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Diagnostic::error(format!(
-            "cannot write the output: {}",
-            e.to_string().to_lowercase()
-        ))
-        .hint("check that the disk or the file that standard output goes to can be written")
-        .into()),
+        Err(e) => Err(Diagnostic::error("cannot write the output")
+            .caused_by(e)
+            .hint("check that the disk or the file that standard output goes to can be written")
+            .into()),
     }
 }
 

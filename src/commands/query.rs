@@ -27,7 +27,7 @@ pub fn run(
 }
 
 /// Run `sql` against environment `env`.
-pub fn query(
+fn query(
     engine: &dyn Engine,
     config: &Config,
     state: &State,

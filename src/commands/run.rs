@@ -19,7 +19,7 @@ pub fn run(ctx: &Settings, env: &EnvName, out: &mut dyn std::io::Write) -> Resul
     let loaded = load(ctx)?;
     let store = StateStore::open(&loaded.project.config.warehouse)?;
     let state = store.read()?;
-    crate::env::lookup(&state, env)?;
+    state.environment_or_error(env)?;
     let mut opts = Options::new(env, ctx.execution_time);
     opts.deployed = Some(env.to_string());
     opts.catch_up = true;

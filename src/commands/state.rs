@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use super::emit;
 use crate::error::{Diagnostic, Error, ExitStatus, Result, io_error};
 use crate::project::config;
 use crate::settings::Settings;
@@ -18,10 +17,7 @@ fn store(ctx: &Settings) -> Result<StateStore> {
 /// `state export`: print the state.
 pub fn export(ctx: &Settings, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let state = store(ctx)?.read()?;
-    let mut text = serde_json::to_string_pretty(&state)
-        .map_err(|e| Error::Bug(format!("cannot serialize the state: {e}")))?;
-    text.push('\n');
-    emit(out, &text)?;
+    super::emit_json(out, &state)?;
     Ok(ExitStatus::Success)
 }
 

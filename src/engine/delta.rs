@@ -262,8 +262,7 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
             // to delta-rs, a losing create is retried as a second metadata commit, which every
             // writer that read only the first then takes for a schema change.
             if open.read_to().is_none() {
-                let _held = lock::exclusive(path).await?;
-                let table = self::open(path).await?;
+                let (_held, table) = whole_table_turn(engine, path).await?;
                 let created =
                     ensure_created(table, path, &batches, &[PARTITION_COLUMN], &ctx).await?;
                 open.advance(created).await?;
@@ -281,9 +280,8 @@ pub async fn run_batch(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Res
                     None
                 }
                 commit::Outcome::NotHere(batches) => {
+                    // The table exists by now (created above if it did not).
                     let table = open.current().await?;
-                    let table =
-                        ensure_created(table, path, &batches, &[PARTITION_COLUMN], &ctx).await?;
                     Some(
                         table
                             .write(batches)

@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use crate::backfill::Trigger;
 use crate::backfill::{self, ApplyId, ExecOptions, Report};
 use crate::engine::LocalEngine;
 use crate::error::{Diagnostic, Error, Result};
@@ -70,34 +71,6 @@ fn install_interrupt(printer: Printer) {
     });
 }
 
-/// What started an apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// `plan --apply`.
-    Plan,
-    /// `apply PLAN.json`.
-    Apply,
-    /// `apply --resume ID`.
-    Resume,
-    /// `run`.
-    Run,
-    /// `promote`.
-    Promote,
-}
-
-impl Trigger {
-    /// The command as the user typed it (recorded in the progress table and the state log).
-    pub fn command(self) -> &'static str {
-        match self {
-            Trigger::Plan => "plan --apply",
-            Trigger::Apply => "apply",
-            Trigger::Resume => "apply --resume",
-            Trigger::Run => "run",
-            Trigger::Promote => "promote",
-        }
-    }
-}
-
 /// One apply of a plan to its environment.
 pub struct Request<'a> {
     /// The project's configuration.
@@ -131,36 +104,28 @@ pub struct Applied {
 
 /// Execute the plan's batches and commit the environment change in one state commit.
 pub fn apply(r: &Request<'_>) -> Result<Applied> {
-    let (ctx, config, store, state, plan, command, resume) = (
-        r,
-        r.config,
-        r.store,
-        r.state,
-        r.plan,
-        r.trigger.command(),
-        r.resume,
-    );
-    let engine = LocalEngine::for_warehouse(&config.warehouse)?;
-    let log = |line: &str| ctx.printer.line(line);
+    let (store, plan, command) = (r.store, r.plan, r.trigger.command());
+    let engine = LocalEngine::for_warehouse(&r.config.warehouse)?;
+    let log = |line: &str| r.printer.line(line);
     let now = chrono::Utc::now();
     let apply_id = ApplyId {
-        id: resume.map_or_else(
+        id: r.resume.map_or_else(
             || progress::new_apply_id(now, &plan.plan_id),
             str::to_string,
         ),
-        command: command.to_string(),
+        trigger: r.trigger,
     };
     let progress_store = ProgressStore::new(store.storage());
-    install_interrupt(ctx.printer);
+    install_interrupt(r.printer);
     let started = std::time::Instant::now();
     let cx = backfill::ApplyRun {
         engine: &engine,
-        config,
-        state,
+        config: r.config,
+        state: r.state,
         now,
         started,
         log: &log,
-        options: ctx.exec,
+        options: r.exec,
         progress: &progress_store,
         store,
         apply: &apply_id,
@@ -183,6 +148,7 @@ pub fn apply(r: &Request<'_>) -> Result<Applied> {
         .map(|e| e.revision)
         .unwrap_or_default();
     let seconds = started.elapsed().as_secs_f64();
+    let moved_to = format!("`{}` is now at revision {revision}", plan.environment);
     let _ = progress_store.finish(
         &apply_id.id,
         &progress::Outcome {
@@ -191,16 +157,13 @@ pub fn apply(r: &Request<'_>) -> Result<Applied> {
             finished: chrono::Utc::now(),
             seconds,
             revision: Some(revision),
-            message: format!("`{}` is now at revision {revision}", plan.environment),
+            message: moved_to.clone(),
         },
     );
-    if ctx.exec.progress.is_json() {
+    if r.exec.progress.is_json() {
         backfill::display::EventLine {
             outcome: Some("complete".into()),
-            message: Some(format!(
-                "`{}` is now at revision {revision}",
-                plan.environment
-            )),
+            message: Some(moved_to),
             models: Some(report.models.clone()),
             seconds: Some(seconds),
             ..backfill::display::EventLine::new("summary", &apply_id.id)

@@ -2,8 +2,8 @@
 //!
 //! The data and the revision-checked swap live in [`crate::state`]; this module holds what is
 //! done with environments:
-//! - lookup, with the one "no environment named …" diagnostic, and the catalog an
-//!   environment reads ([`catalog`]);
+//! - the catalog an environment reads ([`catalog`]; the one "no environment named …"
+//!   diagnostic is the state's, [`State::environment_or_error`]);
 //! - [`apply`]: execute a plan's batches, then move the environment in one atomic commit;
 //! - [`promote`]: the gap check of a promotion;
 //! - [`rollback`]: what an earlier revision pointed at, and pointing back at it;
@@ -20,28 +20,9 @@ pub mod rollback;
 use std::collections::BTreeMap;
 
 use crate::backfill::catalog::{Catalog, Entry};
-use crate::error::{Diagnostic, Error, Result};
+use crate::error::{Error, Result};
 use crate::project::Config;
-use crate::state::{Environment, State};
-
-/// Environment `env`, or the "no environment named …" error.
-pub fn lookup<'s>(state: &'s State, env: &str) -> Result<&'s Environment> {
-    state.environment(env).ok_or_else(|| unknown(state, env))
-}
-
-/// "No environment named ..." with the known ones.
-pub fn unknown(state: &State, env: &str) -> Error {
-    let known = state.environments.keys().map(String::as_str);
-    let hint = crate::error::did_you_mean(env, known.clone()).unwrap_or_else(|| {
-        let names: Vec<&str> = known.collect();
-        if names.is_empty() {
-            "nothing has been applied yet: run `tidemark plan --apply`".to_string()
-        } else {
-            format!("environments: {}", names.join(", "))
-        }
-    });
-    Error::from(Diagnostic::error(format!("no environment named `{env}`")).hint(hint))
-}
+use crate::state::State;
 
 /// The catalog of environment `env` at its pinned versions.
 pub fn catalog<'a>(
@@ -50,7 +31,7 @@ pub fn catalog<'a>(
     env: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Catalog<'a>> {
-    let e = lookup(state, env)?;
+    let e = state.environment_or_error(env)?;
     let mut entries = BTreeMap::new();
     for (name, m) in &e.models {
         let snapshot = state

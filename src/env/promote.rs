@@ -25,7 +25,7 @@ pub fn plan(
     to: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
-    super::lookup(state, env)?;
+    state.environment_or_error(env)?;
     if env == to {
         return Err(
             Diagnostic::error(format!("cannot promote `{env}` to itself"))

@@ -26,7 +26,7 @@ pub fn rollback(
     env: &str,
     to: Option<u64>,
 ) -> Result<RolledBack> {
-    let current = super::lookup(state, env)?;
+    let current = state.environment_or_error(env)?;
     let target = match to {
         Some(r) => r,
         None if current.revision > 1 => current.revision - 1,

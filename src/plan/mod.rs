@@ -253,9 +253,7 @@ pub fn build(
     // Which definitions make up the target.
     let use_local = opts.deployed.is_none() && (!restating || opts.with_local_changes);
     let deployed_env = match &opts.deployed {
-        Some(d) => Some(state.environment(d).ok_or_else(|| {
-            Error::from(Diagnostic::error(format!("no environment named `{d}`")))
-        })?),
+        Some(d) => Some(state.environment_or_error(d)?),
         None => None,
     };
     let defs: BTreeMap<&ModelName, &Snapshot> = match deployed_env {

@@ -108,19 +108,7 @@ pub(crate) fn user_window(opts: &Options) -> Result<Option<crate::interval::Inte
     }
 }
 
-/// Environment names are `[a-z0-9_]`, starting with a letter.
+/// Environment names are `[a-z0-9_]`, starting with a letter ([`crate::names::EnvName`]).
 pub fn validate_env_name(name: &str) -> Result<()> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 64;
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::from(
-            Diagnostic::error(format!("invalid environment name `{}`", name.escape_default()))
-                .hint("environment names are lowercase letters, digits and `_`, starting with a letter (at most 64)"),
-        ))
-    }
+    crate::names::EnvName::from_user(name).map(drop)
 }

@@ -467,6 +467,26 @@ impl State {
         self.environments.get(name)
     }
 
+    /// Environment `name`, or the one "no environment named …" error, with the known ones.
+    pub fn environment_or_error(&self, name: &str) -> Result<&Environment> {
+        self.environment(name)
+            .ok_or_else(|| self.unknown_environment(name))
+    }
+
+    /// "No environment named …", with the closest known names or the list of them.
+    pub fn unknown_environment(&self, name: &str) -> Error {
+        let known = self.environments.keys().map(String::as_str);
+        let hint = crate::error::did_you_mean(name, known.clone()).unwrap_or_else(|| {
+            let names: Vec<&str> = known.collect();
+            if names.is_empty() {
+                "nothing has been applied yet: run `tidemark plan --apply`".to_string()
+            } else {
+                format!("environments: {}", names.join(", "))
+            }
+        });
+        Error::from(Diagnostic::error(format!("no environment named `{name}`")).hint(hint))
+    }
+
     /// The snapshot of `name` in environment `env`.
     pub fn env_snapshot(&self, env: &Environment, name: &ModelName) -> Option<&Snapshot> {
         env.models

@@ -27,18 +27,24 @@ pub struct Dag {
 impl Dag {
     /// Build the graph of a project: every model and every declared source.
     pub fn build(project: &Project) -> Result<Dag> {
+        let names = project.models.keys().chain(project.config.sources.keys());
+        Dag::from_edges(names, &project.parents).map_err(|cycle| cycle_error(project, &cycle))
+    }
+
+    /// The graph of `names` with the edges `parents` (child → its parents; parents that are not
+    /// among `names` are left out). On a cycle, returns one cycle as a path of names.
+    pub fn from_edges<'a>(
+        names: impl IntoIterator<Item = &'a ModelName>,
+        parents: &BTreeMap<ModelName, BTreeSet<ModelName>>,
+    ) -> std::result::Result<Dag, Vec<ModelName>> {
         let mut graph = DiGraph::new();
         let mut index = BTreeMap::new();
-        let names: BTreeSet<&ModelName> = project
-            .models
-            .keys()
-            .chain(project.config.sources.keys())
-            .collect();
+        let names: BTreeSet<&ModelName> = names.into_iter().collect();
         for n in names {
             index.insert(n.clone(), graph.add_node(n.clone()));
         }
-        for (child, parents) in &project.parents {
-            for p in parents {
+        for (child, ps) in parents {
+            for p in ps {
                 if let (Some(&a), Some(&b)) = (index.get(p), index.get(child)) {
                     graph.add_edge(a, b, ());
                 }
@@ -49,9 +55,7 @@ impl Dag {
             index,
             order: Vec::new(),
         };
-        dag.order = dag
-            .topological()
-            .map_err(|cycle| cycle_error(project, &cycle))?;
+        dag.order = dag.topological()?;
         Ok(dag)
     }
 
@@ -221,4 +225,27 @@ fn cycle_error(project: &Project, cycle: &[ModelName]) -> crate::error::Error {
         d = d.at(m.location.clone());
     }
     d.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> ModelName {
+        ModelName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn from_edges_orders_by_name_among_ready_nodes_and_refuses_cycles() {
+        let names = [n("s.c"), n("s.a"), n("s.b")];
+        let parents = BTreeMap::from([(n("s.a"), BTreeSet::from([n("s.c")]))]);
+        let dag = Dag::from_edges(&names, &parents).unwrap();
+        assert_eq!(dag.order(), &[n("s.b"), n("s.c"), n("s.a")]);
+        let cyclic = BTreeMap::from([
+            (n("s.a"), BTreeSet::from([n("s.b")])),
+            (n("s.b"), BTreeSet::from([n("s.a")])),
+        ]);
+        let cycle = Dag::from_edges(&names, &cyclic).unwrap_err();
+        assert_eq!(cycle, vec![n("s.a"), n("s.b"), n("s.a")]);
+    }
 }

@@ -71,7 +71,7 @@ pub fn run(ctx: &Settings, args: &DiffArgs, out: &mut dyn std::io::Write) -> Res
             .as_deref()
             .map(super::parse_instant_arg("--end"))
             .transpose()?,
-        offline: true,
+        mode: plan::Mode::Offline,
         ..Options::new("base", ctx.execution_time)
     };
     let mut plan = plan::build(&head, &head_fps, &state, &opts)?;

@@ -35,9 +35,7 @@ pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> 
         non_breaking: args.non_breaking.clone(),
         with_local_changes: args.with_local_changes,
         execution_time: ctx.execution_time,
-        offline: false,
-        deployed: None,
-        catch_up: false,
+        mode: plan::Mode::Local,
     };
     let plan = plan::build(&loaded.project, &loaded.fingerprints, &state, &opts)?;
     if let Some(path) = &args.out {

@@ -20,9 +20,7 @@ pub fn run(ctx: &Settings, env: &EnvName, out: &mut dyn std::io::Write) -> Resul
     let store = StateStore::open(&loaded.project.config.warehouse)?;
     let state = store.read()?;
     state.environment_or_error(env)?;
-    let mut opts = Options::new(env, ctx.execution_time);
-    opts.deployed = Some(env.to_string());
-    opts.catch_up = true;
+    let opts = Options::run(env, ctx.execution_time);
     let plan = plan::build(&loaded.project, &loaded.fingerprints, &state, &opts)?;
     if plan.models.iter().all(|m| m.backfill.is_none()) {
         ctx.printer.note(&format!(

@@ -33,10 +33,12 @@ pub fn plan(
                 .into(),
         );
     }
-    let mut opts = Options::new(to, now);
-    opts.create_from = env.to_string();
-    opts.deployed = Some(env.to_string());
-    plan::build(project, fingerprints, state, &opts)
+    plan::build(
+        project,
+        fingerprints,
+        state,
+        &Options::promote(env, to, now),
+    )
 }
 
 /// Per model, the intervals the target has now and would not have afterwards (even after the

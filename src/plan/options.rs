@@ -36,17 +36,61 @@ pub struct Options {
     pub with_local_changes: bool,
     /// "Now".
     pub execution_time: DateTime<Utc>,
-    /// `diff`: a window is allowed without restatement, as nothing is deployed.
-    pub offline: bool,
-    /// Take every definition from this environment instead of the local files (`run`: the
-    /// target itself; `promote`: the environment being promoted).
-    pub deployed: Option<String>,
-    /// Also compute the intervals that became complete for models the target already has,
-    /// and refresh FULL models whose schedule came due (`run`).
-    pub catch_up: bool,
+    /// Where the definitions come from and what the plan may do.
+    pub mode: Mode,
+}
+
+/// Where a plan's definitions come from. One mode per command, so that what only `diff`,
+/// `run` or `promote` does cannot be combined with anything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `plan`: the project's files (all of them, or those `--select-model` picks).
+    Local,
+    /// `diff`: the project's files against a git revision; nothing is deployed, so a window
+    /// needs no restatement.
+    Offline,
+    /// `run`: the target's own deployed definitions. Also computes the intervals that became
+    /// complete for models the target already has, and refreshes FULL models whose schedule
+    /// came due.
+    Run,
+    /// `promote`: the deployed definitions of this environment.
+    Promote(String),
+}
+
+impl Mode {
+    /// The environment whose deployed definitions make up the target (`None`: the files).
+    pub fn deployed<'a>(&'a self, target: &'a str) -> Option<&'a str> {
+        match self {
+            Mode::Run => Some(target),
+            Mode::Promote(from) => Some(from),
+            Mode::Local | Mode::Offline => None,
+        }
+    }
+
+    /// Whether intervals that became complete are computed for unchanged models (`run`).
+    pub fn catches_up(&self) -> bool {
+        *self == Mode::Run
+    }
 }
 
 impl Options {
+    /// `run`'s plan: catch `environment` up on its own definitions.
+    pub fn run(environment: &str, execution_time: DateTime<Utc>) -> Options {
+        Options {
+            mode: Mode::Run,
+            ..Options::new(environment, execution_time)
+        }
+    }
+
+    /// `promote`'s plan: point `to` at `from`'s definitions (a new `to` starts from `from`).
+    pub fn promote(from: &str, to: &str, execution_time: DateTime<Utc>) -> Options {
+        Options {
+            create_from: from.to_string(),
+            mode: Mode::Promote(from.to_string()),
+            ..Options::new(to, execution_time)
+        }
+    }
+
     /// A plain plan for `environment` at `execution_time`: no window, selectors or overrides.
     pub fn new(environment: &str, execution_time: DateTime<Utc>) -> Options {
         Options {
@@ -62,9 +106,7 @@ impl Options {
             non_breaking: Vec::new(),
             with_local_changes: false,
             execution_time,
-            offline: false,
-            deployed: None,
-            catch_up: false,
+            mode: Mode::Local,
         }
     }
 }

@@ -701,3 +701,62 @@ fn output_formats() {
     );
     insta::assert_snapshot!("plan_restatement_markdown", run.stdout);
 }
+
+/// Definitions mixed from the files and prod that read each other in a cycle are refused (the
+/// plan orders models by the graph's own order, which has no order for a cycle).
+#[test]
+fn selected_and_deployed_definitions_in_a_cycle_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let write = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "tidemark.toml",
+        "[project]\nname = \"loop\"\n[model_defaults]\nstart = \"2024-01-01\"\n",
+    );
+    write(
+        "models/s/a.sql",
+        "MODEL (name s.a, kind FULL);\nSELECT 1 AS x\n",
+    );
+    write(
+        "models/s/b.sql",
+        "MODEL (name s.b, kind FULL);\nSELECT x FROM s.a\n",
+    );
+    deploy(dir, "prod", T0);
+    // Locally the edge turns around: a reads b, b reads nothing. Taking only a's local change
+    // keeps prod's b, which still reads a.
+    write(
+        "models/s/a.sql",
+        "MODEL (name s.a, kind FULL);\nSELECT x FROM s.b\n",
+    );
+    write(
+        "models/s/b.sql",
+        "MODEL (name s.b, kind FULL);\nSELECT 1 AS x\n",
+    );
+    let run = fail_with(
+        dir,
+        &["--execution-time", T0, "plan", "--select-model", "s.a"],
+        "read each other in a cycle",
+    );
+    assert!(
+        run.stderr.contains("cycle: `s.a` -> `s.b` -> `s.a`"),
+        "{}",
+        run.stderr
+    );
+    // Taking both local changes is a consistent set.
+    succeed(
+        dir,
+        &[
+            "--execution-time",
+            T0,
+            "plan",
+            "--select-model",
+            "s.a",
+            "--select-model",
+            "s.b",
+        ],
+    );
+}

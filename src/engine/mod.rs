@@ -15,11 +15,19 @@
 //! - Rows an incremental query returns outside its window are not written; they are counted.
 //! - Inputs are read at the Delta version the caller pins; nothing reads "latest" implicitly.
 //! - The partition column [`PARTITION_COLUMN`] is physical only: readers never see it.
+//!
+//! Files, dependencies pointing one way (no cycle among them): [`batch`] (the batch pipeline,
+//! one function per write mode) and [`ops`] (clone, statistics, vacuum) use [`commit`] (the
+//! direct window commit), [`tables`] (open tables followed commit by commit), [`session`]
+//! (DataFusion sessions over pinned inputs), [`seed`], [`rows`], [`lock`] and [`checksum`];
+//! [`delta`] holds the delta-rs helpers they all share and uses none of them.
 
+mod batch;
 mod checksum;
 mod commit;
 mod delta;
 mod lock;
+mod ops;
 mod rows;
 mod seed;
 mod session;
@@ -265,17 +273,17 @@ impl LocalEngine {
 impl Engine for LocalEngine {
     fn run_batch(&self, job: &BatchJob) -> Result<BatchReport> {
         let path = self.table_path(&job.table)?;
-        self.rt.block_on(delta::run_batch(self, &path, job))
+        self.rt.block_on(batch::run(self, &path, job))
     }
 
     fn table_info(&self, table: &str) -> Result<Option<TableInfo>> {
         let path = self.table_path(table)?;
-        self.rt.block_on(delta::table_info(&path))
+        self.rt.block_on(ops::table_info(&path))
     }
 
     fn clone_table(&self, from: &str, version: u64, to: &str) -> Result<u64> {
         let (from, to) = (self.table_path(from)?, self.table_path(to)?);
-        self.rt.block_on(delta::clone_table(&from, version, &to))
+        self.rt.block_on(ops::clone_table(&from, version, &to))
     }
 
     fn query(&self, inputs: &[Input], sql: &str) -> Result<Vec<RecordBatch>> {
@@ -287,7 +295,7 @@ impl Engine for LocalEngine {
 
     fn source_version(&self, path: &str) -> Result<u64> {
         self.rt
-            .block_on(delta::table_info(Path::new(path)))?
+            .block_on(ops::table_info(Path::new(path)))?
             .map(|i| i.version)
             .ok_or_else(|| {
                 Error::from(
@@ -301,8 +309,7 @@ impl Engine for LocalEngine {
 
     fn vacuum(&self, table: &str, keep_versions: &[u64], dry_run: bool) -> Result<u64> {
         let path = self.table_path(table)?;
-        self.rt
-            .block_on(delta::vacuum(&path, keep_versions, dry_run))
+        self.rt.block_on(ops::vacuum(&path, keep_versions, dry_run))
     }
 
     fn drop_table(&self, table: &str, dry_run: bool) -> Result<()> {
@@ -324,7 +331,7 @@ impl Engine for LocalEngine {
 
     fn partition_stats(&self, table: &str, version: u64) -> Result<BTreeMap<String, Checksum>> {
         let path = self.table_path(table)?;
-        self.rt.block_on(delta::partition_stats(&path, version))
+        self.rt.block_on(ops::partition_stats(&path, version))
     }
 }
 

@@ -1,0 +1,531 @@
+//! The batch pipeline: compute a batch's rows, measure and audit them, write them in one Delta
+//! commit, and report what was written. One function per write mode.
+//!
+//! Invariants:
+//! - An incremental batch overwrites exactly the batch's window of the partition column: by
+//!   tidemark's own log writer ([`super::commit`]) where it applies, otherwise by delta-rs's
+//!   `Overwrite` + `replaceWhere`, which validates every new row against that predicate. Rows
+//!   outside the window have already been dropped and counted ([`super::rows`]).
+//! - The application transaction of a batch is checked before computing: a commit of the same
+//!   id at the same or a newer version means the batch landed already. Writing the `txn` action
+//!   in the same commit makes check-and-write atomic (a concurrent duplicate fails with
+//!   `ConcurrentTransaction`).
+//! - Rows, checksum and audits are computed on the batch's rows in memory before the commit; a
+//!   failing blocking audit means no commit. Only UNIQUE_KEY batches (whose checksum is the
+//!   merged table's) and batches found already committed are read back.
+//! - A whole-table write (unique-key MERGE, FULL, SEED) commits holding the table's writer lock
+//!   ([`super::lock`]) and against the table as read after taking it, so writers of one table
+//!   take turns instead of failing each other's commits. Creating a table takes the same turn.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+
+use super::delta::{
+    bytes_in, ensure_created, failed_delta, provider, window_keys, window_predicate,
+};
+use super::ops::table_info;
+use super::rows::{plain_type, plain_types, split_window};
+use super::session::{self, new_context};
+use super::tables::Open;
+use super::{
+    AUDITED, AuditResult, BatchJob, BatchReport, Checksum, LocalEngine, PARTITION_COLUMN,
+    WriteMode, failed,
+};
+use super::{commit, lock};
+use crate::error::{Diagnostic, Error, Result};
+use crate::interval::{Interval, IntervalUnit};
+
+/// Wait for this writer's turn at a whole-table write of `path` ([`lock`]), then read the
+/// table as of now, so the commit is checked against what the previous holder wrote.
+async fn whole_table_turn(
+    engine: &LocalEngine,
+    path: &Path,
+) -> Result<(lock::TableLock, DeltaTable)> {
+    let held = lock::exclusive(path).await?;
+    let table = engine.tables.latest(path).await?.current().await?;
+    Ok((held, table))
+}
+
+/// Compute and write one batch (see the module invariants).
+pub async fn run(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Result<BatchReport> {
+    let mut open = engine.tables.latest(path).await?;
+    if let Some(landed) = open.landed(&job.txn.0).await?
+        && landed >= job.txn.1
+    {
+        return report_existing(path, job).await;
+    }
+    let b = Batch {
+        engine,
+        path,
+        job,
+        ctx: session::context(engine, &job.inputs).await?,
+        read_version: open.read_to().unwrap_or_default(),
+    };
+    let written = match &job.write {
+        WriteMode::TimeRange {
+            time_column,
+            format,
+            unit,
+            window,
+        } => {
+            let range = Range {
+                time_column,
+                format: format.as_deref(),
+                unit: *unit,
+                window: *window,
+            };
+            time_range(&b, &mut open, &range).await?
+        }
+        WriteMode::Full | WriteMode::Seed { .. } => whole(&b).await?,
+        WriteMode::UniqueKey { key } => merge(&b, key).await?,
+    };
+    match written {
+        Written::Refused(report) => Ok(report),
+        Written::Committed(c) => finish(&b, open, c).await,
+    }
+}
+
+/// One batch on its way: what every write mode needs.
+struct Batch<'a> {
+    engine: &'a LocalEngine,
+    path: &'a Path,
+    job: &'a BatchJob,
+    /// The batch's session, its inputs registered.
+    ctx: SessionContext,
+    /// The table version the batch was checked against.
+    read_version: u64,
+}
+
+impl Batch<'_> {
+    /// "`model` failed", the headline of a failed query or write.
+    fn what(&self) -> String {
+        format!("{} failed", self.job.model)
+    }
+
+    /// The `commitInfo` tag: which model and transaction wrote the commit.
+    fn tag(&self) -> serde_json::Value {
+        serde_json::json!({"model": self.job.model.as_str(), "txn": self.job.txn.0})
+    }
+
+    /// delta-rs commit properties: the application transaction and the tag.
+    fn props(&self) -> CommitProperties {
+        CommitProperties::default()
+            .with_application_transaction(Transaction::new(&self.job.txn.0, self.job.txn.1))
+            .with_metadata([("tidemark".to_string(), self.tag())])
+    }
+}
+
+/// The time range of an incremental batch.
+struct Range<'a> {
+    time_column: &'a str,
+    format: Option<&'a str>,
+    unit: IntervalUnit,
+    window: Interval,
+}
+
+/// What a write mode did.
+enum Written {
+    /// A blocking audit failed: nothing was committed.
+    Refused(BatchReport),
+    /// One commit landed.
+    Committed(Committed),
+}
+
+/// A landed commit, with what is known of the rows it wrote.
+struct Committed {
+    how: Commit,
+    /// Rows, checksum and audits of what was written, when known before the commit.
+    measured: Option<Checked>,
+    /// Audit outcomes when the rows are measured after the commit (a merge).
+    audits: Vec<AuditResult>,
+    /// Rows the query returned outside the batch's window (not written).
+    dropped: u64,
+}
+
+/// Who committed.
+enum Commit {
+    /// delta-rs: the table as it left it.
+    DeltaRs(DeltaTable),
+    /// Our own log writer ([`commit`]): the version and the bytes added.
+    Direct { version: u64, bytes: u64 },
+}
+
+/// An incremental batch: the window's rows replace the window's partitions.
+async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Written> {
+    let what = || b.what();
+    let ts = match r.format {
+        Some(f) => format!(
+            "to_timestamp(\"{}\", '{}')",
+            r.time_column,
+            f.replace('\'', "''")
+        ),
+        None => format!("CAST(\"{}\" AS TIMESTAMP)", r.time_column),
+    };
+    let sql = format!(
+        "SELECT *, {ts} AS __tidemark_ts FROM ({}) AS __tidemark_q",
+        b.job.sql
+    );
+    let batches = collect(&b.ctx, &sql, &what).await?;
+    let (batches, dropped) = split_window(batches, r.unit, r.window)?;
+    let batches = with_schema(batches, &b.ctx, &sql, &what, true).await?;
+    let checked = check(&b.ctx, &batches, b.job).await?;
+    if let Some(report) = refused(b.read_version, &checked) {
+        return Ok(Written::Refused(report));
+    }
+    // A table that does not exist yet is created in a commit of its own first, by one writer
+    // at a time under the table's lock, so that even the first batch goes through the window
+    // commit, whose conflict rules let batches of other windows land side by side. Left to
+    // delta-rs, a losing create was retried as a second metadata commit, which every writer
+    // that had read only the first took for a schema change ("Metadata changed since last
+    // commit" on every first apply).
+    if open.read_to().is_none() {
+        let (_held, table) = whole_table_turn(b.engine, b.path).await?;
+        let created = ensure_created(table, b.path, &batches, &[PARTITION_COLUMN], &b.ctx).await?;
+        open.advance(created).await?;
+    }
+    let keys = window_keys(&b.job.write).unwrap_or_default();
+    let window = commit::Window {
+        keys: &keys,
+        app_id: &b.job.txn.0,
+        txn_version: b.job.txn.1,
+        info: std::collections::HashMap::from([("tidemark".to_string(), b.tag())]),
+    };
+    let how = match commit::overwrite_window(open, b.path, batches, &window).await? {
+        commit::Outcome::Written(version, bytes) => Commit::Direct { version, bytes },
+        commit::Outcome::NotHere(batches) => {
+            // The table exists by now (created above if it did not).
+            let table = open.current().await?;
+            Commit::DeltaRs(
+                table
+                    .write(batches)
+                    .with_save_mode(SaveMode::Overwrite)
+                    .with_replace_where(window_predicate(&keys))
+                    .with_partition_columns([PARTITION_COLUMN])
+                    .with_session_state(Arc::new(b.ctx.state()))
+                    .with_commit_properties(b.props())
+                    .await
+                    .map_err(|e| failed_delta(&what(), e))?,
+            )
+        }
+    };
+    Ok(Written::Committed(Committed {
+        how,
+        measured: Some(checked),
+        audits: Vec::new(),
+        dropped,
+    }))
+}
+
+/// A FULL or SEED batch: its rows replace the whole table.
+async fn whole(b: &Batch<'_>) -> Result<Written> {
+    let what = || b.what();
+    let batches = match &b.job.write {
+        WriteMode::Seed { path, columns } => {
+            plain_types(super::seed::read(&b.ctx, path, columns).await?)?
+        }
+        _ => {
+            let rows = collect(&b.ctx, &b.job.sql, &what).await?;
+            with_schema(rows, &b.ctx, &b.job.sql, &what, false).await?
+        }
+    };
+    let checked = check(&b.ctx, &batches, b.job).await?;
+    if let Some(report) = refused(b.read_version, &checked) {
+        return Ok(Written::Refused(report));
+    }
+    let (_lock, table) = whole_table_turn(b.engine, b.path).await?;
+    let table = ensure_created(table, b.path, &batches, &[], &b.ctx).await?;
+    let table = table
+        .write(batches)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(SchemaMode::Overwrite)
+        .with_session_state(Arc::new(b.ctx.state()))
+        .with_commit_properties(b.props())
+        .await
+        .map_err(|e| failed_delta(&what(), e))?;
+    Ok(Written::Committed(Committed {
+        how: Commit::DeltaRs(table),
+        measured: Some(checked),
+        audits: Vec::new(),
+        dropped: 0,
+    }))
+}
+
+/// An INCREMENTAL_BY_UNIQUE_KEY batch: one MERGE on `key`.
+async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
+    let what = || b.what();
+    let batches = collect(&b.ctx, &b.job.sql, &what).await?;
+    let batches = with_schema(batches, &b.ctx, &b.job.sql, &what, false).await?;
+    // Audits see the batch's source rows; the checksum is the merged table's (read back).
+    let checked = check(&b.ctx, &batches, b.job).await?;
+    if let Some(report) = refused(b.read_version, &checked) {
+        return Ok(Written::Refused(report));
+    }
+    let (_lock, table) = whole_table_turn(b.engine, b.path).await?;
+    // Created empty first (never absent here: `with_schema` always yields a batch), so even
+    // the first batch is a merge, checked against concurrent writers.
+    let table = ensure_created(table, b.path, &batches, &[], &b.ctx).await?;
+    let columns: Vec<String> = batches
+        .first()
+        .map(|r| {
+            r.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let source = b
+        .ctx
+        .read_batches(batches)
+        .map_err(|e| failed(&what(), e))?;
+    let on = key
+        .iter()
+        .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let (table, _) = table
+        .merge(source, on)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_session_state(Arc::new(b.ctx.state()))
+        .with_commit_properties(b.props())
+        .when_matched_update(|mut u| {
+            for c in &columns {
+                u = u.update(c.as_str(), format!("source.\"{c}\""));
+            }
+            u
+        })
+        .and_then(|m| {
+            m.when_not_matched_insert(|mut i| {
+                for c in &columns {
+                    i = i.set(c.as_str(), format!("source.\"{c}\""));
+                }
+                i
+            })
+        })
+        .map_err(|e| failed(&what(), e))?
+        .await
+        .map_err(|e| failed_delta(&what(), e))?;
+    Ok(Written::Committed(Committed {
+        how: Commit::DeltaRs(table),
+        measured: None,
+        audits: checked.audits,
+        dropped: 0,
+    }))
+}
+
+/// Follow the commit in the open table and report what it wrote.
+async fn finish(b: &Batch<'_>, mut open: Open, c: Committed) -> Result<BatchReport> {
+    let (version, bytes) = match c.how {
+        Commit::DeltaRs(table) => {
+            let version = table.version().unwrap_or_default();
+            let bytes = bytes_added(&table, version).await?;
+            open.advance(table).await?;
+            (version, bytes)
+        }
+        Commit::Direct { version, bytes } => (version, bytes),
+    };
+    b.engine.tables.keep(b.path, &open)?;
+    let mut report = match c.measured {
+        Some(m) => BatchReport {
+            rows: m.sum.rows,
+            dropped: 0,
+            bytes,
+            checksum: m.sum.hex(),
+            table_version: version,
+            already_committed: false,
+            audits: m.audits,
+        },
+        None => {
+            let mut r = measure(b.path, b.job, version).await?;
+            r.audits = c.audits;
+            r
+        }
+    };
+    report.dropped = c.dropped;
+    Ok(report)
+}
+
+/// Rows, checksum and audit outcomes of a batch's rows, before they are written.
+struct Checked {
+    sum: Checksum,
+    audits: Vec<AuditResult>,
+}
+
+/// Measure and audit `batches` (the partition column left out) in memory. Audits run in the
+/// batch's own session, so they may also read the model's inputs.
+async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) -> Result<Checked> {
+    let mut sum = Checksum::default();
+    sum.add(batches, &[PARTITION_COLUMN])?;
+    if job.audits.is_empty() {
+        return Ok(Checked {
+            sum,
+            audits: Vec::new(),
+        });
+    }
+    let df = ctx
+        .read_batches(batches.to_vec())
+        .map_err(|e| Error::Bug(format!("auditing the batch: {e}")))?;
+    let has_partition = batches.first().is_some_and(|b| {
+        b.schema()
+            .fields()
+            .iter()
+            .any(|f| f.name() == PARTITION_COLUMN)
+    });
+    let df = if has_partition {
+        df.drop_columns(&[PARTITION_COLUMN])
+            .map_err(|e| Error::Bug(format!("auditing the batch: {e}")))?
+    } else {
+        df
+    };
+    ctx.register_table(AUDITED, df.into_view())
+        .map_err(|e| Error::Bug(e.to_string()))?;
+    let mut audits = Vec::new();
+    for a in &job.audits {
+        let out = session::run_sql(ctx, &a.sql).await.map_err(|e| {
+            Error::from(Diagnostic::error(format!(
+                "audit {} of {} could not run: {}",
+                a.name,
+                job.model,
+                first_message(&e)
+            )))
+        })?;
+        audits.push(AuditResult {
+            name: a.name.clone(),
+            failures: out.iter().map(|b| b.num_rows() as u64).sum(),
+            blocking: a.blocking,
+        });
+    }
+    Ok(Checked { sum, audits })
+}
+
+/// The report of a batch whose blocking audit failed: nothing is committed.
+fn refused(read_version: u64, checked: &Checked) -> Option<BatchReport> {
+    checked
+        .audits
+        .iter()
+        .any(|a| a.blocking && a.failures > 0)
+        .then(|| BatchReport {
+            rows: checked.sum.rows,
+            dropped: 0,
+            bytes: 0,
+            checksum: checked.sum.hex(),
+            table_version: read_version,
+            already_committed: false,
+            audits: checked.audits.clone(),
+        })
+}
+
+/// Bytes of the data files the commit `version` added.
+async fn bytes_added(table: &DeltaTable, version: u64) -> Result<u64> {
+    Ok(super::tables::commit_actions(table, version)
+        .await?
+        .iter()
+        .filter_map(|a| match a {
+            deltalake::kernel::Action::Add(add) => u64::try_from(add.size).ok(),
+            _ => None,
+        })
+        .sum())
+}
+
+/// The report of a batch whose commit had landed before.
+async fn report_existing(path: &Path, job: &BatchJob) -> Result<BatchReport> {
+    let version = table_info(path)
+        .await?
+        .map(|i| i.version)
+        .unwrap_or_default();
+    let mut r = measure(path, job, version).await?;
+    r.already_committed = true;
+    Ok(r)
+}
+
+/// Rows, checksum and bytes of what `job` wrote, read back at `version` (audits ran before the
+/// commit).
+async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchReport> {
+    let ctx = new_context();
+    let provider = provider(&ctx, path, Some(version))
+        .await
+        .map_err(|e| failed(&format!("cannot read back {}", job.model), e))?;
+    let keys = window_keys(&job.write);
+    let filter = keys
+        .as_ref()
+        .map(|k| format!(" WHERE {}", window_predicate(k)))
+        .unwrap_or_default();
+    ctx.register_table("__tidemark_raw", provider)
+        .map_err(|e| Error::Bug(e.to_string()))?;
+    let batches = ctx
+        .sql(&format!("SELECT * FROM __tidemark_raw{filter}"))
+        .await
+        .map_err(|e| failed("reading back", e))?
+        .collect()
+        .await
+        .map_err(|e| failed("reading back", e))?;
+    let mut sum = Checksum::default();
+    sum.add(&batches, &[PARTITION_COLUMN])?;
+    Ok(BatchReport {
+        rows: sum.rows,
+        dropped: 0,
+        bytes: bytes_in(path, version, keys.as_ref()).await?,
+        checksum: sum.hex(),
+        table_version: version,
+        already_committed: false,
+        audits: Vec::new(),
+    })
+}
+
+fn first_message(e: &Error) -> String {
+    match e {
+        Error::User(d) => d.first().map(Diagnostic::summary).unwrap_or_default(),
+        Error::Bug(m) => m.clone(),
+    }
+}
+
+async fn collect(
+    ctx: &SessionContext,
+    sql: &str,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<RecordBatch>> {
+    let df = ctx
+        .sql_with_options(sql, session::read_only())
+        .await
+        .map_err(|e| failed(&what(), e))?;
+    let batches = df.collect().await.map_err(|e| failed(&what(), e))?;
+    plain_types(batches)
+}
+
+/// At least one (possibly empty) batch, so that a first write can create the table.
+async fn with_schema(
+    batches: Vec<RecordBatch>,
+    ctx: &SessionContext,
+    sql: &str,
+    what: &dyn Fn() -> String,
+    partitioned: bool,
+) -> Result<Vec<RecordBatch>> {
+    if !batches.is_empty() {
+        return Ok(batches);
+    }
+    let df = ctx
+        .sql_with_options(sql, session::read_only())
+        .await
+        .map_err(|e| failed(&what(), e))?;
+    let mut fields: Vec<Field> = df
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "__tidemark_ts")
+        .map(|f| Field::new(f.name(), plain_type(f.data_type()), true))
+        .collect();
+    if partitioned {
+        fields.push(Field::new(PARTITION_COLUMN, DataType::Utf8, true));
+    }
+    Ok(vec![RecordBatch::new_empty(Arc::new(Schema::new(fields)))])
+}

@@ -1,0 +1,369 @@
+//! A model: one `.sql` file turned into validated properties and a parsed query.
+//!
+//! Invariants:
+//! - A [`Model`] only exists when its file produced no error; every error carries the file's
+//!   `line:col`, and all errors of a file are reported together where they are independent.
+//! - Header values are typed once here; later stages never look at header text again.
+//! - Project-wide checks (duplicate names, unknown references, cycles) live in
+//!   [`crate::project`] and [`crate::dag`], not here.
+//!
+//! One builder reads a file; its parts live by concern: [`kind`] (kinds and the `kind`
+//! property), [`properties`] (every other header property), [`audits`] (built-in audits and
+//! the `audits` property) and [`checks`] (the query against the header).
+
+mod audits;
+mod checks;
+mod kind;
+mod properties;
+
+pub use audits::{AuditCall, BUILTIN_AUDITS};
+pub use kind::Kind;
+pub use properties::PROPERTIES;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use datafusion::sql::sqlparser::ast::Query;
+
+use super::config::ModelDefaults;
+use super::header::{self, Property, Src};
+use crate::error::{Diagnostic, Location};
+use crate::interval::Schedule;
+use crate::names::ModelName;
+use crate::sql::{self, MacroUse, TableRef};
+
+/// A loaded, validated model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Normalized name.
+    pub name: ModelName,
+    /// The file, relative to the project root.
+    pub file: PathBuf,
+    /// Materialization.
+    pub kind: Kind,
+    /// Schedule (and so the interval unit).
+    pub schedule: Schedule,
+    /// First instant to compute, if set (here or in the config defaults).
+    pub start: Option<DateTime<Utc>>,
+    /// Instant after which nothing is computed, if set.
+    pub end: Option<DateTime<Utc>>,
+    /// Owner.
+    pub owner: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Column → description.
+    pub column_descriptions: BTreeMap<String, String>,
+    /// Declared output columns and their SQL types, in order (`columns (id BIGINT, ...)`).
+    pub columns: Vec<(String, String)>,
+    /// Tags.
+    pub tags: BTreeSet<String>,
+    /// Columns that identify a row.
+    pub grain: Vec<String>,
+    /// Audits, in header order.
+    pub audits: Vec<AuditCall>,
+    /// Extra physical partition columns.
+    pub partitioned_by: Vec<String>,
+    /// Changes apply only to intervals computed from now on.
+    pub forward_only: bool,
+    /// Incomplete intervals may be computed.
+    pub allow_partials: bool,
+    /// Extra dependencies, with where they were declared.
+    pub depends_on: Vec<(ModelName, Location)>,
+    /// The parsed, normalized query (`None` for seeds).
+    pub query: Option<Box<Query>>,
+    /// Canonical SQL of the query (empty for seeds).
+    pub canonical_sql: String,
+    /// Tables the query reads (repeats included), with their locations.
+    pub refs: Vec<TableRef>,
+    /// Macro variables the query uses.
+    pub macros: Vec<MacroUse>,
+    /// The seed file's blake3 hash (hex), for seeds.
+    pub seed_hash: Option<String>,
+    /// Where the header (or the query, when there is no header) starts.
+    pub location: Location,
+}
+
+/// What reading one file produced.
+pub enum Loaded {
+    /// A valid model, plus warnings.
+    Model(Box<Model>, Vec<Diagnostic>),
+    /// A file with `enabled false`: skipped, but its name is remembered for better messages.
+    Disabled(Option<ModelName>),
+    /// Errors (and warnings).
+    Failed(Vec<Diagnostic>),
+}
+
+/// Build a model from a file's text. `file` is relative to `root`.
+pub fn build(root: &Path, file: &Path, text: &str, defaults: &ModelDefaults) -> Loaded {
+    let src = Src { file, text };
+    let split = match header::split(src) {
+        Ok(s) => s,
+        Err(d) => return Loaded::Failed(vec![d]),
+    };
+    let mut b = Builder::new(src, root, defaults);
+    if let Some(props) = &split.properties {
+        b.location = src.loc(split.header_start);
+        b.properties(props);
+    } else if let Some(o) = split.body_start {
+        b.location = src.loc(o);
+    }
+    if !b.enabled {
+        return Loaded::Disabled(b.name.clone());
+    }
+    if split.properties.is_none() && split.body_start.is_none() {
+        return Loaded::Failed(vec![
+            Diagnostic::error("the model file is empty")
+                .at(Location::file(file))
+                .hint("write a MODEL (...) header and a SELECT query, or delete the file"),
+        ]);
+    }
+    b.finish(&split.body, split.body_start)
+}
+
+struct Builder<'a> {
+    src: Src<'a>,
+    root: &'a Path,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    location: Location,
+    name: Option<ModelName>,
+    kind: Option<Kind>,
+    kind_at: usize,
+    schedule: Option<Schedule>,
+    start: Option<(DateTime<Utc>, usize)>,
+    end: Option<(DateTime<Utc>, usize)>,
+    owner: Option<String>,
+    description: Option<String>,
+    column_descriptions: BTreeMap<String, String>,
+    columns: Vec<(String, String)>,
+    tags: BTreeSet<String>,
+    grain: Vec<String>,
+    audits: Vec<AuditCall>,
+    audits_at: usize,
+    partitioned_by: Vec<String>,
+    forward_only: bool,
+    allow_partials: bool,
+    enabled: bool,
+    depends_on: Vec<(ModelName, Location)>,
+    seed_hash: Option<String>,
+    /// The `kind` property was given but invalid: kind-dependent checks would only mislead.
+    kind_failed: bool,
+    defaults: &'a ModelDefaults,
+}
+
+impl<'a> Builder<'a> {
+    fn new(src: Src<'a>, root: &'a Path, defaults: &'a ModelDefaults) -> Self {
+        Builder {
+            src,
+            root,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            location: Location::file(src.file),
+            name: None,
+            kind: None,
+            kind_at: 0,
+            schedule: None,
+            start: None,
+            end: None,
+            owner: None,
+            description: None,
+            column_descriptions: BTreeMap::new(),
+            columns: Vec::new(),
+            tags: BTreeSet::new(),
+            grain: Vec::new(),
+            audits: Vec::new(),
+            audits_at: 0,
+            partitioned_by: Vec::new(),
+            forward_only: false,
+            allow_partials: false,
+            enabled: true,
+            depends_on: Vec::new(),
+            seed_hash: None,
+            kind_failed: false,
+            defaults,
+        }
+    }
+
+    fn properties(&mut self, props: &[Property]) {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in props {
+            let canonical_key = if p.key == "grains" {
+                "grain"
+            } else {
+                p.key.as_str()
+            };
+            if let Some(first) = seen.insert(canonical_key, p.key_start) {
+                let (l, c) = crate::error::line_col(self.src.text, first);
+                self.errors.push(
+                    self.src
+                        .err(p.key_start, format!("property `{}` is set twice", p.key))
+                        .note(format!("first set at line {l}, column {c}")),
+                );
+                continue;
+            }
+            if let Err(d) = self.property(p) {
+                self.errors.push(d);
+            }
+        }
+    }
+
+    fn finish(mut self, body: &str, body_start: Option<usize>) -> Loaded {
+        let src = self.src;
+        let file = src.file;
+        let name = match self.name.clone() {
+            Some(n) => Some(n),
+            None => default_name(file).map_err(|d| self.errors.push(d)).ok(),
+        };
+        let kind = self.kind.clone().unwrap_or(Kind::View);
+        let schedule = self.schedule.clone().or_else(|| self.defaults.cron.clone());
+        let schedule = match schedule {
+            Some(s) => s,
+            None => match Schedule::parse("@daily") {
+                Ok(s) => s,
+                Err(e) => return Loaded::Failed(vec![Diagnostic::error(format!("internal: {e}"))]),
+            },
+        };
+        let start = self.start.map(|(t, _)| t).or(self.defaults.start);
+        if let Some((end, at)) = self.end {
+            match start {
+                None => self.errors.push(src.err(at, "`end` needs a `start`").hint(
+                    "add `start '...'` to the header or model_defaults.start to tidemark.toml",
+                )),
+                Some(s) if end < s => self.errors.push(src.err(at, "`end` is before `start`")),
+                _ => {}
+            }
+        }
+
+        // The query.
+        let mut query = None;
+        let mut analysis = sql::Analysis::default();
+        match (&kind, body_start) {
+            _ if self.kind_failed => {
+                if body_start.is_some() {
+                    // Still report syntax errors; kind-dependent checks are skipped.
+                    if let Err(d) = sql::parse_query(file, body) {
+                        self.errors.push(d);
+                    }
+                }
+            }
+            (Kind::Seed { .. }, Some(o)) => {
+                self.errors.push(
+                    src.err(o, "a SEED model has no query")
+                        .hint("its rows come from the CSV file; remove the query"),
+                );
+            }
+            (Kind::Seed { path }, None) => {
+                // Read again here, where the declared columns are known.
+                if let Ok(bytes) = std::fs::read(self.root.join(path))
+                    && let Err(d) = super::seed::check(&bytes, path, &self.columns)
+                {
+                    self.errors.push(d);
+                }
+            }
+            (_, None) => self.errors.push(
+                Diagnostic::error("the model has no query")
+                    .at(self.location.clone())
+                    .hint("after the MODEL header, write one SELECT query"),
+            ),
+            (_, Some(_)) => match sql::parse_query(file, body) {
+                Ok(q) => {
+                    analysis = sql::analyze(&q);
+                    query = Some(q);
+                }
+                Err(d) => self.errors.push(d),
+            },
+        }
+        if let Some(q) = &query {
+            self.check_query(&kind, q, &analysis);
+        }
+        if matches!(kind, Kind::View | Kind::Embedded) && !self.partitioned_by.is_empty() {
+            self.errors.push(src.err(
+                self.kind_at,
+                format!(
+                    "`partitioned_by` needs a materialized kind; {} has no table",
+                    kind.name()
+                ),
+            ));
+        }
+        if kind == Kind::Embedded && !self.audits.is_empty() {
+            self.errors.push(src.err(
+                self.audits_at,
+                "an EMBEDDED model cannot have audits: it has no data of its own",
+            ));
+        }
+
+        if !self.errors.is_empty() {
+            let mut all = self.errors;
+            all.extend(self.warnings);
+            return Loaded::Failed(all);
+        }
+        let Some(name) = name else {
+            return Loaded::Failed(vec![
+                Diagnostic::error("internal: model without a name").at(Location::file(file)),
+            ]);
+        };
+        let canonical_sql = query.as_deref().map(sql::canonical).unwrap_or_default();
+        let model = Model {
+            name,
+            file: file.to_path_buf(),
+            kind,
+            schedule,
+            start,
+            end: self.end.map(|(t, _)| t),
+            owner: self.owner.or_else(|| self.defaults.owner.clone()),
+            description: self.description,
+            column_descriptions: self.column_descriptions,
+            columns: self.columns,
+            tags: self.tags,
+            grain: self.grain,
+            audits: self.audits,
+            partitioned_by: self.partitioned_by,
+            forward_only: self.forward_only,
+            allow_partials: self.allow_partials,
+            depends_on: self.depends_on,
+            query,
+            canonical_sql,
+            refs: analysis.tables,
+            macros: analysis.macros,
+            seed_hash: self.seed_hash,
+            location: self.location,
+        };
+        Loaded::Model(Box::new(model), self.warnings)
+    }
+}
+
+/// `<directory>.<file stem>` for a file that does not name its model.
+fn default_name(file: &Path) -> Result<ModelName, Diagnostic> {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = file
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ModelName::parse_model(&format!("{dir}.{stem}")).map_err(|r| {
+        Diagnostic::error(format!("the model has no `name` and none can be derived from its path: {r}"))
+            .at(Location::file(file))
+            .hint("add `name schema.table` to the MODEL header, or rename the file and directory to plain identifiers")
+    })
+}
+
+/// Resolve `.` and `..` lexically.
+pub(super) fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}

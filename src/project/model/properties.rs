@@ -1,0 +1,255 @@
+//! Header properties: which ones tidemark reads, which SQLMesh ones it refuses, and each one's
+//! typed value.
+//!
+//! Invariant: every property is read once, into a typed field of the builder; an unknown or
+//! unsupported one is an error at its `line:col` with a hint naming what is accepted.
+
+use super::Builder;
+use crate::error::{Diagnostic, did_you_mean};
+use crate::interval::{Schedule, parse_instant};
+use crate::names::ModelName;
+use crate::project::header::{self, Property, Src, Token};
+
+/// Header properties tidemark understands.
+pub const PROPERTIES: [&str; 19] = [
+    "name",
+    "kind",
+    "cron",
+    "start",
+    "end",
+    "owner",
+    "description",
+    "column_descriptions",
+    "tags",
+    "grain",
+    "grains",
+    "audits",
+    "partitioned_by",
+    "forward_only",
+    "allow_partials",
+    "depends_on",
+    "enabled",
+    "dialect",
+    "columns",
+];
+
+/// SQLMesh properties that tidemark recognises but does not support.
+const SQLMESH_ONLY: [&str; 21] = [
+    "stamp",
+    "interval_unit",
+    "physical_properties",
+    "virtual_properties",
+    "session_properties",
+    "table_properties",
+    "table_format",
+    "storage_format",
+    "clustered_by",
+    "references",
+    "signals",
+    "gateway",
+    "project",
+    "cron_tz",
+    "optimize_query",
+    "formatting",
+    "ignored_rules",
+    "grants",
+    "retention",
+    "physical_version",
+    "blueprints",
+];
+
+/// One `name TYPE` item of `columns (...)`: the name as an identifier, the type validated by
+/// the SQL parser and kept in its canonical spelling.
+fn column(src: Src<'_>, item: &[Token]) -> Result<(String, String), Diagnostic> {
+    use datafusion::sql::sqlparser::ast::DataType;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let expects = |at: usize| src.err(at, "`columns` expects `name TYPE` items, e.g. `id BIGINT`");
+    let Some(first) = item.first() else {
+        return Err(expects(0));
+    };
+    let name = match &first.tok {
+        header::Tok::Word(w) => w.to_ascii_lowercase(),
+        header::Tok::Quoted(q) => q.clone(),
+        _ => return Err(expects(first.start)),
+    };
+    if item.len() < 2 {
+        return Err(expects(first.start));
+    }
+    let text = src.text_of(&item[1..]);
+    let ty = Parser::new(&GenericDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| {
+            let t = p.parse_data_type()?;
+            p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
+            Ok(t)
+        })
+        .map_err(|e| {
+            src.err(
+                item[1].start,
+                format!("`{text}` is not a SQL type for column `{name}`: {e}"),
+            )
+        })?;
+    if matches!(ty, DataType::Custom(..)) {
+        return Err(src
+            .err(
+                item[1].start,
+                format!("`{text}` is not a SQL type (column `{name}`)"),
+            )
+            .hint("use a SQL type such as BIGINT, INT, DOUBLE, DECIMAL(p, s), VARCHAR, BOOLEAN, DATE or TIMESTAMP"));
+    }
+    Ok((name, ty.to_string()))
+}
+
+impl Builder<'_> {
+    pub(super) fn property(&mut self, p: &Property) -> Result<(), Diagnostic> {
+        let src = self.src;
+        let v = p.value.as_slice();
+        let key = p.key.as_str();
+        match key {
+            "name" => {
+                let parts = header::ident_parts(src, key, v)?;
+                let name = ModelName::from_parts(&parts, true).map_err(|r| {
+                    src.err(v[0].start, format!("invalid model name: {r}"))
+                        .hint("model names are `schema.table` made of letters, digits and `_`")
+                })?;
+                self.name = Some(name);
+            }
+            "kind" => {
+                self.kind_at = v[0].start;
+                self.kind_failed = true;
+                self.kind = Some(self.kind(v)?);
+                self.kind_failed = false;
+            }
+            "cron" => {
+                let text = header::string(src, key, v)?;
+                self.schedule = Some(
+                    Schedule::parse(&text)
+                        .map_err(|r| src.err(v[0].start, format!("invalid cron: {r}")))?,
+                );
+            }
+            "start" | "end" => {
+                let text = match v {
+                    [
+                        Token {
+                            tok: header::Tok::Number(n),
+                            ..
+                        },
+                    ] => n.clone(),
+                    _ => header::string(src, key, v)?,
+                };
+                let at = parse_instant(&text)
+                    .map_err(|r| src.err(v[0].start, format!("invalid {key}: {r}")))?
+                    .at;
+                if key == "start" {
+                    self.start = Some((at, v[0].start));
+                } else {
+                    // A date end means through the end of that day; kept as written here and
+                    // interpreted as inclusive by the planner.
+                    self.end = Some((at, v[0].start));
+                }
+            }
+            "owner" => self.owner = Some(header::string(src, key, v)?),
+            "description" => self.description = Some(header::string(src, key, v)?),
+            "column_descriptions" => {
+                if !header::is_wrapped(v) {
+                    return Err(src.err(
+                        v[0].start,
+                        "`column_descriptions` expects a list: (column = 'text', ...)",
+                    ));
+                }
+                for item in header::list(v) {
+                    let (col, _, value) = header::key_value(src, item)?;
+                    let text = header::string(src, &col, value)?;
+                    self.column_descriptions.insert(col, text);
+                }
+            }
+            "columns" => {
+                if !header::is_wrapped(v) {
+                    return Err(src.err(v[0].start, "`columns` expects a list: (name TYPE, ...)"));
+                }
+                for item in header::list(v) {
+                    let col = column(src, item)?;
+                    if self.columns.iter().any(|(c, _)| *c == col.0) {
+                        return Err(src.err(
+                            item[0].start,
+                            format!("column `{}` is declared twice", col.0),
+                        ));
+                    }
+                    self.columns.push(col);
+                }
+            }
+            "tags" => {
+                for item in header::list(v) {
+                    let tag = match item {
+                        [
+                            Token {
+                                tok: header::Tok::Str(s),
+                                ..
+                            },
+                        ] => s.clone(),
+                        _ => header::ident_path(src, key, item)?,
+                    };
+                    self.tags.insert(tag);
+                }
+            }
+            "grain" | "grains" => {
+                for item in header::list(v) {
+                    self.grain.push(header::ident_path(src, key, item)?);
+                }
+            }
+            "partitioned_by" => {
+                for item in header::list(v) {
+                    self.partitioned_by
+                        .push(header::ident_path(src, key, item)?);
+                }
+            }
+            "audits" => {
+                self.audits_at = v[0].start;
+                for item in header::list(v) {
+                    let audit = self.audit(item)?;
+                    self.audits.push(audit);
+                }
+            }
+            "forward_only" => self.forward_only = header::boolean(src, key, v)?,
+            "allow_partials" => self.allow_partials = header::boolean(src, key, v)?,
+            "enabled" => self.enabled = header::boolean(src, key, v)?,
+            "depends_on" => {
+                for item in header::list(v) {
+                    let text = header::ident_path(src, key, item)?;
+                    let name = ModelName::parse(&text).map_err(|r| {
+                        src.err(item[0].start, format!("invalid name in depends_on: {r}"))
+                    })?;
+                    self.depends_on.push((name, src.loc(item[0].start)));
+                }
+            }
+            "dialect" => {
+                return Err(src
+                    .err(p.key_start, "`dialect` is not supported: tidemark models are written in DataFusion's SQL")
+                    .hint("remove the `dialect` property: every model is parsed as DataFusion SQL"));
+            }
+            k if SQLMESH_ONLY.contains(&k) => {
+                return Err(src
+                    .err(
+                        p.key_start,
+                        format!("`{k}` is a SQLMesh property that tidemark does not support"),
+                    )
+                    .hint(format!(
+                        "remove `{k}`; tidemark supports: {}",
+                        PROPERTIES.join(", ")
+                    )));
+            }
+            other => {
+                let hint = did_you_mean(other, PROPERTIES.iter().copied())
+                    .unwrap_or_else(|| format!("known properties: {}", PROPERTIES.join(", ")));
+                return Err(src
+                    .err(
+                        p.key_start,
+                        format!("unknown property `{other}` in the MODEL header"),
+                    )
+                    .hint(hint));
+            }
+        }
+        Ok(())
+    }
+}

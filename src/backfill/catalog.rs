@@ -17,7 +17,7 @@ use crate::engine::Input;
 use crate::error::{Error, Result};
 use crate::interval::Interval;
 use crate::project::{Kind, ModelName, Source};
-use crate::sql::{MacroContext, inline_embedded, render_query};
+use crate::sql::{MacroContext, render_model};
 use crate::state::Snapshot;
 
 /// One model of the environment.
@@ -100,7 +100,6 @@ impl<'a> Catalog<'a> {
         window: Interval,
         this_table: Option<&str>,
     ) -> Result<String> {
-        let bug = |e: String| Error::Bug(format!("rendering {name}: {e}"));
         let e = self.entry(name)?;
         let this_model = match this_table {
             Some(t) => t.split('/').map(str::to_string).collect(),
@@ -112,38 +111,17 @@ impl<'a> Catalog<'a> {
             execution_time: self.execution_time,
             this_model,
         };
-        let mut rendered = render_query(&self.query(name)?, &ctx).map_err(bug)?;
-        let mut embedded = Vec::new();
-        let mut seen = BTreeSet::new();
-        self.embedded_ancestors(name, &mut seen, &mut embedded)?;
-        let mut ctes = Vec::new();
-        for n in embedded {
-            ctes.push((
-                n.to_string(),
-                render_query(&self.query(&n)?, &ctx).map_err(bug)?,
-            ));
-        }
-        inline_embedded(&mut rendered, ctes);
-        Ok(format!("{rendered}"))
-    }
-
-    /// EMBEDDED ancestors reachable through EMBEDDED models, dependencies first.
-    fn embedded_ancestors(
-        &self,
-        name: &ModelName,
-        seen: &mut BTreeSet<ModelName>,
-        out: &mut Vec<ModelName>,
-    ) -> Result<()> {
-        for p in self.entry(name)?.snapshot.parents.keys() {
-            let Some(pe) = self.entries.get(p) else {
-                continue;
-            };
-            if pe.snapshot.model.kind == Kind::Embedded && seen.insert(p.clone()) {
-                self.embedded_ancestors(p, seen, out)?;
-                out.push(p.clone());
+        let parents = |n: &ModelName| -> Result<Vec<ModelName>> {
+            Ok(self.entry(n)?.snapshot.parents.keys().cloned().collect())
+        };
+        let embedded = |n: &ModelName| -> Result<Option<Query>> {
+            match self.entries.get(n) {
+                Some(pe) if pe.snapshot.model.kind == Kind::Embedded => Ok(Some(self.query(n)?)),
+                _ => Ok(None),
             }
-        }
-        Ok(())
+        };
+        let rendered = render_model(name, &self.query(name)?, &ctx, &parents, &embedded)?;
+        Ok(format!("{rendered}"))
     }
 
     /// The parents `name` reads (sources, tables, views), with what they read in turn.

@@ -4,14 +4,14 @@
 //! models are inlined as CTEs, and `@this_model` names the model's physical table. Upstream
 //! names stay logical until the engine resolves them to physical tables.
 
-use std::collections::BTreeSet;
+use datafusion::sql::sqlparser::ast::Query;
 
 use super::{Loaded, emit, load};
 use crate::error::{Diagnostic, Error, ExitStatus, Result, did_you_mean};
 use crate::interval::{Interval, IntervalUnit, exclusive_end, parse_instant, parse_window};
 use crate::project::{Kind, ModelName};
 use crate::settings::Settings;
-use crate::sql::{MacroContext, inline_embedded, pretty, render_query};
+use crate::sql::{MacroContext, pretty, render_model};
 
 /// Run `render`.
 pub fn run(
@@ -99,13 +99,12 @@ fn window(
 }
 
 /// Render a model's query for `window`, with EMBEDDED parents inlined as CTEs.
-pub fn render_sql(
+fn render_sql(
     l: &Loaded,
     name: &ModelName,
     window: Interval,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<String> {
-    let bug = |e: String| Error::Bug(format!("rendering {name}: {e}"));
     let m = &l.project.models[name];
     let version = l
         .fingerprints
@@ -119,37 +118,18 @@ pub fn render_sql(
         this_model: name.physical_parts(&version),
     };
     let Some(query) = &m.query else {
-        return Err(bug("no query".into()));
+        return Err(Error::Bug(format!("rendering {name}: no query")));
     };
-    let mut rendered = render_query(query, &ctx).map_err(bug)?;
-
-    // EMBEDDED ancestors reachable through EMBEDDED models only, in topological order.
-    let mut embedded = BTreeSet::new();
-    let mut stack = vec![name.clone()];
-    while let Some(n) = stack.pop() {
-        for p in l.dag.parents(&n) {
-            if l.project
-                .models
-                .get(&p)
-                .is_some_and(|pm| pm.kind == Kind::Embedded)
-                && embedded.insert(p.clone())
-            {
-                stack.push(p);
-            }
-        }
-    }
-    let order: Vec<&ModelName> = l
-        .dag
-        .order()
-        .iter()
-        .filter(|n| embedded.contains(*n))
-        .collect();
-    let mut ctes = Vec::new();
-    for e in order {
-        let em = &l.project.models[e];
-        let Some(q) = &em.query else { continue };
-        ctes.push((e.to_string(), render_query(q, &ctx).map_err(bug)?));
-    }
-    inline_embedded(&mut rendered, ctes);
+    // The same rendering a batch runs ([`crate::sql::render_model`]).
+    let parents =
+        |n: &ModelName| -> Result<Vec<ModelName>> { Ok(l.dag.parents(n).into_iter().collect()) };
+    let embedded = |n: &ModelName| -> Result<Option<Query>> {
+        Ok(l.project
+            .models
+            .get(n)
+            .filter(|pm| pm.kind == Kind::Embedded)
+            .and_then(|pm| pm.query.as_deref().cloned()))
+    };
+    let rendered = render_model(name, query, &ctx, &parents, &embedded)?;
     Ok(pretty(&rendered))
 }

@@ -18,7 +18,7 @@ pub use macros::{
     MACRO_VARIABLES, MacroContext, is_known as is_known_macro, is_window_variable, render_query,
 };
 pub use refs::{Analysis, MacroUse, TableRef, analyze};
-pub use rewrite::{inline_embedded, prepend_ctes, replace_tables};
+pub use rewrite::{inline_embedded, prepend_ctes, render_model, replace_tables};
 
 use datafusion::sql::sqlparser::ast::{Query, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;

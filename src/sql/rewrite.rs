@@ -1,5 +1,6 @@
 //! AST rewrites used when rendering: replacing table references and inlining CTEs.
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
@@ -7,6 +8,9 @@ use datafusion::sql::sqlparser::ast::{
     Cte, CteAsMaterialized, Ident, ObjectName, Query, TableAlias, TableFactor, VisitMut,
     VisitorMut, With,
 };
+
+use crate::error::{Error, Result};
+use crate::names::ModelName;
 
 /// Replace every table reference `name` for which `map` returns a new name. A replaced
 /// reference without an alias gets its old table part as alias, so `t.col` keeps working.
@@ -101,4 +105,96 @@ pub fn inline_embedded(query: &mut Query, mut embedded: Vec<(String, Query)>) {
     }
     replace_tables(query, &map);
     prepend_ctes(query, embedded);
+}
+
+/// The one rendering of a model for an interval: `query` with its macro variables substituted
+/// for `ctx`, and its EMBEDDED ancestors (reached through EMBEDDED models only) rendered the
+/// same way and inlined as CTEs, dependencies first. `parents` gives a model's direct parents
+/// in name order; `embedded` gives a parent's query when it is EMBEDDED (`None` otherwise).
+/// `render` prints exactly this, and batches run exactly this.
+pub fn render_model(
+    name: &ModelName,
+    query: &Query,
+    ctx: &super::MacroContext,
+    parents: &dyn Fn(&ModelName) -> Result<Vec<ModelName>>,
+    embedded: &dyn Fn(&ModelName) -> Result<Option<Query>>,
+) -> Result<Query> {
+    let bug = |e: String| Error::Bug(format!("rendering {name}: {e}"));
+    let mut found = Vec::new();
+    embedded_ancestors(name, parents, embedded, &mut BTreeSet::new(), &mut found)?;
+    let mut rendered = super::render_query(query, ctx).map_err(bug)?;
+    let mut ctes = Vec::with_capacity(found.len());
+    for (n, q) in found {
+        ctes.push((n.to_string(), super::render_query(&q, ctx).map_err(bug)?));
+    }
+    inline_embedded(&mut rendered, ctes);
+    Ok(rendered)
+}
+
+/// EMBEDDED ancestors of `name` reached through EMBEDDED models, dependencies first.
+fn embedded_ancestors(
+    name: &ModelName,
+    parents: &dyn Fn(&ModelName) -> Result<Vec<ModelName>>,
+    embedded: &dyn Fn(&ModelName) -> Result<Option<Query>>,
+    seen: &mut BTreeSet<ModelName>,
+    out: &mut Vec<(ModelName, Query)>,
+) -> Result<()> {
+    for p in parents(name)? {
+        if seen.contains(&p) {
+            continue;
+        }
+        if let Some(q) = embedded(&p)? {
+            seen.insert(p.clone());
+            embedded_ancestors(&p, parents, embedded, seen, out)?;
+            out.push((p, q));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_renders_with_its_embedded_ancestors_dependencies_first() {
+        let n = |s: &str| ModelName::parse(s).unwrap();
+        let q = |sql: &str| *crate::sql::parse_query(std::path::Path::new("m.sql"), sql).unwrap();
+        // s.out reads s.e2 (embedded) and s.t (a table); s.e2 reads s.e1 (embedded).
+        let parents = |m: &ModelName| -> Result<Vec<ModelName>> {
+            Ok(match m.as_str() {
+                "s.out" => vec![n("s.e2"), n("s.t")],
+                "s.e2" => vec![n("s.e1")],
+                _ => vec![],
+            })
+        };
+        let embedded = |m: &ModelName| -> Result<Option<Query>> {
+            Ok(match m.as_str() {
+                "s.e1" => Some(q("SELECT 1 AS x")),
+                "s.e2" => Some(q("SELECT x FROM s.e1")),
+                _ => None,
+            })
+        };
+        let ctx = crate::sql::MacroContext {
+            start: chrono::DateTime::UNIX_EPOCH,
+            end: chrono::DateTime::UNIX_EPOCH,
+            execution_time: chrono::DateTime::UNIX_EPOCH,
+            this_model: vec!["s".into(), "out".into()],
+        };
+        let out = render_model(
+            &n("s.out"),
+            &q("SELECT x FROM s.e2 JOIN s.t USING (x)"),
+            &ctx,
+            &parents,
+            &embedded,
+        )
+        .unwrap()
+        .to_string();
+        let (e1, e2) = (
+            out.find("\"s.e1\" AS").unwrap(),
+            out.find("\"s.e2\" AS").unwrap(),
+        );
+        assert!(e1 < e2, "{out}");
+        assert!(out.contains("s.t"), "{out}");
+    }
 }

@@ -97,7 +97,7 @@ fn main() {
                 ))
             })
             .unwrap();
-        let tables: Vec<String> = plan
+        let tables: Vec<tidemark::names::TableId> = plan
             .target
             .values()
             .filter_map(|t| t.table.clone())

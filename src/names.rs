@@ -249,34 +249,91 @@ impl<'de> serde::Deserialize<'de> for EnvName {
     }
 }
 
-/// The id (and warehouse-relative path) of a physical table: generation `generation` of
-/// version `version` of `name`.
-pub fn table_id(name: &ModelName, version: &str, generation: u32) -> String {
-    let path = name.physical_parts(version).join("/");
-    if generation == 0 {
-        path
-    } else {
-        format!("{path}__g{generation}")
+/// The id of a physical table, which is also its path below the warehouse root: generation
+/// `generation` of version `version` of a model, `schema/table__version[__gN]`.
+///
+/// Valid by construction (see the module invariants): made by [`TableId::new`] from a model
+/// name and a hex version, or read from the state or a plan file through
+/// [`TableId::parse`], which refuses anything that could name a path outside the warehouse
+/// (either file can be edited outside tidemark).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableId(String);
+
+impl TableId {
+    /// The table of generation `generation` of version `version` of `name`.
+    pub fn new(name: &ModelName, version: &str, generation: u32) -> TableId {
+        let path = name.physical_parts(version).join("/");
+        if generation == 0 {
+            TableId(path)
+        } else {
+            TableId(format!("{path}__g{generation}"))
+        }
+    }
+
+    /// An id read from outside: `/`-separated, non-empty parts of ASCII letters, digits and
+    /// `_`.
+    pub fn parse(id: &str) -> crate::error::Result<TableId> {
+        let ok = |part: &str| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if id.split('/').all(ok) {
+            return Ok(TableId(id.to_string()));
+        }
+        Err(crate::error::Error::from(
+            crate::error::Diagnostic::error(format!(
+                "`{}` is not a tidemark table id: it could name a path outside the warehouse",
+                id.escape_default()
+            ))
+            .hint("the state or the plan file was changed outside tidemark; restore the state (`tidemark state export` / `state import`) or make the plan again"),
+        ))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its parts: the directories from the warehouse root to the table.
+    pub fn parts(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
     }
 }
 
-/// Refuse anything that is not a table id [`table_id`] can make: `/`-separated, non-empty parts
-/// of ASCII letters, digits and `_`. Ids come from the state and from plan files, either of
-/// which can be edited outside tidemark; checked, no id can name a path outside the warehouse.
-pub fn check_table_id(id: &str) -> crate::error::Result<()> {
-    let ok = |part: &str| {
-        !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    };
-    if id.split('/').all(ok) {
-        return Ok(());
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
-    Err(crate::error::Error::from(
-        crate::error::Diagnostic::error(format!(
-            "`{}` is not a tidemark table id: it could name a path outside the warehouse",
-            id.escape_default()
-        ))
-        .hint("the state or the plan file was changed outside tidemark; restore the state (`tidemark state export` / `state import`) or make the plan again"),
-    ))
+}
+
+impl std::ops::Deref for TableId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TableId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for TableId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TableId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        TableId::parse(&text).map_err(|e| match e {
+            crate::error::Error::User(ds) => {
+                serde::de::Error::custom(ds.first().map(|d| d.message.clone()).unwrap_or_default())
+            }
+            crate::error::Error::Bug(b) => serde::de::Error::custom(b),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -294,11 +351,17 @@ mod tests {
     #[test]
     fn table_ids_are_paths_inside_the_warehouse() {
         let n = ModelName::parse_model("ledger.daily").unwrap();
-        assert_eq!(table_id(&n, "0a1b", 0), "ledger/daily__0a1b");
-        assert_eq!(table_id(&n, "0a1b", 2), "ledger/daily__0a1b__g2");
-        assert!(check_table_id(&table_id(&n, "0a1b", 2)).is_ok());
+        assert_eq!(TableId::new(&n, "0a1b", 0).as_str(), "ledger/daily__0a1b");
+        let g2 = TableId::new(&n, "0a1b", 2);
+        assert_eq!(g2.as_str(), "ledger/daily__0a1b__g2");
+        assert_eq!(TableId::parse(g2.as_str()).unwrap(), g2);
         for bad in ["../x", "a//b", "a/./b", "a/b c", ""] {
-            assert!(check_table_id(bad).is_err(), "{bad:?} accepted");
+            assert!(TableId::parse(bad).is_err(), "{bad:?} accepted");
+            let json = serde_json::to_string(bad).unwrap();
+            assert!(
+                serde_json::from_str::<TableId>(&json).is_err(),
+                "{bad:?} read"
+            );
         }
     }
 

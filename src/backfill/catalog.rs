@@ -26,7 +26,7 @@ pub struct Entry {
     /// Its snapshot.
     pub snapshot: Snapshot,
     /// Its physical table (`None` for views and embedded models).
-    pub table: Option<String>,
+    pub table: Option<crate::names::TableId>,
     /// The Delta version read (`None`: the latest).
     pub version: Option<u64>,
 }

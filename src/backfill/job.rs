@@ -26,7 +26,7 @@ pub struct BatchOut {
     /// The engine's report (default for a view check).
     pub report: BatchReport,
     /// Physical table (`None` for views).
-    pub table: Option<String>,
+    pub table: Option<crate::names::TableId>,
     /// Inputs read and their versions.
     pub inputs: BTreeMap<String, Option<u64>>,
     /// Failed non-blocking audits: (audit, offending rows).
@@ -102,7 +102,7 @@ pub fn run(
             .lock()
             .map_err(|_| Error::Bug("the catalog lock is poisoned".into()))
     };
-    let (entry, inputs, sql) = {
+    let (entry, inputs, sql, table) = {
         let cat = lock()?;
         let entry = cat
             .entries
@@ -126,10 +126,9 @@ pub fn run(
             Kind::Seed { .. } => String::new(),
             _ => cat.render(name, b.window, Some(&table))?,
         };
-        (entry, inputs, sql)
+        (entry, inputs, sql, table)
     };
     let rec = &entry.snapshot.model;
-    let table = entry.table.clone().unwrap_or_default();
     let write = match &rec.kind {
         Kind::IncrementalByTimeRange {
             time_column,

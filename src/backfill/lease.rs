@@ -13,13 +13,13 @@ use std::collections::BTreeSet;
 use super::ApplyRun;
 use crate::error::{Diagnostic, Error, Result};
 use crate::plan::Plan;
-use crate::state::{Action, Lease};
+use crate::state::{Action, Lease, TableId};
 
 /// The shortest lease: an interrupted apply can be resumed for at least this long.
 const MIN_LEASE: chrono::Duration = chrono::Duration::days(1);
 
 /// The tables and snapshots `plan` reads, writes or builds from.
-fn wanted(plan: &Plan) -> (BTreeSet<String>, BTreeSet<String>) {
+fn wanted(plan: &Plan) -> (BTreeSet<TableId>, BTreeSet<String>) {
     let tables = plan
         .target
         .values()
@@ -39,8 +39,8 @@ pub fn check_not_deleted(cx: &ApplyRun<'_>, plan: &Plan) -> Result<()> {
     for c in cx.store.commits(plan.state_seq + 1, cx.state.seq)? {
         for a in &c.actions {
             let id = match a {
-                Action::DeleteTable { id } if tables.contains(id) => id,
-                Action::DeleteSnapshot { id } if snapshots.contains(id) => id,
+                Action::DeleteTable { id } if tables.contains(id) => id.as_str(),
+                Action::DeleteSnapshot { id } if snapshots.contains(id) => id.as_str(),
                 _ => continue,
             };
             return Err(deleted(id, &format!("state commit {}", c.seq)));
@@ -53,7 +53,7 @@ pub fn check_not_deleted(cx: &ApplyRun<'_>, plan: &Plan) -> Result<()> {
 /// writes or builds from. Returns whether this apply holds a lease now.
 pub fn take(cx: &ApplyRun<'_>, plan: &Plan) -> Result<bool> {
     let (tables, snapshots) = wanted(plan);
-    let tables: BTreeSet<String> = tables
+    let tables: BTreeSet<TableId> = tables
         .into_iter()
         .filter(|t| cx.state.tables.contains_key(t))
         .collect();
@@ -75,9 +75,14 @@ pub fn take(cx: &ApplyRun<'_>, plan: &Plan) -> Result<bool> {
     };
     let message = format!("lease for apply {}", cx.apply.id);
     cx.store.transact(&message, |fresh| {
-        let gone = (lease.tables.iter()).find(|t| !fresh.tables.contains_key(*t));
-        let gone =
-            gone.or_else(|| (lease.snapshots.iter()).find(|s| !fresh.snapshots.contains_key(*s)));
+        let gone = (lease.tables.iter())
+            .find(|t| !fresh.tables.contains_key(*t))
+            .map(TableId::as_str);
+        let gone = gone.or_else(|| {
+            (lease.snapshots.iter())
+                .find(|s| !fresh.snapshots.contains_key(*s))
+                .map(String::as_str)
+        });
         if let Some(id) = gone {
             return Err(deleted(id, "a janitor pass that just finished"));
         }

@@ -36,7 +36,7 @@ use crate::interval::format_ts;
 use crate::plan::Plan;
 use crate::project::{Config, Kind, ModelName, SourceFormat};
 use crate::state::progress::{self, ApplyInfo, BatchRecord, PlannedBatch, ProgressStore, Status};
-use crate::state::{Action, Snapshot, State, StateStore};
+use crate::state::{Action, Snapshot, State, StateStore, TableId};
 use batches::{Batch, Node, Upstream};
 use catalog::{Catalog, Entry};
 use display::EventLine;
@@ -50,7 +50,7 @@ pub struct ModelRun {
     /// Model.
     pub name: String,
     /// Physical table.
-    pub table: Option<String>,
+    pub table: Option<TableId>,
     /// Batches complete (in this run or an earlier attempt of the same apply).
     pub batches: u64,
     /// Batches whose commit had landed before (an interrupted earlier attempt).
@@ -249,8 +249,8 @@ pub fn check_fresh(plan: &Plan, state: &State, config: &Config) -> Result<()> {
 
 /// The pins a plan starts from: for each table, the newest version any of the environments
 /// involved (target, base, the one definitions come from) pins, so a pin never moves back.
-fn initial_pins(plan: &Plan, state: &State) -> BTreeMap<String, u64> {
-    let mut pins: BTreeMap<String, u64> = BTreeMap::new();
+fn initial_pins(plan: &Plan, state: &State) -> BTreeMap<TableId, u64> {
+    let mut pins: BTreeMap<TableId, u64> = BTreeMap::new();
     for env in [
         plan.base_environment.as_deref(),
         Some(plan.environment.as_str()),
@@ -275,11 +275,6 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
     check_fresh(plan, cx.state, cx.config)?;
     lease::check_not_deleted(cx, plan)?;
     let snapshots = target_snapshots(plan, cx.state)?;
-    for t in plan.target.values() {
-        for id in t.table.iter().chain(&t.clone_from) {
-            crate::names::check_table_id(id)?;
-        }
-    }
     // Checked before anything is written (the lease, tables cloned, progress recorded).
     let mut source_versions = BTreeMap::new();
     for (name, s) in &cx.config.sources {
@@ -414,7 +409,7 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         }
         return Err(err);
     }
-    let versions: BTreeMap<String, u64> = catalog
+    let versions: BTreeMap<TableId, u64> = catalog
         .entries
         .values()
         .filter_map(|e| Some((e.table.clone()?, e.version?)))

@@ -51,7 +51,7 @@ pub struct EnvModelView {
     /// Snapshot id.
     pub snapshot: String,
     /// Physical table id (`None` for views).
-    pub table: Option<String>,
+    pub table: Option<crate::names::TableId>,
     /// Table URI.
     pub uri: Option<String>,
     /// Pinned Delta version.

@@ -61,7 +61,7 @@ pub struct Difference {
 }
 
 struct Side {
-    table: String,
+    table: crate::names::TableId,
     version: u64,
     unit: IntervalUnit,
 }

@@ -42,6 +42,7 @@ use serde::Serialize;
 
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{Interval, IntervalUnit};
+use crate::names::TableId;
 use crate::project::{ModelName, SourceFormat};
 
 pub use checksum::Checksum;
@@ -61,7 +62,7 @@ pub enum Input {
         /// The name SQL uses.
         name: ModelName,
         /// Physical table id.
-        table: String,
+        table: TableId,
         /// Delta version.
         version: Option<u64>,
     },
@@ -147,7 +148,7 @@ pub struct BatchJob {
     /// The model.
     pub model: ModelName,
     /// Its physical table.
-    pub table: String,
+    pub table: TableId,
     /// Rendered SQL (upstream names are logical; `inputs` resolve them). Empty for seeds.
     pub sql: String,
     /// What the SQL reads, in dependency order.
@@ -205,23 +206,23 @@ pub trait Engine {
     /// Compute and write one batch.
     fn run_batch(&self, job: &BatchJob) -> Result<BatchReport>;
     /// Latest version of a physical table (`None`: it does not exist).
-    fn table_info(&self, table: &str) -> Result<Option<TableInfo>>;
+    fn table_info(&self, table: &TableId) -> Result<Option<TableInfo>>;
     /// Create `to` as a zero-copy clone of `from` at `version`; returns the clone's version.
-    fn clone_table(&self, from: &str, version: u64, to: &str) -> Result<u64>;
+    fn clone_table(&self, from: &TableId, version: u64, to: &TableId) -> Result<u64>;
     /// Run a read-only query over `inputs`.
     fn query(&self, inputs: &[Input], sql: &str) -> Result<Vec<RecordBatch>>;
     /// Latest version of an external Delta source.
     fn source_version(&self, path: &str) -> Result<u64>;
     /// Remove files that no version in `keep_versions` needs and that were removed over an hour
     /// ago; returns how many files are (or would be) deleted.
-    fn vacuum(&self, table: &str, keep_versions: &[u64], dry_run: bool) -> Result<u64>;
+    fn vacuum(&self, table: &TableId, keep_versions: &[u64], dry_run: bool) -> Result<u64>;
     /// Delete a physical table's directory.
-    fn drop_table(&self, table: &str, dry_run: bool) -> Result<()>;
+    fn drop_table(&self, table: &TableId, dry_run: bool) -> Result<()>;
     /// Where a table lives (for external readers).
-    fn table_uri(&self, table: &str) -> Result<String>;
+    fn table_uri(&self, table: &TableId) -> Result<String>;
     /// Rows and order-independent checksum per partition of a table at `version` (one entry,
     /// partition `all`, for an unpartitioned table), by partition key.
-    fn partition_stats(&self, table: &str, version: u64) -> Result<BTreeMap<String, Checksum>>;
+    fn partition_stats(&self, table: &TableId, version: u64) -> Result<BTreeMap<String, Checksum>>;
 }
 
 /// The engine running DataFusion and delta-rs in this process on a local warehouse.
@@ -257,32 +258,31 @@ impl LocalEngine {
         })
     }
 
-    /// The directory of `table` under the warehouse root. Table ids are built from validated
-    /// model names and hex versions; anything else (a hand-edited state, a crafted plan file)
-    /// is refused here, so no id can point a write or a delete outside the warehouse.
-    pub(crate) fn table_path(&self, table: &str) -> Result<PathBuf> {
-        crate::names::check_table_id(table)?;
+    /// The directory of `table` under the warehouse root. A [`TableId`] cannot name a path
+    /// outside it (ids read from a hand-edited state or a crafted plan file are refused when
+    /// they are read), so no write or delete can leave the warehouse.
+    pub(crate) fn table_path(&self, table: &TableId) -> PathBuf {
         let mut p = self.root.clone();
-        for part in table.split('/') {
+        for part in table.parts() {
             p.push(part);
         }
-        Ok(p)
+        p
     }
 }
 
 impl Engine for LocalEngine {
     fn run_batch(&self, job: &BatchJob) -> Result<BatchReport> {
-        let path = self.table_path(&job.table)?;
+        let path = self.table_path(&job.table);
         self.rt.block_on(batch::run(self, &path, job))
     }
 
-    fn table_info(&self, table: &str) -> Result<Option<TableInfo>> {
-        let path = self.table_path(table)?;
+    fn table_info(&self, table: &TableId) -> Result<Option<TableInfo>> {
+        let path = self.table_path(table);
         self.rt.block_on(ops::table_info(&path))
     }
 
-    fn clone_table(&self, from: &str, version: u64, to: &str) -> Result<u64> {
-        let (from, to) = (self.table_path(from)?, self.table_path(to)?);
+    fn clone_table(&self, from: &TableId, version: u64, to: &TableId) -> Result<u64> {
+        let (from, to) = (self.table_path(from), self.table_path(to));
         self.rt.block_on(ops::clone_table(&from, version, &to))
     }
 
@@ -307,13 +307,13 @@ impl Engine for LocalEngine {
             })
     }
 
-    fn vacuum(&self, table: &str, keep_versions: &[u64], dry_run: bool) -> Result<u64> {
-        let path = self.table_path(table)?;
+    fn vacuum(&self, table: &TableId, keep_versions: &[u64], dry_run: bool) -> Result<u64> {
+        let path = self.table_path(table);
         self.rt.block_on(ops::vacuum(&path, keep_versions, dry_run))
     }
 
-    fn drop_table(&self, table: &str, dry_run: bool) -> Result<()> {
-        let path = self.table_path(table)?;
+    fn drop_table(&self, table: &TableId, dry_run: bool) -> Result<()> {
+        let path = self.table_path(table);
         if dry_run || !path.exists() {
             return Ok(());
         }
@@ -322,15 +322,15 @@ impl Engine for LocalEngine {
             .map_err(|e| Error::from(crate::error::io_error("delete", &path, &e)))
     }
 
-    fn table_uri(&self, table: &str) -> Result<String> {
-        let path = self.table_path(table)?;
+    fn table_uri(&self, table: &TableId) -> Result<String> {
+        let path = self.table_path(table);
         Ok(delta::url_of(&path)
             .map(|u| u.to_string())
             .unwrap_or_else(|_| path.to_string_lossy().into_owned()))
     }
 
-    fn partition_stats(&self, table: &str, version: u64) -> Result<BTreeMap<String, Checksum>> {
-        let path = self.table_path(table)?;
+    fn partition_stats(&self, table: &TableId, version: u64) -> Result<BTreeMap<String, Checksum>> {
+        let path = self.table_path(table);
         self.rt.block_on(ops::partition_stats(&path, version))
     }
 }
@@ -356,8 +356,9 @@ mod tests {
     #[test]
     fn table_ids_cannot_leave_the_warehouse() {
         let e = LocalEngine::new(Path::new("/wh")).unwrap();
+        let id = TableId::parse("ledger/daily_totals__0a1b__g2").unwrap();
         assert_eq!(
-            e.table_path("ledger/daily_totals__0a1b__g2").unwrap(),
+            e.table_path(&id),
             PathBuf::from("/wh/ledger/daily_totals__0a1b__g2")
         );
         for bad in [
@@ -371,7 +372,7 @@ mod tests {
             "ledger/..",
             "ledger\\..\\x",
         ] {
-            let err = e.table_path(bad).unwrap_err().to_string();
+            let err = TableId::parse(bad).unwrap_err().to_string();
             assert!(err.contains("not a tidemark table id"), "{bad}: {err}");
         }
     }

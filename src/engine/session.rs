@@ -70,7 +70,7 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
     let r = reference(ctx, name)?;
     let provider: Arc<dyn TableProvider> = match input {
         Input::Table { table, version, .. } => {
-            let path = engine.table_path(table)?;
+            let path = engine.table_path(table);
             let kept = version.and_then(|v| engine.tables.at(&path, v));
             let provider = match kept {
                 Some(t) => delta::provider_of(ctx, t).await,

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::rollback::contents_at;
 use crate::error::Result;
-use crate::state::{Action, HistoryAction, PROD, State, StateStore};
+use crate::state::{Action, HistoryAction, PROD, State, StateStore, TableId};
 
 /// Decide and (unless `dry_run`) commit one janitor pass: the state after it and what it
 /// deletes. Tables are only forgotten here; their directories are removed by the caller after
@@ -35,7 +35,7 @@ pub fn sweep(
 }
 
 /// Table id → the Delta versions pinned.
-pub type Pins = BTreeMap<String, BTreeSet<u64>>;
+pub type Pins = BTreeMap<TableId, BTreeSet<u64>>;
 
 /// What one janitor pass deletes, decided on one state.
 #[derive(Default)]
@@ -45,11 +45,11 @@ pub struct Cleanup {
     /// Tables kept, with the versions to keep.
     pub tables: Pins,
     /// Tables nothing can read any more.
-    pub drop_tables: Vec<String>,
+    pub drop_tables: Vec<TableId>,
     /// Snapshots nothing refers to any more.
     pub drop_snapshots: Vec<String>,
     /// Unreachable tables kept because an apply leased them: table → apply.
-    pub kept: BTreeMap<String, String>,
+    pub kept: BTreeMap<TableId, String>,
 }
 
 impl Cleanup {
@@ -127,7 +127,7 @@ fn reachable(
     expired: &[(String, u64)],
     since: chrono::DateTime<chrono::Utc>,
 ) -> Result<(Pins, BTreeSet<String>)> {
-    let mut tables: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut tables: Pins = BTreeMap::new();
     let mut snapshots = BTreeSet::new();
     let gone: BTreeSet<&str> = expired.iter().map(|(n, _)| n.as_str()).collect();
     for env in state

@@ -21,7 +21,7 @@ use crate::fingerprint::{Fingerprint, data_hash};
 use crate::interval::{Interval, format_ts};
 use crate::printer::plural;
 use crate::project::{Kind, ModelName, Project};
-use crate::state::{Category, Environment, ModelRecord, PROD, Snapshot, State};
+use crate::state::{Category, Environment, ModelRecord, PROD, Snapshot, State, TableId};
 use categorize::Verdict;
 
 /// Build the plan for `opts` from the loaded project against `state`.
@@ -508,7 +508,7 @@ fn backfills(
         m.backfill = intervals::compute(
             scope,
             snap,
-            completed_in.map(String::as_str),
+            completed_in.map(TableId::as_str),
             in_env,
             m.category,
             restated.get(&m.name),

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::project::ModelName;
-use crate::state::{Category, Snapshot};
+use crate::state::{Category, Snapshot, TableId};
 pub use build::build;
 pub use intervals::{Backfill, BackfillAction};
 pub use options::{Mode, Options, validate_env_name};
@@ -135,10 +135,13 @@ pub struct Target {
     /// Snapshot id.
     pub snapshot: String,
     /// Physical table (`None` for views and embedded models).
-    pub table: Option<String>,
+    pub table: Option<TableId>,
+    /// The table's restatement generation (0, the first, is left out of the JSON).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
     /// A restatement's new generation starts as a zero-copy clone of this table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clone_from: Option<String>,
+    pub clone_from: Option<TableId>,
 }
 
 /// A plan, as shown for review and saved for apply.
@@ -192,6 +195,10 @@ impl Plan {
     pub fn has_work(&self) -> bool {
         !self.models.is_empty() || self.new_environment && !self.target.is_empty()
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The deterministic id of a plan: a hash of its JSON without the id.

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::Plan;
 use crate::interval::IntervalSet;
 use crate::project::ModelName;
-use crate::state::State;
+use crate::state::{State, TableId};
 
 /// The state changes that applying `plan` makes once every batch in it has been computed:
 /// record the new snapshots and tables, mark the backfilled intervals complete, and point the
@@ -22,7 +22,7 @@ pub fn completed_actions(
     plan: &Plan,
     state: &State,
     now: DateTime<Utc>,
-    versions: &BTreeMap<String, u64>,
+    versions: &BTreeMap<TableId, u64>,
     source_versions: &BTreeMap<ModelName, u64>,
 ) -> Vec<crate::state::Action> {
     use crate::state::{Action, EnvModel, Environment, PhysicalTable};
@@ -46,7 +46,7 @@ pub fn completed_actions(
                     id: table.clone(),
                     name: s.name.clone(),
                     version: s.version.clone(),
-                    generation: super::tables::generation_of(table),
+                    generation: t.generation,
                     interval_unit: s.model.interval_unit,
                     intervals: IntervalSet::new(),
                     created_at: now,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use super::Target;
 use crate::interval::IntervalSet;
 use crate::project::ModelName;
-use crate::state::{Environment, Snapshot, State, table_id};
+use crate::state::{Environment, Snapshot, State, TableId};
 
 /// The target of every snapshot; `envs` in order of preference.
 pub fn targets(
@@ -36,13 +36,9 @@ pub fn targets(
                     })
                     .unwrap_or(gen0)
             });
-            let has_data = |t: &String| {
-                state
-                    .tables
-                    .get(t)
-                    .is_some_and(|pt| !pt.intervals.is_empty())
-            };
-            let (table, clone_from) = match current {
+            let known = |t: &TableId| state.tables.get(t.as_str());
+            let has_data = |t: &TableId| known(t).is_some_and(|pt| !pt.intervals.is_empty());
+            let (table, generation, clone_from) = match current {
                 Some(t) if restated.contains_key(name) && has_data(&t) => {
                     let next = state
                         .tables
@@ -52,26 +48,23 @@ pub fn targets(
                         .max()
                         .unwrap_or(1);
                     let clone = s.model.kind.is_incremental().then_some(t);
-                    (Some(table_id(name, &s.version, next)), clone)
+                    (Some(TableId::new(name, &s.version, next)), next, clone)
                 }
-                other => (other, None),
+                Some(t) => {
+                    let generation = known(&t).map_or(0, |pt| pt.generation);
+                    (Some(t), generation, None)
+                }
+                None => (None, 0, None),
             };
             (
                 name.clone(),
                 Target {
                     snapshot: s.id.clone(),
                     table,
+                    generation,
                     clone_from,
                 },
             )
         })
         .collect()
-}
-
-/// The generation encoded in a table id (`…__g2` → 2).
-pub fn generation_of(table: &str) -> u32 {
-    table
-        .rsplit_once("__g")
-        .and_then(|(_, g)| g.parse().ok())
-        .unwrap_or(0)
 }

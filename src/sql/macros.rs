@@ -298,7 +298,7 @@ mod tests {
             now in -30_000_000_000i64..250_000_000_000i64,
         ) {
             let plain = |p: &String| p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            let checked = crate::names::check_table_id(&parts.join("/"));
+            let checked = crate::names::TableId::parse(&parts.join("/"));
             if !parts.iter().all(plain) {
                 // A part holding the separator is several parts (`A/a` is a valid id).
                 if !parts.iter().any(|p| p.contains('/')) {

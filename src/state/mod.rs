@@ -37,7 +37,7 @@ use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{IntervalSet, IntervalUnit};
 use crate::project::{AuditCall, Kind, Model, ModelName};
 
-pub use crate::names::{PROD, check_table_id, table_id};
+pub use crate::names::{PROD, TableId};
 pub use storage::{LocalStorage, Storage, write_atomic};
 pub use store::StateStore;
 
@@ -201,11 +201,11 @@ impl Snapshot {
 
     /// The physical table this snapshot writes, generation 0 (`schema/table__version`), or
     /// `None` for kinds without rows of their own.
-    pub fn table_id(&self) -> Option<String> {
+    pub fn table_id(&self) -> Option<TableId> {
         self.model
             .kind
             .is_materialized()
-            .then(|| table_id(&self.name, &self.version, 0))
+            .then(|| TableId::new(&self.name, &self.version, 0))
     }
 }
 
@@ -213,7 +213,7 @@ impl Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhysicalTable {
     /// Id and path relative to the warehouse root.
-    pub id: String,
+    pub id: TableId,
     /// The model.
     pub name: ModelName,
     /// The version.
@@ -234,7 +234,7 @@ pub struct EnvModel {
     /// The snapshot id.
     pub snapshot: String,
     /// The physical table read (`None` for views and embedded models).
-    pub table: Option<String>,
+    pub table: Option<TableId>,
     /// The Delta table version readers are pinned to (`None` until built).
     pub table_version: Option<u64>,
 }
@@ -324,14 +324,14 @@ pub enum Action {
     /// Mark intervals of a table complete.
     AddIntervals {
         /// Table id.
-        table: String,
+        table: TableId,
         /// Intervals.
         intervals: IntervalSet,
     },
     /// Mark intervals of a table missing again.
     RemoveIntervals {
         /// Table id.
-        table: String,
+        table: TableId,
         /// Intervals.
         intervals: IntervalSet,
     },
@@ -358,7 +358,7 @@ pub enum Action {
     /// Forget a physical table no environment references (janitor).
     DeleteTable {
         /// Table id.
-        id: String,
+        id: TableId,
     },
     /// Claim existing tables for an apply (replaces that apply's earlier lease).
     Lease {
@@ -389,7 +389,7 @@ pub struct State {
     /// Snapshots by id.
     pub snapshots: BTreeMap<String, Snapshot>,
     /// Physical tables by id.
-    pub tables: BTreeMap<String, PhysicalTable>,
+    pub tables: BTreeMap<TableId, PhysicalTable>,
     /// Environments by name.
     pub environments: BTreeMap<String, Environment>,
     /// Every environment change, oldest first.
@@ -407,7 +407,7 @@ pub struct Lease {
     /// The environment the apply builds.
     pub environment: String,
     /// Table ids.
-    pub tables: BTreeSet<String>,
+    pub tables: BTreeSet<TableId>,
     /// Snapshot ids (the definitions the apply builds from).
     #[serde(default)]
     pub snapshots: BTreeSet<String>,
@@ -499,8 +499,10 @@ impl State {
     pub fn leased(&self, at: DateTime<Utc>) -> BTreeMap<&str, &str> {
         let mut out = BTreeMap::new();
         for (apply, lease) in self.leases.iter().filter(|(_, l)| l.expires_at > at) {
-            for t in lease.tables.iter().chain(&lease.snapshots) {
-                out.entry(t.as_str()).or_insert(apply.as_str());
+            let ids = (lease.tables.iter().map(TableId::as_str))
+                .chain(lease.snapshots.iter().map(String::as_str));
+            for t in ids {
+                out.entry(t).or_insert(apply.as_str());
             }
         }
         out

@@ -103,7 +103,7 @@ pub struct BatchRecord {
     /// Model.
     pub model: String,
     /// Physical table.
-    pub table: Option<String>,
+    pub table: Option<crate::names::TableId>,
     /// Window start.
     pub start: String,
     /// Window end.

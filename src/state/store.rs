@@ -342,6 +342,7 @@ mod tests {
     use super::*;
     use crate::interval::{Interval, IntervalSet, IntervalUnit, parse_instant};
     use crate::project::ModelName;
+    use crate::state::TableId;
     use crate::state::{EnvModel, Environment, PhysicalTable};
     use std::collections::BTreeMap;
     use std::sync::Arc;
@@ -353,7 +354,7 @@ mod tests {
     fn table(id: &str) -> Action {
         Action::PutTable {
             table: PhysicalTable {
-                id: id.into(),
+                id: TableId::parse(id).unwrap(),
                 name: ModelName::parse("s.m").unwrap(),
                 version: "v".into(),
                 generation: 0,
@@ -401,7 +402,7 @@ mod tests {
                 store
                     .transact("i", |_| {
                         Ok(vec![Action::AddIntervals {
-                            table: "s/m__v".into(),
+                            table: TableId::parse("s/m__v").unwrap(),
                             intervals: days(d, d + 1),
                         }])
                     })
@@ -483,7 +484,7 @@ mod tests {
                         store
                             .transact("w", |_| {
                                 Ok(vec![Action::AddIntervals {
-                                    table: "s/m__v".into(),
+                                    table: TableId::parse("s/m__v").unwrap(),
                                     intervals: days(d, d + 1),
                                 }])
                             })
@@ -520,7 +521,7 @@ mod tests {
             apply: "a1".into(),
             lease: Lease {
                 environment: "dev".into(),
-                tables: ["s/m__v".to_string()].into(),
+                tables: [TableId::parse("s/m__v").unwrap()].into(),
                 snapshots: Default::default(),
                 expires_at: t(until),
             },
@@ -531,7 +532,7 @@ mod tests {
         s.apply(1, t("2024-01-01"), &[table("s/m__v")]).unwrap();
         s.apply(2, t("2024-01-01"), &[lease("2024-01-09")]).unwrap();
         let delete = [Action::DeleteTable {
-            id: "s/m__v".into(),
+            id: TableId::parse("s/m__v").unwrap(),
         }];
         let err = s.clone().apply(3, t("2024-01-02"), &delete).unwrap_err();
         assert!(err.to_string().contains("leased by apply a1"), "{err}");

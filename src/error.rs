@@ -79,9 +79,6 @@ pub struct Diagnostic {
     /// The third-party error behind it (a parser's, a library's), shown on a `Caused by:`
     /// line and never in the headline.
     pub cause: Option<Box<str>>,
-    /// A failure that may pass when tried again (a commit conflict, I/O); retried by the
-    /// scheduler.
-    pub transient: bool,
 }
 
 impl Diagnostic {
@@ -94,7 +91,6 @@ impl Diagnostic {
             notes: Box::default(),
             hint: None,
             cause: None,
-            transient: false,
         }
     }
 
@@ -109,12 +105,6 @@ impl Diagnostic {
     /// Attach a location.
     pub fn at(mut self, location: Location) -> Self {
         self.location = Some(location);
-        self
-    }
-
-    /// Mark as transient: worth retrying.
-    pub fn transient(mut self) -> Self {
-        self.transient = true;
         self
     }
 
@@ -208,6 +198,10 @@ pub enum Error {
     /// Problems with the user's input; all of them, in a stable order.
     #[error("{}", render_all(.0))]
     User(Vec<Diagnostic>),
+    /// A failure that may pass when tried again (a commit conflict, a storage error): the
+    /// scheduler retries it, and shows it like a user error when the retries run out.
+    #[error("{}", render(.0, false))]
+    Transient(Box<Diagnostic>),
     /// A defect in tidemark itself.
     #[error(
         "internal error: {0}\nhint: this is a bug in tidemark, not in your project; please report it with the command you ran"
@@ -224,9 +218,45 @@ fn render_all(diags: &[Diagnostic]) -> String {
 }
 
 impl Error {
-    /// Whether trying again may succeed (every diagnostic is transient).
+    /// A failure worth trying again.
+    pub fn transient(d: Diagnostic) -> Error {
+        Error::Transient(Box::new(d))
+    }
+
+    /// Whether trying again may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::User(d) if !d.is_empty() && d.iter().all(|d| d.transient))
+        matches!(self, Error::Transient(_))
+    }
+
+    /// The diagnostics to show (none for a bug).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            Error::User(d) => d,
+            Error::Transient(d) => std::slice::from_ref(d),
+            Error::Bug(_) => &[],
+        }
+    }
+
+    /// The first diagnostic's message and cause on one line, or the bug: for progress lines
+    /// and events.
+    pub fn summary(&self) -> String {
+        match self {
+            Error::Bug(b) => format!("internal error: {b}"),
+            other => other
+                .diagnostics()
+                .first()
+                .map(Diagnostic::summary)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The same error with `f` applied to each of its diagnostics (a bug is left as it is).
+    pub fn map_diagnostics(self, mut f: impl FnMut(Diagnostic) -> Diagnostic) -> Error {
+        match self {
+            Error::User(d) => Error::User(d.into_iter().map(f).collect()),
+            Error::Transient(d) => Error::Transient(Box::new(f(*d))),
+            bug => bug,
+        }
     }
 }
 

@@ -327,12 +327,7 @@ impl Serialize for TableId {
 impl<'de> serde::Deserialize<'de> for TableId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = <String as serde::Deserialize>::deserialize(d)?;
-        TableId::parse(&text).map_err(|e| match e {
-            crate::error::Error::User(ds) => {
-                serde::de::Error::custom(ds.first().map(|d| d.message.clone()).unwrap_or_default())
-            }
-            crate::error::Error::Bug(b) => serde::de::Error::custom(b),
-        })
+        TableId::parse(&text).map_err(|e| serde::de::Error::custom(e.summary()))
     }
 }
 

@@ -65,14 +65,15 @@ impl Printer {
     /// The error a command ended with, followed by a count when there are several.
     pub fn error(&self, e: &Error) {
         match e {
-            Error::User(diags) => {
+            Error::Bug(_) => self.raw(&format!("{e}\n")),
+            _ => {
+                let diags = e.diagnostics();
                 self.diagnostics(diags);
                 let n = diags.iter().filter(|d| d.is_error()).count();
                 if n > 1 {
                     self.raw(&format!("{n} errors\n"));
                 }
             }
-            Error::Bug(_) => self.raw(&format!("{e}\n")),
         }
     }
 

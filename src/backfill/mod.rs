@@ -643,10 +643,7 @@ fn incomplete(
 }
 
 fn first_line(e: &Error) -> String {
-    match e {
-        Error::User(d) => d.first().map(Diagnostic::summary).unwrap_or_default(),
-        Error::Bug(b) => format!("internal error: {b}"),
-    }
+    e.summary()
 }
 
 fn plan_time(plan: &Plan) -> Result<DateTime<Utc>> {
@@ -687,13 +684,11 @@ fn check_seed(file: &std::path::Path, s: &Snapshot) -> Result<()> {
 
 /// Prefix an engine error with what was being done.
 fn context_error(e: Error, what: &str) -> Error {
-    match e {
-        Error::User(mut d) => {
-            if let Some(first) = d.first_mut() {
-                first.message = format!("{what}: {}", first.message);
-            }
-            Error::User(d)
+    let mut first = true;
+    e.map_diagnostics(|mut d| {
+        if std::mem::take(&mut first) {
+            d.message = format!("{what}: {}", d.message);
         }
-        bug => bug,
-    }
+        d
+    })
 }

@@ -462,7 +462,7 @@ mod tests {
         let work = |b: &Batch, attempt: u32| {
             if b.id == 0 && attempt < 3 {
                 tries.fetch_add(1, Ordering::SeqCst);
-                return Err(Error::from(Diagnostic::error("conflict").transient()));
+                return Err(Error::transient(Diagnostic::error("conflict")));
             }
             if b.id == 3 {
                 return Err(Error::from(Diagnostic::error("bad sql")));

@@ -234,15 +234,8 @@ fn load_rev(
             .hint("pick a revision in which the project exists"),
         ));
     }
-    let project = Project::load(&config_path).map_err(|e| match e {
-        Error::User(mut d) => {
-            for x in &mut d {
-                *x = x.clone().note(format!("in revision `{rev}`"));
-            }
-            Error::User(d)
-        }
-        other => other,
-    })?;
+    let project = Project::load(&config_path)
+        .map_err(|e| e.map_diagnostics(|d| d.note(format!("in revision `{rev}`"))))?;
     let dag = Dag::build(&project)?;
     let fps = fingerprint_all(&project, &dag);
     Ok((project, fps))

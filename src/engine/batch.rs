@@ -396,7 +396,7 @@ async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) ->
                 "audit {} of {} could not run: {}",
                 a.name,
                 job.model,
-                first_message(&e)
+                e.summary()
             )))
         })?;
         audits.push(AuditResult {
@@ -480,13 +480,6 @@ async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchRepor
         already_committed: false,
         audits: Vec::new(),
     })
-}
-
-fn first_message(e: &Error) -> String {
-    match e {
-        Error::User(d) => d.first().map(Diagnostic::summary).unwrap_or_default(),
-        Error::Bug(m) => m.clone(),
-    }
 }
 
 async fn collect(

@@ -144,13 +144,10 @@ pub async fn overwrite_window(
             Err(TransactionError::VersionAlreadyExists(_)) => {
                 let theirs = commit_actions(&table, version).await?;
                 if let Some(why) = conflict(&theirs, w) {
-                    return Err(Error::from(
-                        Diagnostic::error(format!(
-                            "{}: commit {version} by another writer {why}",
-                            path.display()
-                        ))
-                        .transient(),
-                    ));
+                    return Err(Error::transient(Diagnostic::error(format!(
+                        "{}: commit {version} by another writer {why}",
+                        path.display()
+                    ))));
                 }
                 open.read(version, &theirs);
                 version += 1;

@@ -55,7 +55,11 @@ pub(super) fn failed_delta(what: &str, e: deltalake::DeltaTableError) -> Error {
         _ => false,
     };
     let d = Diagnostic::error(what).caused_by(e);
-    Error::from(if transient { d.transient() } else { d })
+    if transient {
+        Error::transient(d)
+    } else {
+        Error::from(d)
+    }
 }
 
 /// Checkpoint interval of the tables tidemark creates: Delta Lake's own default (delta-rs uses

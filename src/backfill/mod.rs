@@ -333,7 +333,7 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         entries,
         &cx.config.sources,
         source_versions,
-        plan_time(plan)?,
+        plan.execution_time,
     );
     let jobs = job::model_jobs(cx, &catalog, &plan.models)?;
     let graph = batch_graph(plan, &catalog, cx.config, cx.options.canary)?;
@@ -429,7 +429,7 @@ fn batch_graph(
     config: &Config,
     canary: usize,
 ) -> Result<(Vec<Batch>, Vec<batches::ModelWork>)> {
-    let now = plan_time(plan)?;
+    let now = plan.execution_time;
     let mut work = Vec::new();
     for m in &plan.models {
         let Some(e) = catalog.entries.get(&m.name) else {
@@ -644,16 +644,6 @@ fn incomplete(
 
 fn first_line(e: &Error) -> String {
     e.summary()
-}
-
-fn plan_time(plan: &Plan) -> Result<DateTime<Utc>> {
-    crate::interval::parse_instant(&plan.execution_time)
-        .map(|i| i.at)
-        .map_err(|e| {
-            Error::from(Diagnostic::error(format!(
-                "the plan's execution_time is invalid: {e}"
-            )))
-        })
 }
 
 /// `SELECT CAST(NULL AS type) AS "column", ... WHERE false`: no rows, the declared schema.

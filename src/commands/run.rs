@@ -25,7 +25,7 @@ pub fn run(ctx: &Settings, env: &EnvName, out: &mut dyn std::io::Write) -> Resul
     if plan.models.iter().all(|m| m.backfill.is_none()) {
         ctx.printer.note(&format!(
             "nothing to run: `{env}` is complete up to {}",
-            plan.execution_time
+            crate::interval::format_ts(plan.execution_time)
         ));
         return Ok(ExitStatus::Success);
     }

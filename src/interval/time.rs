@@ -102,6 +102,54 @@ pub fn format_ts(t: DateTime<Utc>) -> String {
     }
 }
 
+/// Serde for an instant in the one text form of [`format_ts`] (`2024-01-08T00:00:00Z`, with
+/// microseconds when it has any): `#[serde(with = "crate::interval::timestamp")]`.
+pub mod timestamp {
+    use chrono::{DateTime, Utc};
+
+    /// Write `t` as [`super::format_ts`] does.
+    pub fn serialize<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_ts(*t))
+    }
+
+    /// Read an instant in any form [`super::parse_instant`] accepts.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        super::parse_instant(&text)
+            .map(|i| i.at)
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// The same for an optional instant.
+    pub mod option {
+        use chrono::{DateTime, Utc};
+
+        /// Write `t` (or `null`).
+        pub fn serialize<S: serde::Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Read an instant or `null`.
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+            text.map(|t| {
+                super::super::parse_instant(&t)
+                    .map(|i| i.at)
+                    .map_err(serde::de::Error::custom)
+            })
+            .transpose()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

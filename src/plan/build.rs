@@ -18,7 +18,7 @@ use super::{
 };
 use crate::error::{Diagnostic, Error, Result};
 use crate::fingerprint::{Fingerprint, data_hash};
-use crate::interval::{Interval, format_ts};
+use crate::interval::Interval;
 use crate::printer::plural;
 use crate::project::{Kind, ModelName, Project};
 use crate::state::{Category, Environment, ModelRecord, PROD, Snapshot, State, TableId};
@@ -592,9 +592,11 @@ fn assemble(
         environment: opts.environment.clone(),
         base_environment: envs.base.map(|e| e.name.clone()),
         new_environment: envs.target.is_none(),
-        execution_time: format_ts(opts.execution_time),
-        start: window.map(|w| format_ts(w.start)),
-        end: window.map(|w| format_ts(w.end)),
+        // Microseconds, as the plan file holds it: a plan applied at once and the same plan
+        // saved and applied later run at the same instant.
+        execution_time: chrono::SubsecRound::trunc_subsecs(opts.execution_time, 6),
+        start: window.map(|w| w.start),
+        end: window.map(|w| w.end),
         restate: changed.restate.into_iter().collect(),
         skip_backfill: opts.skip_backfill,
         models: affected,

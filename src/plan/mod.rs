@@ -30,6 +30,7 @@ pub mod tables;
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -160,11 +161,14 @@ pub struct Plan {
     /// Does the target environment not exist yet?
     pub new_environment: bool,
     /// "Now".
-    pub execution_time: String,
+    #[serde(with = "crate::interval::timestamp")]
+    pub execution_time: DateTime<Utc>,
     /// Start of the user's window, if given.
-    pub start: Option<String>,
+    #[serde(with = "crate::interval::timestamp::option")]
+    pub start: Option<DateTime<Utc>>,
     /// Exclusive end of the user's window, if given.
-    pub end: Option<String>,
+    #[serde(with = "crate::interval::timestamp::option")]
+    pub end: Option<DateTime<Utc>>,
     /// Models selected for restatement (before cascading).
     pub restate: Vec<ModelName>,
     /// Backfill skipped on request.

@@ -192,11 +192,11 @@ fn header(plan: &Plan) -> String {
             let _ = writeln!(s, "Plan {} for new environment `{env}`", plan.plan_id);
         }
     }
-    let _ = write!(s, "execution time {}", plan.execution_time);
-    if let (Some(a), Some(b)) = (&plan.start, &plan.end) {
-        let _ = write!(s, " · window [{a}, {b})");
-    } else if let Some(b) = &plan.end {
-        let _ = write!(s, " · window until {b} (exclusive)");
+    let _ = write!(s, "execution time {}", format_ts(plan.execution_time));
+    if let (Some(a), Some(b)) = (plan.start, plan.end) {
+        let _ = write!(s, " · window [{}, {})", format_ts(a), format_ts(b));
+    } else if let Some(b) = plan.end {
+        let _ = write!(s, " · window until {} (exclusive)", format_ts(b));
     }
     s.push('\n');
     s
@@ -326,10 +326,11 @@ pub fn markdown(plan: &Plan) -> String {
     let _ = write!(
         s,
         "\n\nPlan `{}` · execution time `{}`",
-        plan.plan_id, plan.execution_time
+        plan.plan_id,
+        format_ts(plan.execution_time)
     );
-    if let (Some(a), Some(b)) = (&plan.start, &plan.end) {
-        let _ = write!(s, " · window `[{a}, {b})`");
+    if let (Some(a), Some(b)) = (plan.start, plan.end) {
+        let _ = write!(s, " · window `[{}, {})`", format_ts(a), format_ts(b));
     }
     s.push_str("\n\n");
     let x = &plan.summary;

@@ -331,6 +331,100 @@ impl<'de> serde::Deserialize<'de> for TableId {
     }
 }
 
+/// The id of an apply: `YYYYMMDDTHHMMSSZ-<plan id prefix>-<salt>`. It names the apply's
+/// directory in the progress store, so one read from the command line or a file is checked:
+/// letters, digits, `-` and `_` only, at most 128 of them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApplyId(String);
+
+impl ApplyId {
+    /// A new id: UTC start time, the plan id's prefix, and 4 hex digits from the process id
+    /// and the clock (two processes applying one plan in the same second get different ids).
+    pub fn new(now: chrono::DateTime<chrono::Utc>, plan_id: &str) -> ApplyId {
+        let short: String = plan_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(8)
+            .collect();
+        let salt = blake3::hash(
+            format!(
+                "{}:{}",
+                std::process::id(),
+                now.timestamp_nanos_opt().unwrap_or(0)
+            )
+            .as_bytes(),
+        );
+        ApplyId(format!(
+            "{}-{short}-{}",
+            now.format("%Y%m%dT%H%M%SZ"),
+            &salt.to_hex()[..4]
+        ))
+    }
+
+    /// An id read from outside (a flag, a directory name, a file).
+    pub fn parse(s: &str) -> Result<ApplyId, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(ApplyId(s.to_string()))
+        } else {
+            Err(format!(
+                "`{}` is not an apply id",
+                printable(s).escape_default()
+            ))
+        }
+    }
+
+    /// [`ApplyId::parse`] for an id the user typed.
+    pub fn from_user(s: &str) -> crate::error::Result<ApplyId> {
+        ApplyId::parse(s).map_err(|what| {
+            crate::error::Error::from(
+                crate::error::Diagnostic::error(what)
+                    .hint("`tidemark log` lists the applies with their ids"),
+            )
+        })
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ApplyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for ApplyId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for ApplyId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for ApplyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ApplyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        ApplyId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +434,20 @@ mod tests {
         assert_eq!(EnvName::parse("Dev_2").unwrap().as_str(), "dev_2");
         for bad in ["", "2dev", "../../outside", "a b", "dev;", &"x".repeat(65)] {
             assert!(EnvName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn apply_ids_cannot_leave_the_progress_store() {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let id = ApplyId::new(t, "0a1b2c3d4e5f");
+        assert!(
+            id.as_str().starts_with("20231114T221320Z-0a1b2c3d-"),
+            "{id}"
+        );
+        assert_eq!(ApplyId::parse(id.as_str()).unwrap(), id);
+        for bad in ["", "../x", "a/b", "a b", ".", &"x".repeat(129)] {
+            assert!(ApplyId::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -18,7 +18,7 @@ pub use crate::cli::{
     DagFormat, DiffArgs, EnvFormat, ExportFormat, InfoFormat, PlanFormat, QueryFormat,
 };
 use crate::error::{Diagnostic, Error, Result};
-use crate::names::EnvName;
+use crate::names::{ApplyId, EnvName};
 use crate::printer::Printer;
 
 /// What every command gets: the project to load, "now", the printer and how batches run.
@@ -127,7 +127,7 @@ pub enum Task {
         /// The plan file.
         plan: Option<PathBuf>,
         /// The apply to resume.
-        resume: Option<String>,
+        resume: Option<ApplyId>,
     },
     /// `query SQL`.
     Query {
@@ -152,7 +152,7 @@ pub enum Task {
     /// `progress`.
     Progress {
         /// The apply.
-        apply_id: Option<String>,
+        apply_id: Option<ApplyId>,
         /// Or the newest apply of this environment.
         env: Option<EnvName>,
         /// Output format.
@@ -231,7 +231,10 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
         Command::State {
             command: StateCommand::Import { file },
         } => Task::StateImport(file),
-        Command::Apply { plan, resume, .. } => Task::Apply { plan, resume },
+        Command::Apply { plan, resume, .. } => Task::Apply {
+            plan,
+            resume: resume.as_deref().map(ApplyId::from_user).transpose()?,
+        },
         Command::Query { sql, env, format } => Task::Query {
             sql,
             env: env_name(&env)?,
@@ -261,7 +264,7 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
             env,
             format,
         } => Task::Progress {
-            apply_id,
+            apply_id: apply_id.as_deref().map(ApplyId::from_user).transpose()?,
             env: env_opt(env.as_ref())?,
             format,
         },

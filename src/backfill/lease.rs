@@ -62,7 +62,7 @@ pub fn take(cx: &ApplyRun<'_>, plan: &Plan) -> Result<bool> {
         .filter(|s| cx.state.snapshots.contains_key(s))
         .collect();
     if tables.is_empty() && snapshots.is_empty() {
-        return Ok(cx.state.leases.contains_key(&cx.apply.id));
+        return Ok(cx.state.leases.contains_key(cx.apply.id.as_str()));
     }
     let ttl = chrono::Duration::from_std(cx.config.env_ttl)
         .unwrap_or(MIN_LEASE)
@@ -87,7 +87,7 @@ pub fn take(cx: &ApplyRun<'_>, plan: &Plan) -> Result<bool> {
             return Err(deleted(id, "a janitor pass that just finished"));
         }
         Ok(vec![Action::Lease {
-            apply: cx.apply.id.clone(),
+            apply: cx.apply.id.to_string(),
             lease: lease.clone(),
         }])
     })?;
@@ -97,7 +97,7 @@ pub fn take(cx: &ApplyRun<'_>, plan: &Plan) -> Result<bool> {
 /// The action that ends the lease (part of the apply's final commit).
 pub fn release(cx: &ApplyRun<'_>) -> Action {
     Action::Release {
-        apply: cx.apply.id.clone(),
+        apply: cx.apply.id.to_string(),
     }
 }
 

@@ -164,9 +164,9 @@ impl Trigger {
 
 /// Which apply this is.
 #[derive(Debug, Clone)]
-pub struct ApplyId {
+pub struct Apply {
     /// Id (a new one, or the one being resumed).
-    pub id: String,
+    pub id: crate::names::ApplyId,
     /// The command that runs it.
     pub trigger: Trigger,
 }
@@ -192,7 +192,7 @@ pub struct ApplyRun<'a> {
     /// The state (for the apply's lease on the tables it reuses).
     pub store: &'a StateStore,
     /// This apply.
-    pub apply: &'a ApplyId,
+    pub apply: &'a Apply,
     /// Set on SIGINT/SIGTERM: no new batch starts.
     pub interrupt: &'a AtomicBool,
 }
@@ -392,7 +392,7 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         .into_inner()
         .map_err(|_| Error::Bug("the catalog lock is poisoned".into()))?;
     let report = Report {
-        apply_id: cx.apply.id.clone(),
+        apply_id: cx.apply.id.to_string(),
         models: model_runs(plan, &batches, &finished.results, &tracker),
         source_versions: report_source_versions,
     };
@@ -609,20 +609,21 @@ fn incomplete(
         ),
     };
     let outcome = if failed.is_empty() {
-        "paused"
+        progress::ApplyOutcome::Paused
     } else {
-        "failed"
+        progress::ApplyOutcome::Failed
     };
     let message = format!(
-        "apply {} {outcome}: {why}; {complete} of {} complete",
+        "apply {} {}: {why}; {complete} of {} complete",
         cx.apply.id,
+        outcome.as_str(),
         crate::printer::plural(batches.len() as u64, "batch", "batches")
     );
     let _ = cx.progress.finish(
         &cx.apply.id,
         &progress::Outcome {
             format: progress::PROGRESS_FORMAT.to_string(),
-            outcome: outcome.to_string(),
+            outcome,
             finished: chrono::Utc::now(),
             seconds: cx.started.elapsed().as_secs_f64(),
             revision: None,

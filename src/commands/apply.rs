@@ -6,6 +6,7 @@ use std::path::Path;
 use super::{apply_and_show, load};
 use crate::env::apply::Trigger;
 use crate::error::{Diagnostic, Error, ExitStatus, Result};
+use crate::names::ApplyId;
 use crate::plan::file::{parse_plan, read_plan};
 use crate::settings::Settings;
 use crate::state::StateStore;
@@ -15,7 +16,7 @@ use crate::state::progress::ProgressStore;
 pub fn run(
     ctx: &Settings,
     file: Option<&Path>,
-    resume: Option<&str>,
+    resume: Option<&ApplyId>,
     out: &mut dyn std::io::Write,
 ) -> Result<ExitStatus> {
     let loaded = load(ctx)?;
@@ -27,7 +28,7 @@ pub fn run(
                 let known = progress.list().unwrap_or_default();
                 Error::from(
                     Diagnostic::error(format!("no apply with id `{id}`")).hint(
-                        crate::error::did_you_mean(id, known.iter().map(String::as_str))
+                        crate::error::did_you_mean(id, known.iter().map(ApplyId::as_str))
                             .unwrap_or_else(|| "`tidemark log` lists the applies".to_string()),
                     ),
                 )

@@ -87,7 +87,7 @@ pub fn run(
             .filter(|r| r.status == Some(Status::Complete))
             .collect();
         applies.push(LogEntry {
-            apply_id: info.id.clone(),
+            apply_id: info.id.to_string(),
             started: info.started.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             user: info.user.clone(),
             command: info.command.clone(),
@@ -101,7 +101,7 @@ pub fn run(
             seconds: outcome.as_ref().map(|o| o.seconds),
             outcome: outcome
                 .as_ref()
-                .map_or_else(|| "running".to_string(), |o| o.outcome.clone()),
+                .map_or_else(|| "running".to_string(), |o| o.outcome.as_str().to_string()),
             revision: outcome.as_ref().and_then(|o| o.revision),
         });
     }

@@ -137,7 +137,7 @@ pub fn apply_and_show(
     state: &crate::state::State,
     plan: &Plan,
     trigger: crate::env::apply::Trigger,
-    resume: Option<&str>,
+    resume: Option<&crate::names::ApplyId>,
     out: &mut dyn std::io::Write,
 ) -> Result<ExitStatus> {
     let applied = crate::env::apply::apply(&crate::env::apply::Request {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::emit;
 use crate::error::{Diagnostic, Error, ExitStatus, Result};
+use crate::names::ApplyId;
 use crate::printer::{human_bytes, human_seconds};
 use crate::settings::{EnvFormat, Settings};
 use crate::state::progress::{ApplyInfo, BatchRecord, Outcome, ProgressStore, Status};
@@ -72,15 +73,15 @@ pub struct Failure {
 }
 
 /// Which apply: the id, else the newest of `env`, else the newest.
-fn pick(progress: &ProgressStore<'_>, id: Option<&str>, env: Option<&str>) -> Result<String> {
+fn pick(progress: &ProgressStore<'_>, id: Option<&ApplyId>, env: Option<&str>) -> Result<ApplyId> {
     let all = progress.list()?;
     if let Some(id) = id {
-        if all.iter().any(|a| a == id) {
-            return Ok(id.to_string());
+        if all.contains(id) {
+            return Ok(id.clone());
         }
         return Err(Diagnostic::error(format!("no apply with id `{id}`"))
             .hint(
-                crate::error::did_you_mean(id, all.iter().map(String::as_str))
+                crate::error::did_you_mean(id, all.iter().map(ApplyId::as_str))
                     .unwrap_or_else(|| "`tidemark log` lists the applies".to_string()),
             )
             .into());
@@ -149,14 +150,14 @@ pub fn view(
     });
     ProgressView {
         format: "tidemark.progress-report/v1",
-        apply_id: info.id.clone(),
+        apply_id: info.id.to_string(),
         command: info.command.clone(),
         environment: info.environment.clone(),
         plan_id: info.plan_id.clone(),
         user: info.user.clone(),
         git_commit: info.git_commit.clone(),
         started: info.started,
-        outcome: outcome.map_or_else(|| "running".to_string(), |o| o.outcome.clone()),
+        outcome: outcome.map_or_else(|| "running".to_string(), |o| o.outcome.as_str().to_string()),
         counts,
         models: order.into_iter().filter_map(|m| models.remove(m)).collect(),
         failures,
@@ -241,7 +242,7 @@ fn text(v: &ProgressView) -> String {
 /// Run `progress`.
 pub fn run(
     ctx: &Settings,
-    id: Option<&str>,
+    id: Option<&ApplyId>,
     env: Option<&crate::names::EnvName>,
     format: EnvFormat,
     out: &mut dyn std::io::Write,

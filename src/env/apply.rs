@@ -12,9 +12,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::backfill::Trigger;
-use crate::backfill::{self, ApplyId, ExecOptions, Report};
+use crate::backfill::{self, Apply, ExecOptions, Report};
 use crate::engine::LocalEngine;
 use crate::error::{Diagnostic, Error, Result};
+use crate::names::ApplyId;
 use crate::plan::Plan;
 use crate::printer::Printer;
 use crate::project::Config;
@@ -88,7 +89,7 @@ pub struct Request<'a> {
     /// What started it.
     pub trigger: Trigger,
     /// The apply being resumed, if any.
-    pub resume: Option<&'a str>,
+    pub resume: Option<&'a ApplyId>,
 }
 
 /// What an apply did.
@@ -108,11 +109,11 @@ pub fn apply(r: &Request<'_>) -> Result<Applied> {
     let engine = LocalEngine::for_warehouse(&r.config.warehouse)?;
     let log = |line: &str| r.printer.line(line);
     let now = chrono::Utc::now();
-    let apply_id = ApplyId {
-        id: r.resume.map_or_else(
-            || progress::new_apply_id(now, &plan.plan_id),
-            str::to_string,
-        ),
+    let apply_id = Apply {
+        id: r
+            .resume
+            .cloned()
+            .unwrap_or_else(|| ApplyId::new(now, &plan.plan_id)),
         trigger: r.trigger,
     };
     let progress_store = ProgressStore::new(store.storage());
@@ -153,7 +154,7 @@ pub fn apply(r: &Request<'_>) -> Result<Applied> {
         &apply_id.id,
         &progress::Outcome {
             format: progress::PROGRESS_FORMAT.to_string(),
-            outcome: "complete".to_string(),
+            outcome: progress::ApplyOutcome::Complete,
             finished: chrono::Utc::now(),
             seconds,
             revision: Some(revision),

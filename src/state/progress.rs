@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Storage;
 use crate::error::{Diagnostic, Error, Result};
+use crate::names::ApplyId;
 
 /// Format tag of every progress document.
 pub const PROGRESS_FORMAT: &str = "tidemark.progress/v1";
@@ -74,7 +75,7 @@ pub struct ApplyInfo {
     /// Format tag.
     pub format: String,
     /// Apply id.
-    pub id: String,
+    pub id: ApplyId,
     /// `plan`, `apply`, `run` or `promote`.
     pub command: String,
     /// Environment.
@@ -138,13 +139,36 @@ pub struct BatchRecord {
     pub error: Option<String>,
 }
 
+/// How an apply ended, in a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyOutcome {
+    /// Every batch is complete and the environment moved.
+    Complete,
+    /// A batch failed; nothing moved.
+    Failed,
+    /// It stopped without a failure (time box, interrupt); `apply --resume` continues it.
+    Paused,
+}
+
+impl ApplyOutcome {
+    /// `complete`, `failed` or `paused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyOutcome::Complete => "complete",
+            ApplyOutcome::Failed => "failed",
+            ApplyOutcome::Paused => "paused",
+        }
+    }
+}
+
 /// How an apply ended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     /// Format tag.
     pub format: String,
-    /// `complete`, `failed`, `paused`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: ApplyOutcome,
     /// When.
     pub finished: DateTime<Utc>,
     /// Seconds of this run.
@@ -191,7 +215,7 @@ impl<'a> ProgressStore<'a> {
         ProgressStore { storage }
     }
 
-    fn dir(id: &str) -> String {
+    fn dir(id: &ApplyId) -> String {
         format!("{ROOT}/{id}")
     }
 
@@ -206,25 +230,31 @@ impl<'a> ProgressStore<'a> {
     }
 
     /// Replace a batch's record.
-    pub fn record(&self, apply: &str, r: &BatchRecord) -> Result<()> {
+    pub fn record(&self, apply: &ApplyId, r: &BatchRecord) -> Result<()> {
         let path = format!("{}/batches/{:06}.json", Self::dir(apply), r.id);
         self.storage.put(&path, &json(r)?)
     }
 
     /// Write how the apply ended.
-    pub fn finish(&self, apply: &str, o: &Outcome) -> Result<()> {
+    pub fn finish(&self, apply: &ApplyId, o: &Outcome) -> Result<()> {
         self.storage
             .put(&format!("{}/outcome.json", Self::dir(apply)), &json(o)?)
     }
 
-    /// Apply ids, oldest first (ids start with their UTC start time).
-    pub fn list(&self) -> Result<Vec<String>> {
-        self.storage.list(ROOT)
+    /// Every apply with a directory, oldest first (a name that is not an apply id is not one
+    /// of tidemark's and is passed over).
+    pub fn list(&self) -> Result<Vec<ApplyId>> {
+        Ok(self
+            .storage
+            .list(ROOT)?
+            .iter()
+            .filter_map(|n| ApplyId::parse(n).ok())
+            .collect())
     }
 
     /// Every described apply with its description, newest first: by start time, then by id
     /// (ids have whole seconds only, so two applies of one second sort by when they started).
-    pub fn newest_first(&self) -> Result<Vec<(String, ApplyInfo)>> {
+    pub fn newest_first(&self) -> Result<Vec<(ApplyId, ApplyInfo)>> {
         let mut all = Vec::new();
         for id in self.list()? {
             if let Some(info) = self.info(&id)? {
@@ -236,7 +266,7 @@ impl<'a> ProgressStore<'a> {
     }
 
     /// An apply's description.
-    pub fn info(&self, apply: &str) -> Result<Option<ApplyInfo>> {
+    pub fn info(&self, apply: &ApplyId) -> Result<Option<ApplyInfo>> {
         let path = format!("{}/apply.json", Self::dir(apply));
         self.storage
             .get(&path)?
@@ -245,12 +275,12 @@ impl<'a> ProgressStore<'a> {
     }
 
     /// An apply's saved plan.
-    pub fn plan(&self, apply: &str) -> Result<Option<Vec<u8>>> {
+    pub fn plan(&self, apply: &ApplyId) -> Result<Option<Vec<u8>>> {
         self.storage.get(&format!("{}/plan.json", Self::dir(apply)))
     }
 
     /// An apply's outcome, once it ended.
-    pub fn outcome(&self, apply: &str) -> Result<Option<Outcome>> {
+    pub fn outcome(&self, apply: &ApplyId) -> Result<Option<Outcome>> {
         let path = format!("{}/outcome.json", Self::dir(apply));
         self.storage
             .get(&path)?
@@ -259,7 +289,7 @@ impl<'a> ProgressStore<'a> {
     }
 
     /// Every batch record of an apply, by batch id.
-    pub fn records(&self, apply: &str) -> Result<BTreeMap<usize, BatchRecord>> {
+    pub fn records(&self, apply: &ApplyId) -> Result<BTreeMap<usize, BatchRecord>> {
         let dir = format!("{}/batches", Self::dir(apply));
         let mut out = BTreeMap::new();
         for name in self.storage.list(&dir)? {
@@ -271,25 +301,6 @@ impl<'a> ProgressStore<'a> {
         }
         Ok(out)
     }
-}
-
-/// A new apply id: UTC start time, the plan id's prefix, and 4 hex digits from the process id
-/// and the clock (two processes applying one plan in the same second get different ids).
-pub fn new_apply_id(now: DateTime<Utc>, plan_id: &str) -> String {
-    let short: String = plan_id.chars().take(8).collect();
-    let salt = blake3::hash(
-        format!(
-            "{}:{}",
-            std::process::id(),
-            now.timestamp_nanos_opt().unwrap_or(0)
-        )
-        .as_bytes(),
-    );
-    format!(
-        "{}-{short}-{}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        &salt.to_hex()[..4]
-    )
 }
 
 /// `$USER` (or `$LOGNAME`, `$USERNAME`), else `unknown`.
@@ -345,8 +356,9 @@ mod tests {
             rows: 3,
             ..BatchRecord::default()
         };
-        p.record("x", &r).unwrap();
-        let all = p.records("x").unwrap();
+        let x = ApplyId::parse("x").unwrap();
+        p.record(&x, &r).unwrap();
+        let all = p.records(&x).unwrap();
         assert_eq!(all[&7].rows, 3);
         assert_eq!(all[&7].status, Some(Status::Complete));
         storage
@@ -355,8 +367,8 @@ mod tests {
                 br#"{"format":"v0"}"#,
             )
             .unwrap();
-        assert!(p.records("x").is_err());
-        let id = new_apply_id(
+        assert!(p.records(&x).is_err());
+        let id = ApplyId::new(
             chrono::TimeZone::with_ymd_and_hms(&Utc, 2024, 3, 8, 10, 15, 0).unwrap(),
             "04b035a0ed98",
         );

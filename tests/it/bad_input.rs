@@ -125,6 +125,14 @@ fn bad_commands_and_files_are_refused_without_writing_anything() {
         run(with(&["plan", "../../outside", "--apply"])),
     );
     case(
+        "apply id leaving the progress store",
+        run(with(&["apply", "--resume", "../../../x"])),
+    );
+    case(
+        "progress of an apply id leaving the progress store",
+        run(with(&["progress", "../../../../etc"])),
+    );
+    case(
         "hostile model name to restate",
         run(with(&[
             "plan",

@@ -19,12 +19,12 @@
 //! The pure stages (project, sql, dag, fingerprint, plan) are synchronous and do no I/O beyond
 //! reading the project's files.
 
-pub mod backfill;
+pub(crate) mod backfill;
 pub mod cli;
-pub mod commands;
+pub(crate) mod commands;
 pub mod dag;
-pub mod engine;
-pub mod env;
+pub(crate) mod engine;
+pub(crate) mod env;
 pub mod error;
 pub mod fingerprint;
 pub mod interval;
@@ -32,7 +32,7 @@ pub mod names;
 pub mod plan;
 pub mod printer;
 pub mod project;
-pub mod settings;
+pub(crate) mod settings;
 pub mod sql;
 pub mod state;
 

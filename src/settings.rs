@@ -14,9 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::backfill::{ExecOptions, ProgressMode};
 use crate::cli::{Cli, Command, EnvCommand, ExecArgs, PlanArgs, ProgressArg, StateCommand};
-pub use crate::cli::{
-    DagFormat, DiffArgs, EnvFormat, ExportFormat, InfoFormat, PlanFormat, QueryFormat,
-};
+pub use crate::cli::{DagFormat, DiffArgs, EnvFormat, InfoFormat, PlanFormat, QueryFormat};
 use crate::error::{Diagnostic, Error, Result};
 use crate::names::{ApplyId, EnvName};
 use crate::printer::Printer;

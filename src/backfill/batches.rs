@@ -35,7 +35,6 @@ pub enum Node {
 /// The work of one model in an apply.
 #[derive(Debug, Clone)]
 pub struct ModelWork {
-    /// Model.
     pub name: ModelName,
     /// Windows, oldest first (one whole-table window for FULL, SEED and views).
     pub windows: Vec<Interval>,
@@ -54,7 +53,6 @@ pub struct ModelWork {
 pub struct Batch {
     /// Position in the graph.
     pub id: usize,
-    /// Model.
     pub model: ModelName,
     /// Window (half-open).
     pub window: Interval,

@@ -33,7 +33,6 @@ pub struct Entry {
 
 /// Models, sources and pins of one environment.
 pub struct Catalog<'a> {
-    /// Models.
     pub entries: BTreeMap<ModelName, Entry>,
     /// External sources from the config.
     pub sources: &'a BTreeMap<ModelName, Source>,

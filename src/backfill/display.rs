@@ -57,7 +57,6 @@ pub struct EventLine {
     /// Batch id (its index in the apply's batch list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
-    /// Model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Window start.

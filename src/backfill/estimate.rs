@@ -23,7 +23,6 @@ pub const ENOUGH_BATCHES: u64 = 200;
 /// What recorded batches of one model did, in total.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Rate {
-    /// Batches.
     pub batches: u64,
     /// Partitions they covered.
     pub partitions: u64,

@@ -35,8 +35,6 @@ pub struct BatchOut {
 
 /// Everything fixed per model for its batches.
 pub struct ModelJob {
-    /// The plan's entry.
-    pub model: PlanModel,
     /// How the batches are computed.
     pub action: BackfillAction,
     /// Rendered audits.
@@ -246,7 +244,6 @@ pub fn model_jobs(
         out.insert(
             m.name.clone(),
             ModelJob {
-                model: m.clone(),
                 action: b.action,
                 audits,
             },

@@ -47,7 +47,6 @@ use track::Tracker;
 /// What one model's batches wrote.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ModelRun {
-    /// Model.
     pub name: String,
     /// Physical table.
     pub table: Option<TableId>,

@@ -61,14 +61,12 @@ pub enum Stop {
 pub enum Event<'a, R> {
     /// A batch attempt starts.
     Started {
-        /// Batch.
         batch: &'a Batch,
         /// 1-based attempt in this run.
         attempt: u32,
     },
     /// A transient failure; the batch will be tried again after `wait`.
     Retrying {
-        /// Batch.
         batch: &'a Batch,
         /// The attempt that failed.
         attempt: u32,
@@ -77,9 +75,7 @@ pub enum Event<'a, R> {
         /// Backoff before the next attempt.
         wait: Duration,
     },
-    /// Done.
     Completed {
-        /// Batch.
         batch: &'a Batch,
         /// What the work returned.
         result: &'a R,
@@ -90,7 +86,6 @@ pub enum Event<'a, R> {
     },
     /// Failed for good.
     Failed {
-        /// Batch.
         batch: &'a Batch,
         /// The last error.
         error: &'a Error,

@@ -21,7 +21,6 @@ pub struct DagJson {
 /// A node.
 #[derive(Debug, Serialize)]
 pub struct NodeJson {
-    /// Name.
     pub name: ModelName,
     /// Model kind, or `SOURCE`.
     pub kind: String,
@@ -32,9 +31,7 @@ pub struct NodeJson {
 /// An edge.
 #[derive(Debug, Serialize)]
 pub struct EdgeJson {
-    /// Parent.
     pub from: ModelName,
-    /// Child.
     pub to: ModelName,
 }
 

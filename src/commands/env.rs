@@ -21,9 +21,7 @@ use crate::state::State;
 pub struct EnvView {
     /// `tidemark.env/v1`.
     pub format: &'static str,
-    /// Name.
     pub name: String,
-    /// Revision.
     pub revision: u64,
     /// The plan behind the revision.
     pub plan_id: String,
@@ -33,7 +31,6 @@ pub struct EnvView {
     pub updated_at: String,
     /// When the janitor may delete it.
     pub expires_at: Option<String>,
-    /// Models.
     pub models: Vec<EnvModelView>,
     /// Delta sources and the versions read.
     pub source_versions: BTreeMap<ModelName, u64>,
@@ -42,9 +39,7 @@ pub struct EnvView {
 /// One model of an environment.
 #[derive(Debug, Serialize)]
 pub struct EnvModelView {
-    /// Name.
     pub name: ModelName,
-    /// Kind.
     pub kind: String,
     /// Model version (data fingerprint prefix).
     pub version: String,

@@ -29,7 +29,6 @@ pub struct InfoJson<'a> {
 /// One model in `tidemark.info/v1`.
 #[derive(Debug, Serialize)]
 pub struct ModelJson<'a> {
-    /// Name.
     pub name: &'a ModelName,
     /// File relative to the project root (forward slashes).
     pub file: String,
@@ -43,17 +42,13 @@ pub struct ModelJson<'a> {
     pub start: Option<String>,
     /// End (RFC 3339) or null.
     pub end: Option<String>,
-    /// Owner.
     pub owner: Option<&'a str>,
-    /// Description.
     pub description: Option<&'a str>,
-    /// Tags.
     pub tags: Vec<&'a str>,
     /// Grain columns.
     pub grain: &'a [String],
     /// Column descriptions.
     pub column_descriptions: &'a BTreeMap<String, String>,
-    /// Audits.
     pub audits: &'a [AuditCall],
     /// Partition columns beyond the time column.
     pub partitioned_by: &'a [String],
@@ -67,14 +62,12 @@ pub struct ModelJson<'a> {
     pub parents: Vec<&'a ModelName>,
     /// Direct children.
     pub children: Vec<ModelName>,
-    /// Fingerprints.
     pub fingerprint: Option<&'a Fingerprint>,
 }
 
 /// One source in `tidemark.info/v1`.
 #[derive(Debug, Serialize)]
 pub struct SourceJson<'a> {
-    /// Name.
     pub name: &'a ModelName,
     /// Path (relative to the project root when inside it) or URL.
     pub path: String,
@@ -84,7 +77,6 @@ pub struct SourceJson<'a> {
     pub columns: &'a BTreeMap<String, String>,
     /// Direct children.
     pub children: Vec<ModelName>,
-    /// Fingerprints.
     pub fingerprint: Option<&'a Fingerprint>,
 }
 

@@ -27,11 +27,8 @@ pub struct LogEntry {
     pub apply_id: String,
     /// When it started.
     pub started: String,
-    /// Who.
     pub user: String,
-    /// Command.
     pub command: String,
-    /// Environment.
     pub environment: String,
     /// Plan id.
     pub plan_id: String,
@@ -39,7 +36,6 @@ pub struct LogEntry {
     pub git_commit: Option<String>,
     /// Per model: the window covered by its batches, `[start, end)`.
     pub models: BTreeMap<String, (String, String)>,
-    /// Batches.
     pub batches: usize,
     /// Complete batches.
     pub complete: usize,

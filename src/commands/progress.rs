@@ -20,17 +20,13 @@ pub struct ProgressView {
     pub format: &'static str,
     /// Apply id.
     pub apply_id: String,
-    /// Command.
     pub command: String,
-    /// Environment.
     pub environment: String,
     /// Plan id.
     pub plan_id: String,
-    /// Who.
     pub user: String,
     /// Git commit of the project, if known.
     pub git_commit: Option<String>,
-    /// Started.
     pub started: DateTime<Utc>,
     /// `running`, `complete`, `failed`, `paused` (`running` also for a process that died).
     pub outcome: String,
@@ -47,7 +43,6 @@ pub struct ProgressView {
 /// One model's batches.
 #[derive(Debug, Default, Serialize)]
 pub struct ModelProgress {
-    /// Model.
     pub name: String,
     /// Batches per status.
     pub counts: BTreeMap<Status, usize>,
@@ -60,15 +55,12 @@ pub struct ModelProgress {
 /// One failed batch.
 #[derive(Debug, Serialize)]
 pub struct Failure {
-    /// Model.
     pub model: String,
     /// Window start.
     pub start: String,
     /// Window end.
     pub end: String,
-    /// Attempts.
     pub attempts: u32,
-    /// Error.
     pub error: String,
 }
 

@@ -27,7 +27,6 @@ use crate::state::progress::{BatchRecord, ProgressStore, Status};
 pub struct ReconcileView {
     /// Format tag.
     pub format: &'static str,
-    /// Model.
     pub model: String,
     /// Left side: `env:table@version`.
     pub left: String,
@@ -54,7 +53,6 @@ pub struct Difference {
     pub left_rows: Option<u64>,
     /// Rows on the right.
     pub right_rows: Option<u64>,
-    /// Checksums.
     pub left_checksum: Option<String>,
     /// Checksum on the right.
     pub right_checksum: Option<String>,

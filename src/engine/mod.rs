@@ -79,7 +79,6 @@ pub enum Input {
         name: ModelName,
         /// Path or URL.
         path: String,
-        /// Format.
         format: SourceFormat,
         /// Declared column types.
         columns: BTreeMap<String, String>,

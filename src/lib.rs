@@ -1,19 +1,21 @@
 //! tidemark: declarative plan/apply for SQL data pipelines, built around safe backfills.
 //!
-//! The pipeline, one module per stage, dependencies pointing one way (down):
+//! The pipeline, one module per stage, dependencies pointing one way (down; no cycle):
 //!
 //! ```text
-//! main → lib (run: parse, resolve, dispatch, exit status)
-//!   → cli (clap types only) · settings (arguments resolved once) · printer (the only stderr writer)
+//! main → lib (parse, resolve, dispatch, exit status)
 //!   → commands (one thin file per subcommand; none imports another)
-//!   → env (catalog and lookup, apply, promote, rollback, janitor)
-//!   → backfill (batches, scheduler, jobs, audits, leases, progress display) · plan (diff,
-//!     categories, restatement, intervals, rendering)
-//!   → engine (DataFusion + delta-rs; the only module touching them) · state (snapshots,
-//!     tables, environments, progress records; append-only log) · fingerprint · dag
+//!     · settings (arguments and tidemark.toml resolved once) → cli (clap types only)
+//!   → env (catalog, apply, promote, rollback, janitor retention)
+//!   → backfill (batches, scheduler, jobs, audits, leases, progress display)
+//!     · plan (definitions, categories, restatement, intervals, tables, rendering, plan files)
+//!   → engine (DataFusion + delta-rs, the only module touching them; no state)
+//!     · state (snapshots, tables, environments, progress records; append-only log)
+//!     · fingerprint · dag
 //!   → project (tidemark.toml, model files, MODEL header) · sql (parse once, references,
 //!     macros, rendering)
-//!   → names (model, environment and table identifiers) · interval · error
+//!   → names (model, environment, table and apply identifiers) · interval
+//!     · printer (the only stderr writer; units) · error
 //! ```
 //!
 //! The pure stages (project, sql, dag, fingerprint, plan) are synchronous and do no I/O beyond

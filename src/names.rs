@@ -331,6 +331,74 @@ impl<'de> serde::Deserialize<'de> for TableId {
     }
 }
 
+/// The id of a snapshot: `<model name>@<16 hex digits>` (the hash of its data and metadata
+/// fingerprints). Read from the state or a plan file through [`SnapshotId::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotId(String);
+
+impl SnapshotId {
+    /// The snapshot of `name` whose fingerprints hash to `hash`.
+    pub fn new(name: &ModelName, hash: &str) -> SnapshotId {
+        SnapshotId(format!("{name}@{hash}"))
+    }
+
+    /// An id read from outside: a valid model name, `@`, lowercase hex digits.
+    pub fn parse(s: &str) -> Result<SnapshotId, String> {
+        let ok = s.split_once('@').is_some_and(|(name, hash)| {
+            ModelName::parse(name).is_ok_and(|n| n.as_str() == name)
+                && !hash.is_empty()
+                && hash
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if ok {
+            Ok(SnapshotId(s.to_string()))
+        } else {
+            Err(format!(
+                "`{}` is not a snapshot id",
+                printable(s).escape_default()
+            ))
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for SnapshotId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for SnapshotId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for SnapshotId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SnapshotId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        SnapshotId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The id of an apply: `YYYYMMDDTHHMMSSZ-<plan id prefix>-<salt>`. It names the apply's
 /// directory in the progress store, so one read from the command line or a file is checked:
 /// letters, digits, `-` and `_` only, at most 128 of them.
@@ -434,6 +502,24 @@ mod tests {
         assert_eq!(EnvName::parse("Dev_2").unwrap().as_str(), "dev_2");
         for bad in ["", "2dev", "../../outside", "a b", "dev;", &"x".repeat(65)] {
             assert!(EnvName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn snapshot_ids_are_a_model_name_and_a_hash() {
+        let n = ModelName::parse_model("s.orders").unwrap();
+        let id = SnapshotId::new(&n, "0a1b2c3d4e5f6789");
+        assert_eq!(id.as_str(), "s.orders@0a1b2c3d4e5f6789");
+        assert_eq!(SnapshotId::parse(id.as_str()).unwrap(), id);
+        for bad in [
+            "",
+            "s.orders",
+            "s.orders@",
+            "S.Orders@0a",
+            "s.orders@xyz",
+            "../x@0a",
+        ] {
+            assert!(SnapshotId::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -13,13 +13,13 @@ use std::collections::BTreeSet;
 use super::ApplyRun;
 use crate::error::{Diagnostic, Error, Result};
 use crate::plan::Plan;
-use crate::state::{Action, Lease, TableId};
+use crate::state::{Action, Lease, SnapshotId, TableId};
 
 /// The shortest lease: an interrupted apply can be resumed for at least this long.
 const MIN_LEASE: chrono::Duration = chrono::Duration::days(1);
 
 /// The tables and snapshots `plan` reads, writes or builds from.
-fn wanted(plan: &Plan) -> (BTreeSet<TableId>, BTreeSet<String>) {
+fn wanted(plan: &Plan) -> (BTreeSet<TableId>, BTreeSet<SnapshotId>) {
     let tables = plan
         .target
         .values()
@@ -57,7 +57,7 @@ pub fn take(cx: &ApplyRun<'_>, plan: &Plan) -> Result<bool> {
         .into_iter()
         .filter(|t| cx.state.tables.contains_key(t))
         .collect();
-    let snapshots: BTreeSet<String> = snapshots
+    let snapshots: BTreeSet<SnapshotId> = snapshots
         .into_iter()
         .filter(|s| cx.state.snapshots.contains_key(s))
         .collect();
@@ -81,7 +81,7 @@ pub fn take(cx: &ApplyRun<'_>, plan: &Plan) -> Result<bool> {
         let gone = gone.or_else(|| {
             (lease.snapshots.iter())
                 .find(|s| !fresh.snapshots.contains_key(*s))
-                .map(String::as_str)
+                .map(SnapshotId::as_str)
         });
         if let Some(id) = gone {
             return Err(deleted(id, "a janitor pass that just finished"));

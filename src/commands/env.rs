@@ -44,7 +44,7 @@ pub struct EnvModelView {
     /// Model version (data fingerprint prefix).
     pub version: String,
     /// Snapshot id.
-    pub snapshot: String,
+    pub snapshot: crate::names::SnapshotId,
     /// Physical table id (`None` for views).
     pub table: Option<crate::names::TableId>,
     /// Table URI.

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::rollback::contents_at;
 use crate::error::Result;
-use crate::state::{Action, HistoryAction, PROD, State, StateStore, TableId};
+use crate::state::{Action, HistoryAction, PROD, SnapshotId, State, StateStore, TableId};
 
 /// Decide and (unless `dry_run`) commit one janitor pass: the state after it and what it
 /// deletes. Tables are only forgotten here; their directories are removed by the caller after
@@ -47,7 +47,7 @@ pub struct Cleanup {
     /// Tables nothing can read any more.
     pub drop_tables: Vec<TableId>,
     /// Snapshots nothing refers to any more.
-    pub drop_snapshots: Vec<String>,
+    pub drop_snapshots: Vec<SnapshotId>,
     /// Unreachable tables kept because an apply leased them: table → apply.
     pub kept: BTreeMap<TableId, String>,
 }
@@ -126,7 +126,7 @@ fn reachable(
     state: &State,
     expired: &[(String, u64)],
     since: chrono::DateTime<chrono::Utc>,
-) -> Result<(Pins, BTreeSet<String>)> {
+) -> Result<(Pins, BTreeSet<SnapshotId>)> {
     let mut tables: Pins = BTreeMap::new();
     let mut snapshots = BTreeSet::new();
     let gone: BTreeSet<&str> = expired.iter().map(|(n, _)| n.as_str()).collect();

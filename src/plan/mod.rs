@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::project::ModelName;
-use crate::state::{Category, Snapshot, TableId};
+use crate::state::{Category, Snapshot, SnapshotId, TableId};
 pub use build::build;
 pub use intervals::{Backfill, BackfillAction};
 pub use options::{Mode, Options, validate_env_name};
@@ -134,7 +134,7 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     /// Snapshot id.
-    pub snapshot: String,
+    pub snapshot: SnapshotId,
     /// Physical table (`None` for views and embedded models).
     pub table: Option<TableId>,
     /// The table's restatement generation (0, the first, is left out of the JSON).

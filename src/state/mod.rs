@@ -37,7 +37,7 @@ use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{IntervalSet, IntervalUnit};
 use crate::project::{AuditCall, Kind, Model, ModelName};
 
-pub use crate::names::{PROD, TableId};
+pub use crate::names::{PROD, SnapshotId, TableId};
 pub use storage::{LocalStorage, Storage, write_atomic};
 pub use store::StateStore;
 
@@ -164,7 +164,7 @@ pub struct Snapshot {
     /// The model.
     pub name: ModelName,
     /// `name@identifier`: the key in [`State::snapshots`].
-    pub id: String,
+    pub id: SnapshotId,
     /// Hash of the model's own data-relevant definition.
     pub definition_hash: String,
     /// Hash of the definition and all parents' data hashes.
@@ -195,8 +195,8 @@ impl Snapshot {
     }
 
     /// The id (`name@identifier`) of a snapshot.
-    pub fn make_id(name: &ModelName, data_hash: &str, metadata_hash: &str) -> String {
-        format!("{name}@{}", Snapshot::identifier(data_hash, metadata_hash))
+    pub fn make_id(name: &ModelName, data_hash: &str, metadata_hash: &str) -> SnapshotId {
+        SnapshotId::new(name, &Snapshot::identifier(data_hash, metadata_hash))
     }
 
     /// The physical table this snapshot writes, generation 0 (`schema/table__version`), or
@@ -232,7 +232,7 @@ pub struct PhysicalTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvModel {
     /// The snapshot id.
-    pub snapshot: String,
+    pub snapshot: SnapshotId,
     /// The physical table read (`None` for views and embedded models).
     pub table: Option<TableId>,
     /// The Delta table version readers are pinned to (`None` until built).
@@ -353,7 +353,7 @@ pub enum Action {
     /// Forget a snapshot no environment references (janitor).
     DeleteSnapshot {
         /// Snapshot id.
-        id: String,
+        id: SnapshotId,
     },
     /// Forget a physical table no environment references (janitor).
     DeleteTable {
@@ -387,7 +387,7 @@ pub struct State {
     /// The last commit applied (0: empty state).
     pub seq: u64,
     /// Snapshots by id.
-    pub snapshots: BTreeMap<String, Snapshot>,
+    pub snapshots: BTreeMap<SnapshotId, Snapshot>,
     /// Physical tables by id.
     pub tables: BTreeMap<TableId, PhysicalTable>,
     /// Environments by name.
@@ -410,7 +410,7 @@ pub struct Lease {
     pub tables: BTreeSet<TableId>,
     /// Snapshot ids (the definitions the apply builds from).
     #[serde(default)]
-    pub snapshots: BTreeSet<String>,
+    pub snapshots: BTreeSet<SnapshotId>,
     /// When the claim lapses.
     pub expires_at: DateTime<Utc>,
 }
@@ -500,7 +500,7 @@ impl State {
         let mut out = BTreeMap::new();
         for (apply, lease) in self.leases.iter().filter(|(_, l)| l.expires_at > at) {
             let ids = (lease.tables.iter().map(TableId::as_str))
-                .chain(lease.snapshots.iter().map(String::as_str));
+                .chain(lease.snapshots.iter().map(SnapshotId::as_str));
             for t in ids {
                 out.entry(t).or_insert(apply.as_str());
             }

@@ -343,7 +343,7 @@ mod tests {
     use crate::interval::{Interval, IntervalSet, IntervalUnit, parse_instant};
     use crate::project::ModelName;
     use crate::state::TableId;
-    use crate::state::{EnvModel, Environment, PhysicalTable};
+    use crate::state::{Environment, PhysicalTable};
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -441,11 +441,6 @@ mod tests {
             replay.apply(c.seq, c.at, &c.actions).unwrap();
         }
         assert_eq!(replay, s);
-        let _ = EnvModel {
-            snapshot: String::new(),
-            table: None,
-            table_version: None,
-        };
     }
 
     #[test]

@@ -223,32 +223,6 @@ impl EnvName {
 const ENV_NAME_HINT: &str =
     "environment names are lowercase letters, digits and `_`, starting with a letter (at most 64)";
 
-impl fmt::Display for EnvName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::ops::Deref for EnvName {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Serialize for EnvName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for EnvName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <String as serde::Deserialize>::deserialize(d)?;
-        EnvName::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
 /// The id of a physical table, which is also its path below the warehouse root: generation
 /// `generation` of version `version` of a model, `schema/table__version[__gN]`.
 ///
@@ -273,18 +247,21 @@ impl TableId {
     /// An id read from outside: `/`-separated, non-empty parts of ASCII letters, digits and
     /// `_`.
     pub fn parse(id: &str) -> crate::error::Result<TableId> {
+        TableId::check(id).map_err(|what| {
+            crate::error::Error::from(crate::error::Diagnostic::error(what).hint("the state or the plan file was changed outside tidemark; restore the state (`tidemark state export` / `state import`) or make the plan again"))
+        })
+    }
+
+    fn check(id: &str) -> Result<TableId, String> {
         let ok = |part: &str| {
             !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         };
         if id.split('/').all(ok) {
             return Ok(TableId(id.to_string()));
         }
-        Err(crate::error::Error::from(
-            crate::error::Diagnostic::error(format!(
-                "`{}` is not a tidemark table id: it could name a path outside the warehouse",
-                id.escape_default()
-            ))
-            .hint("the state or the plan file was changed outside tidemark; restore the state (`tidemark state export` / `state import`) or make the plan again"),
+        Err(format!(
+            "`{}` is not a tidemark table id: it could name a path outside the warehouse",
+            id.escape_default()
         ))
     }
 
@@ -296,38 +273,6 @@ impl TableId {
     /// Its parts: the directories from the warehouse root to the table.
     pub fn parts(&self) -> impl Iterator<Item = &str> {
         self.0.split('/')
-    }
-}
-
-impl fmt::Display for TableId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::ops::Deref for TableId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for TableId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Serialize for TableId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for TableId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <String as serde::Deserialize>::deserialize(d)?;
-        TableId::parse(&text).map_err(|e| serde::de::Error::custom(e.summary()))
     }
 }
 
@@ -364,38 +309,6 @@ impl SnapshotId {
     /// The id.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Display for SnapshotId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::ops::Deref for SnapshotId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for SnapshotId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Serialize for SnapshotId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for SnapshotId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <String as serde::Deserialize>::deserialize(d)?;
-        SnapshotId::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -461,37 +374,48 @@ impl ApplyId {
     }
 }
 
-impl fmt::Display for ApplyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// `Display`, `Deref<Target = str>`, `Borrow<str>` and serde (as a plain string, checked by
+/// `$parse` when read) for an identifier that wraps a `String`.
+macro_rules! string_id {
+    ($t:ident, $parse:path) => {
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(d)?;
+                $parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
 
-impl std::ops::Deref for ApplyId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for ApplyId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Serialize for ApplyId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for ApplyId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <String as serde::Deserialize>::deserialize(d)?;
-        ApplyId::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+string_id!(EnvName, EnvName::parse);
+string_id!(TableId, TableId::check);
+string_id!(SnapshotId, SnapshotId::parse);
+string_id!(ApplyId, ApplyId::parse);
 
 #[cfg(test)]
 mod tests {

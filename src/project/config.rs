@@ -395,8 +395,9 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
             Ok(d) => d,
             Err(e) => {
                 errors.push(
-                    Diagnostic::error(format!("invalid environments.ttl `{}`: {e}", t.get_ref()))
+                    Diagnostic::error(format!("invalid `environments.ttl` `{}`", t.get_ref()))
                         .at(at(t.span()))
+                        .caused_by(e)
                         .hint("write a duration such as \"7d\", \"36h\" or \"2weeks\""),
                 );
                 DEFAULT_ENV_TTL

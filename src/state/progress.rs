@@ -203,9 +203,11 @@ fn parse<T: for<'de> Deserialize<'de>>(path: &str, bytes: &[u8]) -> Result<T> {
 
 fn corrupt(path: &str, e: &dyn std::fmt::Display) -> Error {
     Error::from(
-        Diagnostic::error(format!("the progress record {path} is unreadable: {e}")).hint(
-            "it was damaged outside tidemark; the Delta tables and the state are not affected",
-        ),
+        Diagnostic::error(format!("the progress record `{path}` is unreadable"))
+            .caused_by(e)
+            .hint(
+                "it was damaged outside tidemark; the Delta tables and the state are not affected",
+            ),
     )
 }
 

@@ -183,11 +183,9 @@ impl ObjectStorage {
 
     fn fail(&self, what: &str, path: &str, e: object_store::Error) -> Error {
         Error::from(
-            Diagnostic::error(format!(
-                "cannot {what} `{path}` in {}: {e}",
-                self.describe()
-            ))
-            .hint("check the warehouse URL, credentials and network"),
+            Diagnostic::error(format!("cannot {what} `{path}` in {}", self.describe()))
+                .caused_by(e)
+                .hint("check the warehouse URL, credentials and network"),
         )
     }
 }

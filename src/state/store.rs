@@ -85,9 +85,9 @@ impl StateStore {
             Warehouse::Local(root) => Ok(StateStore::new(Box::new(LocalStorage::new(root)))),
             Warehouse::ObjectStore(url) => {
                 let parsed = url::Url::parse(url).map_err(|e| {
-                    Error::from(Diagnostic::error(format!(
-                        "invalid warehouse URL `{url}`: {e}"
-                    )))
+                    Error::from(
+                        Diagnostic::error(format!("invalid warehouse URL `{url}`")).caused_by(e),
+                    )
                 })?;
                 Err(Error::from(
                     Diagnostic::error(format!(

@@ -221,7 +221,12 @@ impl<'a> Builder<'a> {
             Some(s) => s,
             None => match Schedule::parse("@daily") {
                 Ok(s) => s,
-                Err(e) => return Loaded::Failed(vec![Diagnostic::error(format!("internal: {e}"))]),
+                // `@daily` always parses; this is a bug if it does not.
+                Err(e) => {
+                    return Loaded::Failed(vec![Diagnostic::error(format!(
+                        "internal error: the default schedule `@daily` does not parse ({e}); this is a bug in tidemark"
+                    ))]);
+                }
             },
         };
         let start = self.start.map(|(t, _)| t).or(self.defaults.start);

@@ -23,8 +23,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-#[cfg(test)]
-use super::storage::ObjectStorage;
 use super::storage::{LocalStorage, Storage};
 use super::{Action, Conflict, STATE_FORMAT, State};
 use crate::error::{Diagnostic, Error, Result};
@@ -103,6 +101,13 @@ impl StateStore {
     /// A store on any storage.
     pub fn new(storage: Box<dyn Storage>) -> StateStore {
         StateStore { storage }
+    }
+
+    /// A store on an object store: its first write is preceded by the conditional-write probe
+    /// ([`super::probe`]), so a store that ignores put-if-absent is refused before anything is
+    /// written to it.
+    pub fn on_object_store(storage: super::storage::ObjectStorage) -> StateStore {
+        StateStore::new(Box::new(super::probe::Probed::new(storage)))
     }
 
     /// The storage the state lives on (progress records live beside it).
@@ -343,6 +348,7 @@ mod tests {
     use crate::interval::{Interval, IntervalSet, IntervalUnit, parse_instant};
     use crate::project::ModelName;
     use crate::state::TableId;
+    use crate::state::storage::ObjectStorage;
     use crate::state::{Environment, PhysicalTable};
     use std::collections::BTreeMap;
     use std::sync::Arc;
@@ -458,8 +464,15 @@ mod tests {
     #[test]
     fn object_store() {
         let mem = Arc::new(object_store::memory::InMemory::new());
-        let store = StateStore::new(Box::new(ObjectStorage::new(mem, "wh").unwrap()));
+        let store = StateStore::on_object_store(ObjectStorage::new(mem, "wh").unwrap());
         exercise(&store);
+        assert!(
+            store
+                .storage()
+                .get(super::super::probe::MARKER)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

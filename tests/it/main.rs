@@ -19,4 +19,5 @@ mod kinds;
 mod plan;
 mod races;
 mod render;
+mod s3;
 mod synth;

@@ -1,0 +1,205 @@
+//! The state store on a real S3 server: moto's server (PyPI `moto[s3]`), started once per test
+//! binary on a free port of 127.0.0.1 and stopped by PID when the test binary exits (a small
+//! shell watchdog kills it once this process is gone).
+//!
+//! `.ci/run` installs moto into a virtual environment in the build cache, so CI always runs
+//! these tests; elsewhere they are skipped, saying how to install it, when `moto_server` is
+//! not found. `TIDEMARK_MOTO_SERVER` names the executable explicitly.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use object_store::aws::AmazonS3Builder;
+use tidemark::interval::{Interval, IntervalSet, IntervalUnit, parse_instant};
+use tidemark::names::TableId;
+use tidemark::project::ModelName;
+use tidemark::state::storage::ObjectStorage;
+use tidemark::state::{Action, PhysicalTable, StateStore};
+
+/// A running moto server.
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+fn moto_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TIDEMARK_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let cached = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache/tidemark/venv-moto/bin/moto_server"))
+        .filter(|p| p.exists());
+    cached.or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.exists())
+    })
+}
+
+/// The moto server of this test binary, started on first use; `None` (with a message) when
+/// moto is not installed outside CI.
+pub fn moto() -> Option<&'static Moto> {
+    static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let Some(bin) = moto_server() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "moto_server is not installed, but CI must run the S3 tests: .ci/run installs it"
+            );
+            eprintln!(
+                "skipped: the S3 tests need moto's server (python3 -m venv ~/.cache/tidemark/venv-moto && ~/.cache/tidemark/venv-moto/bin/pip install 'moto[s3]==5.2.5' flask flask-cors)"
+            );
+            return None;
+        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::env::temp_dir().join(format!("tidemark-moto-{port}.log"));
+        // The watchdog stops the server by its PID once this test binary has exited.
+        let script = format!(
+            "{} -H 127.0.0.1 -p {port} >{} 2>&1 & m=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $m",
+            shell_quote(&bin.to_string_lossy()),
+            shell_quote(&log.to_string_lossy()),
+            std::process::id()
+        );
+        // Not waited for: the watchdog runs until this process has exited, by design.
+        #[allow(clippy::zombie_processes)]
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on 127.0.0.1:{port}; see {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    })
+    .as_ref()
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl Moto {
+    /// Create a bucket (moto accepts an unsigned `PUT /bucket`).
+    pub fn bucket(&self, name: &str) {
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
+    /// Storage under `prefix` of `bucket`, through object_store's S3 client.
+    pub fn storage(&self, bucket: &str, prefix: &str) -> ObjectStorage {
+        let s3 = AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(bucket)
+            .with_access_key_id("tidemark-test")
+            .with_secret_access_key("tidemark-test-secret")
+            .build()
+            .unwrap();
+        ObjectStorage::new(Arc::new(s3), prefix).unwrap()
+    }
+}
+
+fn day(d: u32) -> chrono::DateTime<chrono::Utc> {
+    parse_instant(&format!("2024-01-{d:02}")).unwrap().at
+}
+
+fn table(id: &TableId) -> Action {
+    Action::PutTable {
+        table: PhysicalTable {
+            id: id.clone(),
+            name: ModelName::parse("s.m").unwrap(),
+            version: "v".into(),
+            generation: 0,
+            interval_unit: IntervalUnit::Day,
+            intervals: IntervalSet::new(),
+            created_at: day(1),
+        },
+    }
+}
+
+#[test]
+fn the_state_on_s3_passes_the_probe_and_writers_racing_on_it_never_lose_a_commit() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("state-race");
+    let id = TableId::parse("s/m__v").unwrap();
+    StateStore::on_object_store(moto.storage("state-race", "wh"))
+        .transact("t", |_| Ok(vec![table(&id)]))
+        .unwrap();
+    let probes = moto.storage("state-race", "wh");
+    use tidemark::state::Storage;
+    assert!(
+        probes
+            .get(tidemark::state::probe::MARKER)
+            .unwrap()
+            .is_some(),
+        "the probe passed and left its marker"
+    );
+    // Four writers with stores of their own, ten commits each, all racing for the next number.
+    std::thread::scope(|scope| {
+        for w in 0..4u32 {
+            let (moto, id) = (moto, id.clone());
+            scope.spawn(move || {
+                let store = StateStore::on_object_store(moto.storage("state-race", "wh"));
+                for i in 0..10u32 {
+                    let d = 1 + (w * 10 + i) % 27;
+                    store
+                        .transact("w", |_| {
+                            Ok(vec![Action::AddIntervals {
+                                table: id.clone(),
+                                intervals: IntervalSet::of(Interval::new(day(d), day(d + 1))),
+                            }])
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let s = StateStore::on_object_store(moto.storage("state-race", "wh"))
+        .read()
+        .unwrap();
+    assert_eq!(s.seq, 41, "every commit landed once");
+    assert_eq!(
+        s.intervals("s/m__v"),
+        IntervalSet::of(Interval::new(day(1), day(28)))
+    );
+}
+
+#[test]
+fn a_missing_bucket_is_an_error_with_a_hint_and_no_secret() {
+    let Some(moto) = moto() else { return };
+    let store = StateStore::on_object_store(moto.storage("no-such-bucket", "wh"));
+    let err = store
+        .transact("t", |_| Ok(vec![table(&TableId::parse("s/m__v").unwrap())]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("error: cannot "), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    assert!(!err.contains("tidemark-test-secret"), "{err}");
+}

@@ -20,7 +20,10 @@ pub fn run(
     out: &mut dyn std::io::Write,
 ) -> Result<ExitStatus> {
     let loaded = load(ctx)?;
-    let store = StateStore::open(&loaded.project.config.warehouse)?;
+    let store = StateStore::open_with(
+        &loaded.project.config.warehouse,
+        &loaded.project.config.storage,
+    )?;
     let plan = match (file, resume) {
         (_, Some(id)) => {
             let progress = ProgressStore::new(store.storage());

@@ -59,7 +59,7 @@ pub fn config_path(ctx: &Settings) -> Result<std::path::PathBuf> {
 /// files needed).
 pub fn warehouse(ctx: &Settings) -> Result<(config::Config, crate::state::StateStore)> {
     let config = config::load_config(&config_path(ctx)?)?;
-    let store = crate::state::StateStore::open(&config.warehouse)?;
+    let store = crate::state::StateStore::open_with(&config.warehouse, &config.storage)?;
     Ok((config, store))
 }
 

@@ -12,7 +12,10 @@ use crate::state::StateStore;
 pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let args = &p.args;
     let loaded = load(ctx)?;
-    let store = StateStore::open(&loaded.project.config.warehouse)?;
+    let store = StateStore::open_with(
+        &loaded.project.config.warehouse,
+        &loaded.project.config.storage,
+    )?;
     let state = store.read()?;
     let opts = Options {
         environment: p.environment.to_string(),

@@ -13,7 +13,10 @@ use crate::state::StateStore;
 /// Run `promote`.
 pub fn run(ctx: &Settings, args: &Promote, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let loaded = load(ctx)?;
-    let store = StateStore::open(&loaded.project.config.warehouse)?;
+    let store = StateStore::open_with(
+        &loaded.project.config.warehouse,
+        &loaded.project.config.storage,
+    )?;
     let state = store.read()?;
     let plan = promotion(
         &loaded.project,

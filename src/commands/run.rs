@@ -17,7 +17,10 @@ use crate::state::StateStore;
 /// Run `run`.
 pub fn run(ctx: &Settings, env: &EnvName, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let loaded = load(ctx)?;
-    let store = StateStore::open(&loaded.project.config.warehouse)?;
+    let store = StateStore::open_with(
+        &loaded.project.config.warehouse,
+        &loaded.project.config.storage,
+    )?;
     let state = store.read()?;
     state.environment_or_error(env)?;
     let opts = Options::run(env, ctx.execution_time);

@@ -11,7 +11,7 @@ use crate::state::{State, StateStore};
 fn store(ctx: &Settings) -> Result<StateStore> {
     let path = super::config_path(ctx)?;
     let config = config::load_config(&path)?;
-    StateStore::open(&config.warehouse)
+    StateStore::open_with(&config.warehouse, &config.storage)
 }
 
 /// `state export`: print the state.

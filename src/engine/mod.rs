@@ -237,9 +237,10 @@ impl LocalEngine {
         match warehouse {
             crate::project::Warehouse::Local(root) => LocalEngine::new(root),
             crate::project::Warehouse::ObjectStore(url) => Err(Diagnostic::error(format!(
-                "the warehouse `{url}` is on an object store, which this build cannot write to"
+                "tidemark cannot read or write tables on an object store yet (warehouse `{url}`)"
             ))
-            .hint("use a local warehouse directory")
+            .note("the state (environments, history, progress) already lives there")
+            .hint("compute into a local warehouse directory for now")
             .into()),
         }
     }

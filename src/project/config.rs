@@ -33,6 +33,8 @@ struct RawConfig {
     sources: BTreeMap<String, Spanned<RawSource>>,
     #[serde(default)]
     environments: RawEnvironments,
+    #[serde(default)]
+    storage: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +171,32 @@ pub struct Config {
     pub sources: BTreeMap<ModelName, Source>,
     /// Time-to-live of non-prod environments.
     pub env_ttl: Duration,
+    /// Options of the warehouse's object store (`[storage]`).
+    pub storage: StorageOptions,
+}
+
+/// The `[storage]` options of an object-store warehouse (endpoint, region, keys …). Values may
+/// be secrets: they are never shown, logged or written anywhere by tidemark (`Debug` shows the
+/// keys only).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions(BTreeMap<String, String>);
+
+impl StorageOptions {
+    /// Options from `key → value` pairs.
+    pub fn new(options: BTreeMap<String, String>) -> StorageOptions {
+        StorageOptions(options)
+    }
+
+    /// Every option, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// Find `tidemark.toml`: in `project` when given, else walking up from `cwd`.
@@ -417,6 +445,7 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
         model_defaults,
         sources,
         env_ttl,
+        storage: StorageOptions::new(raw.storage.clone()),
     })
 }
 

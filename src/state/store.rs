@@ -23,10 +23,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::storage::{LocalStorage, Storage};
+use super::storage::{LocalStorage, ObjectStorage, Storage};
 use super::{Action, Conflict, STATE_FORMAT, State};
 use crate::error::{Diagnostic, Error, Result};
-use crate::project::Warehouse;
+use crate::project::{StorageOptions, Warehouse};
 
 /// A checkpoint is written after every this many commits.
 pub const CHECKPOINT_EVERY: u64 = 50;
@@ -77,23 +77,21 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// The store of a warehouse.
+    /// The store of a local warehouse, or of an object store with no `[storage]` options.
     pub fn open(warehouse: &Warehouse) -> Result<StateStore> {
+        StateStore::open_with(warehouse, &StorageOptions::default())
+    }
+
+    /// The store of a warehouse with its `[storage]` options. An object store is probed for
+    /// conditional writes before the first write ([`super::probe`]).
+    pub fn open_with(warehouse: &Warehouse, options: &StorageOptions) -> Result<StateStore> {
         match warehouse {
             Warehouse::Local(root) => Ok(StateStore::new(Box::new(LocalStorage::new(root)))),
             Warehouse::ObjectStore(url) => {
-                let parsed = url::Url::parse(url).map_err(|e| {
-                    Error::from(
-                        Diagnostic::error(format!("invalid warehouse URL `{url}`")).caused_by(e),
-                    )
-                })?;
-                Err(Error::from(
-                    Diagnostic::error(format!(
-                        "warehouse `{url}`: the `{}` object store is not built into this tidemark",
-                        parsed.scheme()
-                    ))
-                    .hint("use a local directory for `warehouse`; the state layer works on any object store with conditional puts, but this build ships only the local backend"),
-                ))
+                let (store, prefix) = super::objects::open(url, options)?;
+                Ok(StateStore::on_object_store(ObjectStorage::new(
+                    store, &prefix,
+                )?))
             }
         }
     }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::common::{Run, copy_project, sushi, tidemark, tidemark_in};
+use crate::common::{Run, copy_project, fix_discount, sushi, tidemark, tidemark_in};
 
 const NOW: &str = "2024-01-31";
 
@@ -64,9 +64,7 @@ fn every_command_output_on_the_example() {
         &p,
         &["--execution-time", "2024-02-02", "run", "--workers", "1"],
     );
-    let f = p.join("models/sushi/stg_transactions.sql");
-    let text = std::fs::read_to_string(&f).unwrap();
-    std::fs::write(&f, text.replace("THEN 0.9 ELSE", "THEN 0.85 ELSE")).unwrap();
+    fix_discount(&p);
     snap(
         "plan_dev_apply",
         &p,

@@ -31,6 +31,15 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The README's walkthrough change in a copy of the example: the loyalty discount becomes 15 %
+/// (a breaking change of `sushi.stg_transactions`).
+pub fn fix_discount(p: &Path) {
+    let f = p.join("models/sushi/stg_transactions.sql");
+    let text = std::fs::read_to_string(&f).unwrap();
+    assert!(text.contains("THEN 0.9 ELSE"));
+    std::fs::write(&f, text.replace("THEN 0.9 ELSE", "THEN 0.85 ELSE")).unwrap();
+}
+
 /// The bundled example project (`examples/sushi`).
 pub fn sushi() -> PathBuf {
     repo().join("examples/sushi")

@@ -1,9 +1,9 @@
 //! Apply, query, run, promote, rollback and restatement on the bundled example project, with
 //! real Delta tables in temp directories.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::common::{copy_dir, csv, env_json, ok, sushi, table_of, tidemark};
+use crate::common::{copy_dir, csv, env_json, fix_discount, ok, sushi, table_of, tidemark};
 
 /// The example project (config, models, seeds, audits) copied into a temp dir.
 fn example() -> (tempfile::TempDir, PathBuf) {
@@ -19,13 +19,6 @@ fn example() -> (tempfile::TempDir, PathBuf) {
 const TOTALS: &str =
     "SELECT COUNT(*) AS n, SUM(amount) AS amount FROM sushi.fact_sales_transactions";
 const PER_DAY: &str = "SELECT transaction_date, COUNT(*) AS n FROM sushi.fact_sales_transactions GROUP BY 1 ORDER BY 1";
-
-fn fix_discount(p: &Path) {
-    let f = p.join("models/sushi/stg_transactions.sql");
-    let text = std::fs::read_to_string(&f).unwrap();
-    assert!(text.contains("THEN 0.9 ELSE"));
-    std::fs::write(&f, text.replace("THEN 0.9 ELSE", "THEN 0.85 ELSE")).unwrap();
-}
 
 #[test]
 fn initial_apply_writes_partitioned_tables_and_a_second_apply_computes_nothing() {

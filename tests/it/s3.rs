@@ -209,7 +209,7 @@ fn a_missing_bucket_is_an_error_with_a_hint_and_no_secret() {
 /// `[storage]` secret appears in any output.
 #[test]
 fn the_cli_keeps_the_state_on_s3_and_never_shows_a_secret() {
-    use crate::common::{copy_project, sushi, tidemark};
+    use crate::common::{copy_project, fix_discount, sushi, tidemark};
     let Some(moto) = moto() else { return };
     moto.bucket("cli-state");
     let (_t, p) = copy_project(&sushi());
@@ -257,9 +257,7 @@ fn the_cli_keeps_the_state_on_s3_and_never_shows_a_secret() {
     outputs.push(back.transcript());
 
     // Tables cannot live there yet: refused before anything is written.
-    let f = p.join("models/sushi/stg_transactions.sql");
-    let text = std::fs::read_to_string(&f).unwrap();
-    std::fs::write(&f, text.replace("THEN 0.9 ELSE", "THEN 0.85 ELSE")).unwrap();
+    fix_discount(&p);
     let refused = run(&["plan", "--apply"]);
     assert_eq!(refused.code, 2, "{}", refused.transcript());
     assert!(

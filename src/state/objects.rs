@@ -2,17 +2,21 @@
 //! configured.
 //!
 //! Invariants:
-//! - Credentials and endpoints come the way the ecosystem sets them: the standard `AWS_*`
-//!   environment variables (keys, session token, region, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`,
-//!   web identity, container credentials, instance metadata), then the `[storage]` options of
-//!   `tidemark.toml`, which override them.
+//! - Built in: S3-compatible stores (`s3://`, `s3a://`), Azure Blob/ADLS (`az://`, `abfs://`,
+//!   `abfss://`, `azure://`) and GCS (`gs://`), through object_store's clients.
+//! - Credentials and endpoints come the way the ecosystem sets them: the standard environment
+//!   variables (`AWS_*`: keys, session token, region, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, web
+//!   identity, container credentials, instance metadata; `AZURE_STORAGE_*`; `GOOGLE_*`), then
+//!   the `[storage]` options of `tidemark.toml`, which override them.
 //! - An option tidemark does not know is an error naming the key, never silently dropped; no
 //!   option's value (it may be a secret) appears in any message.
 
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 
 use crate::error::{Diagnostic, Error, Result};
 use crate::project::StorageOptions;
@@ -23,7 +27,7 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<(Arc<dyn ObjectStore>
         Error::from(Diagnostic::error(format!("invalid warehouse URL `{url}`")).caused_by(e))
     })?;
     let prefix = parsed.path().trim_matches('/').to_string();
-    match parsed.scheme() {
+    let store: Arc<dyn ObjectStore> = match parsed.scheme() {
         "s3" | "s3a" => {
             let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
                 Error::from(
@@ -31,33 +35,81 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<(Arc<dyn ObjectStore>
                         .hint("write it as `s3://BUCKET/PREFIX`"),
                 )
             })?;
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            for (key, value) in options.iter() {
-                let k: AmazonS3ConfigKey = key.to_ascii_lowercase().parse().map_err(|_| {
-                    Error::from(
-                        Diagnostic::error(format!("unknown `[storage]` option `{key}` for an S3 warehouse"))
-                            .hint("S3 options are object_store's: `endpoint`, `region`, `allow_http`, `access_key_id`, `secret_access_key`, `session_token`, …"),
-                    )
-                })?;
-                builder = builder.with_config(k, value);
-            }
-            let store = builder.build().map_err(|e| {
-                Error::from(
-                    Diagnostic::error(format!("cannot use the S3 warehouse `{url}`"))
-                        .caused_by(e)
-                        .hint("set credentials and region the usual way (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and `AWS_ENDPOINT_URL` for a store other than AWS), or the same options under `[storage]`"),
-                )
-            })?;
-            Ok((Arc::new(store), prefix))
+            let builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let builder = configure(builder, options, "S3", AmazonS3Builder::with_config)?;
+            Arc::new(builder.build().map_err(|e| unusable(url, e, S3_HINT))?)
         }
-        "memory" => Ok((Arc::new(object_store::memory::InMemory::new()), prefix)),
-        scheme => Err(Error::from(
-            Diagnostic::error(format!(
-                "the `{scheme}` object store of warehouse `{url}` is not built into this tidemark yet"
-            ))
-            .hint("S3-compatible stores (`s3://`, `s3a://`) are; use one of them or a local directory"),
-        )),
-    }
+        "az" | "abfs" | "abfss" | "azure" => {
+            let builder = MicrosoftAzureBuilder::from_env().with_url(url);
+            let builder = configure(
+                builder,
+                options,
+                "Azure",
+                MicrosoftAzureBuilder::with_config,
+            )?;
+            Arc::new(builder.build().map_err(|e| unusable(url, e, AZURE_HINT))?)
+        }
+        "gs" => {
+            let builder = GoogleCloudStorageBuilder::from_env().with_url(url);
+            let builder = configure(
+                builder,
+                options,
+                "GCS",
+                GoogleCloudStorageBuilder::with_config,
+            )?;
+            Arc::new(builder.build().map_err(|e| unusable(url, e, GCS_HINT))?)
+        }
+        "memory" => Arc::new(object_store::memory::InMemory::new()),
+        scheme => {
+            return Err(Error::from(
+                Diagnostic::error(format!(
+                    "the `{scheme}` object store of warehouse `{url}` is not built into this tidemark"
+                ))
+                .hint("use `s3://`, `s3a://`, `az://`, `abfss://`, `gs://` or a local directory"),
+            ));
+        }
+    };
+    Ok((store, prefix))
+}
+
+const S3_HINT: &str = "set credentials and region the usual way (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and `AWS_ENDPOINT_URL` for a store other than AWS), or the same options under `[storage]`";
+const AZURE_HINT: &str = "set `AZURE_STORAGE_ACCOUNT_NAME` and a credential (`AZURE_STORAGE_ACCOUNT_KEY`, a SAS token, or a service principal), or the same options under `[storage]`";
+const GCS_HINT: &str = "set `GOOGLE_SERVICE_ACCOUNT` (a key file) or use the machine's workload identity, or the same options under `[storage]`";
+
+/// Apply the `[storage]` options to a builder; `kind` names the store in messages.
+fn configure<B, K: std::str::FromStr>(
+    builder: B,
+    options: &StorageOptions,
+    kind: &str,
+    with: fn(B, K, String) -> B,
+) -> Result<B> {
+    options.iter().try_fold(builder, |b, (key, value)| {
+        let k: K = key.to_ascii_lowercase().parse().map_err(|_| {
+            Error::from(
+                Diagnostic::error(format!(
+                    "unknown `[storage]` option `{key}` for a warehouse on {kind}"
+                ))
+                .hint(format!(
+                    "{kind} options are object_store's, e.g. {}",
+                    match kind {
+                        "S3" => "`endpoint`, `region`, `allow_http`, `access_key_id`, `secret_access_key`, `session_token`",
+                        "Azure" => "`account_name`, `access_key`, `sas_token`, `use_emulator`, `endpoint`",
+                        _ => "`service_account`, `service_account_key`, `bucket`",
+                    }
+                )),
+            )
+        })?;
+        Ok(with(b, k, value.to_string()))
+    })
+}
+
+/// A store that cannot be configured as given (missing credentials, a bad endpoint …).
+fn unusable(url: &str, e: object_store::Error, hint: &str) -> Error {
+    Error::from(
+        Diagnostic::error(format!("cannot use the warehouse `{url}`"))
+            .caused_by(e)
+            .hint(hint),
+    )
 }
 
 #[cfg(test)]
@@ -90,8 +142,11 @@ mod tests {
         assert_eq!(prefix, "a/b");
         for (url, needle) in [
             ("s3:///x", "names no bucket"),
-            ("gs://b/x", "not built into this tidemark yet"),
-            ("az://c/x", "not built into this tidemark yet"),
+            ("ftp://b/x", "not built into this tidemark"),
+            (
+                "az://c/x",
+                "unknown `[storage]` option `access_key_id` for a warehouse on Azure",
+            ),
         ] {
             let err = open(url, &secret).err().unwrap().to_string();
             assert!(err.contains(needle), "{url}: {err}");
@@ -105,5 +160,24 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("hush-123"), "{err}");
+        // Azure and GCS are built in: their URLs and options are understood.
+        let azure = opts(&[
+            ("account_name", "devstoreaccount1"),
+            ("access_key", "aGVsbG8="),
+        ]);
+        let (_, prefix) = open("az://container/wh", &azure).unwrap();
+        assert_eq!(prefix, "wh");
+        let (_, prefix) = open("abfss://container@acct.dfs.core.windows.net/a/b", &azure).unwrap();
+        assert_eq!(prefix, "a/b");
+        let err = open("az://c/x", &opts(&[("acount_name", "x")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("for a warehouse on Azure"), "{err}");
+        let err = open("gs://b/x", &opts(&[("bukket", "x")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("for a warehouse on GCS"), "{err}");
     }
 }

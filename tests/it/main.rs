@@ -4,6 +4,7 @@
 // Test helpers fail loudly by design.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod azure;
 mod backfill;
 mod bad_input;
 mod commands;
@@ -20,4 +21,5 @@ mod plan;
 mod races;
 mod render;
 mod s3;
+mod servers;
 mod synth;

@@ -1,16 +1,11 @@
-//! The state store on a real S3 server: moto's server (PyPI `moto[s3]`), started once per test
-//! binary on a free port of 127.0.0.1 and stopped by PID when the test binary exits (a small
-//! shell watchdog kills it once this process is gone).
-//!
-//! `.ci/run` installs moto into a virtual environment in the build cache, so CI always runs
-//! these tests; elsewhere they are skipped, saying how to install it, when `moto_server` is
-//! not found. `TIDEMARK_MOTO_SERVER` names the executable explicitly.
+//! The state store on a real S3 server: moto's server (PyPI `moto[s3]`), run by
+//! [`crate::servers`]. `.ci/run` installs moto into a virtual environment in the build cache,
+//! so CI always runs these tests; elsewhere they are skipped, saying how to install it, when
+//! `moto_server` is not found. `TIDEMARK_MOTO_SERVER` names the executable explicitly.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use object_store::aws::AmazonS3Builder;
 use tidemark::interval::{Interval, IntervalSet, IntervalUnit, parse_instant};
@@ -19,25 +14,12 @@ use tidemark::project::ModelName;
 use tidemark::state::storage::ObjectStorage;
 use tidemark::state::{Action, PhysicalTable, StateStore};
 
+use crate::servers;
+
 /// A running moto server.
 pub struct Moto {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
-}
-
-fn moto_server() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TIDEMARK_MOTO_SERVER") {
-        return Some(PathBuf::from(p));
-    }
-    let cached = std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/tidemark/venv-moto/bin/moto_server"))
-        .filter(|p| p.exists());
-    cached.or_else(|| {
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|d| d.join("moto_server"))
-            .find(|p| p.exists())
-    })
 }
 
 /// The moto server of this test binary, started on first use; `None` (with a message) when
@@ -45,55 +27,18 @@ fn moto_server() -> Option<PathBuf> {
 pub fn moto() -> Option<&'static Moto> {
     static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
     MOTO.get_or_init(|| {
-        let Some(bin) = moto_server() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "moto_server is not installed, but CI must run the S3 tests: .ci/run installs it"
-            );
-            eprintln!(
-                "skipped: the S3 tests need moto's server (python3 -m venv ~/.cache/tidemark/venv-moto && ~/.cache/tidemark/venv-moto/bin/pip install 'moto[s3]==5.2.5' flask flask-cors)"
-            );
-            return None;
+        let port = match servers::find("TIDEMARK_MOTO_SERVER", "venv-moto/bin/moto_server", "moto_server") {
+            Some(bin) => servers::start(&bin, &["-H", "127.0.0.1", "-p", "{port}"]),
+            None => servers::missing(
+                "moto's S3 server",
+                "python3 -m venv ~/.cache/tidemark/venv-moto && ~/.cache/tidemark/venv-moto/bin/pip install 'moto[s3]==5.2.5' flask flask-cors",
+            )?,
         };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::env::temp_dir().join(format!("tidemark-moto-{port}.log"));
-        // The watchdog stops the server by its PID once this test binary has exited.
-        let script = format!(
-            "{} -H 127.0.0.1 -p {port} >{} 2>&1 & m=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $m",
-            shell_quote(&bin.to_string_lossy()),
-            shell_quote(&log.to_string_lossy()),
-            std::process::id()
-        );
-        // Not waited for: the watchdog runs until this process has exited, by design.
-        #[allow(clippy::zombie_processes)]
-        std::process::Command::new("sh")
-            .args(["-c", &script])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on 127.0.0.1:{port}; see {}",
-                log.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
         Some(Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
         })
     })
     .as_ref()
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 impl Moto {

@@ -489,13 +489,6 @@ impl State {
         Error::from(Diagnostic::error(format!("no environment named `{name}`")).hint(hint))
     }
 
-    /// The snapshot of `name` in environment `env`.
-    pub fn env_snapshot(&self, env: &Environment, name: &ModelName) -> Option<&Snapshot> {
-        env.models
-            .get(name)
-            .and_then(|m| self.snapshots.get(&m.snapshot))
-    }
-
     /// Tables and snapshots under a lease that is still live at `at`, with the apply holding
     /// it.
     pub fn leased(&self, at: DateTime<Utc>) -> BTreeMap<&str, &str> {

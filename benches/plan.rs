@@ -41,7 +41,13 @@ fn plan_once(config: &std::path::Path, now: DateTime<Utc>) -> (Timing, tidemark:
     let store = StateStore::open(&project.config.warehouse).unwrap();
     let state = store.read().unwrap();
     let t2 = Instant::now();
-    let plan = build(&project, &fps, &state, &Options::new("prod", now)).unwrap();
+    let plan = build(
+        &project,
+        &fps,
+        &state,
+        &Options::new(&tidemark::names::EnvName::prod(), now),
+    )
+    .unwrap();
     let t3 = Instant::now();
     (
         Timing {
@@ -85,7 +91,13 @@ fn main() {
         let fps = fingerprint_all(&project, &dag);
         let store = StateStore::open(&project.config.warehouse).unwrap();
         let state = store.read().unwrap();
-        let plan = build(&project, &fps, &state, &Options::new("prod", deployed_at)).unwrap();
+        let plan = build(
+            &project,
+            &fps,
+            &state,
+            &Options::new(&tidemark::names::EnvName::prod(), deployed_at),
+        )
+        .unwrap();
         store
             .transact("deploy", |s| {
                 Ok(completed_actions(

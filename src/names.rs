@@ -217,6 +217,11 @@ impl EnvName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `prod`.
+    pub fn prod() -> EnvName {
+        EnvName(PROD.to_string())
+    }
 }
 
 /// The hint that goes with an invalid environment name.

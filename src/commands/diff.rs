@@ -59,8 +59,10 @@ pub fn run(ctx: &Settings, args: &DiffArgs, out: &mut dyn std::io::Write) -> Res
         }
     };
     let state = state_of(&base, &base_fps, ctx.execution_time);
+    // The base revision stands in as an environment named `base`.
+    let base_env = crate::names::EnvName::from_user("base")?;
     let opts = Options {
-        create_from: "base".into(),
+        create_from: base_env.clone(),
         start: args
             .start
             .as_deref()
@@ -72,7 +74,7 @@ pub fn run(ctx: &Settings, args: &DiffArgs, out: &mut dyn std::io::Write) -> Res
             .map(super::parse_instant_arg("--end"))
             .transpose()?,
         mode: plan::Mode::Offline,
-        ..Options::new("base", ctx.execution_time)
+        ..Options::new(&base_env, ctx.execution_time)
     };
     let mut plan = plan::build(&head, &head_fps, &state, &opts)?;
     plan.environment = head_label;

@@ -18,8 +18,8 @@ pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> 
     )?;
     let state = store.read()?;
     let opts = Options {
-        environment: p.environment.to_string(),
-        create_from: p.create_from.to_string(),
+        environment: p.environment.clone(),
+        create_from: p.create_from.clone(),
         start: args
             .start
             .as_deref()

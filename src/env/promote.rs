@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Diagnostic, Result};
 use crate::interval::IntervalSet;
+use crate::names::EnvName;
 use crate::plan::{self, Options, Plan};
 use crate::project::{ModelName, Project};
 use crate::state::State;
@@ -21,8 +22,8 @@ pub fn plan(
     project: &Project,
     fingerprints: &BTreeMap<ModelName, crate::fingerprint::Fingerprint>,
     state: &State,
-    env: &str,
-    to: &str,
+    env: &EnvName,
+    to: &EnvName,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
     state.environment_or_error(env)?;

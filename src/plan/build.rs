@@ -14,11 +14,12 @@ use super::intervals::{self, Scope};
 use super::options::user_window;
 use super::{
     Change, Mode, Options, PLAN_FORMAT, Plan, PlanModel, Summary, Target, categorize, plan_id,
-    render, select, tables, validate_env_name,
+    render, select, tables,
 };
 use crate::error::{Diagnostic, Error, Result};
 use crate::fingerprint::{Fingerprint, data_hash};
 use crate::interval::Interval;
+use crate::names::EnvName;
 use crate::printer::plural;
 use crate::project::{Kind, ModelName, Project};
 use crate::state::{Category, Environment, ModelRecord, PROD, Snapshot, State, TableId};
@@ -31,7 +32,6 @@ pub fn build(
     state: &State,
     opts: &Options,
 ) -> Result<Plan> {
-    validate_env_name(&opts.environment)?;
     let window = user_window(opts)?;
     let envs = Envs::of(state, opts)?;
     check_options(opts, window, &envs)?;
@@ -116,7 +116,7 @@ fn snapshots_of<'s>(
 /// What the options may not ask for in this state.
 fn check_options(opts: &Options, window: Option<Interval>, envs: &Envs<'_>) -> Result<()> {
     let restating = !opts.restate.is_empty();
-    if window.is_some() && !restating && opts.mode != Mode::Offline && opts.environment == PROD {
+    if window.is_some() && !restating && opts.mode != Mode::Offline && *opts.environment == *PROD {
         return Err(Error::from(
             Diagnostic::error("--start/--end cannot limit a plan for `prod` without restatement")
                 .hint("prod must hold complete history: plan into a dev environment to preview a window, or add --restate-model to recompute that window"),
@@ -589,7 +589,7 @@ fn assemble(
         format: PLAN_FORMAT.to_string(),
         plan_id: String::new(),
         project: project.config.name.clone(),
-        environment: opts.environment.clone(),
+        environment: opts.environment.to_string(),
         base_environment: envs.base.map(|e| e.name.clone()),
         new_environment: envs.target.is_none(),
         // Microseconds, as the plan file holds it: a plan applied at once and the same plan
@@ -604,10 +604,13 @@ fn assemble(
         notes,
         environment_revision: envs.target.map(|e| e.revision),
         state_seq: state.seq,
-        ttl_seconds: (opts.environment != PROD).then_some(project.config.env_ttl.as_secs()),
+        ttl_seconds: (*opts.environment != *PROD).then_some(project.config.env_ttl.as_secs()),
         snapshots: new_snapshots,
         target,
-        definitions_from: opts.mode.deployed(&opts.environment).map(str::to_string),
+        definitions_from: opts
+            .mode
+            .deployed(&opts.environment)
+            .map(EnvName::to_string),
     };
     plan.plan_id = plan_id(&plan)?;
     Ok(plan)

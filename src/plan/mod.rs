@@ -38,7 +38,7 @@ use crate::project::ModelName;
 use crate::state::{Category, Snapshot, SnapshotId, TableId};
 pub use build::build;
 pub use intervals::{Backfill, BackfillAction};
-pub use options::{Mode, Options, validate_env_name};
+pub use options::{Mode, Options};
 pub use record::completed_actions;
 
 /// Format tag of plan documents.

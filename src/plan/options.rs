@@ -1,21 +1,21 @@
-//! What the user asked a plan for: options, the `--start`/`--end` window and environment names.
+//! What the user asked a plan for: options, the `--start`/`--end` window and the mode.
 //!
-//! Invariants: a window is half-open, never ends in the future, and starts before it ends; an
-//! environment name is `[a-z0-9_]`, so it is safe in paths and messages.
+//! Invariants: a window is half-open, never ends in the future, and starts before it ends;
+//! environment names are [`EnvName`]s, checked where they were typed.
 
 use chrono::{DateTime, Utc};
 
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{Instant, exclusive_end, format_ts};
-use crate::state::PROD;
+use crate::names::EnvName;
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Target environment.
-    pub environment: String,
+    pub environment: EnvName,
     /// Base of a new environment.
-    pub create_from: String,
+    pub create_from: EnvName,
     /// `--start`.
     pub start: Option<Instant>,
     /// `--end` (a date is inclusive).
@@ -54,12 +54,12 @@ pub enum Mode {
     /// came due.
     Run,
     /// `promote`: the deployed definitions of this environment.
-    Promote(String),
+    Promote(EnvName),
 }
 
 impl Mode {
     /// The environment whose deployed definitions make up the target (`None`: the files).
-    pub fn deployed<'a>(&'a self, target: &'a str) -> Option<&'a str> {
+    pub fn deployed<'a>(&'a self, target: &'a EnvName) -> Option<&'a EnvName> {
         match self {
             Mode::Run => Some(target),
             Mode::Promote(from) => Some(from),
@@ -75,7 +75,7 @@ impl Mode {
 
 impl Options {
     /// `run`'s plan: catch `environment` up on its own definitions.
-    pub fn run(environment: &str, execution_time: DateTime<Utc>) -> Options {
+    pub fn run(environment: &EnvName, execution_time: DateTime<Utc>) -> Options {
         Options {
             mode: Mode::Run,
             ..Options::new(environment, execution_time)
@@ -83,19 +83,19 @@ impl Options {
     }
 
     /// `promote`'s plan: point `to` at `from`'s definitions (a new `to` starts from `from`).
-    pub fn promote(from: &str, to: &str, execution_time: DateTime<Utc>) -> Options {
+    pub fn promote(from: &EnvName, to: &EnvName, execution_time: DateTime<Utc>) -> Options {
         Options {
-            create_from: from.to_string(),
-            mode: Mode::Promote(from.to_string()),
+            create_from: from.clone(),
+            mode: Mode::Promote(from.clone()),
             ..Options::new(to, execution_time)
         }
     }
 
     /// A plain plan for `environment` at `execution_time`: no window, selectors or overrides.
-    pub fn new(environment: &str, execution_time: DateTime<Utc>) -> Options {
+    pub fn new(environment: &EnvName, execution_time: DateTime<Utc>) -> Options {
         Options {
-            environment: environment.to_string(),
-            create_from: PROD.to_string(),
+            environment: environment.clone(),
+            create_from: EnvName::prod(),
             start: None,
             end: None,
             restate: Vec::new(),
@@ -148,9 +148,4 @@ pub(crate) fn user_window(opts: &Options) -> Result<Option<crate::interval::Inte
             e,
         ))),
     }
-}
-
-/// Environment names are `[a-z0-9_]`, starting with a letter ([`crate::names::EnvName`]).
-pub fn validate_env_name(name: &str) -> Result<()> {
-    crate::names::EnvName::from_user(name).map(drop)
 }

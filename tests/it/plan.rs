@@ -21,7 +21,13 @@ pub fn deploy(dir: &Path, env: &str, exec: &str) {
     let store = StateStore::open(&project.config.warehouse).unwrap();
     let state = store.read().unwrap();
     let at = parse_instant(exec).unwrap().at;
-    let plan = build(&project, &fps, &state, &Options::new(env, at)).unwrap();
+    let plan = build(
+        &project,
+        &fps,
+        &state,
+        &Options::new(&tidemark::names::EnvName::parse(env).unwrap(), at),
+    )
+    .unwrap();
     store
         .transact("test deploy", |s| {
             Ok(completed_actions(

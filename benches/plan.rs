@@ -100,13 +100,13 @@ fn main() {
         .unwrap();
         store
             .transact("deploy", |s| {
-                Ok(completed_actions(
+                completed_actions(
                     &plan,
                     s,
                     deployed_at,
                     &Default::default(),
                     &Default::default(),
-                ))
+                )
             })
             .unwrap();
         let tables: Vec<tidemark::names::TableId> = plan

@@ -224,6 +224,18 @@ impl EnvName {
     }
 }
 
+impl PartialEq<str> for EnvName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for EnvName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// The hint that goes with an invalid environment name.
 const ENV_NAME_HINT: &str =
     "environment names are lowercase letters, digits and `_`, starting with a letter (at most 64)";

@@ -414,7 +414,7 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         .filter_map(|e| Some((e.table.clone()?, e.version?)))
         .collect();
     let mut actions =
-        crate::plan::completed_actions(plan, cx.state, cx.now, &versions, &report.source_versions);
+        crate::plan::completed_actions(plan, cx.state, cx.now, &versions, &report.source_versions)?;
     if leased {
         actions.push(lease::release(cx));
     }

@@ -58,9 +58,9 @@ pub fn run(ctx: &Settings, args: &DiffArgs, out: &mut dyn std::io::Write) -> Res
             (p, f, "working tree".to_string())
         }
     };
-    let state = state_of(&base, &base_fps, ctx.execution_time);
     // The base revision stands in as an environment named `base`.
     let base_env = crate::names::EnvName::from_user("base")?;
+    let state = state_of(&base, &base_fps, &base_env, ctx.execution_time);
     let opts = Options {
         create_from: base_env.clone(),
         start: args
@@ -92,11 +92,12 @@ pub fn run(ctx: &Settings, args: &DiffArgs, out: &mut dyn std::io::Write) -> Res
 fn state_of(
     project: &Project,
     fps: &BTreeMap<ModelName, Fingerprint>,
+    name: &crate::names::EnvName,
     now: chrono::DateTime<chrono::Utc>,
 ) -> State {
     let mut state = State::empty();
     let mut env = Environment {
-        name: "base".into(),
+        name: name.clone(),
         revision: 1,
         plan_id: String::new(),
         models: BTreeMap::new(),

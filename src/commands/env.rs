@@ -169,7 +169,7 @@ pub fn view(engine: &dyn Engine, state: &State, env: &str) -> Result<EnvView> {
     let ts = |t: DateTime<Utc>| format_ts(t);
     Ok(EnvView {
         format: "tidemark.env/v1",
-        name: e.name.clone(),
+        name: e.name.to_string(),
         revision: e.revision,
         plan_id: e.plan_id.clone(),
         created_at: ts(e.created_at),

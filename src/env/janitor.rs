@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::rollback::contents_at;
 use crate::error::Result;
-use crate::state::{Action, HistoryAction, PROD, SnapshotId, State, StateStore, TableId};
+use crate::state::{Action, EnvName, HistoryAction, PROD, SnapshotId, State, StateStore, TableId};
 
 /// Decide and (unless `dry_run`) commit one janitor pass: the state after it and what it
 /// deletes. Tables are only forgotten here; their directories are removed by the caller after
@@ -41,7 +41,7 @@ pub type Pins = BTreeMap<TableId, BTreeSet<u64>>;
 #[derive(Default)]
 pub struct Cleanup {
     /// Expired environments with the revision read.
-    pub expired: Vec<(String, u64)>,
+    pub expired: Vec<(EnvName, u64)>,
     /// Tables kept, with the versions to keep.
     pub tables: Pins,
     /// Tables nothing can read any more.
@@ -60,7 +60,7 @@ impl Cleanup {
         now: chrono::DateTime<chrono::Utc>,
         horizon: chrono::Duration,
     ) -> Result<Cleanup> {
-        let expired: Vec<(String, u64)> = state
+        let expired: Vec<(EnvName, u64)> = state
             .environments
             .values()
             .filter(|e| e.name != PROD && e.expires_at.is_some_and(|x| x <= now))
@@ -124,7 +124,7 @@ impl Cleanup {
 fn reachable(
     store: &StateStore,
     state: &State,
-    expired: &[(String, u64)],
+    expired: &[(EnvName, u64)],
     since: chrono::DateTime<chrono::Utc>,
 ) -> Result<(Pins, BTreeSet<SnapshotId>)> {
     let mut tables: Pins = BTreeMap::new();

@@ -590,7 +590,7 @@ fn assemble(
         plan_id: String::new(),
         project: project.config.name.clone(),
         environment: opts.environment.to_string(),
-        base_environment: envs.base.map(|e| e.name.clone()),
+        base_environment: envs.base.map(|e| e.name.to_string()),
         new_environment: envs.target.is_none(),
         // Microseconds, as the plan file holds it: a plan applied at once and the same plan
         // saved and applied later run at the same instant.

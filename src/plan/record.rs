@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::Plan;
+use crate::error::Result;
 use crate::interval::IntervalSet;
+use crate::names::EnvName;
 use crate::project::ModelName;
 use crate::state::{State, TableId};
 
@@ -24,8 +26,10 @@ pub fn completed_actions(
     now: DateTime<Utc>,
     versions: &BTreeMap<TableId, u64>,
     source_versions: &BTreeMap<ModelName, u64>,
-) -> Vec<crate::state::Action> {
+) -> Result<Vec<crate::state::Action>> {
     use crate::state::{Action, EnvModel, Environment, PhysicalTable};
+    // A plan file can be edited outside tidemark: its environment is checked like a typed one.
+    let name = EnvName::from_user(&plan.environment)?;
     let mut actions: Vec<Action> = plan
         .snapshots
         .iter()
@@ -74,7 +78,7 @@ pub fn completed_actions(
     }
     actions.push(Action::PutEnvironment {
         environment: Box::new(Environment {
-            name: plan.environment.clone(),
+            name,
             revision: 0,
             plan_id: plan.plan_id.clone(),
             models: plan
@@ -101,5 +105,5 @@ pub fn completed_actions(
         }),
         expected_revision: plan.environment_revision,
     });
-    actions
+    Ok(actions)
 }

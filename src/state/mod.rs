@@ -39,7 +39,7 @@ use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{IntervalSet, IntervalUnit};
 use crate::project::{AuditCall, Kind, Model, ModelName};
 
-pub use crate::names::{PROD, SnapshotId, TableId};
+pub use crate::names::{EnvName, PROD, SnapshotId, TableId};
 pub use storage::{LocalStorage, Storage, write_atomic};
 pub use store::StateStore;
 
@@ -245,7 +245,7 @@ pub struct EnvModel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
     /// Name (`prod`, `dev`, ...).
-    pub name: String,
+    pub name: EnvName,
     /// Grows by one on every change.
     pub revision: u64,
     /// The plan that produced the current revision.
@@ -298,7 +298,7 @@ pub struct HistoryEntry {
     /// When.
     pub at: DateTime<Utc>,
     /// Environment.
-    pub environment: String,
+    pub environment: EnvName,
     /// What happened.
     pub action: HistoryAction,
     /// Revision after the change (the deleted revision for `delete`).
@@ -348,7 +348,7 @@ pub enum Action {
     /// Remove an environment.
     DeleteEnvironment {
         /// Name.
-        name: String,
+        name: EnvName,
         /// The revision the writer read.
         expected_revision: u64,
     },
@@ -393,7 +393,7 @@ pub struct State {
     /// Physical tables by id.
     pub tables: BTreeMap<TableId, PhysicalTable>,
     /// Environments by name.
-    pub environments: BTreeMap<String, Environment>,
+    pub environments: BTreeMap<EnvName, Environment>,
     /// Every environment change, oldest first.
     pub history: Vec<HistoryEntry>,
     /// Leases of applies in progress (or interrupted, until they expire), by apply id.
@@ -423,7 +423,7 @@ pub enum Conflict {
     /// The environment changed since the writer read it.
     Environment {
         /// Name.
-        name: String,
+        name: EnvName,
         /// The revision the writer read (`None`: it did not exist).
         expected: Option<u64>,
         /// The current revision (`None`: it does not exist).
@@ -477,7 +477,7 @@ impl State {
 
     /// "No environment named …", with the closest known names or the list of them.
     pub fn unknown_environment(&self, name: &str) -> Error {
-        let known = self.environments.keys().map(String::as_str);
+        let known = self.environments.keys().map(EnvName::as_str);
         let hint = crate::error::did_you_mean(name, known.clone()).unwrap_or_else(|| {
             let names: Vec<&str> = known.collect();
             if names.is_empty() {

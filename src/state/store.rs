@@ -345,6 +345,7 @@ mod tests {
     use super::*;
     use crate::interval::{Interval, IntervalSet, IntervalUnit, parse_instant};
     use crate::project::ModelName;
+    use crate::state::EnvName;
     use crate::state::TableId;
     use crate::state::storage::ObjectStorage;
     use crate::state::{Environment, PhysicalTable};
@@ -372,7 +373,7 @@ mod tests {
     fn env(name: &str, expected: Option<u64>) -> Action {
         Action::PutEnvironment {
             environment: Box::new(Environment {
-                name: name.into(),
+                name: EnvName::parse(name).unwrap(),
                 revision: 0,
                 plan_id: "p".into(),
                 models: BTreeMap::new(),

@@ -30,13 +30,7 @@ pub fn deploy(dir: &Path, env: &str, exec: &str) {
     .unwrap();
     store
         .transact("test deploy", |s| {
-            Ok(completed_actions(
-                &plan,
-                s,
-                at,
-                &Default::default(),
-                &Default::default(),
-            ))
+            completed_actions(&plan, s, at, &Default::default(), &Default::default())
         })
         .unwrap();
 }
@@ -596,24 +590,12 @@ fn stale_saved_plan_is_detectable_and_concurrent_apply_loses() {
     // Someone else changes prod first (here: the same plan applied once).
     store
         .transact("first", |s| {
-            Ok(completed_actions(
-                &saved,
-                s,
-                at,
-                &Default::default(),
-                &Default::default(),
-            ))
+            completed_actions(&saved, s, at, &Default::default(), &Default::default())
         })
         .unwrap();
     let err = store
         .transact("second", |s| {
-            Ok(completed_actions(
-                &saved,
-                s,
-                at,
-                &Default::default(),
-                &Default::default(),
-            ))
+            completed_actions(&saved, s, at, &Default::default(), &Default::default())
         })
         .unwrap_err();
     assert!(

@@ -15,7 +15,8 @@
 //!   → project (tidemark.toml, model files, MODEL header) · sql (parse once, references,
 //!     macros, rendering)
 //!   → names (model, environment, table and apply identifiers) · interval
-//!     · printer (the only stderr writer; units) · error
+//!     · objects (object-store URLs, `[storage]` options, store clients) · printer (the only
+//!     stderr writer; units) · error
 //! ```
 //!
 //! The pure stages (project, sql, dag, fingerprint, plan) are synchronous and do no I/O beyond
@@ -31,6 +32,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod interval;
 pub mod names;
+pub mod objects;
 pub mod plan;
 pub mod printer;
 pub mod project;

@@ -110,7 +110,7 @@ pub fn show(
 ) -> Result<ExitStatus> {
     let (config, store) = super::warehouse(ctx)?;
     let state = store.read()?;
-    let engine = crate::engine::LocalEngine::for_warehouse(&config.warehouse)?;
+    let engine = crate::engine::LocalEngine::for_warehouse(&config.warehouse, &config.storage)?;
     let view = view(&engine, &state, env)?;
     let text = match format {
         EnvFormat::Json => super::json_text(&view)?,

@@ -6,8 +6,9 @@
 //!   is committed to the state first; the directory is removed only afterwards, so no
 //!   environment can point at a deleted table.
 //! - Vacuum keeps every version any kept revision pins plus the latest, and files removed less
-//!   than an hour ago (for applies that are reading them right now). Clones are made of hard
-//!   links, so deleting or vacuuming the table a clone came from never touches the clone.
+//!   than an hour ago (for applies that are reading them right now). A clone owns copies of
+//!   its files (hard links on a local disk, server-side copies on an object store), so deleting
+//!   or vacuuming the table a clone came from never touches the clone.
 
 use super::{emit, warehouse};
 use crate::engine::{Engine, LocalEngine};
@@ -19,7 +20,10 @@ use crate::settings::Settings;
 /// Run `janitor`.
 pub fn run(ctx: &Settings, dry_run: bool, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let (config, store) = warehouse(ctx)?;
-    let engine = LocalEngine::for_warehouse(&config.warehouse)?;
+    let engine = LocalEngine::for_warehouse(&config.warehouse, &config.storage)?;
+    if !dry_run {
+        store.storage().check_writable()?;
+    }
     let now = ctx.execution_time;
     let horizon = chrono::Duration::from_std(config.env_ttl).unwrap_or(chrono::Duration::days(7));
     let (state, plan) = sweep(&store, now, horizon, dry_run)?;

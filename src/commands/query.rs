@@ -20,7 +20,7 @@ pub fn run(
 ) -> Result<ExitStatus> {
     let (config, store) = warehouse(ctx)?;
     let state = store.read()?;
-    let engine = LocalEngine::for_warehouse(&config.warehouse)?;
+    let engine = LocalEngine::for_warehouse(&config.warehouse, &config.storage)?;
     let batches = query(&engine, &config, &state, env, sql, ctx.execution_time)?;
     emit(out, &format_batches(&batches, format)?)?;
     Ok(ExitStatus::Success)

@@ -17,7 +17,6 @@
 //!   ([`super::lock`]) and against the table as read after taking it, so writers of one table
 //!   take turns instead of failing each other's commits. Creating a table takes the same turn.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -37,35 +36,35 @@ use super::rows::{plain_type, plain_types, split_window};
 use super::session::{self, new_context};
 use super::tables::Open;
 use super::{
-    AUDITED, AuditResult, BatchJob, BatchReport, Checksum, LocalEngine, PARTITION_COLUMN,
+    AUDITED, AuditResult, BatchJob, BatchReport, Checksum, LocalEngine, Location, PARTITION_COLUMN,
     WriteMode, failed,
 };
 use super::{commit, lock};
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{Interval, IntervalUnit};
 
-/// Wait for this writer's turn at a whole-table write of `path` ([`lock`]), then read the
+/// Wait for this writer's turn at a whole-table write of `at` ([`lock`]), then read the
 /// table as of now, so the commit is checked against what the previous holder wrote.
 async fn whole_table_turn(
     engine: &LocalEngine,
-    path: &Path,
+    at: &Location,
 ) -> Result<(lock::TableLock, DeltaTable)> {
-    let held = lock::exclusive(path).await?;
-    let table = engine.tables.latest(path).await?.current().await?;
+    let held = lock::exclusive(at).await?;
+    let table = engine.tables.latest(at).await?.current().await?;
     Ok((held, table))
 }
 
 /// Compute and write one batch (see the module invariants).
-pub async fn run(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Result<BatchReport> {
-    let mut open = engine.tables.latest(path).await?;
+pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<BatchReport> {
+    let mut open = engine.tables.latest(at).await?;
     if let Some(landed) = open.landed(&job.txn.0).await?
         && landed >= job.txn.1
     {
-        return report_existing(path, job).await;
+        return report_existing(at, job).await;
     }
     let b = Batch {
         engine,
-        path,
+        at,
         job,
         ctx: session::context(engine, &job.inputs).await?,
         read_version: open.read_to().unwrap_or_default(),
@@ -97,7 +96,7 @@ pub async fn run(engine: &LocalEngine, path: &Path, job: &BatchJob) -> Result<Ba
 /// One batch on its way: what every write mode needs.
 struct Batch<'a> {
     engine: &'a LocalEngine,
-    path: &'a Path,
+    at: &'a Location,
     job: &'a BatchJob,
     /// The batch's session, its inputs registered.
     ctx: SessionContext,
@@ -188,8 +187,8 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
     // that had read only the first took for a schema change ("Metadata changed since last
     // commit" on every first apply).
     if open.read_to().is_none() {
-        let (_held, table) = whole_table_turn(b.engine, b.path).await?;
-        let created = ensure_created(table, b.path, &batches, &[PARTITION_COLUMN], &b.ctx).await?;
+        let (_held, table) = whole_table_turn(b.engine, b.at).await?;
+        let created = ensure_created(table, b.at, &batches, &[PARTITION_COLUMN], &b.ctx).await?;
         open.advance(created).await?;
     }
     let keys = window_keys(&b.job.write).unwrap_or_default();
@@ -199,7 +198,7 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
         txn_version: b.job.txn.1,
         info: std::collections::HashMap::from([("tidemark".to_string(), b.tag())]),
     };
-    let how = match commit::overwrite_window(open, b.path, batches, &window).await? {
+    let how = match commit::overwrite_window(open, b.at, batches, &window).await? {
         commit::Outcome::Written(version, bytes) => Commit::Direct { version, bytes },
         commit::Outcome::NotHere(batches) => {
             // The table exists by now (created above if it did not).
@@ -241,8 +240,8 @@ async fn whole(b: &Batch<'_>) -> Result<Written> {
     if let Some(report) = refused(b.read_version, &checked) {
         return Ok(Written::Refused(report));
     }
-    let (_lock, table) = whole_table_turn(b.engine, b.path).await?;
-    let table = ensure_created(table, b.path, &batches, &[], &b.ctx).await?;
+    let (_lock, table) = whole_table_turn(b.engine, b.at).await?;
+    let table = ensure_created(table, b.at, &batches, &[], &b.ctx).await?;
     let table = table
         .write(batches)
         .with_save_mode(SaveMode::Overwrite)
@@ -269,10 +268,10 @@ async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
     if let Some(report) = refused(b.read_version, &checked) {
         return Ok(Written::Refused(report));
     }
-    let (_lock, table) = whole_table_turn(b.engine, b.path).await?;
+    let (_lock, table) = whole_table_turn(b.engine, b.at).await?;
     // Created empty first (never absent here: `with_schema` always yields a batch), so even
     // the first batch is a merge, checked against concurrent writers.
-    let table = ensure_created(table, b.path, &batches, &[], &b.ctx).await?;
+    let table = ensure_created(table, b.at, &batches, &[], &b.ctx).await?;
     let columns: Vec<String> = batches
         .first()
         .map(|r| {
@@ -334,7 +333,7 @@ async fn finish(b: &Batch<'_>, mut open: Open, c: Committed) -> Result<BatchRepo
         }
         Commit::Direct { version, bytes } => (version, bytes),
     };
-    b.engine.tables.keep(b.path, &open)?;
+    b.engine.tables.keep(b.at, &open)?;
     let mut report = match c.measured {
         Some(m) => BatchReport {
             rows: m.sum.rows,
@@ -346,7 +345,7 @@ async fn finish(b: &Batch<'_>, mut open: Open, c: Committed) -> Result<BatchRepo
             audits: m.audits,
         },
         None => {
-            let mut r = measure(b.path, b.job, version).await?;
+            let mut r = measure(b.at, b.job, version).await?;
             r.audits = c.audits;
             r
         }
@@ -438,21 +437,18 @@ async fn bytes_added(table: &DeltaTable, version: u64) -> Result<u64> {
 }
 
 /// The report of a batch whose commit had landed before.
-async fn report_existing(path: &Path, job: &BatchJob) -> Result<BatchReport> {
-    let version = table_info(path)
-        .await?
-        .map(|i| i.version)
-        .unwrap_or_default();
-    let mut r = measure(path, job, version).await?;
+async fn report_existing(at: &Location, job: &BatchJob) -> Result<BatchReport> {
+    let version = table_info(at).await?.map(|i| i.version).unwrap_or_default();
+    let mut r = measure(at, job, version).await?;
     r.already_committed = true;
     Ok(r)
 }
 
 /// Rows, checksum and bytes of what `job` wrote, read back at `version` (audits ran before the
 /// commit).
-async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchReport> {
+async fn measure(at: &Location, job: &BatchJob, version: u64) -> Result<BatchReport> {
     let ctx = new_context();
-    let provider = provider(&ctx, path, Some(version))
+    let provider = provider(&ctx, at, Some(version))
         .await
         .map_err(|e| failed(&format!("cannot read back {}", job.model), e))?;
     let keys = window_keys(&job.write);
@@ -474,7 +470,7 @@ async fn measure(path: &Path, job: &BatchJob, version: u64) -> Result<BatchRepor
     Ok(BatchReport {
         rows: sum.rows,
         dropped: 0,
-        bytes: bytes_in(path, version, keys.as_ref()).await?,
+        bytes: bytes_in(at, version, keys.as_ref()).await?,
         checksum: sum.hex(),
         table_version: version,
         already_committed: false,

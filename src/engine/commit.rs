@@ -27,7 +27,6 @@
 //!   fail the batch (the commit has landed; the next interval retries).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -40,7 +39,7 @@ use deltalake::logstore::CommitOrBytes;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
 use super::tables::{Open, commit_actions, partition_of};
-use super::{PARTITION_COLUMN, failed};
+use super::{Location, PARTITION_COLUMN, failed};
 use crate::error::{Diagnostic, Error, Result};
 
 /// What a window overwrite commits besides its rows.
@@ -68,7 +67,7 @@ pub enum Outcome {
 /// dropped once encoded, so the rows are not held twice.
 pub async fn overwrite_window(
     open: &mut Open,
-    path: &Path,
+    at: &Location,
     batches: Vec<RecordBatch>,
     w: &Window<'_>,
 ) -> Result<Outcome> {
@@ -98,7 +97,7 @@ pub async fn overwrite_window(
         .table_config()
         .checkpoint_interval
         .map_or(100, |n| n.get());
-    let what = || format!("cannot write {}", path.display());
+    let what = || format!("cannot write `{at}`");
     let mut writer = RecordBatchWriter::for_table(&table).map_err(|e| failed(&what(), e))?;
     let schema = writer.arrow_schema();
     if !batches.iter().all(|b| fits(b.schema_ref(), &schema)) {
@@ -145,12 +144,14 @@ pub async fn overwrite_window(
                 let theirs = commit_actions(&table, version).await?;
                 if let Some(why) = conflict(&theirs, w) {
                     return Err(Error::transient(Diagnostic::error(format!(
-                        "{}: commit {version} by another writer {why}",
-                        path.display()
+                        "`{at}`: commit {version} by another writer {why}"
                     ))));
                 }
                 open.read(version, &theirs);
                 version += 1;
+            }
+            Err(e @ TransactionError::ObjectStore { .. }) => {
+                return Err(Error::transient(Diagnostic::error(what()).caused_by(e)));
             }
             Err(e) => return Err(failed(&what(), e)),
         }
@@ -309,10 +310,8 @@ mod tests {
     }
 
     /// Active files by partition value, as delta-rs reads the table.
-    async fn files_of(path: &Path) -> Vec<(String, i64)> {
-        let t = DeltaTable::try_from_url(super::super::delta::url_of(path).unwrap())
-            .await
-            .unwrap();
+    async fn files_of(at: &Location) -> Vec<(String, i64)> {
+        let t = DeltaTable::try_from_url(at.url().clone()).await.unwrap();
         let mut out: Vec<(String, i64)> = t
             .snapshot()
             .unwrap()
@@ -334,9 +333,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
         std::fs::create_dir_all(&path).unwrap();
-        let t = DeltaTable::try_from_url(super::super::delta::url_of(&path).unwrap())
-            .await
-            .unwrap();
+        let at = Location::local(&path).unwrap();
+        let t = DeltaTable::try_from_url(at.url().clone()).await.unwrap();
         t.write(vec![rows(&["a", "b", "b"])])
             .with_partition_columns([PARTITION_COLUMN])
             .with_configuration([("delta.checkpointInterval", Some("3"))])
@@ -344,25 +342,25 @@ mod tests {
             .unwrap();
         // Three processes, each with its own view of the table, all as of version 0.
         let (p1, p2, p3) = (Tables::default(), Tables::default(), Tables::default());
-        let mut one = p1.latest(&path).await.unwrap();
-        let mut two = p2.latest(&path).await.unwrap();
-        let mut three = p3.latest(&path).await.unwrap();
+        let mut one = p1.latest(&at).await.unwrap();
+        let mut two = p2.latest(&at).await.unwrap();
+        let mut three = p3.latest(&at).await.unwrap();
 
         // One replaces b (two rows) with one row: version 1.
         let kb = keys("b", "c");
-        let written = overwrite_window(&mut one, &path, vec![rows(&["b"])], &window(&kb, "x"))
+        let written = overwrite_window(&mut one, &at, vec![rows(&["b"])], &window(&kb, "x"))
             .await
             .unwrap();
         assert!(matches!(written, Outcome::Written(1, _)));
         // Two, still at version 0, writes c: rebased over one's commit, version 2.
         let kc = keys("c", "d");
-        let written = overwrite_window(&mut two, &path, vec![rows(&["c", "c"])], &window(&kc, "y"))
+        let written = overwrite_window(&mut two, &at, vec![rows(&["c", "c"])], &window(&kc, "y"))
             .await
             .unwrap();
         assert!(matches!(written, Outcome::Written(2, _)));
         assert_eq!(two.read_to(), Some(2));
         // Three, still at version 0, overwrites b as well: a conflict, nothing committed.
-        let err = overwrite_window(&mut three, &path, vec![rows(&["b"])], &window(&kb, "z"))
+        let err = overwrite_window(&mut three, &at, vec![rows(&["b"])], &window(&kb, "z"))
             .await
             .err()
             .unwrap();
@@ -372,9 +370,9 @@ mod tests {
             "{err}"
         );
         // A writer from a fresh read is not held up by any of this: version 3.
-        let mut four = Tables::default().latest(&path).await.unwrap();
+        let mut four = Tables::default().latest(&at).await.unwrap();
         let kd = keys("d", "e");
-        let written = overwrite_window(&mut four, &path, vec![rows(&["d"])], &window(&kd, "w"))
+        let written = overwrite_window(&mut four, &at, vec![rows(&["d"])], &window(&kd, "w"))
             .await
             .unwrap();
         // Version 3 is a multiple of the interval: checkpointed.
@@ -384,7 +382,7 @@ mod tests {
                 .exists()
         );
         assert_eq!(
-            files_of(&path).await,
+            files_of(&at).await,
             vec![
                 ("a".to_string(), 1),
                 ("b".to_string(), 1),

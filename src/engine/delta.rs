@@ -11,7 +11,6 @@
 //! - A window of a time-partitioned table is the half-open range of partition values
 //!   `[start, end)` ([`window_keys`], [`window_predicate`]).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -20,23 +19,26 @@ use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
-use url::Url;
 
-use super::{PARTITION_COLUMN, WriteMode, failed, partition_key};
+use super::{Location, PARTITION_COLUMN, WriteMode, failed, partition_key};
 use crate::error::{Diagnostic, Error, Result};
 
-/// The `file://` URL of a local directory.
-pub fn url_of(path: &Path) -> Result<Url> {
-    Url::from_directory_path(path)
-        .map_err(|()| Error::Bug(format!("not an absolute path: {}", path.display())))
+/// The table at `at`, loaded at its latest version (not loaded: no table there yet).
+pub(super) async fn open(at: &Location) -> Result<DeltaTable> {
+    if let Some(dir) = at.local_path() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::from(crate::error::io_error("create", &dir, &e)))?;
+    }
+    DeltaTable::try_from_url(at.url().clone())
+        .await
+        .map_err(|e| failed_delta(&format!("cannot open the table at `{at}`"), e))
 }
 
-pub(super) async fn open(path: &Path) -> Result<DeltaTable> {
-    std::fs::create_dir_all(path)
-        .map_err(|e| Error::from(crate::error::io_error("create", path, &e)))?;
-    DeltaTable::try_from_url(url_of(path)?)
+/// The table at `at`, loaded at `version`.
+pub(super) async fn open_at(at: &Location, version: u64) -> Result<DeltaTable> {
+    deltalake::open_table_with_version(at.url().clone(), version)
         .await
-        .map_err(|e| failed(&format!("cannot open the table at {}", path.display()), e))
+        .map_err(|e| failed_delta(&format!("cannot read `{at}` at version {version}"), e))
 }
 
 /// A delta-rs error about `what`; commit conflicts and storage errors are transient.
@@ -79,7 +81,7 @@ const CHECKPOINT_INTERVAL: &str = "10";
 /// overwrite of the same window (or the same transaction id) is a conflict.
 pub(super) async fn ensure_created(
     table: DeltaTable,
-    path: &Path,
+    at: &Location,
     batches: &[RecordBatch],
     partition_columns: &[&str],
     ctx: &SessionContext,
@@ -101,23 +103,20 @@ pub(super) async fn ensure_created(
     match created {
         Ok(t) => Ok(t),
         // Someone else created it meanwhile: use theirs.
-        Err(e) => match open(path).await {
+        Err(e) => match open(at).await {
             Ok(t) if t.version().is_some() => Ok(t),
-            _ => Err(failed_delta(
-                &format!("cannot create {}", path.display()),
-                e,
-            )),
+            _ => Err(failed_delta(&format!("cannot create `{at}`"), e)),
         },
     }
 }
 
-/// A DataFusion provider of the table at `path`, at `version` (`None`: latest).
+/// A DataFusion provider of the table at `at`, at `version` (`None`: latest).
 pub async fn provider(
     ctx: &SessionContext,
-    path: &Path,
+    at: &Location,
     version: Option<u64>,
 ) -> std::result::Result<Arc<dyn TableProvider>, String> {
-    let url = url_of(path).map_err(|e| e.to_string())?;
+    let url = at.url().clone();
     let table = match version {
         Some(v) => deltalake::open_table_with_version(url, v).await,
         None => deltalake::open_table(url).await,
@@ -159,13 +158,11 @@ pub(super) fn window_predicate(keys: &(String, String)) -> String {
 
 /// Bytes of the data files of `version` (within the window's partitions, if any).
 pub(super) async fn bytes_in(
-    path: &Path,
+    at: &Location,
     version: u64,
     keys: Option<&(String, String)>,
 ) -> Result<u64> {
-    let table = deltalake::open_table_with_version(url_of(path)?, version)
-        .await
-        .map_err(|e| failed("reading the table's files", e))?;
+    let table = open_at(at, version).await?;
     let files: Vec<_> = table
         .get_active_add_actions_by_partitions(&[])
         .try_collect()

@@ -13,14 +13,20 @@
 //!   step. Correctness never depends on it: Delta's conflict check still refuses any
 //!   overlapping commit. The lock only turns a livelock into a short wait.
 //! - The file starts with `_`, so vacuum keeps it; it goes when the table's directory goes.
+//! - A table on an object store has no directory to hold a lock file and no lock reaches
+//!   across machines: its lock file is in the machine's temporary directory
+//!   (`tidemark-locks/<blake3 of the table URL>.lock`), so writers on one machine still take
+//!   turns, and writers on different machines rely on the conflict check and the scheduler's
+//!   retries (with backoff) for progress.
 //! - Between one batch's release and the same writer's next acquisition lies the next
 //!   batch's computation, so a waiting writer is woken and takes the lock first.
 //! - Time-range batches never take it: their windows are disjoint, and parallel batches of
 //!   one table must not serialise.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::Location;
 use crate::error::{Error, Result, io_error};
 
 /// The lock file's name inside a table's directory.
@@ -32,11 +38,17 @@ pub struct TableLock {
     _file: File,
 }
 
-/// Take the exclusive lock on the table at `table_dir`, waiting for other writers.
-pub async fn exclusive(table_dir: &Path) -> Result<TableLock> {
-    let path: PathBuf = table_dir.join(LOCK_FILE);
-    std::fs::create_dir_all(table_dir)
-        .map_err(|e| Error::from(io_error("create", table_dir, &e)))?;
+/// Take the exclusive lock on the table at `at`, waiting for other writers.
+pub async fn exclusive(at: &Location) -> Result<TableLock> {
+    let (dir, path): (PathBuf, PathBuf) = match at.local_path() {
+        Some(dir) => (dir.clone(), dir.join(LOCK_FILE)),
+        None => {
+            let dir = std::env::temp_dir().join("tidemark-locks");
+            let name = blake3::hash(at.url().as_str().as_bytes()).to_hex();
+            (dir.clone(), dir.join(format!("{}.lock", &name[..32])))
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::from(io_error("create", &dir, &e)))?;
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -63,9 +75,10 @@ mod tests {
     #[tokio::test]
     async fn a_second_writer_waits_until_the_first_releases() {
         let dir = tempfile::tempdir().unwrap();
-        let first = exclusive(dir.path()).await.unwrap();
+        let at = Location::local(dir.path()).unwrap();
+        let first = exclusive(&at).await.unwrap();
         let released = Arc::new(AtomicBool::new(false));
-        let (d, r) = (dir.path().to_path_buf(), released.clone());
+        let (d, r) = (at.clone(), released.clone());
         let second = tokio::spawn(async move {
             let _l = exclusive(&d).await.unwrap();
             r.load(Ordering::SeqCst)

@@ -26,6 +26,7 @@ mod batch;
 mod checksum;
 mod commit;
 mod delta;
+mod location;
 mod lock;
 mod ops;
 mod rows;
@@ -34,18 +35,19 @@ mod session;
 mod tables;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
-use crate::error::{Diagnostic, Error, Result};
+use crate::error::{Error, Result};
 use crate::interval::{Interval, IntervalUnit};
 use crate::names::TableId;
 use crate::project::{ModelName, SourceFormat};
 
 pub use checksum::Checksum;
+pub use location::Location;
 
 /// The physical partition column of INCREMENTAL_BY_TIME_RANGE tables: the start of each row's
 /// interval (`YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM` for units shorter than a day).
@@ -224,65 +226,68 @@ pub trait Engine {
     fn partition_stats(&self, table: &TableId, version: u64) -> Result<BTreeMap<String, Checksum>>;
 }
 
-/// The engine running DataFusion and delta-rs in this process on a local warehouse.
+/// The engine running DataFusion and delta-rs in this process, on a warehouse in a local
+/// directory or on an object store.
 pub struct LocalEngine {
-    root: PathBuf,
+    root: Location,
     rt: tokio::runtime::Runtime,
     tables: tables::Tables,
 }
 
 impl LocalEngine {
-    /// The engine of a project's warehouse.
-    pub fn for_warehouse(warehouse: &crate::project::Warehouse) -> Result<LocalEngine> {
+    /// The engine of a project's warehouse; `options` configure its object store.
+    pub fn for_warehouse(
+        warehouse: &crate::project::Warehouse,
+        options: &crate::objects::StorageOptions,
+    ) -> Result<LocalEngine> {
+        // Sources may live on an object store whatever the warehouse is.
+        location::register(options)?;
         match warehouse {
-            crate::project::Warehouse::Local(root) => LocalEngine::new(root),
-            crate::project::Warehouse::ObjectStore(url) => Err(Diagnostic::error(format!(
-                "tidemark cannot read or write tables on an object store yet (warehouse `{url}`)"
-            ))
-            .note("the state (environments, history, progress) already lives there")
-            .hint("compute into a local warehouse directory for now")
-            .into()),
+            crate::project::Warehouse::Local(root) => LocalEngine::new(Location::local(root)?),
+            crate::project::Warehouse::ObjectStore(url) => {
+                let root = Location::parse(url)?;
+                // Check the URL and the options now, not at the first table.
+                location::store_of(&root)?;
+                LocalEngine::new(root)
+            }
         }
     }
 
-    /// An engine on the local warehouse directory `root`.
-    pub fn new(root: &Path) -> Result<LocalEngine> {
+    /// An engine on the warehouse at `root`.
+    pub fn new(root: Location) -> Result<LocalEngine> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::Bug(format!("cannot start the async runtime: {e}")))?;
         Ok(LocalEngine {
-            root: root.to_path_buf(),
+            root,
             rt,
             tables: tables::Tables::default(),
         })
     }
 
-    /// The directory of `table` under the warehouse root. A [`TableId`] cannot name a path
+    /// The location of `table` under the warehouse root. A [`TableId`] cannot name a location
     /// outside it (ids read from a hand-edited state or a crafted plan file are refused when
-    /// they are read), so no write or delete can leave the warehouse.
-    pub(crate) fn table_path(&self, table: &TableId) -> PathBuf {
-        let mut p = self.root.clone();
-        for part in table.parts() {
-            p.push(part);
-        }
-        p
+    /// they are read, and each part is one path segment), so no write or delete can leave the
+    /// warehouse.
+    pub(crate) fn table_location(&self, table: &TableId) -> Location {
+        self.root.join(table.parts())
     }
 }
 
 impl Engine for LocalEngine {
     fn run_batch(&self, job: &BatchJob) -> Result<BatchReport> {
-        let path = self.table_path(&job.table);
-        self.rt.block_on(batch::run(self, &path, job))
+        let at = self.table_location(&job.table);
+        self.rt.block_on(batch::run(self, &at, job))
     }
 
     fn table_info(&self, table: &TableId) -> Result<Option<TableInfo>> {
-        let path = self.table_path(table);
-        self.rt.block_on(ops::table_info(&path))
+        let at = self.table_location(table);
+        self.rt.block_on(ops::table_info(&at))
     }
 
     fn clone_table(&self, from: &TableId, version: u64, to: &TableId) -> Result<u64> {
-        let (from, to) = (self.table_path(from), self.table_path(to));
+        let (from, to) = (self.table_location(from), self.table_location(to));
         self.rt.block_on(ops::clone_table(&from, version, &to))
     }
 
@@ -294,8 +299,9 @@ impl Engine for LocalEngine {
     }
 
     fn source_version(&self, path: &str) -> Result<u64> {
+        let at = Location::parse(path)?;
         self.rt
-            .block_on(ops::table_info(Path::new(path)))?
+            .block_on(ops::table_info(&at))?
             .map(|i| i.version)
             .ok_or_else(|| {
                 Error::from(
@@ -308,30 +314,26 @@ impl Engine for LocalEngine {
     }
 
     fn vacuum(&self, table: &TableId, keep_versions: &[u64], dry_run: bool) -> Result<u64> {
-        let path = self.table_path(table);
-        self.rt.block_on(ops::vacuum(&path, keep_versions, dry_run))
+        let at = self.table_location(table);
+        self.rt.block_on(ops::vacuum(&at, keep_versions, dry_run))
     }
 
     fn drop_table(&self, table: &TableId, dry_run: bool) -> Result<()> {
-        let path = self.table_path(table);
-        if dry_run || !path.exists() {
+        let at = self.table_location(table);
+        if dry_run {
             return Ok(());
         }
-        self.tables.forget(&path);
-        std::fs::remove_dir_all(&path)
-            .map_err(|e| Error::from(crate::error::io_error("delete", &path, &e)))
+        self.tables.forget(&at);
+        self.rt.block_on(ops::drop_table(&at))
     }
 
     fn table_uri(&self, table: &TableId) -> Result<String> {
-        let path = self.table_path(table);
-        Ok(delta::url_of(&path)
-            .map(|u| u.to_string())
-            .unwrap_or_else(|_| path.to_string_lossy().into_owned()))
+        Ok(self.table_location(table).url().to_string())
     }
 
     fn partition_stats(&self, table: &TableId, version: u64) -> Result<BTreeMap<String, Checksum>> {
-        let path = self.table_path(table);
-        self.rt.block_on(ops::partition_stats(&path, version))
+        let at = self.table_location(table);
+        self.rt.block_on(ops::partition_stats(&at, version))
     }
 }
 
@@ -352,14 +354,15 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn table_ids_cannot_leave_the_warehouse() {
-        let e = LocalEngine::new(Path::new("/wh")).unwrap();
+        let e = LocalEngine::new(Location::local(Path::new("/wh")).unwrap()).unwrap();
         let id = TableId::parse("ledger/daily_totals__0a1b__g2").unwrap();
         assert_eq!(
-            e.table_path(&id),
-            PathBuf::from("/wh/ledger/daily_totals__0a1b__g2")
+            e.table_location(&id).local_path().unwrap(),
+            PathBuf::from("/wh/ledger/daily_totals__0a1b__g2/")
         );
         for bad in [
             "../etc",

@@ -2,30 +2,39 @@
 //! statistics, vacuum.
 //!
 //! Invariants:
-//! - A clone hard-links the data files of the source version into the new table's directory and
-//!   commits them as the new table's first version: no bytes are copied, and deleting the source
-//!   table later never affects the clone (a hard link keeps the file alive). An interrupted
-//!   clone that got as far as its commit is found and reused.
+//! - A clone copies the data files of the source version into the new table and commits them
+//!   as the new table's first version, so every table owns its files: deleting or vacuuming the
+//!   source later never affects the clone. On a local disk the copy is a hard link (no bytes
+//!   move); on an object store it is one server-side copy per file (`CopyObject`, Copy Blob),
+//!   16 at a time: no bytes pass through tidemark, but the store holds a second copy of the
+//!   table until the janitor drops the older generation. An interrupted clone keeps the files
+//!   it copied and, if it got as far as its commit, is found and reused.
 //! - Vacuum removes only files no kept version needs and that were removed over an hour ago
 //!   (an apply may be reading them right now).
 
-use std::path::Path;
-
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::SaveMode;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::delta::{open, provider, url_of};
+use super::delta::{failed_delta, open, open_at, provider};
+use super::location::store_of;
 use super::session::new_context;
-use super::{Checksum, PARTITION_COLUMN, TableInfo, failed};
+use super::{Checksum, Location, PARTITION_COLUMN, TableInfo, failed};
 use crate::error::{Error, Result};
 
-/// Version and partitioning of the table at `path` (`None`: no table there).
-pub async fn table_info(path: &Path) -> Result<Option<TableInfo>> {
-    if !path.join("_delta_log").exists() {
+/// How many data files a clone copies at once on an object store (each copy is one server-side
+/// request).
+const COPIES_IN_FLIGHT: usize = 16;
+
+/// Version and partitioning of the table at `at` (`None`: no table there).
+pub async fn table_info(at: &Location) -> Result<Option<TableInfo>> {
+    if let Some(dir) = at.local_path()
+        && !dir.join("_delta_log").exists()
+    {
         return Ok(None);
     }
-    let t = open(path).await?;
+    let t = open(at).await?;
     let Some(v) = t.version() else {
         return Ok(None);
     };
@@ -39,22 +48,13 @@ pub async fn table_info(path: &Path) -> Result<Option<TableInfo>> {
     }))
 }
 
-/// Create `to` as a zero-copy clone of `from` at `version` (see the module invariants).
-pub async fn clone_table(from: &Path, version: u64, to: &Path) -> Result<u64> {
-    if to.join("_delta_log").exists() {
+/// Create `to` as a clone of `from` at `version` (see the module invariants).
+pub async fn clone_table(from: &Location, version: u64, to: &Location) -> Result<u64> {
+    if let Some(info) = table_info(to).await? {
         // An earlier, interrupted attempt got as far as committing the clone.
-        return table_info(to)
-            .await
-            .map(|i| i.map(|i| i.version).unwrap_or_default());
+        return Ok(info.version);
     }
-    let source = deltalake::open_table_with_version(url_of(from)?, version)
-        .await
-        .map_err(|e| {
-            failed(
-                &format!("cannot read {} at version {version}", from.display()),
-                e,
-            )
-        })?;
+    let source = open_at(from, version).await?;
     let snapshot = source
         .snapshot()
         .map_err(|e| failed("cannot read the table state", e))?;
@@ -65,26 +65,21 @@ pub async fn clone_table(from: &Path, version: u64, to: &Path) -> Result<u64> {
         .try_collect()
         .await
         .map_err(|e| failed("reading the table's files", e))?;
+    let (store, from_root) = store_of(from)?;
+    let (_, to_root) = store_of(to)?;
+    let mut copies = Vec::with_capacity(files.len());
     let mut actions = Vec::with_capacity(files.len());
     for f in &files {
         let rel = f.path().to_string();
         if rel.contains("://") || rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
             return Err(Error::Bug(format!("unexpected data file path {rel}")));
         }
-        let (src, dst) = (from.join(&rel), to.join(&rel));
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::from(crate::error::io_error("create", parent, &e)))?;
-        }
-        match std::fs::hard_link(&src, &dst) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(crate::error::io_error("link", &dst, &e).into()),
-        }
+        copies.push((child(&from_root, &rel)?, child(&to_root, &rel)?));
         #[allow(deprecated)]
         let add = f.add_action();
         actions.push(deltalake::kernel::Action::Add(add));
     }
+    copy_files(store.as_ref(), copies).await?;
     let target = open(to).await?;
     let table = target
         .create()
@@ -93,19 +88,73 @@ pub async fn clone_table(from: &Path, version: u64, to: &Path) -> Result<u64> {
         .with_actions(actions)
         .with_save_mode(SaveMode::ErrorIfExists)
         .await
-        .map_err(|e| failed(&format!("cannot create the clone {}", to.display()), e))?;
+        .map_err(|e| failed_delta(&format!("cannot create the clone `{to}`"), e))?;
     Ok(table.version().unwrap_or_default())
+}
+
+/// The object at `rel` (a data file path as the Delta log writes it: relative, URL-encoded)
+/// below `root`, resolved the way Delta readers resolve it.
+fn child(root: &object_store::path::Path, rel: &str) -> Result<object_store::path::Path> {
+    object_store::path::Path::from_url_path(format!("{root}/{rel}"))
+        .map_err(|e| Error::Bug(format!("unexpected data file path {rel}: {e}")))
+}
+
+/// Copy each `(from, to)` within one store: a hard link on a local disk, a server-side copy on
+/// an object store. A target already there (from an interrupted clone) is a copy of the same
+/// immutable file, so copying over it is harmless (S3 has no copy-if-absent).
+async fn copy_files(
+    store: &dyn ObjectStore,
+    copies: Vec<(object_store::path::Path, object_store::path::Path)>,
+) -> Result<()> {
+    futures::stream::iter(copies)
+        .map(|(from, to)| async move {
+            match store.copy(&from, &to).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::transient(
+                    crate::error::Diagnostic::error(format!("cannot copy `{from}` to `{to}`"))
+                        .caused_by(e),
+                )),
+            }
+        })
+        .buffer_unordered(COPIES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+}
+
+/// Delete every object of the table at `at` (its directory, on a local disk).
+pub async fn drop_table(at: &Location) -> Result<()> {
+    if let Some(dir) = at.local_path() {
+        if !dir.exists() {
+            return Ok(());
+        }
+        return std::fs::remove_dir_all(&dir)
+            .map_err(|e| Error::from(crate::error::io_error("delete", &dir, &e)));
+    }
+    let (store, root) = store_of(at)?;
+    let listed = store.list(Some(&root)).map_ok(|m| m.location).boxed();
+    store
+        .delete_stream(listed)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|e| {
+            Error::transient(
+                crate::error::Diagnostic::error(format!("cannot delete the table `{at}`"))
+                    .caused_by(e),
+            )
+        })?;
+    Ok(())
 }
 
 /// Rows and checksum per partition at `version` (see [`super::Engine::partition_stats`]).
 pub async fn partition_stats(
-    path: &Path,
+    at: &Location,
     version: u64,
 ) -> Result<std::collections::BTreeMap<String, Checksum>> {
     let ctx = new_context();
-    let provider = provider(&ctx, path, Some(version))
+    let provider = provider(&ctx, at, Some(version))
         .await
-        .map_err(|e| failed(&format!("cannot read {}", path.display()), e))?;
+        .map_err(|e| failed(&format!("cannot read `{at}`"), e))?;
     let partitioned = provider
         .schema()
         .fields()
@@ -129,11 +178,11 @@ pub async fn partition_stats(
 /// Vacuum files that no version in `keep` needs and that were removed over an hour ago (an apply
 /// may be reading them right now); returns how many files are (or would be)
 /// deleted.
-pub async fn vacuum(path: &Path, keep: &[u64], dry_run: bool) -> Result<u64> {
-    if table_info(path).await?.is_none() {
+pub async fn vacuum(at: &Location, keep: &[u64], dry_run: bool) -> Result<u64> {
+    if table_info(at).await?.is_none() {
         return Ok(0);
     }
-    let table = open(path).await?;
+    let table = open(at).await?;
     let (_, metrics) = table
         .vacuum()
         .with_mode(VacuumMode::Lite)
@@ -142,6 +191,6 @@ pub async fn vacuum(path: &Path, keep: &[u64], dry_run: bool) -> Result<u64> {
         .with_keep_versions(keep)
         .with_dry_run(dry_run)
         .await
-        .map_err(|e| failed(&format!("cannot vacuum {}", path.display()), e))?;
+        .map_err(|e| failed_delta(&format!("cannot vacuum `{at}`"), e))?;
     Ok(metrics.files_deleted.len() as u64)
 }

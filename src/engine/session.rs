@@ -12,7 +12,7 @@ use datafusion::common::TableReference;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 
-use super::{Input, LocalEngine, PARTITION_COLUMN, delta, failed};
+use super::{Input, LocalEngine, Location, PARTITION_COLUMN, delta, failed};
 use crate::error::{Diagnostic, Error, Result};
 use crate::project::{ModelName, SourceFormat};
 
@@ -70,11 +70,11 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
     let r = reference(ctx, name)?;
     let provider: Arc<dyn TableProvider> = match input {
         Input::Table { table, version, .. } => {
-            let path = engine.table_path(table);
-            let kept = version.and_then(|v| engine.tables.at(&path, v));
+            let at = engine.table_location(table);
+            let kept = version.and_then(|v| engine.tables.at(&at, v));
             let provider = match kept {
                 Some(t) => delta::provider_of(ctx, t).await,
-                None => delta::provider(ctx, &path, *version).await,
+                None => delta::provider(ctx, &at, *version).await,
             };
             let provider = provider
                 .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
@@ -97,9 +97,15 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
             let raw_name = format!("__tidemark_source_{}", name.as_str());
             let raw = TableReference::bare(raw_name.clone());
             let what = || format!("cannot read the source `{name}` at `{path}`");
+            let at = Location::parse(path)?;
+            if at.local_path().is_none() {
+                // DataFusion reads Parquet and CSV through the store registered for the URL.
+                let (store, _) = super::location::store_of(&at)?;
+                ctx.register_object_store(&at.store_url(), store);
+            }
             match format {
                 SourceFormat::Delta => {
-                    let provider = delta::provider(ctx, std::path::Path::new(path), *version)
+                    let provider = delta::provider(ctx, &at, *version)
                         .await
                         .map_err(|e| failed(&what(), e))?;
                     ctx.register_table(raw.clone(), provider)

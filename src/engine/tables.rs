@@ -22,13 +22,12 @@
 //!   conflict check, not this cache, is what keeps concurrent writers apart).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 
-use super::{PARTITION_COLUMN, failed};
+use super::{Location, PARTITION_COLUMN, failed};
 use crate::error::{Error, Result};
 
 /// One open table (see the module invariants).
@@ -115,9 +114,9 @@ impl Open {
 
     /// Read the commits made since `read_to`, by this process or any other, without
     /// re-reading the file list.
-    pub async fn follow(&mut self, path: &Path) -> Result<()> {
+    pub async fn follow(&mut self, at: &Location) -> Result<()> {
         if self.table.version().is_none() {
-            let table = super::delta::open(path).await?;
+            let table = super::delta::open(at).await?;
             return self.advance(table).await;
         }
         let mut v = self.read_to.map_or(0, |v| v + 1);
@@ -256,23 +255,23 @@ pub async fn commit_actions(table: &DeltaTable, version: u64) -> Result<Vec<Acti
         .ok_or_else(|| Error::Bug(format!("commit {version} is missing from the table's log")))
 }
 
-/// The open tables, by path.
+/// The open tables, by location.
 #[derive(Default)]
 pub struct Tables {
-    open: Mutex<HashMap<PathBuf, Open>>,
+    open: Mutex<HashMap<Location, Open>>,
 }
 
 impl Tables {
-    /// The table at `path` as of now: the kept copy brought up to date, or opened.
-    pub async fn latest(&self, path: &Path) -> Result<Open> {
-        let kept = self.lock()?.get(path).cloned();
+    /// The table at `at` as of now: the kept copy brought up to date, or opened.
+    pub async fn latest(&self, at: &Location) -> Result<Open> {
+        let kept = self.lock()?.get(at).cloned();
         let open = match kept {
             Some(mut o) => {
-                o.follow(path).await?;
+                o.follow(at).await?;
                 o
             }
             None => {
-                let table = super::delta::open(path).await?;
+                let table = super::delta::open(at).await?;
                 let read_to = table.version();
                 Open {
                     base: read_to.map(|_| table.clone()),
@@ -284,41 +283,39 @@ impl Tables {
                 }
             }
         };
-        self.keep(path, &open)?;
+        self.keep(at, &open)?;
         Ok(open)
     }
 
     /// Keep `open` unless a copy that has read further is kept already.
-    pub fn keep(&self, path: &Path, open: &Open) -> Result<()> {
+    pub fn keep(&self, at: &Location, open: &Open) -> Result<()> {
         if open.read_to.is_none() {
             return Ok(());
         }
         let mut map = self.lock()?;
-        let further = map
-            .get(path)
-            .is_some_and(|kept| kept.read_to >= open.read_to);
+        let further = map.get(at).is_some_and(|kept| kept.read_to >= open.read_to);
         if !further {
-            map.insert(path.to_path_buf(), open.clone());
+            map.insert(at.clone(), open.clone());
         }
         Ok(())
     }
 
     /// The kept table at exactly `version`, if that is the version kept.
-    pub fn at(&self, path: &Path, version: u64) -> Option<DeltaTable> {
+    pub fn at(&self, at: &Location, version: u64) -> Option<DeltaTable> {
         let map = self.open.lock().ok()?;
-        map.get(path)
+        map.get(at)
             .filter(|o| o.table.version() == Some(version))
             .map(|o| o.table.clone())
     }
 
-    /// Forget `path` (its table was dropped).
-    pub fn forget(&self, path: &Path) {
+    /// Forget `at` (its table was dropped).
+    pub fn forget(&self, at: &Location) {
         if let Ok(mut map) = self.open.lock() {
-            map.remove(path);
+            map.remove(at);
         }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<PathBuf, Open>>> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<Location, Open>>> {
         self.open
             .lock()
             .map_err(|_| Error::Bug("the open-tables lock is poisoned".into()))

@@ -106,7 +106,10 @@ pub struct Applied {
 /// Execute the plan's batches and commit the environment change in one state commit.
 pub fn apply(r: &Request<'_>) -> Result<Applied> {
     let (store, plan, command) = (r.store, r.plan, r.trigger.command());
-    let engine = LocalEngine::for_warehouse(&r.config.warehouse)?;
+    let engine = LocalEngine::for_warehouse(&r.config.warehouse, &r.config.storage)?;
+    // The batches write tables into the warehouse before the first state write: the
+    // conditional-write probe goes first.
+    store.storage().check_writable()?;
     let log = |line: &str| r.printer.line(line);
     let now = chrono::Utc::now();
     let apply_id = Apply {

@@ -16,6 +16,7 @@ use toml::Spanned;
 use crate::error::{Diagnostic, Error, Location, Result, io_error, line_col};
 use crate::interval::{Schedule, parse_instant};
 use crate::names::ModelName;
+pub use crate::objects::StorageOptions;
 
 /// The config file name looked for when walking up from the current directory.
 pub const CONFIG_FILE: &str = "tidemark.toml";
@@ -173,30 +174,6 @@ pub struct Config {
     pub env_ttl: Duration,
     /// Options of the warehouse's object store (`[storage]`).
     pub storage: StorageOptions,
-}
-
-/// The `[storage]` options of an object-store warehouse (endpoint, region, keys …). Values may
-/// be secrets: they are never shown, logged or written anywhere by tidemark (`Debug` shows the
-/// keys only).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct StorageOptions(BTreeMap<String, String>);
-
-impl StorageOptions {
-    /// Options from `key → value` pairs.
-    pub fn new(options: BTreeMap<String, String>) -> StorageOptions {
-        StorageOptions(options)
-    }
-
-    /// Every option, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-}
-
-impl std::fmt::Debug for StorageOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
 }
 
 /// Find `tidemark.toml`: in `project` when given, else walking up from `cwd`.

@@ -24,7 +24,6 @@
 //!   lands first and the apply stops before it writes anything.
 //! - Maps are `BTreeMap`s: serialization is deterministic.
 
-mod objects;
 pub mod probe;
 pub mod progress;
 pub mod storage;

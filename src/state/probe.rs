@@ -11,6 +11,8 @@
 //!   `_tidemark/conditional-writes-ok`, so later runs on the same warehouse read one small
 //!   document instead of writing two.
 //! - Reads are never probed: `query`, `env` and `progress` work on any store.
+//! - The tables live in the same warehouse, so an apply or a janitor run asks for the probe
+//!   ([`Storage::check_writable`]) before its first table write as well.
 
 use std::sync::OnceLock;
 
@@ -102,6 +104,10 @@ impl<S: Storage> Storage for Probed<S> {
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.before_write()
     }
 }
 

@@ -25,10 +25,15 @@ pub trait Storage: Send + Sync {
     fn put_if_absent(&self, path: &str, bytes: &[u8]) -> Result<bool>;
     /// Write or replace `path`.
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()>;
-    /// Names of the documents directly under `dir`, sorted.
+    /// Names of the documents and directories directly under `dir`, sorted.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     /// Where this is, for messages.
     fn describe(&self) -> String;
+    /// Fail unless writes to this storage's warehouse are safe (see [`super::probe`]): called
+    /// before the first write of an apply or a janitor run, which include the tables' writes.
+    fn check_writable(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A local directory.
@@ -238,9 +243,13 @@ impl Storage for ObjectStorage {
                 .list_with_delimiter(Some(&p))
                 .await
                 .map(|l| {
+                    // Documents and "directories" (common prefixes), as a local listing has.
                     l.objects
                         .into_iter()
-                        .filter_map(|o| o.location.filename().map(str::to_string))
+                        .map(|o| o.location)
+                        .chain(l.common_prefixes)
+                        .filter_map(|p| p.filename().map(str::to_string))
+                        .filter(|name| !name.starts_with('.'))
                         .collect::<Vec<_>>()
                 })
                 .map_err(|e| self.fail("list", dir, e))

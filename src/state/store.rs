@@ -88,7 +88,7 @@ impl StateStore {
         match warehouse {
             Warehouse::Local(root) => Ok(StateStore::new(Box::new(LocalStorage::new(root)))),
             Warehouse::ObjectStore(url) => {
-                let (store, prefix) = super::objects::open(url, options)?;
+                let (store, prefix) = crate::objects::open(url, options)?;
                 Ok(StateStore::on_object_store(ObjectStorage::new(
                     store, &prefix,
                 )?))

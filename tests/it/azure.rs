@@ -54,6 +54,11 @@ pub fn azurite() -> Option<&'static Azurite> {
                     "npm install --prefix ~/.cache/tidemark/node azurite@3.35.0",
                 )?,
             };
+            // object_store reaches an emulator (`use_emulator`) at this address only.
+            servers::set_child_env(
+                "AZURITE_BLOB_STORAGE_URL",
+                &format!("http://127.0.0.1:{port}"),
+            );
             Some(Azurite { port })
         })
         .as_ref()
@@ -71,11 +76,16 @@ const g=c.createHmac('sha256',k).update(s,'utf8').digest('base64');
 h.request({{host:'127.0.0.1',port:{port},method:'PUT',path:`/${{a}}/{name}?restype=container`,headers:{{'x-ms-date':d,'x-ms-version':v,'Authorization':`SharedKey ${{a}}:${{g}}`,'Content-Length':0}}}},r=>{{process.exit(r.statusCode==201?0:1)}}).end();"#,
             port = self.port
         );
-        let status = std::process::Command::new("node")
-            .args(["-e", &script])
-            .status()
-            .expect("run node");
-        assert!(status.success(), "creating container {name} failed");
+        // A few tries: a refused connection right after start-up has been seen once.
+        let created = (0..5).any(|i| {
+            std::thread::sleep(std::time::Duration::from_millis(300 * i));
+            std::process::Command::new("node")
+                .args(["-e", &script])
+                .status()
+                .expect("run node")
+                .success()
+        });
+        assert!(created, "creating container {name} failed");
     }
 
     /// `[storage]` options that reach this Azurite.
@@ -95,6 +105,20 @@ h.request({{host:'127.0.0.1',port:{port},method:'PUT',path:`/${{a}}/{name}?resty
                 .map(|(k, v)| (k.to_string(), v))
                 .collect::<BTreeMap<_, _>>(),
         )
+    }
+}
+
+impl Azurite {
+    /// `[storage]` options of a project on this Azurite, as a user of the emulator writes them:
+    /// `use_emulator` (Azurite ignores the `startFrom` of a listing, which object_store then
+    /// filters itself), the account and its key; the processes get the address from
+    /// `AZURITE_BLOB_STORAGE_URL`.
+    pub fn project_options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("use_emulator", "true".into()),
+            ("account_name", ACCOUNT.into()),
+            ("access_key", KEY.into()),
+        ]
     }
 }
 

@@ -64,6 +64,7 @@ pub fn tidemark_in(cwd: &Path, args: &[&str]) -> Run {
         .args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
+        .envs(crate::servers::child_env())
         .output()
         .expect("run tidemark");
     Run {

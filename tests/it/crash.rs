@@ -53,6 +53,7 @@ fn run_and_kill(p: &Path, args: &[&str], delay: Duration) -> bool {
         .arg(p)
         .args(args)
         .env("NO_COLOR", "1")
+        .envs(crate::servers::child_env())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -69,15 +70,6 @@ fn run_and_kill(p: &Path, args: &[&str], delay: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// How long `args` takes uninterrupted (on a throwaway copy): the range kill delays are drawn
-/// from.
-fn duration_of(days: std::ops::Range<i64>, args: &[&str]) -> Duration {
-    let (_t, p) = ledger(days);
-    let started = Instant::now();
-    ok(&p, args);
-    started.elapsed()
 }
 
 const APPLY: &[&str] = &[
@@ -112,14 +104,23 @@ fn reconciles(p: &Path) {
     }
 }
 
-#[test]
-fn an_apply_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
+/// Apply trials on projects made by `project(seed)`: kill, kill again, resume, compare.
+fn apply_trials(
+    what: &str,
+    trials: u64,
+    project: impl Fn(u64) -> (tempfile::TempDir, std::path::PathBuf),
+) {
     let rows: Vec<Payment> = (0..10).flat_map(payments_of_day).collect();
-    let full = duration_of(0..10, APPLY);
+    let full = {
+        let (_t, p) = project(0);
+        let started = Instant::now();
+        ok(&p, APPLY);
+        started.elapsed()
+    };
     let (mut kills, mut trials_run) = (0, 0);
-    for seed in first_seed()..first_seed() + trials() {
+    for seed in first_seed()..first_seed() + trials {
         let mut rng = Rng::new(seed);
-        let (_t, p) = ledger(0..10);
+        let (_t, p) = project(seed);
         // Up to three kills in a row (a kill during the resume, too), then a clean resume.
         let mut delays = Vec::new();
         for _ in 0..1 + rng.next() % 3 {
@@ -130,16 +131,40 @@ fn an_apply_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
                 prod_absent_or_complete(&p, &rows);
             }
         }
-        eprintln!("seed {seed}: kills after {delays:?}");
+        eprintln!("{what} seed {seed}: kills after {delays:?}");
         ok(&p, APPLY);
         check_all(&p, &rows);
         reconciles(&p);
         trials_run += 1;
     }
     eprintln!(
-        "apply: {trials_run} trial(s), {kills} kill(s), uninterrupted apply {:.2} s",
+        "{what}: {trials_run} trial(s), {kills} kill(s), uninterrupted apply {:.2} s",
         full.as_secs_f64()
     );
+}
+
+#[test]
+fn an_apply_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
+    apply_trials("apply", trials(), |_| ledger(0..10));
+}
+
+/// The same on S3 (moto): every table and the state on the object store.
+/// `TIDEMARK_CRASH_TRIALS_S3` sets the trials (default 2).
+#[test]
+fn an_apply_on_s3_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
+    let Some(moto) = crate::s3::moto() else {
+        return;
+    };
+    let trials = std::env::var("TIDEMARK_CRASH_TRIALS_S3")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let run = std::process::id();
+    apply_trials("apply on S3", trials, |seed| {
+        let (t, p) = ledger(0..10);
+        moto.warehouse(&p, &format!("crash-{run}-{seed}"));
+        (t, p)
+    });
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod errors;
 mod fingerprints;
 mod info;
 mod kinds;
+mod lakehouse;
 mod plan;
 mod races;
 mod render;

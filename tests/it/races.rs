@@ -33,6 +33,7 @@ fn spawn(p: &Path, args: &[&str]) -> Child {
         .arg(p)
         .args(args)
         .env("NO_COLOR", "1")
+        .envs(crate::servers::child_env())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -84,10 +85,10 @@ fn days(r: std::ops::Range<i64>) -> Vec<Payment> {
 const BASE: [&str; 4] = ["--execution-time", "2024-03-08", "plan", "--apply"];
 const RUN: [&str; 3] = ["--execution-time", "2024-03-11", "run"];
 
-#[test]
-fn two_runs_of_prod_at_once_end_with_one_result() {
+/// Two runs of prod racing on projects made by `project(trial)`.
+fn two_runs(what: &str, project: impl Fn(u64) -> (tempfile::TempDir, std::path::PathBuf)) {
     for i in 0..trials() {
-        let (_t, p) = ledger(0..7);
+        let (_t, p) = project(i);
         ok(&p, &BASE);
         append_payments(&p.join("data/payments"), &days(7..10));
         let (a, b) = race(&p, &RUN, &RUN, stagger(i));
@@ -108,8 +109,31 @@ fn two_runs_of_prod_at_once_end_with_one_result() {
             .filter(|l| l.starts_with("error:") || l.starts_with("hint:"))
             .collect::<Vec<_>>()
             .join("\n  ");
-        eprintln!("trial {i}: runs exited {} and {}\n  {why}", a.code, b.code);
+        eprintln!(
+            "{what} trial {i}: runs exited {} and {}\n  {why}",
+            a.code, b.code
+        );
     }
+}
+
+#[test]
+fn two_runs_of_prod_at_once_end_with_one_result() {
+    two_runs("local", |_| ledger(0..7));
+}
+
+/// The same with the warehouse on S3 (moto): the two processes share nothing but the store,
+/// so only its conditional writes keep them apart.
+#[test]
+fn two_runs_of_prod_on_s3_at_once_end_with_one_result() {
+    let Some(moto) = crate::s3::moto() else {
+        return;
+    };
+    let run = std::process::id();
+    two_runs("S3", |i| {
+        let (t, p) = ledger(0..7);
+        moto.warehouse(&p, &format!("race-{run}-{i}"));
+        (t, p)
+    });
 }
 
 /// A change that gives daily_totals (and what reads it) new tables with the same results.

@@ -79,3 +79,20 @@ pub fn start(bin: &std::path::Path, args: &[&str]) -> u16 {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// Environment variables every `tidemark` process of the tests gets (a server's address that
+/// a client reads from the environment only, e.g. `AZURITE_BLOB_STORAGE_URL`).
+static CHILD_ENV: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Give every later `tidemark` process `key=value`.
+pub fn set_child_env(key: &str, value: &str) {
+    CHILD_ENV
+        .lock()
+        .unwrap()
+        .push((key.to_string(), value.to_string()));
+}
+
+/// The variables of [`set_child_env`].
+pub fn child_env() -> Vec<(String, String)> {
+    CHILD_ENV.lock().unwrap().clone()
+}

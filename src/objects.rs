@@ -11,6 +11,7 @@
 //! - An option tidemark does not know is an error naming the key, never silently dropped; no
 //!   option's value (it may be a secret) appears in any message.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
@@ -19,7 +20,30 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 
 use crate::error::{Diagnostic, Error, Result};
-use crate::project::StorageOptions;
+
+/// The `[storage]` options of an object-store warehouse (endpoint, region, keys …). Values may
+/// be secrets: they are never shown, logged or written anywhere by tidemark (`Debug` shows the
+/// keys only).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions(BTreeMap<String, String>);
+
+impl StorageOptions {
+    /// Options from `key → value` pairs.
+    pub fn new(options: BTreeMap<String, String>) -> StorageOptions {
+        StorageOptions(options)
+    }
+
+    /// Every option, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
 
 /// The store and the prefix inside it of the warehouse at `url`.
 pub fn open(url: &str, options: &StorageOptions) -> Result<(Arc<dyn ObjectStore>, String)> {

@@ -59,12 +59,16 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<(Arc<dyn ObjectStore>
                         .hint("write it as `s3://BUCKET/PREFIX`"),
                 )
             })?;
-            let builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry());
             let builder = configure(builder, options, "S3", AmazonS3Builder::with_config)?;
             Arc::new(builder.build().map_err(|e| unusable(url, e, S3_HINT))?)
         }
         "az" | "abfs" | "abfss" | "azure" => {
-            let builder = MicrosoftAzureBuilder::from_env().with_url(url);
+            let builder = MicrosoftAzureBuilder::from_env()
+                .with_url(url)
+                .with_retry(retry());
             let builder = configure(
                 builder,
                 options,
@@ -74,7 +78,9 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<(Arc<dyn ObjectStore>
             Arc::new(builder.build().map_err(|e| unusable(url, e, AZURE_HINT))?)
         }
         "gs" => {
-            let builder = GoogleCloudStorageBuilder::from_env().with_url(url);
+            let builder = GoogleCloudStorageBuilder::from_env()
+                .with_url(url)
+                .with_retry(retry());
             let builder = configure(
                 builder,
                 options,
@@ -99,6 +105,18 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<(Arc<dyn ObjectStore>
 const S3_HINT: &str = "set credentials and region the usual way (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and `AWS_ENDPOINT_URL` for a store other than AWS), or the same options under `[storage]`";
 const AZURE_HINT: &str = "set `AZURE_STORAGE_ACCOUNT_NAME` and a credential (`AZURE_STORAGE_ACCOUNT_KEY`, a SAS token, or a service principal), or the same options under `[storage]`";
 const GCS_HINT: &str = "set `GOOGLE_SERVICE_ACCOUNT` (a key file) or use the machine's workload identity, or the same options under `[storage]`";
+
+/// How a request is retried: 5 times with exponential backoff (0.1 s doubling, with jitter),
+/// within 90 s. object_store's default (10 times within 3 minutes) keeps a command on an
+/// unreachable endpoint or a missing bucket waiting about a minute before it says so; a
+/// failed batch is retried by the scheduler (`--retries`) on top of this.
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 5,
+        retry_timeout: std::time::Duration::from_secs(90),
+        ..Default::default()
+    }
+}
 
 /// Apply the `[storage]` options to a builder; `kind` names the store in messages.
 fn configure<B, K: std::str::FromStr>(

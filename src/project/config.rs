@@ -305,7 +305,9 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
             Ok(wh) => wh,
             Err(reason) => {
                 errors.push(
-                    Diagnostic::error(format!("invalid warehouse: {reason}")).at(at(w.span())),
+                    Diagnostic::error(format!("invalid warehouse: {reason}"))
+                        .at(at(w.span()))
+                        .hint(LOCATION_HINT),
                 );
                 Warehouse::Local(root.join("warehouse"))
             }
@@ -354,7 +356,8 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
             Err(reason) => {
                 errors.push(
                     Diagnostic::error(format!("invalid path of source `{key}`: {reason}"))
-                        .at(at(src.path.span())),
+                        .at(at(src.path.span()))
+                        .hint(LOCATION_HINT),
                 );
                 continue;
             }
@@ -440,6 +443,8 @@ fn local_path(root: &Path, s: &str) -> Option<PathBuf> {
 }
 
 /// Object-store schemes tidemark recognises in locations.
+const LOCATION_HINT: &str = "write a local directory, or a URL such as `s3://BUCKET/PREFIX`, `az://CONTAINER/PREFIX`, `abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PREFIX` or `gs://BUCKET/PREFIX`";
+
 const URL_SCHEMES: [&str; 8] = ["s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "memory"];
 
 fn parse_location(root: &Path, s: &str) -> std::result::Result<Warehouse, String> {

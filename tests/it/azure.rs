@@ -174,3 +174,33 @@ fn the_state_on_azure_passes_the_probe_and_writers_racing_on_it_never_lose_a_com
         IntervalSet::of(Interval::new(day(1), day(25)))
     );
 }
+
+/// Wrong credentials through the CLI (Azurite checks Shared Key signatures, moto does not):
+/// exit 2 with `error:` and a `hint:`, no secret, and nothing written.
+#[test]
+fn wrong_credentials_are_an_error_with_a_hint_and_write_nothing() {
+    use crate::common::{copy_project, set_warehouse, sushi, tidemark};
+    let Some(az) = azurite() else { return };
+    az.container("wrong-key");
+    let (_t, p) = copy_project(&sushi());
+    // A well-formed key that is not the account's.
+    const WRONG: &str = "d3Jvbmcta2V5LWRvLW5vdC1wcmludC0xMjM0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Ng==";
+    let mut options = az.project_options();
+    for (k, v) in options.iter_mut() {
+        if *k == "access_key" {
+            *v = WRONG.to_string();
+        }
+    }
+    set_warehouse(&p, "az://wrong-key/wh", &options);
+    let r = tidemark(&p, &["--execution-time", "2024-01-31", "plan", "--apply"]);
+    let t = r.transcript();
+    assert_eq!(r.code, 2, "{t}");
+    assert!(r.stderr.starts_with("error: "), "{t}");
+    assert!(r.stderr.contains("hint: "), "{t}");
+    assert!(!t.contains(WRONG) && !t.contains("panicked"), "{t}");
+    // With the right key: nothing was written (no environment, no probe marker).
+    set_warehouse(&p, "az://wrong-key/wh", &az.project_options());
+    let r = tidemark(&p, &["env", "list"]);
+    assert_eq!(r.code, 0, "{}", r.transcript());
+    assert!(!r.stdout.contains("prod"), "{}", r.stdout);
+}

@@ -168,3 +168,25 @@ pub fn table_of(env: &serde_json::Value, model: &str) -> String {
         .map(|m| m["table"].as_str().unwrap_or("").to_string())
         .unwrap()
 }
+
+/// Point the project at `p` at `warehouse` with `[storage]` `options` (replacing any
+/// `warehouse` line and `[storage]` table, which must come last, of its `tidemark.toml`).
+pub fn set_warehouse(p: &Path, warehouse: &str, options: &[(&str, String)]) {
+    let config = std::fs::read_to_string(p.join("tidemark.toml")).unwrap();
+    let config = config.split("\n[storage]\n").next().unwrap_or_default();
+    let mut config: String = config
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("warehouse"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replacen(
+            "[project]\n",
+            &format!("[project]\nwarehouse = \"{warehouse}\"\n"),
+            1,
+        );
+    config.push_str("\n[storage]\n");
+    for (k, v) in options {
+        config.push_str(&format!("{k} = \"{v}\"\n"));
+    }
+    std::fs::write(p.join("tidemark.toml"), config).unwrap();
+}

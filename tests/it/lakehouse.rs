@@ -84,17 +84,7 @@ fn on_store(
     options: &[(&str, String)],
 ) -> (tempfile::TempDir, std::path::PathBuf) {
     let (t, p) = copy_project(&sushi());
-    let config = std::fs::read_to_string(p.join("tidemark.toml")).unwrap();
-    let mut config = config.replacen(
-        "[project]\n",
-        &format!("[project]\nwarehouse = \"{warehouse}\"\n"),
-        1,
-    );
-    config.push_str("\n[storage]\n");
-    for (k, v) in options {
-        config.push_str(&format!("{k} = \"{v}\"\n"));
-    }
-    std::fs::write(p.join("tidemark.toml"), config).unwrap();
+    crate::common::set_warehouse(&p, warehouse, options);
     (t, p)
 }
 
@@ -141,16 +131,7 @@ fn the_example_lives_on_s3_exactly_as_on_a_local_disk() {
     let Some(moto) = moto() else { return };
     moto.bucket("lakehouse");
     const SECRET: &str = "sekrit-s3-do-not-print-4711";
-    let (_t, p) = on_store(
-        "s3://lakehouse/wh",
-        &[
-            ("endpoint", moto.endpoint.clone()),
-            ("allow_http", "true".into()),
-            ("region", "us-east-1".into()),
-            ("access_key_id", "tidemark-test".into()),
-            ("secret_access_key", SECRET.into()),
-        ],
-    );
+    let (_t, p) = on_store("s3://lakehouse/wh", &moto.options(SECRET));
     check(&p, "s3", SECRET);
 }
 

@@ -76,23 +76,23 @@ impl Moto {
     /// `bucket`, credentials and endpoint as `[storage]` options.
     pub fn warehouse(&self, p: &std::path::Path, bucket: &str) {
         self.bucket(bucket);
-        let config = std::fs::read_to_string(p.join("tidemark.toml")).unwrap();
-        let config: String = config
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("warehouse"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let config = config.replacen(
-            "[project]\n",
-            &format!("[project]\nwarehouse = \"s3://{bucket}/wh\"\n"),
-            1,
-        ) + &format!(
-            "\n[storage]\nendpoint = \"{}\"\nallow_http = \"true\"\nregion = \"us-east-1\"\naccess_key_id = \"tidemark-test\"\nsecret_access_key = \"tidemark-test-secret\"\n",
-            self.endpoint
-        );
-        std::fs::write(p.join("tidemark.toml"), config).unwrap();
+        crate::common::set_warehouse(p, &format!("s3://{bucket}/wh"), &self.options(SECRET));
+    }
+
+    /// `[storage]` options reaching this server, with `secret` as the secret key.
+    pub fn options(&self, secret: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("endpoint", self.endpoint.clone()),
+            ("allow_http", "true".into()),
+            ("region", "us-east-1".into()),
+            ("access_key_id", "tidemark-test".into()),
+            ("secret_access_key", secret.into()),
+        ]
     }
 }
+
+/// The secret key of the test projects on moto (moto accepts any).
+const SECRET: &str = "tidemark-test-secret";
 
 fn day(d: u32) -> chrono::DateTime<chrono::Utc> {
     parse_instant(&format!("2024-01-{d:02}")).unwrap().at
@@ -443,4 +443,56 @@ fn an_apply_on_a_store_ignoring_conditional_writes_is_refused_and_writes_nothing
     .unwrap();
     let r = tidemark(&p, &["--execution-time", "2024-01-31", "plan", "--apply"]);
     assert_eq!(r.code, 0, "{}", r.transcript());
+}
+
+/// Bad object-store settings through the CLI: each is exit 2 with `error:` and a `hint:`, no
+/// panic, no secret, and nothing written.
+#[test]
+fn a_missing_bucket_an_unreachable_endpoint_or_an_unknown_scheme_is_an_error_with_a_hint() {
+    use crate::common::{copy_project, set_warehouse, sushi, tidemark};
+    let Some(moto) = moto() else { return };
+    const HUSH: &str = "hush-do-not-print-0815";
+    let (_t, p) = copy_project(&sushi());
+    let apply = ["--execution-time", "2024-01-31", "plan", "--apply"];
+    let unreachable: Vec<(&str, String)> = moto
+        .options(HUSH)
+        .into_iter()
+        .map(|(k, v)| match k {
+            "endpoint" => (k, "http://127.0.0.1:1".to_string()),
+            _ => (k, v),
+        })
+        .collect();
+    let cases: [(&str, Vec<(&str, String)>, &str); 3] = [
+        (
+            "s3://no-such-bucket-cli/wh",
+            moto.options(HUSH),
+            "no-such-bucket-cli",
+        ),
+        ("s3://unreachable/wh", unreachable, "unreachable"),
+        (
+            "ftp://files/wh",
+            moto.options(HUSH),
+            "unsupported URL scheme `ftp`",
+        ),
+    ];
+    for (warehouse, options, needle) in cases {
+        set_warehouse(&p, warehouse, &options);
+        let started = std::time::Instant::now();
+        let r = tidemark(&p, &apply);
+        let t = r.transcript();
+        assert_eq!(r.code, 2, "{warehouse}: {t}");
+        assert!(r.stderr.starts_with("error: "), "{warehouse}: {t}");
+        assert!(r.stderr.contains("hint: "), "{warehouse}: {t}");
+        assert!(r.stderr.contains(needle), "{warehouse}: {t}");
+        assert!(
+            !t.contains("panicked") && !t.contains(HUSH),
+            "{warehouse}: {t}"
+        );
+        eprintln!(
+            "{warehouse}: refused in {:.1} s: {}",
+            started.elapsed().as_secs_f64(),
+            r.stderr.lines().next().unwrap_or_default()
+        );
+    }
+    assert!(!p.join("warehouse").exists(), "nothing was written locally");
 }

@@ -9,10 +9,15 @@
 //!   partition (target ≤ 15 ms).
 //! - `chain`: the same tiny model over 365 days, alone and with one daily child reading it:
 //!   the per-batch cost of reading an upstream table at the version just written.
+//!
+//! With `TIDEMARK_BENCH_S3=http://127.0.0.1:PORT` the warehouse is on that S3 server (see
+//! `benches/s3.rs`), which gives the object-store latency of each scenario.
 //! - `memory`: a 3-year backfill (156 weekly batches of 20,000 rows/day) against a single batch
 //!   of the same model: peak memory ratio (target ≤ 2×).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod s3;
 
 use std::path::Path;
 use std::process::Command;
@@ -80,6 +85,7 @@ FROM raw.events WHERE ds BETWEEN @start_ds AND @end_ds GROUP BY 1, 2\n"
             ),
         );
     }
+    s3::place(p);
 }
 
 /// In the child: run tidemark's CLI in process, then print peak memory.
@@ -145,7 +151,10 @@ fn main() {
         .collect();
     let want = |s: &str| picked.is_empty() || picked.iter().any(|p| p == s);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("workers: {cores} (default: one per core)");
+    println!(
+        "workers: {cores} (default: one per core); warehouse on {}",
+        s3::label()
+    );
     if want("wide") {
         let tmp = tempfile::tempdir().unwrap();
         project(tmp.path(), "2024-01-01", 100_000, 30, 10, 9);

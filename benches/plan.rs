@@ -7,9 +7,13 @@
 //! then times, with the file cache warm:
 //! - a no-op plan: load + parse + DAG + fingerprints, read the state, build the plan;
 //! - the plan after one breaking change at a root model (its whole subtree rebuilt).
+//!
+//! With `TIDEMARK_BENCH_S3=http://127.0.0.1:PORT` the state lives on that S3 server (see
+//! `benches/s3.rs`): the `state` column is then the object-store read.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod s3;
 mod synth;
 
 use std::time::{Duration, Instant};
@@ -38,7 +42,7 @@ fn plan_once(config: &std::path::Path, now: DateTime<Utc>) -> (Timing, tidemark:
     let dag = Dag::build(&project).unwrap();
     let fps = fingerprint_all(&project, &dag);
     let t1 = Instant::now();
-    let store = StateStore::open(&project.config.warehouse).unwrap();
+    let store = StateStore::open_with(&project.config.warehouse, &project.config.storage).unwrap();
     let state = store.read().unwrap();
     let t2 = Instant::now();
     let plan = build(
@@ -81,6 +85,7 @@ fn main() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         synth::generate(&dir, n, 42).expect("generate");
+        s3::place(&dir);
         let config = dir.join("tidemark.toml");
 
         // Deploy, then 55 daily runs.
@@ -89,7 +94,8 @@ fn main() {
         let project = Project::load(&config).unwrap();
         let dag = Dag::build(&project).unwrap();
         let fps = fingerprint_all(&project, &dag);
-        let store = StateStore::open(&project.config.warehouse).unwrap();
+        let store =
+            StateStore::open_with(&project.config.warehouse, &project.config.storage).unwrap();
         let state = store.read().unwrap();
         let plan = build(
             &project,
@@ -131,7 +137,8 @@ fn main() {
         let state = store.read().unwrap();
         let sample = state.tables.values().next().unwrap();
         println!(
-            "models: {n}; state: {} commits, {} tables, e.g. {} = {} ({} ranges); setup {:.1} s",
+            "models: {n}, state on {}; state: {} commits, {} tables, e.g. {} = {} ({} ranges); setup {:.1} s",
+            s3::label(),
             state.seq,
             state.tables.len(),
             sample.id,

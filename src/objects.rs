@@ -10,6 +10,8 @@
 //!   the `[storage]` options of `tidemark.toml`, which override them.
 //! - An option tidemark does not know is an error naming the key, never silently dropped; no
 //!   option's value (it may be a secret) appears in any message.
+//! - The same function builds every client: the state's, delta-rs's (through the engine's
+//!   factories) and DataFusion's for sources, so they share credentials, options and retries.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -462,7 +462,8 @@ fn a_missing_bucket_an_unreachable_endpoint_or_an_unknown_scheme_is_an_error_wit
             _ => (k, v),
         })
         .collect();
-    let cases: [(&str, Vec<(&str, String)>, &str); 3] = [
+    type Options = Vec<(&'static str, String)>;
+    let cases: [(&str, Options, &str); 3] = [
         (
             "s3://no-such-bucket-cli/wh",
             moto.options(HUSH),

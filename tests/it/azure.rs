@@ -109,6 +109,12 @@ h.request({{host:'127.0.0.1',port:{port},method:'PUT',path:`/${{a}}/{name}?resty
 }
 
 impl Azurite {
+    /// Point the project at `p` at a fresh warehouse on this Azurite: a new container.
+    pub fn warehouse(&self, p: &std::path::Path, container: &str) {
+        self.container(container);
+        crate::common::set_warehouse(p, &format!("az://{container}/wh"), &self.project_options());
+    }
+
     /// `[storage]` options of a project on this Azurite, as a user of the emulator writes them:
     /// `use_emulator` (Azurite ignores the `startFrom` of a listing, which object_store then
     /// filters itself), the account and its key; the processes get the address from

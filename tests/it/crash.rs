@@ -167,6 +167,24 @@ fn an_apply_on_s3_killed_at_random_moments_resumes_to_the_uninterrupted_result()
     });
 }
 
+/// The same on Azure (Azurite). `TIDEMARK_CRASH_TRIALS_AZURE` sets the trials (default 2).
+#[test]
+fn an_apply_on_azure_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
+    let Some(az) = crate::azure::azurite() else {
+        return;
+    };
+    let trials = std::env::var("TIDEMARK_CRASH_TRIALS_AZURE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let run = std::process::id();
+    apply_trials("apply on Azure", trials, |seed| {
+        let (t, p) = ledger(0..10);
+        az.warehouse(&p, &format!("crash-{run}-{seed}"));
+        (t, p)
+    });
+}
+
 #[test]
 fn run_promote_rollback_and_janitor_killed_leave_environments_before_or_after() {
     let first: Vec<Payment> = (0..7).flat_map(payments_of_day).collect();

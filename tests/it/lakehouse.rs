@@ -133,6 +133,106 @@ fn the_example_lives_on_s3_exactly_as_on_a_local_disk() {
     const SECRET: &str = "sekrit-s3-do-not-print-4711";
     let (_t, p) = on_store("s3://lakehouse/wh", &moto.options(SECRET));
     check(&p, "s3", SECRET);
+    independent_reader(
+        &p,
+        &[
+            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "tidemark-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+        ],
+    );
+}
+
+/// The Python `deltalake` package's reader, pinned by `.ci/run`.
+const PY_DELTALAKE: &str = "1.6.6";
+
+/// A Python with `deltalake` importable (the moto venv, where `.ci/run` installs it).
+fn python_with_deltalake() -> Option<std::path::PathBuf> {
+    let python = crate::servers::find("TIDEMARK_PYTHON", "venv-moto/bin/python", "python3")?;
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import deltalake; print(deltalake.__version__)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == PY_DELTALAKE)
+        .unwrap_or(false);
+    if ok {
+        return Some(python);
+    }
+    crate::servers::missing(
+        &format!("Python `deltalake` {PY_DELTALAKE}"),
+        &format!("~/.cache/tidemark/venv-moto/bin/pip install deltalake=={PY_DELTALAKE}"),
+    )?;
+    None
+}
+
+/// Every table of prod read by another Delta implementation (delta-rs's Python package, which
+/// shares no code path with tidemark's reads: its own log replay, its own DataFusion) at the
+/// URI and version `env show` gives: the same number of rows as tidemark's `query` returns.
+fn independent_reader(p: &Path, storage: &[(&str, String)]) {
+    let Some(python) = python_with_deltalake() else {
+        return;
+    };
+    let prod = env_json(p, "prod");
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable, QueryBuilder
+env, options = json.load(sys.stdin)
+out = {}
+for m in env["models"]:
+    if not m.get("uri"):
+        continue
+    dt = DeltaTable(m["uri"], version=m["delta_version"], storage_options=options)
+    t = QueryBuilder().register("t", dt).execute("SELECT count(*) AS n FROM t").read_all()
+    out[m["name"]] = t.column("n")[0].as_py()
+print(json.dumps(out, sort_keys=True))
+"#;
+    let options: serde_json::Map<String, serde_json::Value> = storage
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+        .collect();
+    let input = serde_json::json!([prod, options]).to_string();
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: std::collections::BTreeMap<String, u64> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert!(counts.len() >= 7, "{counts:?}");
+    for (model, n) in &counts {
+        let ours = ok(
+            p,
+            &[
+                "query",
+                "--format",
+                "csv",
+                &format!("SELECT count(*) AS n FROM {model}"),
+            ],
+        );
+        assert_eq!(ours, format!("n\n{n}\n"), "{model}");
+    }
+    eprintln!(
+        "python deltalake {PY_DELTALAKE} read {} tables: {counts:?}",
+        counts.len()
+    );
 }
 
 #[test]

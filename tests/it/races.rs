@@ -136,6 +136,20 @@ fn two_runs_of_prod_on_s3_at_once_end_with_one_result() {
     });
 }
 
+/// The same with the warehouse on Azure (Azurite).
+#[test]
+fn two_runs_of_prod_on_azure_at_once_end_with_one_result() {
+    let Some(az) = crate::azure::azurite() else {
+        return;
+    };
+    let run = std::process::id();
+    two_runs("Azure", |i| {
+        let (t, p) = ledger(0..7);
+        az.warehouse(&p, &format!("race-{run}-{i}"));
+        (t, p)
+    });
+}
+
 /// A change that gives daily_totals (and what reads it) new tables with the same results.
 fn reorder_daily_totals(p: &Path) {
     let f = p.join("models/ledger/daily_totals.sql");

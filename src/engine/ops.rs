@@ -92,10 +92,11 @@ pub async fn clone_table(from: &Location, version: u64, to: &Location) -> Result
     Ok(table.version().unwrap_or_default())
 }
 
-/// The object at `rel` (a data file path as the Delta log writes it: relative, URL-encoded)
-/// below `root`, resolved the way Delta readers resolve it.
+/// The object at `rel` (a data file's path as delta-rs gives it: relative, decoded once from
+/// the log's URL encoding, so it is the object's key as stored, e.g. `…T01%3A00/…` for an hourly
+/// partition) below `root`.
 fn child(root: &object_store::path::Path, rel: &str) -> Result<object_store::path::Path> {
-    object_store::path::Path::from_url_path(format!("{root}/{rel}"))
+    object_store::path::Path::parse(format!("{root}/{rel}"))
         .map_err(|e| Error::Bug(format!("unexpected data file path {rel}: {e}")))
 }
 

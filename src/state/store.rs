@@ -475,6 +475,29 @@ mod tests {
     }
 
     #[test]
+    fn both_storages_list_documents_and_directories_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(object_store::memory::InMemory::new());
+        let storages: [Box<dyn Storage>; 2] = [
+            Box::new(LocalStorage::new(dir.path())),
+            Box::new(ObjectStorage::new(mem, "wh").unwrap()),
+        ];
+        for s in storages {
+            s.put("a/x.json", b"{}").unwrap();
+            s.put("a/sub/y.json", b"{}").unwrap();
+            s.put("a/sub/z.json", b"{}").unwrap();
+            assert_eq!(
+                s.list("a").unwrap(),
+                vec!["sub", "x.json"],
+                "{}",
+                s.describe()
+            );
+            assert_eq!(s.list("a/sub").unwrap(), vec!["y.json", "z.json"]);
+            assert!(s.list("none").unwrap().is_empty());
+        }
+    }
+
+    #[test]
     fn racing_writers_never_lose_a_commit() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();

@@ -73,7 +73,10 @@ fn lifecycle(p: &Path) -> (Vec<String>, Vec<String>) {
     run(at("2024-02-04", &["run"]));
     seen.push(answers(p, "prod"));
     run(vec!["progress", "--format", "json"]);
-    run(at("2024-03-01", &["janitor"]));
+    // Past the environments' TTL (they expire by the wall clock): dev and the generations
+    // outside the rollback horizon go.
+    let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    run(at(&later, &["janitor"]));
     seen.push(answers(p, "prod"));
     (seen, transcripts)
 }
@@ -97,8 +100,9 @@ fn reference() -> &'static Vec<String> {
     })
 }
 
-/// Run the life on an object-store project and check it against the local reference.
-fn check(p: &Path, scheme: &str, secret: &str) {
+/// Run the life on an object-store project and check it against the local reference; returns
+/// the tables janitor deleted.
+fn check(p: &Path, scheme: &str, secret: &str) -> Vec<String> {
     let (seen, transcripts) = lifecycle(p);
     let expected = reference();
     for (i, (got, want)) in seen.iter().zip(expected.iter()).enumerate() {
@@ -124,6 +128,15 @@ fn check(p: &Path, scheme: &str, secret: &str) {
     for o in transcripts.iter().chain([&exported]) {
         assert!(!o.contains(secret), "a secret was shown:\n{o}");
     }
+    let dropped: Vec<String> = transcripts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|l| l.strip_prefix("deleted table `"))
+        .filter_map(|l| l.strip_suffix('`'))
+        .map(str::to_string)
+        .collect();
+    assert!(!dropped.is_empty(), "janitor deleted no table");
+    dropped
 }
 
 #[test]
@@ -132,7 +145,17 @@ fn the_example_lives_on_s3_exactly_as_on_a_local_disk() {
     moto.bucket("lakehouse");
     const SECRET: &str = "sekrit-s3-do-not-print-4711";
     let (_t, p) = on_store("s3://lakehouse/wh", &moto.options(SECRET));
-    check(&p, "s3", SECRET);
+    let dropped = check(&p, "s3", SECRET);
+    // The deleted tables are gone from the bucket, every object of them.
+    let keys = crate::s3::keys_of(moto, "lakehouse");
+    for t in &dropped {
+        let prefix = format!("wh/{t}/");
+        assert!(
+            !keys.iter().any(|k| k.starts_with(&prefix)),
+            "{t} left objects"
+        );
+    }
+    assert!(keys.iter().any(|k| k.contains("_delta_log/")), "{keys:?}");
     independent_reader(
         &p,
         &[
@@ -307,4 +330,65 @@ fn sources_on_s3_are_read_in_place() {
             .is_some_and(|l| l.starts_with(&rows.len().to_string())),
         "{from_files}"
     );
+}
+
+/// A project of one hourly model (partition values with `:`, which Delta stores URL-encoded).
+fn hourly() -> (tempfile::TempDir, std::path::PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("hourly");
+    std::fs::create_dir_all(p.join("models/h")).unwrap();
+    std::fs::write(
+        p.join("tidemark.toml"),
+        "[project]\nname = \"hourly\"\n\n[model_defaults]\nstart = \"2024-01-01\"\ncron = \"@hourly\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("models/h/events.sql"),
+        "MODEL (name h.events, kind INCREMENTAL_BY_TIME_RANGE (time_column ts, batch_size 12));\n\
+         SELECT d.ts AS ts, CAST(EXTRACT(HOUR FROM d.ts) AS BIGINT) AS h\n\
+         FROM unnest(generate_series(@start_ts, @end_ts, INTERVAL '1 hour')) AS d(ts)\n",
+    )
+    .unwrap();
+    (t, p)
+}
+
+/// Restating a window of an hourly model clones its table (a new generation) and rewrites the
+/// window; every other partition is read from the clone's copies of the files.
+fn restate_hourly(p: &Path) {
+    ok(p, &["--execution-time", "2024-01-02", "plan", "--apply"]);
+    let all = "SELECT count(*) AS n, sum(h) AS s FROM h.events";
+    let before = ok(p, &["query", "--format", "csv", all]);
+    assert_eq!(before, "n,s\n24,276\n");
+    ok(
+        p,
+        &[
+            "--execution-time",
+            "2024-01-02",
+            "plan",
+            "--restate-model",
+            "h.events",
+            "--start",
+            "2024-01-01 05:00:00",
+            "--end",
+            "2024-01-01 07:00:00",
+            "--apply",
+        ],
+    );
+    let prod = env_json(p, "prod");
+    assert!(table_of(&prod, "h.events").ends_with("__g1"), "{prod}");
+    assert_eq!(ok(p, &["query", "--format", "csv", all]), before);
+}
+
+#[test]
+fn an_hourly_table_is_cloned_with_every_partition() {
+    let (_t, p) = hourly();
+    restate_hourly(&p);
+}
+
+#[test]
+fn an_hourly_table_on_s3_is_cloned_with_every_partition() {
+    let Some(moto) = moto() else { return };
+    let (_t, p) = hourly();
+    moto.warehouse(&p, "hourly");
+    restate_hourly(&p);
 }

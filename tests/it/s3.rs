@@ -58,16 +58,7 @@ impl Moto {
 
     /// Storage under `prefix` of `bucket`, through object_store's S3 client.
     pub fn storage(&self, bucket: &str, prefix: &str) -> ObjectStorage {
-        let s3 = AmazonS3Builder::new()
-            .with_endpoint(&self.endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_bucket_name(bucket)
-            .with_access_key_id("tidemark-test")
-            .with_secret_access_key("tidemark-test-secret")
-            .build()
-            .unwrap();
-        ObjectStorage::new(Arc::new(s3), prefix).unwrap()
+        ObjectStorage::new(Arc::new(self.client(bucket)), prefix).unwrap()
     }
 }
 
@@ -169,7 +160,7 @@ fn a_missing_bucket_is_an_error_with_a_hint_and_no_secret() {
         .to_string();
     assert!(err.starts_with("error: cannot "), "{err}");
     assert!(err.contains("hint: "), "{err}");
-    assert!(!err.contains("tidemark-test-secret"), "{err}");
+    assert!(!err.contains(SECRET), "{err}");
 }
 
 /// The state of a project on S3 through the CLI: an exported state imported into an S3
@@ -338,7 +329,7 @@ impl Moto {
             .with_region("us-east-1")
             .with_bucket_name(bucket)
             .with_access_key_id("tidemark-test")
-            .with_secret_access_key("tidemark-test-secret")
+            .with_secret_access_key(SECRET)
             .build()
             .unwrap()
     }
@@ -391,7 +382,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Every key in `bucket`, through moto directly.
-fn keys_of(moto: &Moto, bucket: &str) -> Vec<String> {
+pub fn keys_of(moto: &Moto, bucket: &str) -> Vec<String> {
     use futures::TryStreamExt;
     use object_store::ObjectStore;
     let s3 = moto.client(bucket);
@@ -430,7 +421,7 @@ fn an_apply_on_a_store_ignoring_conditional_writes_is_refused_and_writes_nothing
         r.stderr
     );
     assert!(r.stderr.contains("hint:"), "{}", r.stderr);
-    assert!(!r.stderr.contains("tidemark-test-secret"), "{}", r.stderr);
+    assert!(!r.stderr.contains(SECRET), "{}", r.stderr);
     let keys = keys_of(moto, "ignoring");
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0].starts_with("wh/_tidemark/probes/"), "{keys:?}");

@@ -3,7 +3,7 @@
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{emit, format_batches, warehouse};
-use crate::engine::{Engine, LocalEngine};
+use crate::engine::Engine;
 use crate::error::{Error, ExitStatus, Result};
 use crate::names::EnvName;
 use crate::project::{Config, ModelName};
@@ -20,7 +20,7 @@ pub fn run(
 ) -> Result<ExitStatus> {
     let (config, store) = warehouse(ctx)?;
     let state = store.read()?;
-    let engine = LocalEngine::for_warehouse(&config.warehouse, &config.storage)?;
+    let engine = crate::engine::open(&config)?;
     let batches = query(&engine, &config, &state, env, sql, ctx.execution_time)?;
     emit(out, &format_batches(&batches, format)?)?;
     Ok(ExitStatus::Success)

@@ -97,7 +97,7 @@ fn side(
 pub fn run(ctx: &Settings, r: &Reconcile, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let (config, store) = super::warehouse(ctx)?;
     let state = store.read()?;
-    let engine = crate::engine::LocalEngine::for_warehouse(&config.warehouse, &config.storage)?;
+    let engine = crate::engine::open(&config)?;
     let model = ModelName::parse(&r.model).map_err(|e| {
         Error::from(Diagnostic::error(format!(
             "invalid model name `{}`: {e}",

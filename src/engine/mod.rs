@@ -234,6 +234,21 @@ pub struct LocalEngine {
     tables: tables::Tables,
 }
 
+/// The engine a project's `[engine]` table names, on its warehouse.
+pub fn open(config: &crate::project::Config) -> Result<LocalEngine> {
+    match &config.engine {
+        crate::project::EngineConfig::Local => {
+            LocalEngine::for_warehouse(&config.warehouse, &config.storage)
+        }
+        crate::project::EngineConfig::Spark { .. } => Err(crate::error::Diagnostic::error(
+            "this tidemark cannot run batches on Spark yet (`[engine] kind = \"spark\"`)",
+        )
+        .note("planning, `diff`, `info`, `env`, `janitor` and the state commands work (the Delta log and the state are always tidemark's); running batches, `query` and `reconcile` need the engine")
+        .hint("remove the `[engine]` table to run on the built-in DataFusion engine")
+        .into()),
+    }
+}
+
 impl LocalEngine {
     /// The engine of a project's warehouse; `options` configure its object store.
     pub fn for_warehouse(

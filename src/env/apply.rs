@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::backfill::Trigger;
 use crate::backfill::{self, Apply, ExecOptions, Report};
-use crate::engine::LocalEngine;
 use crate::error::{Diagnostic, Error, Result};
 use crate::names::ApplyId;
 use crate::plan::Plan;
@@ -106,7 +105,7 @@ pub struct Applied {
 /// Execute the plan's batches and commit the environment change in one state commit.
 pub fn apply(r: &Request<'_>) -> Result<Applied> {
     let (store, plan, command) = (r.store, r.plan, r.trigger.command());
-    let engine = LocalEngine::for_warehouse(&r.config.warehouse, &r.config.storage)?;
+    let engine = crate::engine::open(r.config)?;
     // The batches write tables into the warehouse before the first state write: the
     // conditional-write probe goes first.
     store.storage().check_writable()?;

@@ -36,6 +36,15 @@ struct RawConfig {
     environments: RawEnvironments,
     #[serde(default)]
     storage: BTreeMap<String, String>,
+    #[serde(default)]
+    engine: RawEngine,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    kind: Option<Spanned<String>>,
+    remote: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +76,86 @@ struct RawSource {
 #[serde(deny_unknown_fields)]
 struct RawEnvironments {
     ttl: Option<Spanned<String>>,
+}
+
+/// Which engine runs the batches (`[engine]`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum EngineConfig {
+    /// DataFusion in this process (the default).
+    #[default]
+    Local,
+    /// A Spark Connect server.
+    Spark {
+        /// Its `sc://HOST:PORT/;param=value` URL, which may carry a `token` (a secret); `None`:
+        /// the `SPARK_REMOTE` environment variable, as PySpark reads it.
+        remote: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineConfig::Local => f.write_str("Local"),
+            EngineConfig::Spark { remote } => f
+                .debug_struct("Spark")
+                .field("remote", &remote.as_deref().map(shown_remote))
+                .finish(),
+        }
+    }
+}
+
+/// A Spark Connect URL as it may be shown: the value of every parameter that may be a secret
+/// (`token`, and anything named like a password or key) replaced by `…`.
+pub fn shown_remote(url: &str) -> String {
+    let mut parts = url.split(';');
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for p in parts {
+        out.push(';');
+        match p.split_once('=') {
+            Some((k, _))
+                if ["token", "password", "secret", "key"]
+                    .iter()
+                    .any(|s| k.to_ascii_lowercase().contains(s)) =>
+            {
+                out.push_str(k);
+                out.push_str("=…");
+            }
+            _ => out.push_str(p),
+        }
+    }
+    out
+}
+
+/// Check a Spark Connect URL's form (`sc://HOST[:PORT][/;param=value…]`).
+fn check_remote(url: &str) -> std::result::Result<(), String> {
+    let Some(rest) = url.strip_prefix("sc://") else {
+        return Err(format!(
+            "`{}` is not a Spark Connect URL",
+            shown_remote(url)
+        ));
+    };
+    let authority = rest.split(['/', ';']).next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if host.is_empty() {
+        return Err(format!("`{}` names no host", shown_remote(url)));
+    }
+    if let Some(p) = port
+        && p.parse::<u16>().is_err()
+    {
+        return Err(format!("`{}` has an invalid port `{p}`", shown_remote(url)));
+    }
+    for param in rest.split(';').skip(1) {
+        if !param.contains('=') {
+            return Err(format!(
+                "`{}` has a parameter without a value",
+                shown_remote(url)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Where tables and state live.
@@ -174,6 +263,8 @@ pub struct Config {
     pub env_ttl: Duration,
     /// Options of the warehouse's object store (`[storage]`).
     pub storage: StorageOptions,
+    /// The engine that runs batches (`[engine]`).
+    pub engine: EngineConfig,
 }
 
 /// Find `tidemark.toml`: in `project` when given, else walking up from `cwd`.
@@ -413,6 +504,42 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
         },
     };
 
+    let engine = match raw.engine.kind.as_ref().map(|k| (k, k.get_ref().trim())) {
+        None | Some((_, "local")) => {
+            if let Some(r) = &raw.engine.remote {
+                errors.push(
+                    Diagnostic::error("`[engine] remote` is set, but the engine is local")
+                        .at(at(r.span()))
+                        .hint("add `kind = \"spark\"` to `[engine]` to run on that server, or remove `remote`"),
+                );
+            }
+            EngineConfig::Local
+        }
+        Some((_, "spark")) => {
+            let remote = raw.engine.remote.as_ref().map(|r| (r, r.get_ref().trim()));
+            if let Some((r, url)) = remote
+                && let Err(why) = check_remote(url)
+            {
+                errors.push(
+                    Diagnostic::error(format!("invalid `[engine] remote`: {why}"))
+                        .at(at(r.span()))
+                        .hint("write it as `sc://HOST:15002` (Spark Connect's URL form; `;token=…` and other parameters follow the port)"),
+                );
+            }
+            EngineConfig::Spark {
+                remote: remote.map(|(_, url)| url.to_string()),
+            }
+        }
+        Some((k, other)) => {
+            errors.push(
+                Diagnostic::error(format!("unknown engine `{other}`"))
+                    .at(at(k.span()))
+                    .hint("`[engine] kind` is `local` (DataFusion in this process, the default) or `spark` (a Spark Connect server)"),
+            );
+            EngineConfig::Local
+        }
+    };
+
     if !errors.is_empty() {
         return Err(Error::User(errors));
     }
@@ -426,6 +553,7 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
         sources,
         env_ttl,
         storage: StorageOptions::new(raw.storage.clone()),
+        engine,
     })
 }
 
@@ -474,6 +602,46 @@ fn parse_location(root: &Path, s: &str) -> std::result::Result<Warehouse, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_table_is_checked_and_a_token_never_shown() {
+        let base = "[project]\nname = \"p\"\n";
+        assert_eq!(parse(base).unwrap().engine, EngineConfig::Local);
+        let c = parse(&format!(
+            "{base}[engine]\nkind = \"spark\"\nremote = \"sc://spark.internal:15002/;token=hush-42;user_id=etl\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            format!("{:?}", c.engine),
+            r#"Spark { remote: Some("sc://spark.internal:15002/;token=…;user_id=etl") }"#
+        );
+        let c = parse(&format!("{base}[engine]\nkind = \"spark\"\n")).unwrap();
+        assert_eq!(c.engine, EngineConfig::Spark { remote: None });
+        for (engine, needle) in [
+            ("kind = \"flink\"", "unknown engine `flink`"),
+            ("remote = \"sc://h:15002\"", "the engine is local"),
+            (
+                "kind = \"spark\"\nremote = \"http://h:15002/;token=hush-42\"",
+                "`http://h:15002/;token=…` is not a Spark Connect URL",
+            ),
+            (
+                "kind = \"spark\"\nremote = \"sc://:15002\"",
+                "names no host",
+            ),
+            (
+                "kind = \"spark\"\nremote = \"sc://h:x;token=hush-42\"",
+                "invalid port `x`",
+            ),
+            (
+                "kind = \"spark\"\nremote = \"sc://h/;token\"",
+                "parameter without a value",
+            ),
+        ] {
+            let err = first_error(&format!("{base}[engine]\n{engine}\n"));
+            assert!(err.contains(needle), "{engine}: {err}");
+            assert!(!err.contains("hush-42"), "{engine}: {err}");
+        }
+    }
 
     fn parse(text: &str) -> Result<Config> {
         parse_config(text, Path::new("/p/tidemark.toml"), Path::new("/p"))

@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub use crate::names::ModelName;
-pub use config::{Config, Source, SourceFormat, StorageOptions, Warehouse};
+pub use config::{
+    Config, EngineConfig, Source, SourceFormat, StorageOptions, Warehouse, shown_remote,
+};
 pub use model::{AuditCall, Kind, Model};
 
 use crate::error::{Diagnostic, Error, Location, Result, did_you_mean, io_error};

@@ -481,3 +481,30 @@ fn a_warehouse_without_write_permission_is_refused_without_a_trace() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains('7'), "{out}");
 }
+
+/// `[engine] kind = "spark"`: planning works; running batches is refused before anything is
+/// written, and the remote's token is never shown.
+#[test]
+fn a_spark_engine_is_refused_before_any_write_and_its_token_never_shown() {
+    let (_t, p) = crate::common::copy_project(&crate::common::sushi());
+    let config = std::fs::read_to_string(p.join("tidemark.toml")).unwrap();
+    std::fs::write(
+        p.join("tidemark.toml"),
+        config
+            + "\n[engine]\nkind = \"spark\"\nremote = \"sc://127.0.0.1:1/;token=hush-spark-77\"\n",
+    )
+    .unwrap();
+    let plan = tidemark(&p, &["--execution-time", "2024-01-31", "plan"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    let r = tidemark(&p, &["--execution-time", "2024-01-31", "plan", "--apply"]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr.contains("cannot run batches on Spark yet") && r.stderr.contains("hint:"),
+        "{}",
+        r.stderr
+    );
+    assert!(!p.join("warehouse").exists(), "nothing was written");
+    for t in [plan.transcript(), r.transcript()] {
+        assert!(!t.contains("hush-spark-77"), "{t}");
+    }
+}

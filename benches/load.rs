@@ -120,7 +120,12 @@ fn breakdown(dir: &std::path::Path) {
         let d = Instant::now();
         let canonical = stmts[0].to_string();
         let e = Instant::now();
-        let q = tidemark::sql::parse_query(std::path::Path::new("m.sql"), &s.body).expect("q");
+        let q = tidemark::sql::parse_query(
+            std::path::Path::new("m.sql"),
+            &s.body,
+            tidemark::sql::Dialect::DataFusion,
+        )
+        .expect("q");
         let _ = tidemark::sql::analyze(&q);
         let f = Instant::now();
         std::hint::black_box(canonical);

@@ -87,6 +87,11 @@ impl H {
 /// The definition hash of a model.
 pub fn model_definition(m: &Model) -> String {
     let mut h = H::new("model.definition");
+    // The same text means something else on another engine; DataFusion's adds nothing, so the
+    // fingerprints of DataFusion projects are unchanged.
+    if m.dialect != crate::sql::Dialect::DataFusion {
+        h.field("dialect", "spark");
+    }
     h.field("kind", m.kind.name());
     match &m.kind {
         Kind::IncrementalByTimeRange {
@@ -265,6 +270,7 @@ mod tests {
             Path::new("models/s/m.sql"),
             &text,
             &ModelDefaults::default(),
+            crate::sql::Dialect::DataFusion,
         ) {
             Loaded::Model(m, _) => model_definition(&m),
             Loaded::Failed(d) => panic!(
@@ -379,7 +385,7 @@ mod tests {
             // Mutations may make a column disappear from the projection; only compare when the
             // mutated model still loads.
             let text = format!("{HEADER}{mutated}");
-            if let Loaded::Model(m, _) = build(Path::new("/"), Path::new("models/s/m.sql"), &text, &ModelDefaults::default()) {
+            if let Loaded::Model(m, _) = build(Path::new("/"), Path::new("models/s/m.sql"), &text, &ModelDefaults::default(), crate::sql::Dialect::DataFusion) {
                 prop_assert_ne!(definition_of(sql), model_definition(&m), "{}", mutated);
             }
         }
@@ -394,5 +400,26 @@ mod tests {
             definition_of("select 1 as DS;"),
         );
         insta::assert_snapshot!(definition_of("SELECT @start_ds AS ds"), @"e3cd2cf6ce600818168a3b9c5cfb723ab21c5193b25417413a15c1705af13c9b");
+    }
+
+    #[test]
+    fn the_same_query_on_another_engine_is_another_definition() {
+        const SQL: &str = "SELECT ds FROM raw.e WHERE ds BETWEEN @start_ds AND @end_ds";
+        let text = format!("{HEADER}{SQL}");
+        let def = |dialect| match build(
+            Path::new("/"),
+            Path::new("models/s/m.sql"),
+            &text,
+            &ModelDefaults::default(),
+            dialect,
+        ) {
+            Loaded::Model(m, _) => model_definition(&m),
+            _ => panic!("not a model"),
+        };
+        assert_ne!(
+            def(crate::sql::Dialect::DataFusion),
+            def(crate::sql::Dialect::Spark)
+        );
+        assert_eq!(def(crate::sql::Dialect::DataFusion), definition_of(SQL));
     }
 }

@@ -82,12 +82,13 @@ impl<'a> Catalog<'a> {
             return Ok(q.clone());
         }
         let rec = &self.entry(name)?.snapshot.model;
-        let q = crate::sql::parse_query(Path::new(&rec.file), &rec.sql).map_err(|d| {
-            Error::Bug(format!(
-                "the stored SQL of {name} does not parse: {}",
-                d.message
-            ))
-        })?;
+        let q =
+            crate::sql::parse_query(Path::new(&rec.file), &rec.sql, rec.dialect).map_err(|d| {
+                Error::Bug(format!(
+                    "the stored SQL of {name} does not parse: {}",
+                    d.message
+                ))
+            })?;
         self.parsed.borrow_mut().insert(name.clone(), (*q).clone());
         Ok(*q)
     }

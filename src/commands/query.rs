@@ -38,9 +38,10 @@ fn query(
     let catalog = crate::env::catalog(config, state, env, now)?;
     // Register what the SQL reads: the tables it references (CTEs excluded) that name a model
     // or a source. Parsing first also keeps `query` to one read-only SELECT.
-    let parsed = crate::sql::parse_query(std::path::Path::new("<query>"), sql).map_err(|d| {
-        Error::from(d.hint("`query` runs one SELECT (or WITH ... SELECT) statement"))
-    })?;
+    let parsed = crate::sql::parse_query(std::path::Path::new("<query>"), sql, config.dialect())
+        .map_err(|d| {
+            Error::from(d.hint("`query` runs one SELECT (or WITH ... SELECT) statement"))
+        })?;
     let mut roots: Vec<ModelName> = crate::sql::analyze(&parsed)
         .tables
         .iter()

@@ -692,7 +692,8 @@ fn categorize_direct(old: &ModelRecord, new: &ModelRecord) -> (Category, Option<
     if old.sql == new.sql {
         return breaking("the definition changed".into());
     }
-    let parse = |r: &ModelRecord| crate::sql::parse_query(std::path::Path::new(&r.file), &r.sql);
+    let parse =
+        |r: &ModelRecord| crate::sql::parse_query(std::path::Path::new(&r.file), &r.sql, r.dialect);
     match (parse(old), parse(new)) {
         (Ok(o), Ok(n)) => match categorize::categorize(&o, &n) {
             Verdict::NonBreaking => (
@@ -719,10 +720,13 @@ fn indirect_category(parents: &[Category], node: &Node, reason: &mut Option<Stri
         .iter()
         .any(|c| matches!(c, NonBreaking | IndirectNonBreaking))
     {
-        let wildcard =
-            crate::sql::parse_query(std::path::Path::new(&node.record.file), &node.record.sql)
-                .map(|q| categorize::has_wildcard(&q))
-                .unwrap_or(true);
+        let wildcard = crate::sql::parse_query(
+            std::path::Path::new(&node.record.file),
+            &node.record.sql,
+            node.record.dialect,
+        )
+        .map(|q| categorize::has_wildcard(&q))
+        .unwrap_or(true);
         if wildcard {
             *reason =
                 Some("reads a changed parent with SELECT *, so its own columns change".into());

@@ -398,7 +398,7 @@ mod tests {
     use std::path::Path;
 
     fn q(sql: &str) -> Box<Query> {
-        crate::sql::parse_query(Path::new("m.sql"), sql).unwrap()
+        crate::sql::parse_query(Path::new("m.sql"), sql, crate::sql::Dialect::DataFusion).unwrap()
     }
 
     fn verdict(old: &str, new: &str) -> Verdict {

@@ -49,7 +49,7 @@ pub fn definition_text(m: &ModelRecord) -> String {
         let _ = writeln!(s, "-- seed contents: blake3 {}", &h[..h.len().min(16)]);
     }
     if !m.sql.is_empty() {
-        let pretty = crate::sql::parse_query(std::path::Path::new(&m.file), &m.sql)
+        let pretty = crate::sql::parse_query(std::path::Path::new(&m.file), &m.sql, m.dialect)
             .map(|q| crate::sql::pretty(&q))
             .unwrap_or_else(|_| m.sql.clone());
         s.push_str(&pretty);

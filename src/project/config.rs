@@ -214,6 +214,16 @@ impl Source {
     }
 }
 
+impl Config {
+    /// The SQL dialect of the project's model queries: its engine's.
+    pub fn dialect(&self) -> crate::sql::Dialect {
+        match self.engine {
+            EngineConfig::Local => crate::sql::Dialect::DataFusion,
+            EngineConfig::Spark { .. } => crate::sql::Dialect::Spark,
+        }
+    }
+}
+
 impl Warehouse {
     /// The location as shown to people: relative to the project root when it lies inside it.
     pub fn display(&self, root: &Path) -> String {

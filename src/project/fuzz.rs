@@ -138,6 +138,7 @@ fn check(text: &str) {
         file,
         text,
         &ModelDefaults::default(),
+        crate::sql::Dialect::DataFusion,
     );
     let diagnostics = match &loaded {
         Loaded::Model(_, warnings) => warnings.clone(),

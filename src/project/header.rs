@@ -716,7 +716,7 @@ mod tests {
                 let src = Src { file: Path::new("m.sql"), text: &text };
                 let _ = lex(src, 0);
                 let _ = split(src);
-                let _ = build(Path::new("/nonexistent"), Path::new("models/s/m.sql"), &text, &ModelDefaults::default());
+                let _ = build(Path::new("/nonexistent"), Path::new("models/s/m.sql"), &text, &ModelDefaults::default(), crate::sql::Dialect::DataFusion);
             }
         }
     }

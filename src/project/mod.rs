@@ -254,7 +254,13 @@ fn load_parallel(config: &Config, files: &[(PathBuf, Vec<u8>)]) -> Vec<Loaded> {
     let chunk = files.len().div_ceil(threads).max(1);
     let load_one = |(rel, bytes): &(PathBuf, Vec<u8>)| -> Loaded {
         match std::str::from_utf8(bytes) {
-            Ok(text) => model::build(&config.root, rel, text, &config.model_defaults),
+            Ok(text) => model::build(
+                &config.root,
+                rel,
+                text,
+                &config.model_defaults,
+                config.dialect(),
+            ),
             Err(e) => {
                 let valid = &bytes[..e.valid_up_to()];
                 let text = String::from_utf8_lossy(valid);

@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn render(sql: &str, c: &MacroContext) -> String {
-        let q = parse_query(Path::new("m.sql"), sql).unwrap();
+        let q = parse_query(Path::new("m.sql"), sql, crate::sql::Dialect::DataFusion).unwrap();
         render_query(&q, c).unwrap().to_string()
     }
 
@@ -239,7 +239,8 @@ mod tests {
         c.this_model = vec!["x\"; DROP TABLE y; --".into()];
         let out = render("SELECT * FROM @this_model", &c);
         assert_eq!(out, "SELECT * FROM \"x\"\"; DROP TABLE y; --\"");
-        let reparsed = parse_query(Path::new("m.sql"), &out).unwrap();
+        let reparsed =
+            parse_query(Path::new("m.sql"), &out, crate::sql::Dialect::DataFusion).unwrap();
         assert_eq!(reparsed.to_string(), out);
     }
 
@@ -331,9 +332,9 @@ mod tests {
                 "SELECT {} FROM @this_model WHERE x BETWEEN @start_ts AND @end_ts AND d = @execution_ds",
                 vars.join(", ")
             );
-            let q = parse_query(Path::new("m.sql"), &sql).unwrap();
+            let q = parse_query(Path::new("m.sql"), &sql, crate::sql::Dialect::DataFusion).unwrap();
             let text = render_query(&q, &c).unwrap().to_string();
-            let reparsed = parse_query(Path::new("m.sql"), &text).unwrap();
+            let reparsed = parse_query(Path::new("m.sql"), &text, crate::sql::Dialect::DataFusion).unwrap();
             proptest::prop_assert_eq!(reparsed.to_string(), text.clone());
             let (width, names, filter) = shape(&reparsed);
             proptest::prop_assert_eq!(width, vars.len());

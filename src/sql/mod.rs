@@ -2,7 +2,10 @@
 //! reads, the macro variables it uses, and rendering it for an interval.
 //!
 //! Invariants:
-//! - The dialect is DataFusion's default (`GenericDialect`), through `datafusion::sql::sqlparser`.
+//! - A model query is parsed in its project's [`Dialect`]: DataFusion's default
+//!   (`GenericDialect`) for the built-in engine, sqlparser's Databricks dialect (Spark SQL:
+//!   backtick identifiers, `explode(sequence(…))`, `INTERVAL 1 DAY`) for a Spark engine. Types
+//!   and audit arguments are read in the generic dialect, which both engines accept.
 //! - A query is tokenized once; unquoted words are lowercased before parsing, exactly as
 //!   DataFusion normalizes unquoted identifiers, so keyword or identifier case never changes the
 //!   canonical form. Quoted identifiers and string literals are untouched.
@@ -21,22 +24,47 @@ pub use refs::{Analysis, MacroUse, TableRef, analyze};
 pub use rewrite::{inline_embedded, prepend_ctes, render_model, replace_tables};
 
 use datafusion::sql::sqlparser::ast::{Query, Statement};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::dialect::{
+    DatabricksDialect, Dialect as SqlparserDialect, GenericDialect,
+};
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use crate::error::{Diagnostic, Location};
 use std::path::Path;
 
-/// The dialect used for every model query (DataFusion's default).
+/// The dialect of the built-in engine, also used for types and audit arguments.
 pub const DIALECT: GenericDialect = GenericDialect {};
+
+/// The parser dialect of Spark SQL.
+static SPARK: DatabricksDialect = DatabricksDialect {};
+
+/// The SQL dialect a project's model queries are written in, set by its engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// DataFusion SQL (the built-in engine).
+    #[default]
+    DataFusion,
+    /// Spark SQL (a Spark Connect engine).
+    Spark,
+}
+
+impl Dialect {
+    fn parser(self) -> &'static dyn SqlparserDialect {
+        match self {
+            Dialect::DataFusion => &DIALECT,
+            Dialect::Spark => &SPARK,
+        }
+    }
+}
 
 /// Parse the one query of a model body.
 ///
 /// `body` has the same length and line structure as the file (the header blanked out), so the
 /// locations in errors are file locations.
-pub fn parse_query(file: &Path, body: &str) -> Result<Box<Query>, Diagnostic> {
-    let mut tokens = Tokenizer::new(&DIALECT, body)
+pub fn parse_query(file: &Path, body: &str, dialect: Dialect) -> Result<Box<Query>, Diagnostic> {
+    let mut tokens = Tokenizer::new(dialect.parser(), body)
         .tokenize_with_location()
         .map_err(|e| {
             Diagnostic::error(format!("SQL syntax error: {}", e.message)).at(Location::at(
@@ -47,7 +75,7 @@ pub fn parse_query(file: &Path, body: &str) -> Result<Box<Query>, Diagnostic> {
         })?;
     normalize_tokens(&mut tokens);
     let second = second_statement(&tokens);
-    let mut parser = Parser::new(&DIALECT).with_tokens_with_locations(tokens);
+    let mut parser = Parser::new(dialect.parser()).with_tokens_with_locations(tokens);
     let statements = parser
         .parse_statements()
         .map_err(|e| parser_error(file, body, e))?;
@@ -233,11 +261,11 @@ mod tests {
     use super::*;
 
     fn q(sql: &str) -> Box<Query> {
-        parse_query(Path::new("m.sql"), sql).unwrap()
+        parse_query(Path::new("m.sql"), sql, crate::sql::Dialect::DataFusion).unwrap()
     }
 
     fn err(sql: &str) -> String {
-        parse_query(Path::new("m.sql"), sql)
+        parse_query(Path::new("m.sql"), sql, crate::sql::Dialect::DataFusion)
             .unwrap_err()
             .to_string()
     }
@@ -272,7 +300,14 @@ mod tests {
     fn syntax_errors_are_located() {
         // sqlparser (like DataFusion) accepts `FROM where` with `where` as a table name, so the
         // error case is an expression cut short.
-        assert!(parse_query(Path::new("m.sql"), "\n\nSELECT a FROM WHERE").is_ok());
+        assert!(
+            parse_query(
+                Path::new("m.sql"),
+                "\n\nSELECT a FROM WHERE",
+                crate::sql::Dialect::DataFusion
+            )
+            .is_ok()
+        );
         let e = err("\n\nSELECT a FROM t WHERE");
         assert!(e.contains("m.sql:3:"), "{e}");
         assert!(e.starts_with("error: SQL syntax error\n"), "{e}");
@@ -286,7 +321,14 @@ mod tests {
         assert!(err("SELECT 1; SELECT 2").contains("m.sql:1:11"));
         assert!(err("DROP TABLE x").contains("must be a SELECT"));
         assert!(err("   -- nothing\n").contains("has no query"));
-        assert!(parse_query(Path::new("m.sql"), "SELECT 1;").is_ok());
+        assert!(
+            parse_query(
+                Path::new("m.sql"),
+                "SELECT 1;",
+                crate::sql::Dialect::DataFusion
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -294,5 +336,28 @@ mod tests {
         assert_eq!(parse_data_type("bigint").unwrap(), "BIGINT");
         assert_eq!(parse_data_type("decimal(10, 2)").unwrap(), "DECIMAL(10,2)");
         assert!(parse_data_type("not a type").is_err());
+    }
+
+    #[test]
+    fn spark_sql_parses_in_the_spark_dialect_with_its_references_and_canonical_form() {
+        let sql = "SELECT d AS ds, `Amount` , transform(xs, x -> x + 1) AS ys\n\
+                   FROM (SELECT explode(sequence(@start_ds, @end_ds, INTERVAL 1 DAY)) AS d) AS g\n\
+                   JOIN raw.`events` AS e ON e.ds = g.d";
+        let q = parse_query(Path::new("m.sql"), sql, Dialect::Spark).unwrap();
+        let refs: Vec<String> = crate::sql::analyze(&q)
+            .tables
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        assert_eq!(refs, ["raw.events"]);
+        // Reformatting and keyword case never change the canonical form.
+        let again = parse_query(
+            Path::new("m.sql"),
+            &sql.replace('\n', "  ").replace("SELECT", "select"),
+            Dialect::Spark,
+        )
+        .unwrap();
+        assert_eq!(canonical(&q), canonical(&again));
+        assert!(canonical(&q).contains("x -> x + 1"), "{}", canonical(&q));
     }
 }

@@ -237,7 +237,7 @@ mod tests {
     use std::path::Path;
 
     fn tables(sql: &str) -> Vec<String> {
-        let q = parse_query(Path::new("m.sql"), sql).unwrap();
+        let q = parse_query(Path::new("m.sql"), sql, crate::sql::Dialect::DataFusion).unwrap();
         let mut t: Vec<String> = analyze(&q).tables.into_iter().map(|t| t.name).collect();
         t.sort();
         t.dedup();
@@ -302,6 +302,7 @@ mod tests {
         let q = parse_query(
             Path::new("m.sql"),
             "SELECT id, t.ds AS day, x FROM t WHERE ds BETWEEN @start_ds AND @END_DS AND @each(1)",
+            crate::sql::Dialect::DataFusion,
         )
         .unwrap();
         let a = analyze(&q);
@@ -315,11 +316,17 @@ mod tests {
             [("start_ds", false), ("end_ds", false), ("each", true)]
         );
         assert_eq!(a.projection.unwrap(), ["id", "day", "x"]);
-        let q = parse_query(Path::new("m.sql"), "SELECT *, 1 FROM t").unwrap();
+        let q = parse_query(
+            Path::new("m.sql"),
+            "SELECT *, 1 FROM t",
+            crate::sql::Dialect::DataFusion,
+        )
+        .unwrap();
         assert!(analyze(&q).projection.is_none());
         let q = parse_query(
             Path::new("m.sql"),
             "SELECT a FROM t UNION ALL SELECT b FROM u",
+            crate::sql::Dialect::DataFusion,
         )
         .unwrap();
         assert_eq!(analyze(&q).projection.unwrap(), ["a"]);

@@ -159,7 +159,14 @@ mod tests {
     #[test]
     fn a_model_renders_with_its_embedded_ancestors_dependencies_first() {
         let n = |s: &str| ModelName::parse(s).unwrap();
-        let q = |sql: &str| *crate::sql::parse_query(std::path::Path::new("m.sql"), sql).unwrap();
+        let q = |sql: &str| {
+            *crate::sql::parse_query(
+                std::path::Path::new("m.sql"),
+                sql,
+                crate::sql::Dialect::DataFusion,
+            )
+            .unwrap()
+        };
         // s.out reads s.e2 (embedded) and s.t (a table); s.e2 reads s.e1 (embedded).
         let parents = |m: &ModelName| -> Result<Vec<ModelName>> {
             Ok(match m.as_str() {

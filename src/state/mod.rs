@@ -87,6 +87,14 @@ pub struct ModelRecord {
     /// blake3 of the seed file, for seeds.
     #[serde(default)]
     pub seed_hash: Option<String>,
+    /// The dialect of `sql` (written only when it is not DataFusion's, so records of
+    /// DataFusion projects are unchanged).
+    #[serde(default, skip_serializing_if = "is_data_fusion")]
+    pub dialect: crate::sql::Dialect,
+}
+
+fn is_data_fusion(d: &crate::sql::Dialect) -> bool {
+    *d == crate::sql::Dialect::DataFusion
 }
 
 impl ModelRecord {
@@ -109,6 +117,7 @@ impl ModelRecord {
             self_referencing,
             sql: m.canonical_sql.clone(),
             seed_hash: m.seed_hash.clone(),
+            dialect: m.dialect,
         }
     }
 }

@@ -482,8 +482,8 @@ fn a_warehouse_without_write_permission_is_refused_without_a_trace() {
     assert!(out.contains('7'), "{out}");
 }
 
-/// `[engine] kind = "spark"`: planning works; running batches is refused before anything is
-/// written, and the remote's token is never shown.
+/// `[engine] kind = "spark"`: model SQL is read as Spark SQL and planning works; running
+/// batches is refused before anything is written, and the remote's token is never shown.
 #[test]
 fn a_spark_engine_is_refused_before_any_write_and_its_token_never_shown() {
     let (_t, p) = crate::common::copy_project(&crate::common::sushi());
@@ -494,6 +494,29 @@ fn a_spark_engine_is_refused_before_any_write_and_its_token_never_shown() {
             + "\n[engine]\nkind = \"spark\"\nremote = \"sc://127.0.0.1:1/;token=hush-spark-77\"\n",
     )
     .unwrap();
+    // Model SQL is Spark SQL now: the example's DataFusion-only generator does not parse...
+    let plan = tidemark(&p, &["--execution-time", "2024-01-31", "plan"]);
+    assert_eq!(plan.code, 2, "{}", plan.transcript());
+    assert!(
+        plan.stderr.contains("SQL syntax error") && plan.stderr.contains("pos_transactions.sql:26"),
+        "{}",
+        plan.stderr
+    );
+    // ... and its Spark SQL rewrite does.
+    let generator = p.join("models/raw/pos_transactions.sql");
+    let text = std::fs::read_to_string(&generator).unwrap();
+    let spark = text
+        .replace(
+            "FROM unnest(generate_series(@start_dt, @end_dt, INTERVAL '1 day')) AS g(day)",
+            "FROM (SELECT explode(sequence(@start_dt, @end_dt, INTERVAL 1 DAY)) AS day) AS g",
+        )
+        .replace("to_unixtime(g.day)", "unix_timestamp(g.day)")
+        .replace(
+            "CROSS JOIN unnest(generate_series(1, 200)) AS s(n)",
+            "CROSS JOIN (SELECT explode(sequence(1, 200)) AS n) AS s",
+        );
+    assert_ne!(spark, text);
+    std::fs::write(&generator, spark).unwrap();
     let plan = tidemark(&p, &["--execution-time", "2024-01-31", "plan"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
     let r = tidemark(&p, &["--execution-time", "2024-01-31", "plan", "--apply"]);

@@ -74,6 +74,8 @@ pub struct Model {
     pub query: Option<Box<Query>>,
     /// Canonical SQL of the query (empty for seeds).
     pub canonical_sql: String,
+    /// The dialect the query is written in (its project's engine's).
+    pub dialect: sql::Dialect,
     /// Tables the query reads (repeats included), with their locations.
     pub refs: Vec<TableRef>,
     /// Macro variables the query uses.
@@ -95,13 +97,20 @@ pub enum Loaded {
 }
 
 /// Build a model from a file's text. `file` is relative to `root`.
-pub fn build(root: &Path, file: &Path, text: &str, defaults: &ModelDefaults) -> Loaded {
+pub fn build(
+    root: &Path,
+    file: &Path,
+    text: &str,
+    defaults: &ModelDefaults,
+    dialect: sql::Dialect,
+) -> Loaded {
     let src = Src { file, text };
     let split = match header::split(src) {
         Ok(s) => s,
         Err(d) => return Loaded::Failed(vec![d]),
     };
     let mut b = Builder::new(src, root, defaults);
+    b.dialect = dialect;
     if let Some(props) = &split.properties {
         b.location = src.loc(split.header_start);
         b.properties(props);
@@ -124,6 +133,7 @@ pub fn build(root: &Path, file: &Path, text: &str, defaults: &ModelDefaults) -> 
 struct Builder<'a> {
     src: Src<'a>,
     root: &'a Path,
+    dialect: sql::Dialect,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     location: Location,
@@ -157,6 +167,7 @@ impl<'a> Builder<'a> {
         Builder {
             src,
             root,
+            dialect: sql::Dialect::default(),
             errors: Vec::new(),
             warnings: Vec::new(),
             location: Location::file(src.file),
@@ -247,7 +258,7 @@ impl<'a> Builder<'a> {
             _ if self.kind_failed => {
                 if body_start.is_some() {
                     // Still report syntax errors; kind-dependent checks are skipped.
-                    if let Err(d) = sql::parse_query(file, body) {
+                    if let Err(d) = sql::parse_query(file, body, self.dialect) {
                         self.errors.push(d);
                     }
                 }
@@ -271,7 +282,7 @@ impl<'a> Builder<'a> {
                     .at(self.location.clone())
                     .hint("after the MODEL header, write one SELECT query"),
             ),
-            (_, Some(_)) => match sql::parse_query(file, body) {
+            (_, Some(_)) => match sql::parse_query(file, body, self.dialect) {
                 Ok(q) => {
                     analysis = sql::analyze(&q);
                     query = Some(q);
@@ -329,6 +340,7 @@ impl<'a> Builder<'a> {
             depends_on: self.depends_on,
             query,
             canonical_sql,
+            dialect: self.dialect,
             refs: analysis.tables,
             macros: analysis.macros,
             seed_hash: self.seed_hash,

@@ -6,7 +6,7 @@ use super::{emit, format_batches, warehouse};
 use crate::engine::Engine;
 use crate::error::{Error, ExitStatus, Result};
 use crate::names::EnvName;
-use crate::project::{Config, ModelName};
+use crate::project::{Config, EngineConfig, ModelName};
 use crate::settings::{QueryFormat, Settings};
 use crate::state::State;
 
@@ -20,8 +20,28 @@ pub fn run(
 ) -> Result<ExitStatus> {
     let (config, store) = warehouse(ctx)?;
     let state = store.read()?;
-    let engine = crate::engine::open(&config)?;
-    let batches = query(&engine, &config, &state, env, sql, ctx.execution_time)?;
+    let batches = match &config.engine {
+        EngineConfig::Spark { remote } => {
+            // Before the first apply there is no environment, and no model table to read.
+            let roots = match state.environments.contains_key(env.as_str()) {
+                true => roots(&config, &state, env, sql, ctx.execution_time)?,
+                false => Vec::new(),
+            };
+            if let Some(first) = roots.first() {
+                return Err(crate::error::Diagnostic::error(format!(
+                    "this tidemark cannot read the project's tables on Spark yet (the query reads `{first}`)"
+                ))
+                .note("on a Spark engine, `query` runs SQL that reads no model or source (e.g. to check the server)")
+                .hint("remove the `[engine]` table to query the pinned tables on the built-in engine")
+                .into());
+            }
+            crate::engine::spark_query(remote.as_deref(), sql)?
+        }
+        EngineConfig::Local => {
+            let engine = crate::engine::open(&config)?;
+            query(&engine, &config, &state, env, sql, ctx.execution_time)?
+        }
+    };
     emit(out, &format_batches(&batches, format)?)?;
     Ok(ExitStatus::Success)
 }
@@ -36,8 +56,21 @@ fn query(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<RecordBatch>> {
     let catalog = crate::env::catalog(config, state, env, now)?;
-    // Register what the SQL reads: the tables it references (CTEs excluded) that name a model
-    // or a source. Parsing first also keeps `query` to one read-only SELECT.
+    let roots = roots(config, state, env, sql, now)?;
+    let inputs = catalog.inputs(&roots)?;
+    engine.query(&inputs, sql)
+}
+
+/// The models and sources `sql` reads (CTEs excluded), in name order. Parsing first also keeps
+/// `query` to one read-only SELECT.
+fn roots(
+    config: &Config,
+    state: &State,
+    env: &str,
+    sql: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<ModelName>> {
+    let catalog = crate::env::catalog(config, state, env, now)?;
     let parsed = crate::sql::parse_query(std::path::Path::new("<query>"), sql, config.dialect())
         .map_err(|d| {
             Error::from(d.hint("`query` runs one SELECT (or WITH ... SELECT) statement"))
@@ -50,6 +83,5 @@ fn query(
         .collect();
     roots.sort();
     roots.dedup();
-    let inputs = catalog.inputs(&roots)?;
-    engine.query(&inputs, sql)
+    Ok(roots)
 }

@@ -20,7 +20,9 @@
 //! one function per write mode) and [`ops`] (clone, statistics, vacuum) use [`commit`] (the
 //! direct window commit), [`tables`] (open tables followed commit by commit), [`session`]
 //! (DataFusion sessions over pinned inputs), [`seed`], [`rows`], [`lock`] and [`checksum`];
-//! [`delta`] holds the delta-rs helpers they all share and uses none of them.
+//! [`delta`] holds the delta-rs helpers they all share and uses none of them. [`spark`] is the
+//! Spark Connect session the Spark engine will run batches through; today it runs `query`
+//! SQL that reads no table of the project.
 
 mod batch;
 mod checksum;
@@ -32,6 +34,7 @@ mod ops;
 mod rows;
 mod seed;
 mod session;
+mod spark;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -247,6 +250,20 @@ pub fn open(config: &crate::project::Config) -> Result<LocalEngine> {
         .hint("remove the `[engine]` table to run on the built-in DataFusion engine")
         .into()),
     }
+}
+
+/// Run `sql`, which reads no table of the project, on the Spark Connect server at `remote`
+/// (else `SPARK_REMOTE`).
+pub fn spark_query(remote: Option<&str>, sql: &str) -> Result<Vec<RecordBatch>> {
+    let url = spark::remote_url(remote)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Bug(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let session = spark::Session::connect(&url).await?;
+        session.sql(sql).await
+    })
 }
 
 impl LocalEngine {

@@ -3,6 +3,7 @@
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{emit, format_batches, warehouse};
+use crate::backfill::catalog::Catalog;
 use crate::engine::Engine;
 use crate::error::{Error, ExitStatus, Result};
 use crate::names::EnvName;
@@ -24,7 +25,10 @@ pub fn run(
         EngineConfig::Spark { remote } => {
             // Before the first apply there is no environment, and no model table to read.
             let roots = match state.environments.contains_key(env.as_str()) {
-                true => roots(&config, &state, env, sql, ctx.execution_time)?,
+                true => {
+                    let catalog = crate::env::catalog(&config, &state, env, ctx.execution_time)?;
+                    roots(&config, &catalog, sql)?
+                }
                 false => Vec::new(),
             };
             if let Some(first) = roots.first() {
@@ -56,21 +60,14 @@ fn query(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<RecordBatch>> {
     let catalog = crate::env::catalog(config, state, env, now)?;
-    let roots = roots(config, state, env, sql, now)?;
+    let roots = roots(config, &catalog, sql)?;
     let inputs = catalog.inputs(&roots)?;
     engine.query(&inputs, sql)
 }
 
 /// The models and sources `sql` reads (CTEs excluded), in name order. Parsing first also keeps
 /// `query` to one read-only SELECT.
-fn roots(
-    config: &Config,
-    state: &State,
-    env: &str,
-    sql: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<ModelName>> {
-    let catalog = crate::env::catalog(config, state, env, now)?;
+fn roots(config: &Config, catalog: &Catalog<'_>, sql: &str) -> Result<Vec<ModelName>> {
     let parsed = crate::sql::parse_query(std::path::Path::new("<query>"), sql, config.dialect())
         .map_err(|d| {
             Error::from(d.hint("`query` runs one SELECT (or WITH ... SELECT) statement"))

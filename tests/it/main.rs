@@ -23,4 +23,5 @@ mod races;
 mod render;
 mod s3;
 mod servers;
+mod spark;
 mod synth;

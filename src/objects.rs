@@ -47,12 +47,17 @@ impl std::fmt::Debug for StorageOptions {
     }
 }
 
+/// The path inside its store of the location at `url` (`s3://bucket/a/b/` → `a/b`).
+pub fn prefix(url: &url::Url) -> String {
+    url.path().trim_matches('/').to_string()
+}
+
 /// The store and the prefix inside it of the warehouse at `url`.
 pub fn open(url: &str, options: &StorageOptions) -> Result<(Arc<dyn ObjectStore>, String)> {
     let parsed = url::Url::parse(url).map_err(|e| {
         Error::from(Diagnostic::error(format!("invalid warehouse URL `{url}`")).caused_by(e))
     })?;
-    let prefix = parsed.path().trim_matches('/').to_string();
+    let prefix = prefix(&parsed);
     let store: Arc<dyn ObjectStore> = match parsed.scheme() {
         "s3" | "s3a" => {
             let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {

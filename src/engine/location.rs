@@ -11,8 +11,9 @@
 //!   credentials, endpoints and `[storage]` options as the state, and put-if-absent commits.
 //!   The options live only in those clients; no URL or message carries them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use deltalake::logstore::{
     LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
@@ -119,10 +120,13 @@ impl std::fmt::Display for Location {
 /// knows itself).
 const SCHEMES: [&str; 7] = ["s3", "s3a", "az", "abfs", "abfss", "azure", "gs"];
 
-/// Builds delta-rs's object-store clients and log stores with [`crate::objects::open`].
+/// Builds delta-rs's object-store clients and log stores with [`crate::objects::open`]: one
+/// client per store (`scheme://bucket`), kept for the process, so every table of a warehouse
+/// shares its connection pool.
 #[derive(Default)]
 struct Factory {
     options: RwLock<StorageOptions>,
+    stores: Mutex<HashMap<String, Arc<dyn object_store::ObjectStore>>>,
 }
 
 impl Factory {
@@ -139,6 +143,26 @@ impl Factory {
             factory
         })
     }
+
+    /// The client of the store holding `url` (rooted at the store) and `url`'s path in it.
+    fn open(
+        &self,
+        url: &Url,
+    ) -> Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path)> {
+        let poisoned = || Error::Bug("the object-store clients lock is poisoned".into());
+        let key = format!("{}://{}", url.scheme(), url.authority());
+        let prefix = object_store::path::Path::from(crate::objects::prefix(url));
+        if let Some(store) = self.stores.lock().map_err(|_| poisoned())?.get(&key) {
+            return Ok((store.clone(), prefix));
+        }
+        let options = self.options.read().map_err(|_| poisoned())?.clone();
+        let (store, _) = crate::objects::open(url.as_str(), &options)?;
+        self.stores
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(key, store.clone());
+        Ok((store, prefix))
+    }
 }
 
 impl ObjectStoreFactory for Factory {
@@ -147,14 +171,8 @@ impl ObjectStoreFactory for Factory {
         url: &Url,
         _config: &StorageConfig,
     ) -> DeltaResult<(ObjectStoreRef, object_store::path::Path)> {
-        let options = self
-            .options
-            .read()
-            .map_err(|_| DeltaTableError::Generic("the storage options lock is poisoned".into()))?
-            .clone();
-        let (store, prefix) = crate::objects::open(url.as_str(), &options)
-            .map_err(|e| DeltaTableError::Generic(e.to_string()))?;
-        Ok((store, object_store::path::Path::from(prefix)))
+        self.open(url)
+            .map_err(|e| DeltaTableError::Generic(e.to_string()))
     }
 }
 
@@ -181,11 +199,13 @@ impl LogStoreFactory for Factory {
 /// wins.
 pub fn register(options: &StorageOptions) -> Result<()> {
     let factory = Factory::the();
-    let mut kept = factory
-        .options
-        .write()
-        .map_err(|_| Error::Bug("the storage options lock is poisoned".into()))?;
-    *kept = options.clone();
+    let poisoned = || Error::Bug("the storage options lock is poisoned".into());
+    let mut kept = factory.options.write().map_err(|_| poisoned())?;
+    if *kept != *options {
+        *kept = options.clone();
+        // Clients built with other options are not reused.
+        factory.stores.lock().map_err(|_| poisoned())?.clear();
+    }
     Ok(())
 }
 
@@ -195,18 +215,24 @@ pub fn register(options: &StorageOptions) -> Result<()> {
 pub fn store_of(
     location: &Location,
 ) -> Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path)> {
-    if let Some(dir) = location.local_path() {
-        let path = object_store::path::Path::from_absolute_path(&dir)
-            .map_err(|e| Error::Bug(format!("not a usable local path {}: {e}", dir.display())))?;
-        return Ok((Arc::new(object_store::local::LocalFileSystem::new()), path));
+    match location.local_path() {
+        Some(_) => Ok((
+            Arc::new(object_store::local::LocalFileSystem::new()),
+            store_path(location)?,
+        )),
+        None => Factory::the().open(location.url()),
     }
-    let options = Factory::the()
-        .options
-        .read()
-        .map_err(|_| Error::Bug("the storage options lock is poisoned".into()))?
-        .clone();
-    let (store, prefix) = crate::objects::open(location.url().as_str(), &options)?;
-    Ok((store, object_store::path::Path::from(prefix)))
+}
+
+/// The path of `location` inside its store's client (see [`store_of`]), without building one.
+pub fn store_path(location: &Location) -> Result<object_store::path::Path> {
+    match location.local_path() {
+        Some(dir) => object_store::path::Path::from_absolute_path(&dir)
+            .map_err(|e| Error::Bug(format!("not a usable local path {}: {e}", dir.display()))),
+        None => Ok(object_store::path::Path::from(crate::objects::prefix(
+            location.url(),
+        ))),
+    }
 }
 
 #[cfg(test)]

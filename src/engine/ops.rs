@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::delta::{failed_delta, open, open_at, provider};
-use super::location::store_of;
+use super::location::{store_of, store_path};
 use super::session::new_context;
 use super::{Checksum, Location, PARTITION_COLUMN, TableInfo, failed};
 use crate::error::{Error, Result};
@@ -66,7 +66,7 @@ pub async fn clone_table(from: &Location, version: u64, to: &Location) -> Result
         .await
         .map_err(|e| failed("reading the table's files", e))?;
     let (store, from_root) = store_of(from)?;
-    let (_, to_root) = store_of(to)?;
+    let to_root = store_path(to)?;
     let mut copies = Vec::with_capacity(files.len());
     let mut actions = Vec::with_capacity(files.len());
     for f in &files {

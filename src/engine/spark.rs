@@ -19,7 +19,7 @@ use spark_connect_core::{ChannelBuilder, SparkConnectClient, SparkError, SparkEr
 use spark_connect_proto as proto;
 
 use crate::error::{Diagnostic, Error, Result};
-use crate::project::shown_remote;
+use crate::project::{is_secret_param, shown_remote};
 
 /// The environment variable PySpark reads the server from.
 pub const SPARK_REMOTE: &str = "SPARK_REMOTE";
@@ -150,7 +150,7 @@ fn hide(text: &str, url: &str) -> String {
     for param in url.split(';').skip(1) {
         if let Some((k, v)) = param.split_once('=')
             && !v.is_empty()
-            && shown_remote(&format!("sc://x/;{k}=v")).ends_with('…')
+            && is_secret_param(k)
         {
             out = out.replace(v, "…");
         }

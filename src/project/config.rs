@@ -112,11 +112,7 @@ pub fn shown_remote(url: &str) -> String {
     for p in parts {
         out.push(';');
         match p.split_once('=') {
-            Some((k, _))
-                if ["token", "password", "secret", "key"]
-                    .iter()
-                    .any(|s| k.to_ascii_lowercase().contains(s)) =>
-            {
+            Some((k, _)) if is_secret_param(k) => {
                 out.push_str(k);
                 out.push_str("=…");
             }
@@ -124,6 +120,15 @@ pub fn shown_remote(url: &str) -> String {
         }
     }
     out
+}
+
+/// Whether the Spark Connect URL parameter `key` may hold a secret (`token`, or anything named
+/// like a password or key).
+pub fn is_secret_param(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["token", "password", "secret", "key"]
+        .iter()
+        .any(|s| k.contains(s))
 }
 
 /// Check a Spark Connect URL's form (`sc://HOST[:PORT][/;param=value…]`).

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 pub use crate::names::ModelName;
 pub use config::{
-    Config, EngineConfig, Source, SourceFormat, StorageOptions, Warehouse, shown_remote,
+    Config, EngineConfig, Source, SourceFormat, StorageOptions, Warehouse, is_secret_param,
+    shown_remote,
 };
 pub use model::{AuditCall, Kind, Model};
 

@@ -190,3 +190,11 @@ pub fn set_warehouse(p: &Path, warehouse: &str, options: &[(&str, String)]) {
     }
     std::fs::write(p.join("tidemark.toml"), config).unwrap();
 }
+
+/// The number in the environment variable `var`, else `default` (trial counts of the long runs).
+pub fn env_count(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -9,21 +9,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{env_json, ok, tidemark};
-use crate::kinds::{Payment, append_payments, check_all, ledger, payments_of_day};
+use crate::common::{env_count, env_json, ok, tidemark};
+use crate::kinds::{Payment, append_payments, check_all, ledger, ledger_on, payments_of_day};
 
 fn trials() -> u64 {
-    std::env::var("TIDEMARK_CRASH_TRIALS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+    env_count("TIDEMARK_CRASH_TRIALS", 3)
 }
 
 fn first_seed() -> u64 {
-    std::env::var("TIDEMARK_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
+    env_count("TIDEMARK_CRASH_SEED", 1)
 }
 
 /// xorshift64*: a small seeded generator (no dependency needed for kill delays).
@@ -155,16 +149,11 @@ fn an_apply_on_s3_killed_at_random_moments_resumes_to_the_uninterrupted_result()
     let Some(moto) = crate::s3::moto() else {
         return;
     };
-    let trials = std::env::var("TIDEMARK_CRASH_TRIALS_S3")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    let run = std::process::id();
-    apply_trials("apply on S3", trials, |seed| {
-        let (t, p) = ledger(0..10);
-        moto.warehouse(&p, &format!("crash-{run}-{seed}"));
-        (t, p)
-    });
+    apply_trials(
+        "apply on S3",
+        env_count("TIDEMARK_CRASH_TRIALS_S3", 2),
+        |seed| ledger_on(0..10, "crash", seed, |p, b| moto.warehouse(p, b)),
+    );
 }
 
 /// The same on Azure (Azurite). `TIDEMARK_CRASH_TRIALS_AZURE` sets the trials (default 2).
@@ -173,16 +162,11 @@ fn an_apply_on_azure_killed_at_random_moments_resumes_to_the_uninterrupted_resul
     let Some(az) = crate::azure::azurite() else {
         return;
     };
-    let trials = std::env::var("TIDEMARK_CRASH_TRIALS_AZURE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    let run = std::process::id();
-    apply_trials("apply on Azure", trials, |seed| {
-        let (t, p) = ledger(0..10);
-        az.warehouse(&p, &format!("crash-{run}-{seed}"));
-        (t, p)
-    });
+    apply_trials(
+        "apply on Azure",
+        env_count("TIDEMARK_CRASH_TRIALS_AZURE", 2),
+        |seed| ledger_on(0..10, "crash", seed, |p, c| az.warehouse(p, c)),
+    );
 }
 
 #[test]

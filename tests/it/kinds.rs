@@ -95,6 +95,19 @@ pub fn ledger(days: std::ops::Range<i64>) -> (tempfile::TempDir, PathBuf) {
     (t, p)
 }
 
+/// [`ledger`] with its warehouse on an object store: `place` points the project at a fresh
+/// bucket or container named `{tag}-{pid}-{i}` (e.g. `Moto::warehouse`).
+pub fn ledger_on(
+    days: std::ops::Range<i64>,
+    tag: &str,
+    i: u64,
+    place: impl Fn(&Path, &str),
+) -> (tempfile::TempDir, PathBuf) {
+    let (t, p) = ledger(days);
+    place(&p, &format!("{tag}-{}-{i}", std::process::id()));
+    (t, p)
+}
+
 /// Rate of an account's currency (seeds/accounts.csv, data/fx.csv), doubled to stay integral.
 fn twice_rate(account: i64) -> i64 {
     match account {

@@ -156,16 +156,13 @@ fn the_example_lives_on_s3_exactly_as_on_a_local_disk() {
         );
     }
     assert!(keys.iter().any(|k| k.contains("_delta_log/")), "{keys:?}");
-    independent_reader(
-        &p,
-        &[
-            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "tidemark-test".into()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
-        ],
-    );
+    // The same options, under the `aws_` names the Python package's object_store reads.
+    let options: Vec<(String, String)> = moto
+        .options(SECRET)
+        .into_iter()
+        .map(|(k, v)| (format!("aws_{k}"), v))
+        .collect();
+    independent_reader(&p, &options);
 }
 
 /// The Python `deltalake` package's reader, pinned by `.ci/run`.
@@ -194,7 +191,7 @@ fn python_with_deltalake() -> Option<std::path::PathBuf> {
 /// Every table of prod read by another Delta implementation (delta-rs's Python package, which
 /// shares no code path with tidemark's reads: its own log replay, its own DataFusion) at the
 /// URI and version `env show` gives: the same number of rows as tidemark's `query` returns.
-fn independent_reader(p: &Path, storage: &[(&str, String)]) {
+fn independent_reader(p: &Path, storage: &[(String, String)]) {
     let Some(python) = python_with_deltalake() else {
         return;
     };

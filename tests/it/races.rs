@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use crate::bad_input::tree;
 use crate::common::{ok, tidemark};
-use crate::kinds::{Payment, append_payments, check_all, check_changed, ledger, payments_of_day};
+use crate::kinds::{
+    Payment, append_payments, check_all, check_changed, ledger, ledger_on, payments_of_day,
+};
 
 fn trials() -> u64 {
-    std::env::var("TIDEMARK_RACE_TRIALS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2)
+    crate::common::env_count("TIDEMARK_RACE_TRIALS", 2)
 }
 
 /// The delay before the second process of trial `i`: 0 first, then spread over 0–400 ms.
@@ -128,11 +127,8 @@ fn two_runs_of_prod_on_s3_at_once_end_with_one_result() {
     let Some(moto) = crate::s3::moto() else {
         return;
     };
-    let run = std::process::id();
     two_runs("S3", |i| {
-        let (t, p) = ledger(0..7);
-        moto.warehouse(&p, &format!("race-{run}-{i}"));
-        (t, p)
+        ledger_on(0..7, "race", i, |p, b| moto.warehouse(p, b))
     });
 }
 
@@ -142,11 +138,8 @@ fn two_runs_of_prod_on_azure_at_once_end_with_one_result() {
     let Some(az) = crate::azure::azurite() else {
         return;
     };
-    let run = std::process::id();
     two_runs("Azure", |i| {
-        let (t, p) = ledger(0..7);
-        az.warehouse(&p, &format!("race-{run}-{i}"));
-        (t, p)
+        ledger_on(0..7, "race", i, |p, c| az.warehouse(p, c))
     });
 }
 

@@ -21,30 +21,22 @@ pub fn run(
 ) -> Result<ExitStatus> {
     let (config, store) = warehouse(ctx)?;
     let state = store.read()?;
-    let batches = match &config.engine {
-        EngineConfig::Spark { remote } => {
-            // Before the first apply there is no environment, and no model table to read.
-            let roots = match state.environments.contains_key(env.as_str()) {
-                true => {
-                    let catalog = crate::env::catalog(&config, &state, env, ctx.execution_time)?;
-                    roots(&config, &catalog, sql)?
-                }
-                false => Vec::new(),
-            };
-            if let Some(first) = roots.first() {
-                return Err(crate::error::Diagnostic::error(format!(
-                    "this tidemark cannot read the project's tables on Spark yet (the query reads `{first}`)"
-                ))
-                .note("on a Spark engine, `query` runs SQL that reads no model or source (e.g. to check the server)")
-                .hint("remove the `[engine]` table to query the pinned tables on the built-in engine")
-                .into());
-            }
-            crate::engine::spark_query(remote.as_deref(), sql)?
-        }
-        EngineConfig::Local => {
-            let engine = crate::engine::open(&config)?;
-            query(&engine, &config, &state, env, sql, ctx.execution_time)?
-        }
+    let engine = crate::engine::open(&config)?;
+    // On Spark, SQL that reads no project table (e.g. to check the server) runs before the
+    // first apply too.
+    let batches = match (
+        &config.engine,
+        state.environments.contains_key(env.as_str()),
+    ) {
+        (EngineConfig::Spark { .. }, false) => engine.query(&[], sql)?,
+        _ => query(
+            engine.as_ref(),
+            &config,
+            &state,
+            env,
+            sql,
+            ctx.execution_time,
+        )?,
     };
     emit(out, &format_batches(&batches, format)?)?;
     Ok(ExitStatus::Success)

@@ -153,7 +153,7 @@ pub fn run(ctx: &Settings, r: &Reconcile, out: &mut dyn std::io::Write) -> Resul
                 }
             }
             if !view.differences.is_empty() {
-                view.samples = samples(&engine, &a, &b)?;
+                view.samples = samples(engine.as_ref(), &a, &b)?;
             }
         }
         None => {

@@ -193,7 +193,7 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
     }
     let keys = window_keys(&b.job.write).unwrap_or_default();
     let window = commit::Window {
-        keys: &keys,
+        scope: commit::Scope::Window(&keys),
         app_id: &b.job.txn.0,
         txn_version: b.job.txn.1,
         info: std::collections::HashMap::from([("tidemark".to_string(), b.tag())]),
@@ -437,7 +437,7 @@ async fn bytes_added(table: &DeltaTable, version: u64) -> Result<u64> {
 }
 
 /// The report of a batch whose commit had landed before.
-async fn report_existing(at: &Location, job: &BatchJob) -> Result<BatchReport> {
+pub(super) async fn report_existing(at: &Location, job: &BatchJob) -> Result<BatchReport> {
     let version = table_info(at).await?.map(|i| i.version).unwrap_or_default();
     let mut r = measure(at, job, version).await?;
     r.already_committed = true;

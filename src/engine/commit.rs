@@ -34,7 +34,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use deltalake::kernel::transaction::TransactionError;
-use deltalake::kernel::{Action, CommitInfo, Remove, Transaction};
+use deltalake::kernel::{Action, Add, CommitInfo, Remove, Transaction};
 use deltalake::logstore::CommitOrBytes;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
@@ -42,10 +42,19 @@ use super::tables::{Open, commit_actions, partition_of};
 use super::{Location, PARTITION_COLUMN, failed};
 use crate::error::{Diagnostic, Error, Result};
 
+/// What a commit replaces.
+#[derive(Clone, Copy)]
+pub enum Scope<'a> {
+    /// The partitions whose values are in `[lo, hi)`.
+    Window(&'a (String, String)),
+    /// Every file of the table (an unpartitioned table's whole-table replace).
+    Table,
+}
+
 /// What a window overwrite commits besides its rows.
 pub struct Window<'a> {
-    /// Partition values `[lo, hi)` of the window.
-    pub keys: &'a (String, String),
+    /// What the commit replaces.
+    pub scope: Scope<'a>,
     /// The batch's application transaction.
     pub app_id: &'a str,
     /// Its version.
@@ -71,9 +80,9 @@ pub async fn overwrite_window(
     batches: Vec<RecordBatch>,
     w: &Window<'_>,
 ) -> Result<Outcome> {
-    let Some(read_to) = open.read_to() else {
+    if open.read_to().is_none() {
         return Ok(Outcome::NotHere(batches));
-    };
+    }
     if open.files().has_unpartitioned() {
         return Ok(Outcome::NotHere(batches));
     }
@@ -112,19 +121,69 @@ pub async fn overwrite_window(
     let adds = writer.flush().await.map_err(|e| failed(&what(), e))?;
     let bytes: u64 = adds.iter().filter_map(|a| u64::try_from(a.size).ok()).sum();
 
+    let version = put(open, &table, at, &adds, w, interval).await?;
+    Ok(Outcome::Written(version, bytes))
+}
+
+/// Commit `adds` (files already in the table's directory) as the replacement of `w`'s scope,
+/// for an engine that wrote them (see the module invariants; the table must exist and be
+/// followed up to a version). Returns the version written.
+pub async fn commit_files(
+    open: &mut Open,
+    at: &Location,
+    adds: &[Add],
+    w: &Window<'_>,
+) -> Result<u64> {
+    let table = open.shaped().await?;
+    let state = table
+        .snapshot()
+        .map_err(|e| failed("cannot read the table state", e))?;
+    let interval = state
+        .table_config()
+        .checkpoint_interval
+        .map_or(100, |n| n.get());
+    put(open, &table, at, adds, w, interval).await
+}
+
+/// Put one commit entry replacing `w`'s scope with `adds`, at the first free version after
+/// the open table's (rebasing over commits that do not conflict), and checkpoint on the
+/// interval.
+async fn put(
+    open: &mut Open,
+    table: &deltalake::DeltaTable,
+    at: &Location,
+    adds: &[Add],
+    w: &Window<'_>,
+    interval: u64,
+) -> Result<u64> {
+    let Some(read_to) = open.read_to() else {
+        return Err(Error::Bug(format!("committing to `{at}` before it exists")));
+    };
+    let what = || format!("cannot write `{at}`");
     let now = chrono::Utc::now().timestamp_millis();
-    let predicate = super::delta::window_predicate(w.keys);
+    let predicate = match w.scope {
+        Scope::Window(keys) => super::delta::window_predicate(keys),
+        Scope::Table => String::new(),
+    };
     let mut version = read_to + 1;
     loop {
         let mut actions = vec![
-            Action::CommitInfo(commit_info(now, &predicate, version - 1, &w.info)),
+            Action::CommitInfo(commit_info(now, &predicate, w.scope, version - 1, &w.info)),
             Action::Txn(Transaction::new(w.app_id, w.txn_version)),
         ];
-        actions.extend(
-            open.files()
-                .in_range(&w.keys.0, &w.keys.1)
-                .map(|(key, file, size)| Action::Remove(remove(key, file, size, now))),
-        );
+        let removes: Vec<Action> = match w.scope {
+            Scope::Window(keys) => open
+                .files()
+                .in_range(&keys.0, &keys.1)
+                .map(|(key, file, size)| Action::Remove(remove(Some(key), file, size, now)))
+                .collect(),
+            Scope::Table => open
+                .files()
+                .all()
+                .map(|(key, file, size)| Action::Remove(remove(key, file, size, now)))
+                .collect(),
+        };
+        actions.extend(removes);
         actions.extend(adds.iter().cloned().map(Action::Add));
         let entry = log_entry(&actions)?;
         let put = table
@@ -166,13 +225,18 @@ pub async fn overwrite_window(
         )
         .await;
     }
-    Ok(Outcome::Written(version, bytes))
+    Ok(version)
 }
 
 /// Why `theirs` (a commit that landed since our read) conflicts with overwriting `w`.
 fn conflict(theirs: &[Action], w: &Window<'_>) -> Option<&'static str> {
-    let ours = |values: Option<&HashMap<String, Option<String>>>| match values.map(partition_of) {
-        Some(Some(k)) => (w.keys.0.as_str()..w.keys.1.as_str()).contains(&k.as_str()),
+    let ours = |values: Option<&HashMap<String, Option<String>>>| match (
+        w.scope,
+        values.map(partition_of),
+    ) {
+        (Scope::Window(keys), Some(Some(k))) => {
+            (keys.0.as_str()..keys.1.as_str()).contains(&k.as_str())
+        }
         _ => true,
     };
     theirs.iter().find_map(|a| match a {
@@ -191,6 +255,7 @@ fn conflict(theirs: &[Action], w: &Window<'_>) -> Option<&'static str> {
 fn commit_info(
     now: i64,
     predicate: &str,
+    scope: Scope<'_>,
     read_version: u64,
     info: &HashMap<String, serde_json::Value>,
 ) -> CommitInfo {
@@ -201,7 +266,10 @@ fn commit_info(
             ("mode".to_string(), serde_json::json!("Overwrite")),
             (
                 "partitionBy".to_string(),
-                serde_json::json!(format!("[\"{PARTITION_COLUMN}\"]")),
+                serde_json::json!(match scope {
+                    Scope::Window(_) => format!("[\"{PARTITION_COLUMN}\"]"),
+                    Scope::Table => "[]".to_string(),
+                }),
             ),
             ("predicate".to_string(), serde_json::json!(predicate)),
         ])),
@@ -213,17 +281,17 @@ fn commit_info(
     }
 }
 
-fn remove(key: &str, path: &str, size: i64, now: i64) -> Remove {
+fn remove(key: Option<&str>, path: &str, size: i64, now: i64) -> Remove {
     Remove {
         path: path.to_string(),
         data_change: true,
         deletion_timestamp: Some(now),
         extended_file_metadata: Some(true),
         size: Some(size),
-        partition_values: Some(HashMap::from([(
-            PARTITION_COLUMN.to_string(),
-            Some(key.to_string()),
-        )])),
+        partition_values: Some(match key {
+            Some(key) => HashMap::from([(PARTITION_COLUMN.to_string(), Some(key.to_string()))]),
+            None => HashMap::new(),
+        }),
         ..Default::default()
     }
 }
@@ -242,7 +310,7 @@ fn log_entry(actions: &[Action]) -> Result<Bytes> {
 /// Whether rows of schema `have` can be written as the table's `want`: the same column names
 /// in the same order, types equal up to the plain Delta form, and no nullable column where the
 /// table's is not (delta-rs's write reports such nulls with their rows).
-fn fits(have: &SchemaRef, want: &SchemaRef) -> bool {
+pub(super) fn fits(have: &SchemaRef, want: &SchemaRef) -> bool {
     have.fields().len() == want.fields().len()
         && have.fields().iter().zip(want.fields()).all(|(h, w)| {
             h.name() == w.name()
@@ -298,7 +366,7 @@ mod tests {
 
     fn window<'a>(keys: &'a (String, String), app_id: &'a str) -> Window<'a> {
         Window {
-            keys,
+            scope: Scope::Window(keys),
             app_id,
             txn_version: 1,
             info: HashMap::new(),
@@ -412,7 +480,7 @@ mod conflict_tests {
     fn the_conflict_rules_of_a_window_overwrite() {
         let keys = ("2024-01-02".to_string(), "2024-01-04".to_string());
         let w = Window {
-            keys: &keys,
+            scope: Scope::Window(&keys),
             app_id: "mine",
             txn_version: 1,
             info: HashMap::new(),
@@ -433,7 +501,7 @@ mod conflict_tests {
             c(vec![add(None)]).is_some(),
             "a file without a partition value"
         );
-        let gone = |key: &str| Action::Remove(remove(key, "f.parquet", 1, 0));
+        let gone = |key: &str| Action::Remove(remove(Some(key), "f.parquet", 1, 0));
         assert_eq!(c(vec![gone("2024-01-05")]), None);
         assert!(c(vec![gone("2024-01-03")]).is_some());
         assert!(

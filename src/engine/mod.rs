@@ -31,10 +31,12 @@ mod delta;
 mod location;
 mod lock;
 mod ops;
+mod remote;
 mod rows;
 mod seed;
 mod session;
 mod spark;
+mod staged;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -237,33 +239,18 @@ pub struct LocalEngine {
     tables: tables::Tables,
 }
 
-/// The engine a project's `[engine]` table names, on its warehouse.
-pub fn open(config: &crate::project::Config) -> Result<LocalEngine> {
-    match &config.engine {
-        crate::project::EngineConfig::Local => {
-            LocalEngine::for_warehouse(&config.warehouse, &config.storage)
-        }
-        crate::project::EngineConfig::Spark { .. } => Err(crate::error::Diagnostic::error(
-            "this tidemark cannot run batches on Spark yet (`[engine] kind = \"spark\"`)",
-        )
-        .note("planning, `diff`, `info`, `env`, `janitor` and the state commands work (the Delta log and the state are always tidemark's); running batches, `query` and `reconcile` need the engine")
-        .hint("remove the `[engine]` table to run on the built-in DataFusion engine")
-        .into()),
-    }
-}
+pub use remote::SparkEngine;
 
-/// Run `sql`, which reads no table of the project, on the Spark Connect server at `remote`
-/// (else `SPARK_REMOTE`).
-pub fn spark_query(remote: Option<&str>, sql: &str) -> Result<Vec<RecordBatch>> {
-    let url = spark::remote_url(remote)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Bug(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(async {
-        let session = spark::Session::connect(&url).await?;
-        session.sql(sql).await
-    })
+/// The engine a project's `[engine]` table names, on its warehouse.
+pub fn open(config: &crate::project::Config) -> Result<Box<dyn Engine + Sync>> {
+    let local = LocalEngine::for_warehouse(&config.warehouse, &config.storage)?;
+    match &config.engine {
+        crate::project::EngineConfig::Local => Ok(Box::new(local)),
+        crate::project::EngineConfig::Spark { remote } => {
+            let url = spark::remote_url(remote.as_deref())?;
+            Ok(Box::new(SparkEngine::new(local, url)))
+        }
+    }
 }
 
 impl LocalEngine {

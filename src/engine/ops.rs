@@ -184,6 +184,7 @@ pub async fn vacuum(at: &Location, keep: &[u64], dry_run: bool) -> Result<u64> {
         return Ok(0);
     }
     let table = open(at).await?;
+    let latest = table.version();
     let (_, metrics) = table
         .vacuum()
         .with_mode(VacuumMode::Lite)
@@ -193,5 +194,36 @@ pub async fn vacuum(at: &Location, keep: &[u64], dry_run: bool) -> Result<u64> {
         .with_dry_run(dry_run)
         .await
         .map_err(|e| failed_delta(&format!("cannot vacuum `{at}`"), e))?;
-    Ok(metrics.files_deleted.len() as u64)
+    let orphans = match staging_in_use(at, keep, latest).await {
+        Some(live) => super::staged::clean_orphans(at, &live, dry_run).await?,
+        // A kept version could not be read: keep every staging directory.
+        None => 0,
+    };
+    Ok(metrics.files_deleted.len() as u64 + orphans)
+}
+
+/// The staging directories (of a remote engine's batches) holding a file of the latest version
+/// `latest` or of a version in `keep`; `None` when one of them cannot be read.
+async fn staging_in_use(
+    at: &Location,
+    keep: &[u64],
+    latest: Option<u64>,
+) -> Option<std::collections::BTreeSet<String>> {
+    let mut live = std::collections::BTreeSet::new();
+    for v in keep.iter().copied().chain(latest) {
+        let table = open_at(at, v).await.ok()?;
+        let files: Vec<_> = table
+            .get_active_add_actions_by_partitions(&[])
+            .try_collect()
+            .await
+            .ok()?;
+        live.extend(files.iter().filter_map(|f| {
+            let path = f.path().to_string();
+            let first = path.split('/').next()?;
+            first
+                .starts_with(super::staged::STAGING_PREFIX)
+                .then(|| first.to_string())
+        }));
+    }
+    Some(live)
 }

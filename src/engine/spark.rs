@@ -9,13 +9,19 @@
 //! - Errors are classified once, here: the server rejecting the SQL (analysis, parse,
 //!   arithmetic …) is permanent and its message goes under `Caused by:`; an unreachable or
 //!   failing server is transient, so the scheduler retries the batch.
-//! - The session's time zone is UTC (`spark.sql.session.timeZone`), as everywhere in tidemark.
+//! - Every session's time zone is UTC (`spark.sql.session.timeZone`), as everywhere in
+//!   tidemark; batches run in sessions of their own ([`Session::fork`]), so their temporary
+//!   views never meet.
+//! - Transport retries are short (3 within 10 s): a batch's transient failure is retried by
+//!   the scheduler, which also counts it for the circuit breaker.
 //! - Results arrive as Arrow IPC streams and are decoded with DataFusion's own arrow, so rows
 //!   from Spark and from DataFusion are the same Rust values (and checksum alike).
 
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::record_batch::RecordBatch;
-use spark_connect_core::{ChannelBuilder, SparkConnectClient, SparkError, SparkErrorKind};
+use spark_connect_core::{
+    ChannelBuilder, RetryPolicy, SparkConnectClient, SparkError, SparkErrorKind,
+};
 use spark_connect_proto as proto;
 
 use crate::error::{Diagnostic, Error, Result};
@@ -59,27 +65,129 @@ impl Session {
                     .hint("write it as `sc://HOST:15002` (parameters such as `;token=…` follow the port)"),
             )
         })?;
-        let client = SparkConnectClient::connect(&builder).await.map_err(|e| {
+        let mut client = SparkConnectClient::connect(&builder).await.map_err(|e| {
             classify(
                 &format!("cannot reach the Spark Connect server `{shown}`"),
                 url,
                 e,
             )
         })?;
-        Ok(Session { client, shown })
+        // The client's default retries an unreachable server for about ten minutes; a few
+        // seconds here, and the scheduler's own retries of transient batch errors above.
+        client.set_retry_policy(RetryPolicy {
+            max_retries: Some(3),
+            initial_backoff_ms: 250,
+            max_backoff_ms: Some(2_000),
+            max_retry_exception_elapsed_time_ms: Some(10_000),
+            ..RetryPolicy::default()
+        });
+        let session = Session { client, shown };
+        session.set_utc().await?;
+        Ok(session)
+    }
+
+    /// A new server-side session over the same connection: its temporary views are its own,
+    /// so batches running side by side never see each other's inputs.
+    pub async fn fork(&self) -> Result<Session> {
+        let session = Session {
+            client: self.client.with_new_session_id(),
+            shown: self.shown.clone(),
+        };
+        session.set_utc().await?;
+        Ok(session)
+    }
+
+    /// Give the server-side session back (best effort: the server expires idle sessions).
+    pub async fn release(&self) {
+        let _ = self.client.release_session().await;
+    }
+
+    /// Stop whatever this session runs on the server (Ctrl-C; best effort).
+    pub async fn interrupt(&self) {
+        let _ = self.client.interrupt_all().await;
+    }
+
+    async fn set_utc(&self) -> Result<()> {
+        self.client
+            .set_config("spark.sql.session.timeZone", "UTC")
+            .await
+            .map_err(|e| {
+                classify(
+                    &format!("cannot reach the Spark Connect server `{}`", self.shown),
+                    &self.shown,
+                    e,
+                )
+            })
     }
 
     /// Run one SQL statement on the server and collect its rows.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let plan = proto::Plan {
-            op_type: Some(proto::plan::OpType::Root(proto::Relation {
-                common: None,
-                rel_type: Some(proto::relation::RelType::Sql(proto::Sql {
-                    query: sql.to_string(),
+        let what = format!("Spark (`{}`) failed to run the query", self.shown);
+        self.execute(root(sql_relation(sql)), &what).await
+    }
+
+    /// Register the temporary view `name` over the files `paths` of `format` (`parquet`,
+    /// `csv`), read with the DDL `schema` when given.
+    pub async fn view_of_files(
+        &self,
+        name: &str,
+        format: &str,
+        paths: Vec<String>,
+        schema: Option<String>,
+        options: &[(&str, &str)],
+    ) -> Result<()> {
+        let read = proto::Relation {
+            common: None,
+            rel_type: Some(proto::relation::RelType::Read(proto::Read {
+                is_streaming: false,
+                read_type: Some(proto::read::ReadType::DataSource(proto::read::DataSource {
+                    format: Some(format.to_string()),
+                    schema,
+                    options: options
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    paths,
                     ..Default::default()
                 })),
             })),
         };
+        self.view(name, read).await
+    }
+
+    /// Register the temporary view `name` as the query `sql`.
+    pub async fn view_of_sql(&self, name: &str, sql: &str) -> Result<()> {
+        self.view(name, sql_relation(sql)).await
+    }
+
+    async fn view(&self, name: &str, input: proto::Relation) -> Result<()> {
+        let command =
+            proto::command::CommandType::CreateDataframeView(proto::CreateDataFrameViewCommand {
+                input: Some(input),
+                name: name.to_string(),
+                is_global: false,
+                replace: true,
+            });
+        let what = format!("Spark (`{}`) cannot read an input", self.shown);
+        self.execute(command_plan(command), &what).await.map(drop)
+    }
+
+    /// Write the rows of `sql` as Parquet under `path` (a directory that must not exist),
+    /// partitioned Hive-style by `partition_by`.
+    pub async fn write_parquet(&self, sql: &str, path: &str, partition_by: &[&str]) -> Result<()> {
+        let command = proto::command::CommandType::WriteOperation(proto::WriteOperation {
+            input: Some(sql_relation(sql)),
+            source: Some("parquet".to_string()),
+            save_type: Some(proto::write_operation::SaveType::Path(path.to_string())),
+            mode: proto::write_operation::SaveMode::ErrorIfExists as i32,
+            partitioning_columns: partition_by.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        });
+        let what = format!("Spark (`{}`) failed to run the query", self.shown);
+        self.execute(command_plan(command), &what).await.map(drop)
+    }
+
+    async fn execute(&self, plan: proto::Plan, what: &str) -> Result<Vec<RecordBatch>> {
         let request = proto::ExecutePlanRequest {
             session_id: self.client.session_id().to_string(),
             user_context: Some(proto::UserContext {
@@ -90,16 +198,15 @@ impl Session {
             client_type: Some(format!("tidemark/{}", env!("CARGO_PKG_VERSION"))),
             ..Default::default()
         };
-        let what = || format!("Spark (`{}`) failed to run the query", self.shown);
         let mut stream = self
             .client
             .execute_plan(request)
             .await
-            .map_err(|e| classify(&what(), &self.shown, e))?;
+            .map_err(|e| classify(what, &self.shown, e))?;
         let mut batches = Vec::new();
         loop {
             let message = stream.message().await.map_err(|status| {
-                classify(&what(), &self.shown, SparkError::from_grpc_status(status))
+                classify(what, &self.shown, SparkError::from_grpc_status(status))
             })?;
             let Some(message) = message else { break };
             if let Some(proto::execute_plan_response::ResponseType::ArrowBatch(b)) =
@@ -117,6 +224,30 @@ impl Session {
             }
         }
         Ok(batches)
+    }
+}
+
+fn sql_relation(sql: &str) -> proto::Relation {
+    proto::Relation {
+        common: None,
+        rel_type: Some(proto::relation::RelType::Sql(proto::Sql {
+            query: sql.to_string(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn root(relation: proto::Relation) -> proto::Plan {
+    proto::Plan {
+        op_type: Some(proto::plan::OpType::Root(relation)),
+    }
+}
+
+fn command_plan(command: proto::command::CommandType) -> proto::Plan {
+    proto::Plan {
+        op_type: Some(proto::plan::OpType::Command(proto::Command {
+            command_type: Some(command),
+        })),
     }
 }
 

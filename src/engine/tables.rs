@@ -213,6 +213,13 @@ impl Files {
         self.by_key.contains_key(&None)
     }
 
+    /// Every active file: (partition value, path, size).
+    pub fn all(&self) -> impl Iterator<Item = (Option<&str>, &str, i64)> + '_ {
+        self.by_key
+            .iter()
+            .flat_map(|(k, m)| m.iter().map(move |(p, s)| (k.as_deref(), p.as_str(), *s)))
+    }
+
     /// The files whose partition value is in `[lo, hi)`: (value, path, size).
     pub fn in_range<'a>(
         &'a self,

@@ -122,7 +122,7 @@ pub fn apply(r: &Request<'_>) -> Result<Applied> {
     install_interrupt(r.printer);
     let started = std::time::Instant::now();
     let cx = backfill::ApplyRun {
-        engine: &engine,
+        engine: engine.as_ref(),
         config: r.config,
         state: r.state,
         now,

@@ -36,8 +36,53 @@ use std::path::Path;
 /// The dialect of the built-in engine, also used for types and audit arguments.
 pub const DIALECT: GenericDialect = GenericDialect {};
 
-/// The parser dialect of Spark SQL.
-static SPARK: DatabricksDialect = DatabricksDialect {};
+/// The parser dialect of Spark SQL: sqlparser's Databricks dialect, where an identifier may
+/// also start with `@`, so macro variables (`@start_ds`) are read as they are in the generic
+/// dialect.
+static SPARK: SparkSql = SparkSql;
+
+#[derive(Debug)]
+struct SparkSql;
+
+macro_rules! databricks {
+    ($($f:ident),* $(,)?) => {
+        $(fn $f(&self) -> bool {
+            DatabricksDialect {}.$f()
+        })*
+    };
+}
+
+impl SqlparserDialect for SparkSql {
+    fn dialect(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<DatabricksDialect>()
+    }
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        DatabricksDialect {}.is_delimited_identifier_start(ch)
+    }
+    fn is_identifier_start(&self, ch: char) -> bool {
+        ch == '@' || DatabricksDialect {}.is_identifier_start(ch)
+    }
+    fn is_identifier_part(&self, ch: char) -> bool {
+        DatabricksDialect {}.is_identifier_part(ch)
+    }
+    databricks!(
+        supports_numeric_prefix,
+        supports_filter_during_aggregation,
+        supports_group_by_expr,
+        supports_table_versioning,
+        supports_lambda_functions,
+        supports_select_wildcard_except,
+        require_interval_qualifier,
+        supports_struct_literal,
+        supports_nested_comments,
+        supports_group_by_with_modifier,
+        supports_values_as_table_factor,
+        supports_optimize_table,
+        supports_bang_not_operator,
+        supports_cte_without_as,
+        supports_select_item_multi_column_alias,
+    );
+}
 
 /// The SQL dialect a project's model queries are written in, set by its engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -200,6 +245,25 @@ pub fn pretty(query: &Query) -> String {
     format!("{query:#}")
 }
 
+/// `sql` (a query in `dialect`) with every table reference that `map` knows renamed to the
+/// single identifier it returns (an engine's name for a pinned input); references keep their
+/// old table part as alias.
+pub fn rename_tables(
+    sql: &str,
+    dialect: Dialect,
+    map: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Diagnostic> {
+    let mut query = parse_query(Path::new("<batch>"), sql, dialect)?;
+    replace_tables(&mut query, &|name| {
+        map(name).map(|n| {
+            datafusion::sql::sqlparser::ast::ObjectName::from(vec![
+                datafusion::sql::sqlparser::ast::Ident::new(n),
+            ])
+        })
+    });
+    Ok(query.to_string())
+}
+
 /// Parse a standalone SQL expression (e.g. an audit argument) into its canonical text.
 pub fn canonical_expr(text: &str) -> Result<String, String> {
     let mut tokens = Tokenizer::new(&DIALECT, text)
@@ -350,6 +414,14 @@ mod tests {
             .map(|r| r.name.clone())
             .collect();
         assert_eq!(refs, ["raw.events"]);
+        // Macro variables are read as in DataFusion SQL (the Databricks dialect alone does not
+        // let an identifier start with `@`).
+        let macros: Vec<String> = crate::sql::analyze(&q)
+            .macros
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        assert_eq!(macros, ["start_ds", "end_ds"]);
         // Reformatting and keyword case never change the canonical form.
         let again = parse_query(
             Path::new("m.sql"),

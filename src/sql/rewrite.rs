@@ -28,7 +28,7 @@ pub fn replace_tables(query: &mut Query, map: &dyn Fn(&str) -> Option<ObjectName
                 ..
             } = tf
             {
-                let text = name.to_string().replace('"', "");
+                let text = name.to_string().replace(['"', '`'], "");
                 if let Some(new) = (self.map)(&text) {
                     if alias.is_none()
                         && let Some(last) = name.0.last().and_then(|p| p.as_ident()).cloned()

@@ -10,7 +10,7 @@ use crate::common::{copy_project, env_json, fix_discount, ok, sushi, table_of, t
 use crate::s3::moto;
 
 /// What every step shows: the queries' answers.
-const QUERIES: [&str; 4] = [
+pub const QUERIES: [&str; 4] = [
     "SELECT transaction_date, location_id, transactions, items_sold, revenue FROM sushi.daily_sales_by_location ORDER BY 1, 2",
     "SELECT count(*) AS n, sum(amount) AS amount FROM sushi.fact_sales_transactions",
     "SELECT * FROM sushi.top_products_daily ORDER BY 1, 2, 3",
@@ -102,7 +102,7 @@ fn reference() -> &'static Vec<String> {
 
 /// Run the life on an object-store project and check it against the local reference; returns
 /// the tables janitor deleted.
-fn check(p: &Path, scheme: &str, secret: &str) -> Vec<String> {
+pub fn check(p: &Path, scheme: &str, secret: &str) -> Vec<String> {
     let (seen, transcripts) = lifecycle(p);
     let expected = reference();
     for (i, (got, want)) in seen.iter().zip(expected.iter()).enumerate() {

@@ -83,7 +83,7 @@ impl Moto {
 }
 
 /// The secret key of the test projects on moto (moto accepts any).
-const SECRET: &str = "tidemark-test-secret";
+pub const SECRET: &str = "tidemark-test-secret";
 
 fn day(d: u32) -> chrono::DateTime<chrono::Utc> {
     parse_instant(&format!("2024-01-{d:02}")).unwrap().at

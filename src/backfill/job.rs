@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use super::batches::{Batch, ModelWork};
 use super::catalog::Catalog;
-use super::{ApplyRun, audit, check_seed, context_error, empty_relation};
+use super::{ApplyRun, audit, check_seed, context_error};
 use crate::engine::{AuditJob, BatchJob, BatchReport, Input, WriteMode};
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{Interval, format_ts};
@@ -161,9 +161,9 @@ pub fn run(
                 table: table.clone(),
                 version: Some(v),
             },
-            None => Input::View {
+            None => Input::Empty {
                 name: name.clone(),
-                sql: empty_relation(&rec.columns),
+                columns: rec.columns.clone(),
             },
         });
     }
@@ -214,7 +214,7 @@ fn versions_of(inputs: &[Input]) -> BTreeMap<String, Option<u64>> {
         .map(|i| {
             let v = match i {
                 Input::Table { version, .. } | Input::Source { version, .. } => *version,
-                Input::View { .. } => None,
+                Input::View { .. } | Input::Empty { .. } => None,
             };
             (i.name().to_string(), v)
         })

@@ -648,14 +648,6 @@ fn first_line(e: &Error) -> String {
 
 /// `SELECT CAST(NULL AS type) AS "column", ... WHERE false`: no rows, the declared schema.
 /// Types were validated by the SQL parser at load; names are quoted.
-fn empty_relation(columns: &[(String, String)]) -> String {
-    let cols: Vec<String> = columns
-        .iter()
-        .map(|(c, t)| format!("CAST(NULL AS {t}) AS \"{}\"", c.replace('"', "\"\"")))
-        .collect();
-    format!("SELECT {} WHERE false", cols.join(", "))
-}
-
 fn check_seed(file: &std::path::Path, s: &Snapshot) -> Result<()> {
     let bytes =
         std::fs::read(file).map_err(|e| Error::from(crate::error::io_error("read", file, &e)))?;

@@ -200,7 +200,7 @@ async fn put(
                 break;
             }
             Err(TransactionError::VersionAlreadyExists(_)) => {
-                let theirs = commit_actions(&table, version).await?;
+                let theirs = commit_actions(table, version).await?;
                 if let Some(why) = conflict(&theirs, w) {
                     return Err(Error::transient(Diagnostic::error(format!(
                         "`{at}`: commit {version} by another writer {why}"

@@ -80,6 +80,14 @@ pub enum Input {
         /// Rendered SQL.
         sql: String,
     },
+    /// No rows, with declared columns (name, SQL type): a self-referencing model's own table
+    /// before its first batch.
+    Empty {
+        /// The name SQL uses.
+        name: ModelName,
+        /// Columns and their types as declared.
+        columns: Vec<(String, String)>,
+    },
     /// An external source read in place.
     Source {
         /// The name SQL uses.
@@ -98,9 +106,10 @@ impl Input {
     /// The name SQL uses.
     pub fn name(&self) -> &ModelName {
         match self {
-            Input::Table { name, .. } | Input::View { name, .. } | Input::Source { name, .. } => {
-                name
-            }
+            Input::Table { name, .. }
+            | Input::View { name, .. }
+            | Input::Empty { name, .. }
+            | Input::Source { name, .. } => name,
         }
     }
 }
@@ -209,6 +218,11 @@ pub struct TableInfo {
 
 /// The engine interface: what the scheduler and the commands need from an executor.
 pub trait Engine {
+    /// Check, before the first batch of an apply, that the engine can run batches (a remote
+    /// engine: that its server answers).
+    fn preflight(&self) -> Result<()> {
+        Ok(())
+    }
     /// Compute and write one batch.
     fn run_batch(&self, job: &BatchJob) -> Result<BatchReport>;
     /// Latest version of a physical table (`None`: it does not exist).
@@ -239,7 +253,7 @@ pub struct LocalEngine {
     tables: tables::Tables,
 }
 
-pub use remote::SparkEngine;
+pub use remote::{SparkEngine, interrupt_running};
 
 /// The engine a project's `[engine]` table names, on its warehouse.
 pub fn open(config: &crate::project::Config) -> Result<Box<dyn Engine + Sync>> {

@@ -76,15 +76,54 @@ impl SparkEngine {
     }
 
     /// Run `work` in a server-side session of its own, given back afterwards.
+    /// While it runs, [`interrupt_running`] can stop what it runs on the server.
     async fn in_session<T>(&self, work: impl AsyncFnOnce(&Session) -> Result<T>) -> Result<T> {
-        let s = self.session().await?.fork().await?;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let s = Arc::new(self.session().await?.fork().await?);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut running) = RUNNING.lock() {
+            running.insert(id, s.clone());
+        }
         let out = work(&s).await;
+        if let Ok(mut running) = RUNNING.lock() {
+            running.remove(&id);
+        }
         s.release().await;
         out
     }
 }
 
+/// The sessions running batches or queries now.
+static RUNNING: Mutex<BTreeMap<u64, Arc<Session>>> = Mutex::new(BTreeMap::new());
+
+/// Interrupt every operation this process runs on a Spark Connect server (the second Ctrl-C
+/// of an apply, before it exits); waits at most a few seconds. Their staging directories are
+/// left for the janitor; nothing was committed for them.
+pub fn interrupt_running() {
+    let sessions: Vec<Arc<Session>> = match RUNNING.lock() {
+        Ok(r) => r.values().cloned().collect(),
+        Err(_) => return,
+    };
+    if sessions.is_empty() {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let all = futures::future::join_all(sessions.iter().map(|s| s.interrupt()));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), all).await;
+    });
+}
+
 impl Engine for SparkEngine {
+    fn preflight(&self) -> Result<()> {
+        self.local.rt.block_on(self.session()).map(drop)
+    }
+
     fn run_batch(&self, job: &BatchJob) -> Result<BatchReport> {
         let at = self.local.table_location(&job.table);
         if matches!(job.write, WriteMode::Seed { .. }) {
@@ -234,7 +273,7 @@ async fn attempt(
         return Ok((report, false));
     }
     if open.read_to().is_none() {
-        create(e, at, &mut open, &schema, partitioned).await?;
+        create(e, at, &mut open, &schema, partitioned, held.is_some()).await?;
     } else {
         check_schema(at, &open, &schema).await?;
     }
@@ -397,13 +436,15 @@ async fn schema_of(s: &Session, query: &str) -> Result<SchemaRef> {
         })
 }
 
-/// Create the table with `schema` (plus the partition column), in a commit of its own.
+/// Create the table with `schema` (plus the partition column), in a commit of its own, under
+/// the table's lock (taken here unless the caller `holds` it).
 async fn create(
     e: &SparkEngine,
     at: &Location,
     open: &mut Open,
     schema: &SchemaRef,
     partitioned: bool,
+    holds: bool,
 ) -> Result<()> {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut partition_columns: Vec<&str> = Vec::new();
@@ -412,7 +453,10 @@ async fn create(
         partition_columns.push(PARTITION_COLUMN);
     }
     let empty = RecordBatch::new_empty(Arc::new(Schema::new(fields)));
-    let _held = lock::exclusive(at).await?;
+    let _held = match holds {
+        true => None,
+        false => Some(lock::exclusive(at).await?),
+    };
     let table = e.local.tables.latest(at).await?.current().await?;
     let ctx = super::session::new_context();
     let created = delta::ensure_created(table, at, &[empty], &partition_columns, &ctx).await?;
@@ -527,6 +571,20 @@ async fn register(
                 files_view(s, &view, &at, *version).await?;
             }
             Input::View { sql, .. } => s.view_of_sql(&view, &rename(sql, &names)?).await?,
+            Input::Empty { columns, .. } => {
+                let cols: Vec<String> = columns
+                    .iter()
+                    .map(|(c, t)| {
+                        format!(
+                            "CAST(NULL AS {}) AS `{}`",
+                            spark_type_name(t),
+                            c.replace('`', "``")
+                        )
+                    })
+                    .collect();
+                s.view_of_sql(&view, &format!("SELECT {} WHERE FALSE", cols.join(", ")))
+                    .await?
+            }
             Input::Source {
                 path,
                 format,

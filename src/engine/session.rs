@@ -80,6 +80,18 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
                 .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
             hide_partition_column(ctx, provider)?
         }
+        Input::Empty { columns, .. } => {
+            let cols: Vec<String> = columns
+                .iter()
+                .map(|(c, t)| format!("CAST(NULL AS {t}) AS \"{}\"", c.replace('"', "\"\"")))
+                .collect();
+            let sql = format!("SELECT {} WHERE false", cols.join(", "));
+            let df = ctx
+                .sql_with_options(&sql, read_only())
+                .await
+                .map_err(|e| failed(&format!("cannot build the view `{name}`"), e))?;
+            df.into_view()
+        }
         Input::View { sql, .. } => {
             let df = ctx
                 .sql_with_options(sql, read_only())

@@ -50,8 +50,6 @@ pub fn staging_name(app_id: &str) -> String {
 
 /// One staged data file, read back.
 pub struct File {
-    /// Partition value (`None`: the table is unpartitioned).
-    pub key: Option<String>,
     /// The `add` action committing it.
     pub add: Add,
     /// Its path as the engine reads it.
@@ -159,7 +157,6 @@ pub async fn read(at: &Location, dir: &str, allowed: Option<&BTreeSet<String>>) 
         staged.files.push(File {
             add: add(&rel_to_table, key.as_deref(), size, &rows)?,
             url: format!("{}{rel_to_table}", at.url()),
-            key,
         });
     }
     Ok(staged)
@@ -586,7 +583,10 @@ mod tests {
             staged.files[0].add.path,
             format!("staging-a/{PARTITION_COLUMN}=2024-01-01/part-0.parquet")
         );
-        assert_eq!(staged.files[1].key.as_deref(), Some("2024-01-02"));
+        assert_eq!(
+            staged.files[1].add.partition_values[PARTITION_COLUMN].as_deref(),
+            Some("2024-01-02")
+        );
         tidy(&at, "staging-a").await;
         assert!(!stage.join(format!("{PARTITION_COLUMN}={OUTSIDE}")).exists());
         assert!(!stage.join("_SUCCESS").exists());
@@ -611,7 +611,8 @@ mod tests {
         assert!(err.to_string().contains("no partition directory"), "{err}");
         // ...which is how an unpartitioned table's files are laid out.
         let staged = read(&at, "staging-b", None).await.unwrap();
-        assert_eq!((staged.sum.rows, staged.files[0].key.clone()), (1, None));
+        assert_eq!(staged.sum.rows, 1);
+        assert!(staged.files[0].add.partition_values.is_empty());
 
         // Orphans: staging directories no version uses, once nothing was written for an hour.
         let live = BTreeSet::from(["staging-a".to_string()]);

@@ -59,6 +59,8 @@ fn install_interrupt(printer: Printer) {
                             printer.note(
                                 "stopping now; batches that were running are recomputed on resume",
                             );
+                            // Work running on a remote engine stops with us.
+                            crate::engine::interrupt_running();
                             // The conventional status of a process ended by SIGINT.
                             std::process::exit(130);
                         }
@@ -109,6 +111,7 @@ pub fn apply(r: &Request<'_>) -> Result<Applied> {
     // The batches write tables into the warehouse before the first state write: the
     // conditional-write probe goes first.
     store.storage().check_writable()?;
+    engine.preflight()?;
     let log = |line: &str| r.printer.line(line);
     let now = chrono::Utc::now();
     let apply_id = Apply {

@@ -247,13 +247,18 @@ pub fn pretty(query: &Query) -> String {
 
 /// `sql` (a query in `dialect`) with every table reference that `map` knows renamed to the
 /// single identifier it returns (an engine's name for a pinned input); references keep their
-/// old table part as alias.
+/// old table part as alias. In Spark SQL, identifiers tidemark quoted the standard way (the
+/// CTEs of inlined EMBEDDED models) are quoted with backticks, as Spark reads `"…"` as a
+/// string.
 pub fn rename_tables(
     sql: &str,
     dialect: Dialect,
     map: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, Diagnostic> {
     let mut query = parse_query(Path::new("<batch>"), sql, dialect)?;
+    if dialect == Dialect::Spark {
+        rewrite::backtick_quotes(&mut query);
+    }
     replace_tables(&mut query, &|name| {
         map(name).map(|n| {
             datafusion::sql::sqlparser::ast::ObjectName::from(vec![
@@ -431,5 +436,20 @@ mod tests {
         .unwrap();
         assert_eq!(canonical(&q), canonical(&again));
         assert!(canonical(&q).contains("x -> x + 1"), "{}", canonical(&q));
+    }
+
+    #[test]
+    fn renaming_for_spark_names_inputs_and_quotes_with_backticks() {
+        let sql = r#"WITH "ledger.settled" AS (SELECT * FROM raw.payments) SELECT s.x FROM "ledger.settled" AS "s" JOIN ledger.accounts AS a ON a.id = s.id"#;
+        let out = rename_tables(sql, Dialect::Spark, &|n| match n {
+            "raw.payments" => Some("__tm_0_raw_payments".into()),
+            "ledger.accounts" => Some("__tm_1_ledger_accounts".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            "WITH `ledger.settled` AS (SELECT * FROM __tm_0_raw_payments AS payments) SELECT s.x FROM `ledger.settled` AS `s` JOIN __tm_1_ledger_accounts AS a ON a.id = s.id"
+        );
     }
 }

@@ -49,6 +49,56 @@ pub fn replace_tables(query: &mut Query, map: &dyn Fn(&str) -> Option<ObjectName
     let _ = query.visit(&mut R { map });
 }
 
+/// Quote every identifier quoted with `"` with backticks instead (Spark SQL).
+pub fn backtick_quotes(query: &mut Query) {
+    use datafusion::sql::sqlparser::ast::{Expr, ObjectNamePart};
+    fn fix(i: &mut Ident) {
+        if i.quote_style == Some('"') {
+            i.quote_style = Some('`');
+        }
+    }
+    fn fix_name(n: &mut ObjectName) {
+        for p in &mut n.0 {
+            if let ObjectNamePart::Identifier(i) = p {
+                fix(i);
+            }
+        }
+    }
+    struct B;
+    impl VisitorMut for B {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if let Some(with) = &mut q.with {
+                for cte in &mut with.cte_tables {
+                    fix(&mut cte.alias.name);
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_relation(&mut self, n: &mut ObjectName) -> ControlFlow<()> {
+            fix_name(n);
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table { alias: Some(a), .. }
+            | TableFactor::Derived { alias: Some(a), .. } = tf
+            {
+                fix(&mut a.name);
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            match e {
+                Expr::Identifier(i) => fix(i),
+                Expr::CompoundIdentifier(parts) => parts.iter_mut().for_each(fix),
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = query.visit(&mut B);
+}
+
 /// Put `ctes` (name, body) before the query's own CTEs.
 pub fn prepend_ctes(query: &mut Query, ctes: Vec<(String, Query)>) {
     if ctes.is_empty() {

@@ -482,10 +482,11 @@ fn a_warehouse_without_write_permission_is_refused_without_a_trace() {
     assert!(out.contains('7'), "{out}");
 }
 
-/// `[engine] kind = "spark"`: model SQL is read as Spark SQL and planning works; running
-/// batches is refused before anything is written, and the remote's token is never shown.
+/// `[engine] kind = "spark"`: model SQL is read as Spark SQL and planning works; with the
+/// server unreachable, the apply fails before any batch (exit 2, a hint), nothing is written,
+/// and the remote's token is never shown.
 #[test]
-fn a_spark_engine_is_refused_before_any_write_and_its_token_never_shown() {
+fn a_spark_engine_out_of_reach_fails_before_any_write_and_its_token_never_shown() {
     let (_t, p) = crate::common::copy_project(&crate::common::sushi());
     let config = std::fs::read_to_string(p.join("tidemark.toml")).unwrap();
     std::fs::write(
@@ -522,7 +523,9 @@ fn a_spark_engine_is_refused_before_any_write_and_its_token_never_shown() {
     let r = tidemark(&p, &["--execution-time", "2024-01-31", "plan", "--apply"]);
     assert_eq!(r.code, 2, "{}", r.transcript());
     assert!(
-        r.stderr.contains("cannot run batches on Spark yet") && r.stderr.contains("hint:"),
+        r.stderr
+            .contains("cannot reach the Spark Connect server `sc://127.0.0.1:1/;token=…`")
+            && r.stderr.contains("hint: check that the server runs"),
         "{}",
         r.stderr
     );

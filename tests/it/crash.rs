@@ -99,7 +99,7 @@ fn reconciles(p: &Path) {
 }
 
 /// Apply trials on projects made by `project(seed)`: kill, kill again, resume, compare.
-fn apply_trials(
+pub fn apply_trials(
     what: &str,
     trials: u64,
     project: impl Fn(u64) -> (tempfile::TempDir, std::path::PathBuf),

@@ -11,7 +11,10 @@
 //!   the per-batch cost of reading an upstream table at the version just written.
 //!
 //! With `TIDEMARK_BENCH_S3=http://127.0.0.1:PORT` the warehouse is on that S3 server (see
-//! `benches/s3.rs`), which gives the object-store latency of each scenario.
+//! `benches/s3.rs`), which gives the object-store latency of each scenario. With
+//! `TIDEMARK_BENCH_SPARK=sc://127.0.0.1:PORT` the projects run on that Spark Connect server
+//! (their generator in Spark SQL), and each scenario also reports where the remote batches
+//! spent their time: on the engine, reading staged files back, committing.
 //! - `memory`: a 3-year backfill (156 weekly batches of 20,000 rows/day) against a single batch
 //!   of the same model: peak memory ratio (target ≤ 2×).
 
@@ -39,6 +42,28 @@ FROM unnest(generate_series(@start_dt, @end_dt, INTERVAL '1 day')) AS d(day)
 CROSS JOIN unnest(generate_series(1, ROWS)) AS s(n)
 ";
 
+/// The generator in Spark SQL.
+const SPARK_GENERATOR: &str = "MODEL (
+  name raw.events,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ds, batch_size BATCH)
+);
+SELECT
+  CAST(d.day AS DATE) AS ds,
+  s.n AS event_id,
+  (s.n * 7919) % 1000 AS user_id,
+  CAST((s.n * 104729) % 50 AS INT) AS category,
+  CAST((s.n * 31) % 997 AS DOUBLE) / 10.0 AS amount
+FROM (SELECT explode(sequence(@start_dt, @end_dt, INTERVAL 1 DAY)) AS day) AS d
+CROSS JOIN (SELECT explode(sequence(CAST(1 AS BIGINT), CAST(ROWS AS BIGINT))) AS n) AS s
+";
+
+/// The Spark Connect server to run on, if any.
+fn spark() -> Option<String> {
+    std::env::var("TIDEMARK_BENCH_SPARK")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 fn write(p: &Path, rel: &str, text: &str) {
     let f = p.join(rel);
     std::fs::create_dir_all(f.parent().unwrap()).unwrap();
@@ -52,13 +77,21 @@ fn project(p: &Path, start: &str, rows: u64, batch: u32, transforms: usize, aggr
         p,
         "tidemark.toml",
         &format!(
-            "[project]\nname = \"bench\"\n\n[model_defaults]\nstart = \"{start}\"\ncron = \"@daily\"\n"
+            "[project]\nname = \"bench\"\n\n[model_defaults]\nstart = \"{start}\"\ncron = \"@daily\"\n{}",
+            spark()
+                .map(|r| format!("\n[engine]\nkind = \"spark\"\nremote = \"{r}\"\n"))
+                .unwrap_or_default()
         ),
     );
+    let generator = if spark().is_some() {
+        SPARK_GENERATOR
+    } else {
+        GENERATOR
+    };
     write(
         p,
         "models/raw/events.sql",
-        &GENERATOR
+        &generator
             .replace("BATCH", &batch.to_string())
             .replace("ROWS", &rows.to_string()),
     );
@@ -111,9 +144,12 @@ fn child(project: &str, now: &str) {
         .and_then(|k| k.parse::<u64>().ok())
         .unwrap_or(0);
     println!("hwm_kib={hwm}");
+    let (n, engine, read_back, commit) = tidemark::remote_batch_phases();
+    println!("phases={n},{engine},{read_back},{commit}");
 }
 
-/// Run the apply in a child process: (seconds, peak MiB).
+/// Run the apply in a child process: (seconds, peak MiB); prints where remote batches spent
+/// their time, if any ran.
 fn measure(project: &Path, now: &str) -> (f64, f64) {
     let started = Instant::now();
     let out = Command::new(std::env::current_exe().unwrap())
@@ -134,6 +170,21 @@ fn measure(project: &Path, now: &str) -> (f64, f64) {
         .find_map(|l| l.strip_prefix("hwm_kib="))
         .and_then(|k| k.parse().ok())
         .unwrap_or(0.0);
+    let phases: Vec<f64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("phases="))
+        .map(|p| p.split(',').filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    if let [n, engine, read_back, commit] = phases[..]
+        && n > 0.0
+    {
+        println!(
+            "  remote batches: {n:.0}; per batch: engine {:.1} ms, read-back {:.1} ms, commit {:.1} ms",
+            engine * 1000.0 / n,
+            read_back * 1000.0 / n,
+            commit * 1000.0 / n
+        );
+    }
     (secs, kib / 1024.0)
 }
 
@@ -152,8 +203,11 @@ fn main() {
     let want = |s: &str| picked.is_empty() || picked.iter().any(|p| p == s);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "workers: {cores} (default: one per core); warehouse on {}",
-        s3::label()
+        "workers: {cores} (default: one per core); warehouse on {}; engine: {}",
+        s3::label(),
+        spark().map_or("DataFusion (in process)".to_string(), |r| format!(
+            "Spark Connect at {r}"
+        ))
     );
     if want("wide") {
         let tmp = tempfile::tempdir().unwrap();

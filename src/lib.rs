@@ -46,6 +46,20 @@ use clap::Parser;
 
 pub use error::{Diagnostic, Error, ExitStatus, Result};
 
+/// Where this process's remote-engine batches spent their time (for benchmarks): committed
+/// batches, then seconds on the engine, reading staged files back, and committing.
+pub fn remote_batch_phases() -> (u64, f64, f64, f64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let p = &engine::PHASES;
+    let s = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed) as f64 / 1e6;
+    (
+        p.batches.load(Relaxed),
+        s(&p.engine_us),
+        s(&p.read_back_us),
+        s(&p.commit_us),
+    )
+}
+
 use crate::commands as c;
 use crate::printer::Printer;
 use crate::settings::Task;

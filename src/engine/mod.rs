@@ -38,6 +38,7 @@ mod session;
 mod spark;
 mod staged;
 mod tables;
+mod views;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -253,7 +254,7 @@ pub struct LocalEngine {
     tables: tables::Tables,
 }
 
-pub use remote::{SparkEngine, interrupt_running};
+pub use remote::{PHASES, SparkEngine, interrupt_running};
 
 /// The engine a project's `[engine]` table names, on its warehouse.
 pub fn open(config: &crate::project::Config) -> Result<Box<dyn Engine + Sync>> {

@@ -27,23 +27,22 @@
 //!   process) are orphans the janitor deletes ([`super::staged::orphans`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use futures::TryStreamExt;
 
 use super::spark::Session;
 use super::staged::{self, OUTSIDE};
 use super::tables::Open;
+use super::views::{ddl, empty_select, files_view, register, rename};
 use super::{
     AUDITED, AuditResult, BatchJob, BatchReport, Checksum, Engine, Input, LocalEngine, Location,
     PARTITION_COLUMN, TableInfo, WriteMode, commit, delta, failed, lock, partition_key,
 };
 use crate::error::{Diagnostic, Error, Result};
 use crate::names::TableId;
-use crate::project::SourceFormat;
-use crate::sql::Dialect;
 
 /// The engine running model SQL on a Spark Connect server.
 pub struct SparkEngine {
@@ -63,6 +62,11 @@ impl SparkEngine {
             url,
             session: Mutex::new(None),
         }
+    }
+
+    /// Where `table` lives.
+    pub(super) fn table_location(&self, table: &TableId) -> Location {
+        self.local.table_location(table)
     }
 
     async fn session(&self) -> Result<Arc<Session>> {
@@ -205,6 +209,7 @@ async fn attempt(
     mut open: Open,
     dir: &str,
 ) -> Result<(BatchReport, bool)> {
+    let mut clock = Phases::start();
     let names = register(e, s, &job.inputs).await?;
     let query = rename(&job.sql, &names)?;
     let stage_at = match at.local_path() {
@@ -253,12 +258,15 @@ async fn attempt(
         },
     )
     .await?;
+    clock.lap(&PHASES.engine_us);
     let staged = staged::read(at, dir, allowed.as_ref()).await?;
+    clock.lap(&PHASES.read_back_us);
     let schema = match &staged.schema {
         Some(s) => s.clone(),
         None => schema_of(s, &query).await?,
     };
     let audits = audit(s, job, &staged, &schema, &names, &query).await?;
+    clock.lap(&PHASES.engine_us);
     let read_version = open.read_to().unwrap_or_default();
     if audits.iter().any(|a| a.blocking && a.failures > 0) {
         let report = BatchReport {
@@ -296,6 +304,8 @@ async fn attempt(
     let adds: Vec<_> = staged.files.iter().map(|f| f.add.clone()).collect();
     let version = commit::commit_files(&mut open, at, &adds, &window).await?;
     drop(held);
+    clock.lap(&PHASES.commit_us);
+    PHASES.batches.fetch_add(1, Ordering::Relaxed);
     e.local.tables.keep(at, &open)?;
     let report = BatchReport {
         rows: staged.sum.rows,
@@ -307,6 +317,44 @@ async fn attempt(
         audits,
     };
     Ok((report, true))
+}
+
+/// Where remote batches of this process spent their time, summed (microseconds): on the
+/// engine (inputs, query, write, audits), reading the staged files back, and committing
+/// (table creation, lock waits and the commit itself). For benchmarks.
+#[derive(Default)]
+pub struct PhaseTotals {
+    /// Committed remote batches.
+    pub batches: AtomicU64,
+    /// On the engine.
+    pub engine_us: AtomicU64,
+    /// Listing and reading back the staged files.
+    pub read_back_us: AtomicU64,
+    /// Creating the table, waiting for its lock, committing.
+    pub commit_us: AtomicU64,
+}
+
+/// The totals of this process.
+pub static PHASES: PhaseTotals = PhaseTotals {
+    batches: AtomicU64::new(0),
+    engine_us: AtomicU64::new(0),
+    read_back_us: AtomicU64::new(0),
+    commit_us: AtomicU64::new(0),
+};
+
+struct Phases(std::time::Instant);
+
+impl Phases {
+    fn start() -> Phases {
+        Phases(std::time::Instant::now())
+    }
+    /// Add the time since the last lap to `total`.
+    fn lap(&mut self, total: &AtomicU64) {
+        let now = std::time::Instant::now();
+        let us = u64::try_from((now - self.0).as_micros()).unwrap_or(u64::MAX);
+        total.fetch_add(us, Ordering::Relaxed);
+        self.0 = now;
+    }
 }
 
 /// The `CASE` expression giving each row of a time-range batch its partition value, and the
@@ -548,250 +596,6 @@ async fn audit(
         });
     }
     Ok(out)
-}
-
-/// `sql` with the job's input names renamed to their views.
-fn rename(sql: &str, names: &BTreeMap<String, String>) -> Result<String> {
-    crate::sql::rename_tables(sql, Dialect::Spark, &|n| names.get(n).cloned()).map_err(Error::from)
-}
-
-/// Register every input as a view of the session; returns logical name → view name.
-async fn register(
-    e: &SparkEngine,
-    s: &Session,
-    inputs: &[Input],
-) -> Result<BTreeMap<String, String>> {
-    let mut names = BTreeMap::new();
-    for (i, input) in inputs.iter().enumerate() {
-        let name = input.name();
-        let view = format!("__tm_{i}_{}", name.as_str().replace('.', "_"));
-        match input {
-            Input::Table { table, version, .. } => {
-                let at = e.local.table_location(table);
-                files_view(s, &view, &at, *version).await?;
-            }
-            Input::View { sql, .. } => s.view_of_sql(&view, &rename(sql, &names)?).await?,
-            Input::Empty { columns, .. } => {
-                let cols: Vec<String> = columns
-                    .iter()
-                    .map(|(c, t)| {
-                        format!(
-                            "CAST(NULL AS {}) AS `{}`",
-                            spark_type_name(t),
-                            c.replace('`', "``")
-                        )
-                    })
-                    .collect();
-                s.view_of_sql(&view, &format!("SELECT {} WHERE FALSE", cols.join(", ")))
-                    .await?
-            }
-            Input::Source {
-                path,
-                format,
-                columns,
-                version,
-                ..
-            } => {
-                let raw = format!("{view}_raw");
-                match format {
-                    SourceFormat::Delta => {
-                        files_view(s, &raw, &Location::parse(path)?, *version).await?
-                    }
-                    SourceFormat::Parquet => {
-                        s.view_of_files(&raw, "parquet", vec![path.clone()], None, &[])
-                            .await?
-                    }
-                    SourceFormat::Csv => {
-                        s.view_of_files(
-                            &raw,
-                            "csv",
-                            vec![path.clone()],
-                            None,
-                            &[("header", "true")],
-                        )
-                        .await?
-                    }
-                }
-                let projection = if columns.is_empty() {
-                    "*".to_string()
-                } else {
-                    columns
-                        .iter()
-                        .map(|(c, t)| {
-                            let c = c.replace('`', "``");
-                            format!("CAST(`{c}` AS {}) AS `{c}`", spark_type_name(t))
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                s.view_of_sql(&view, &format!("SELECT {projection} FROM {raw}"))
-                    .await?;
-            }
-        }
-        names.insert(name.as_str().to_string(), view);
-    }
-    Ok(names)
-}
-
-/// A declared source column type (DataFusion SQL) as Spark names it.
-fn spark_type_name(t: &str) -> String {
-    let upper = t.to_ascii_uppercase();
-    match upper.as_str() {
-        "VARCHAR" | "TEXT" | "CHAR" => "STRING".to_string(),
-        "REAL" => "FLOAT".to_string(),
-        _ => upper,
-    }
-}
-
-/// Register `view` as the Delta table at `at` at `version` (`None`: latest): its active files
-/// read as Parquet, partition columns other than [`PARTITION_COLUMN`] added as literals.
-async fn files_view(s: &Session, view: &str, at: &Location, version: Option<u64>) -> Result<()> {
-    let table = match version {
-        Some(v) => delta::open_at(at, v).await?,
-        None => delta::open(at).await?,
-    };
-    if table.version().is_none() {
-        return Err(Diagnostic::error(format!("`{at}` is not a Delta table"))
-            .hint("check the source's `path` and `format` in tidemark.toml")
-            .into());
-    }
-    let snap = table
-        .snapshot()
-        .map_err(|e| failed("cannot read the table state", e))?;
-    let schema = snap.snapshot().arrow_schema();
-    let partition_columns: Vec<String> = snap.metadata().partition_columns().to_vec();
-    let data = Schema::new(
-        schema
-            .fields()
-            .iter()
-            .filter(|f| !partition_columns.contains(f.name()))
-            .map(|f| f.as_ref().clone())
-            .collect::<Vec<_>>(),
-    );
-    let files: Vec<_> = table
-        .get_active_add_actions_by_partitions(&[])
-        .try_collect()
-        .await
-        .map_err(|e| failed("reading the table's files", e))?;
-    let shown: Vec<&Field> = schema
-        .fields()
-        .iter()
-        .filter(|f| f.name() != PARTITION_COLUMN)
-        .map(|f| f.as_ref())
-        .collect();
-    if files.is_empty() {
-        let visible = Schema::new(shown.into_iter().cloned().collect::<Vec<_>>());
-        return s
-            .view_of_sql(view, &empty_select(&Arc::new(visible))?)
-            .await;
-    }
-    let literal_columns: Vec<&String> = partition_columns
-        .iter()
-        .filter(|c| c.as_str() != PARTITION_COLUMN)
-        .collect();
-    let mut groups: BTreeMap<Vec<Option<String>>, Vec<String>> = BTreeMap::new();
-    for f in &files {
-        let values = f.partition_values_map();
-        let key = literal_columns
-            .iter()
-            .map(|c| values.get(c.as_str()).cloned().flatten())
-            .collect();
-        groups
-            .entry(key)
-            .or_default()
-            .push(format!("{}{}", at.url(), f.path()));
-    }
-    let data = Arc::new(data);
-    if literal_columns.is_empty() {
-        let urls = groups.into_values().flatten().collect();
-        return s
-            .view_of_files(view, "parquet", urls, ddl(&data), &[])
-            .await;
-    }
-    let mut parts = Vec::new();
-    for (j, (values, urls)) in groups.into_iter().enumerate() {
-        let raw = format!("{view}_g{j}");
-        s.view_of_files(&raw, "parquet", urls, ddl(&data), &[])
-            .await?;
-        let lits = literal_columns
-            .iter()
-            .zip(&values)
-            .map(|(c, v)| {
-                let t = schema
-                    .field_with_name(c)
-                    .ok()
-                    .and_then(|f| spark_type(f.data_type()))
-                    .unwrap_or_else(|| "STRING".into());
-                let v = match v {
-                    Some(v) => format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'")),
-                    None => "NULL".into(),
-                };
-                format!("CAST({v} AS {t}) AS `{}`", c.replace('`', "``"))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        parts.push(format!("SELECT *, {lits} FROM {raw}"));
-    }
-    s.view_of_sql(view, &parts.join(" UNION ALL ")).await
-}
-
-/// The Spark SQL name of an Arrow type, for the types Delta tables hold.
-fn spark_type(t: &DataType) -> Option<String> {
-    Some(match t {
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int8 => "TINYINT".into(),
-        DataType::Int16 => "SMALLINT".into(),
-        DataType::Int32 => "INT".into(),
-        DataType::Int64 => "BIGINT".into(),
-        DataType::Float32 => "FLOAT".into(),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "STRING".into(),
-        DataType::Binary | DataType::BinaryView | DataType::LargeBinary => "BINARY".into(),
-        DataType::Date32 => "DATE".into(),
-        DataType::Timestamp(TimeUnit::Microsecond | TimeUnit::Nanosecond, Some(_)) => {
-            "TIMESTAMP".into()
-        }
-        DataType::Timestamp(TimeUnit::Microsecond | TimeUnit::Nanosecond, None) => {
-            "TIMESTAMP_NTZ".into()
-        }
-        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
-        _ => return None,
-    })
-}
-
-/// The DDL schema Spark reads files with (`None`: a type without a plain Spark name; the
-/// engine then infers it from the files).
-fn ddl(schema: &SchemaRef) -> Option<String> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| {
-            spark_type(f.data_type()).map(|t| format!("`{}` {t}", f.name().replace('`', "``")))
-        })
-        .collect::<Option<Vec<_>>>()
-        .map(|cols| cols.join(", "))
-}
-
-/// A query of no rows with `schema`'s columns.
-fn empty_select(schema: &SchemaRef) -> Result<String> {
-    let cols = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = spark_type(f.data_type()).ok_or_else(|| {
-                Error::from(Diagnostic::error(format!(
-                    "the column `{}` has a type ({}) the Spark engine cannot declare",
-                    f.name(),
-                    f.data_type()
-                )))
-            })?;
-            Ok(format!(
-                "CAST(NULL AS {t}) AS `{}`",
-                f.name().replace('`', "``")
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(format!("SELECT {} WHERE FALSE", cols.join(", ")))
 }
 
 #[cfg(test)]

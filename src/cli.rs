@@ -261,6 +261,10 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
         format: QueryFormat,
+        /// Where the SQL runs: the project's `[engine]`, or the built-in DataFusion engine over
+        /// the same pinned files (the SQL is then DataFusion SQL).
+        #[arg(long, value_enum, default_value_t = QueryEngine::Project)]
+        engine: QueryEngine,
     },
     /// Compute the intervals that became complete since the last run and advance the pins.
     Run {
@@ -353,6 +357,15 @@ pub enum Command {
         #[command(subcommand)]
         command: EnvCommand,
     },
+}
+
+/// Where `query` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryEngine {
+    /// The engine of the project's `[engine]` table.
+    Project,
+    /// The built-in DataFusion engine, in this process.
+    Local,
 }
 
 /// Output formats of `query`.

@@ -109,7 +109,12 @@ pub fn run(cli: cli::Cli, printer: Printer, out: &mut dyn Write) -> Result<ExitS
         Task::StateExport => c::state::export(&s, out),
         Task::StateImport(file) => c::state::import(&s, &file),
         Task::Apply { plan, resume } => c::apply::run(&s, plan.as_deref(), resume.as_ref(), out),
-        Task::Query { sql, env, format } => c::query::run(&s, &env, &sql, format, out),
+        Task::Query {
+            sql,
+            env,
+            format,
+            engine,
+        } => c::query::run(&s, &env, &sql, format, engine, out),
         Task::Run(env) => c::run::run(&s, &env, out),
         Task::Promote(p) => c::promote::run(&s, &p, out),
         Task::Rollback { env, to } => c::rollback::run(&s, &env, to, out),

@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 
 use crate::backfill::{ExecOptions, ProgressMode};
 use crate::cli::{Cli, Command, EnvCommand, ExecArgs, PlanArgs, ProgressArg, StateCommand};
-pub use crate::cli::{DagFormat, DiffArgs, EnvFormat, InfoFormat, PlanFormat, QueryFormat};
+pub use crate::cli::{
+    DagFormat, DiffArgs, EnvFormat, InfoFormat, PlanFormat, QueryEngine, QueryFormat,
+};
 use crate::error::{Diagnostic, Error, Result};
 use crate::names::{ApplyId, EnvName};
 use crate::printer::Printer;
@@ -135,6 +137,8 @@ pub enum Task {
         env: EnvName,
         /// Output format.
         format: QueryFormat,
+        /// Where it runs.
+        engine: QueryEngine,
     },
     /// `run [ENV]`.
     Run(EnvName),
@@ -233,10 +237,16 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
             plan,
             resume: resume.as_deref().map(ApplyId::from_user).transpose()?,
         },
-        Command::Query { sql, env, format } => Task::Query {
+        Command::Query {
+            sql,
+            env,
+            format,
+            engine,
+        } => Task::Query {
             sql,
             env: env_name(&env)?,
             format,
+            engine,
         },
         Command::Run { env, .. } => Task::Run(env_name(&env)?),
         Command::Promote {

@@ -8,7 +8,7 @@ use crate::engine::Engine;
 use crate::error::{Error, ExitStatus, Result};
 use crate::names::EnvName;
 use crate::project::{Config, EngineConfig, ModelName};
-use crate::settings::{QueryFormat, Settings};
+use crate::settings::{QueryEngine, QueryFormat, Settings};
 use crate::state::State;
 
 /// Run `query`.
@@ -17,11 +17,22 @@ pub fn run(
     env: &EnvName,
     sql: &str,
     format: QueryFormat,
+    on: QueryEngine,
     out: &mut dyn std::io::Write,
 ) -> Result<ExitStatus> {
-    let (config, store) = warehouse(ctx)?;
+    let (mut config, store) = warehouse(ctx)?;
     let state = store.read()?;
-    let engine = crate::engine::open(&config)?;
+    let engine: Box<dyn Engine + Sync> = match on {
+        QueryEngine::Project => crate::engine::open(&config)?,
+        QueryEngine::Local => {
+            // The SQL is DataFusion SQL, read as such.
+            config.engine = EngineConfig::Local;
+            Box::new(crate::engine::LocalEngine::for_warehouse(
+                &config.warehouse,
+                &config.storage,
+            )?)
+        }
+    };
     // On Spark, SQL that reads no project table (e.g. to check the server) runs before the
     // first apply too.
     let batches = match (

@@ -238,7 +238,7 @@ async fn attempt(
                 None => query.clone(),
                 Some(v) => {
                     files_view(s, "__tidemark_target", at, Some(v)).await?;
-                    merged(&query, key, &table_columns(&open).await?)
+                    merged(&query, key, &table_columns(&mut open).await?)
                 }
             };
             (sql, None, None)
@@ -283,7 +283,7 @@ async fn attempt(
     if open.read_to().is_none() {
         create(e, at, &mut open, &schema, partitioned, held.is_some()).await?;
     } else {
-        check_schema(at, &open, &schema).await?;
+        check_schema(at, &mut open, &schema).await?;
     }
     if !partitioned && held.is_none() {
         held = Some(lock::exclusive(at).await?);
@@ -455,8 +455,8 @@ fn merged(query: &str, key: &[String], columns: &[String]) -> String {
 }
 
 /// The data columns of the open table, in order.
-async fn table_columns(open: &Open) -> Result<Vec<String>> {
-    let table = open.current().await?;
+async fn table_columns(open: &mut Open) -> Result<Vec<String>> {
+    let table = open.shaped().await?;
     let snap = table
         .snapshot()
         .map_err(|e| failed("cannot read the table state", e))?;
@@ -512,8 +512,9 @@ async fn create(
 }
 
 /// Refuse staged rows whose columns are not the table's.
-async fn check_schema(at: &Location, open: &Open, schema: &SchemaRef) -> Result<()> {
-    let table = open.current().await?;
+async fn check_schema(at: &Location, open: &mut Open, schema: &SchemaRef) -> Result<()> {
+    // The table's metadata as of the open version, without re-reading its file list.
+    let table = open.shaped().await?;
     let snap = table
         .snapshot()
         .map_err(|e| failed("cannot read the table state", e))?;

@@ -6,6 +6,8 @@
 //!   the table's data columns; partition columns other than tidemark's own are added back as
 //!   typed literals, one group of files per partition value. The engine needs no Delta reader
 //!   and does no time travel.
+//! - Only tables of Delta reader version 1 are read this way (no column mapping, no deletion
+//!   vectors); others are refused rather than read wrong.
 //! - [`PARTITION_COLUMN`] is never visible to SQL (it is not in the data files).
 //! - SQL reaches the views through [`rename`]: each input's logical name is replaced by its
 //!   view's name, so a query can read nothing but the job's inputs.
@@ -136,6 +138,17 @@ pub async fn files_view(
     let snap = table
         .snapshot()
         .map_err(|e| failed("cannot read the table state", e))?;
+    // Reader version 1 means plain Parquet data files: no column mapping, no deletion vectors,
+    // which reading the files directly would get wrong.
+    if snap.protocol().min_reader_version() > 1 {
+        return Err(Diagnostic::error(format!(
+            "the Delta table at `{at}` needs reader version {}, which the Spark engine cannot read as plain Parquet files",
+            snap.protocol().min_reader_version()
+        ))
+        .note("column mapping and deletion vectors change what a data file means")
+        .hint("read it through a table without those features (e.g. a copy made with `REORG TABLE … APPLY (PURGE)` and column mapping off), or use the built-in engine")
+        .into());
+    }
     let schema = snap.snapshot().arrow_schema();
     let partition_columns: Vec<String> = snap.metadata().partition_columns().to_vec();
     let data = Schema::new(

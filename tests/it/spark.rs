@@ -192,9 +192,16 @@ fn tables_built_on_spark_reconcile_with_the_same_tables_built_locally() {
         );
         run(&["reconcile", model, "--env", "dev"]);
     }
+    // Queries on Spark and on the built-in engine (`--engine local`) over the same pinned
+    // files answer alike, and as prod (built and read by DataFusion) does.
     for q in crate::lakehouse::QUERIES {
         let dev = crate::common::ok(&p, &["query", "--env", "dev", "--format", "csv", q]);
         assert!(dev.lines().count() > 1, "{q}: {dev}");
+        let args = ["query", "--engine", "local", "--format", "csv"];
+        let local = crate::common::ok(&p, &[&args[..], &["--env", "dev", q]].concat());
+        assert_eq!(dev, local, "{q}");
+        let prod = crate::common::ok(&p, &[&args[..], &["--env", "prod", q]].concat());
+        assert_eq!(dev, prod, "{q}");
     }
 }
 

@@ -165,47 +165,36 @@ pub async fn read(at: &Location, dir: &str, allowed: Option<&BTreeSet<String>>) 
 /// Delete the staging directory `dir` of the table at `at` (best effort: an orphan is the
 /// janitor's).
 pub async fn remove(at: &Location, dir: &str) {
-    let Ok((store, root)) = super::location::store_of(at) else {
-        return;
-    };
-    let Ok(prefix) = Path::parse(format!("{root}/{dir}")) else {
-        return;
-    };
     if let Some(local) = at.local_path() {
         let _ = std::fs::remove_dir_all(local.join(dir));
         return;
     }
-    let listed: Vec<Path> = match store
+    if let Some((store, _, listed)) = listing(at, dir).await {
+        for p in listed {
+            let _ = store.delete(&p).await;
+        }
+    }
+}
+
+/// The store of `at`, the path of its staging directory `dir`, and every object in it; `None`
+/// when they cannot be had (best-effort callers give up).
+async fn listing(at: &Location, dir: &str) -> Option<(Arc<dyn ObjectStore>, Path, Vec<Path>)> {
+    let (store, root) = super::location::store_of(at).ok()?;
+    let prefix = Path::parse(format!("{root}/{dir}")).ok()?;
+    let listed = store
         .list(Some(&prefix))
         .map_ok(|m| m.location)
         .try_collect()
         .await
-    {
-        Ok(l) => l,
-        Err(_) => return,
-    };
-    for p in listed {
-        let _ = store.delete(&p).await;
-    }
+        .ok()?;
+    Some((store, prefix, listed))
 }
 
 /// Delete what a committed staging directory `dir` holds besides its committed files: the
 /// rows outside the window and the engine's markers (best effort).
 pub async fn tidy(at: &Location, dir: &str) {
-    let Ok((store, root)) = super::location::store_of(at) else {
+    let Some((store, prefix, listed)) = listing(at, dir).await else {
         return;
-    };
-    let Ok(prefix) = Path::parse(format!("{root}/{dir}")) else {
-        return;
-    };
-    let listed: Vec<Path> = match store
-        .list(Some(&prefix))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-    {
-        Ok(l) => l,
-        Err(_) => return,
     };
     let outside = format!("{PARTITION_COLUMN}={OUTSIDE}/");
     for p in listed {

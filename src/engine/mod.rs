@@ -1,15 +1,17 @@
-//! The engine: the only module that touches DataFusion and delta-rs.
+//! The engine: the only module that touches DataFusion, delta-rs and Spark Connect.
 //!
 //! Everything above it speaks in [`BatchJob`]s (compute one window of one model and write it)
-//! and [`BatchReport`]s (what was written), so a remote engine can replace [`LocalEngine`]
-//! behind the same [`Engine`] trait.
+//! and [`BatchReport`]s (what was written), behind the [`Engine`] trait: [`LocalEngine`]
+//! (DataFusion in this process) or [`SparkEngine`] (the SQL runs on a Spark Connect server;
+//! tidemark keeps every commit). [`open`] picks the one the project's `[engine]` names.
 //!
 //! Invariants:
 //! - A physical table lives at `<warehouse>/<table id>`; table ids are built from validated
 //!   model names and hex versions ([`crate::names::table_id`]), never from other user text.
 //! - Every write is exactly one Delta commit: an incremental batch is an overwrite whose
 //!   predicate is the batch's half-open window (never an append), a FULL or SEED model replaces
-//!   the whole table, a unique-key batch is one MERGE. Each commit carries an application
+//!   the whole table, a unique-key batch is one MERGE (on Spark: the merged table replaces
+//!   it). Each commit carries an application
 //!   transaction id derived from table and window, so a re-run recognises a commit that landed
 //!   before a crash and skips it.
 //! - Rows an incremental query returns outside its window are not written; they are counted.
@@ -20,9 +22,10 @@
 //! one function per write mode) and [`ops`] (clone, statistics, vacuum) use [`commit`] (the
 //! direct window commit), [`tables`] (open tables followed commit by commit), [`session`]
 //! (DataFusion sessions over pinned inputs), [`seed`], [`rows`], [`lock`] and [`checksum`];
-//! [`delta`] holds the delta-rs helpers they all share and uses none of them. [`spark`] is the
-//! Spark Connect session the Spark engine will run batches through; today it runs `query`
-//! SQL that reads no table of the project.
+//! [`delta`] holds the delta-rs helpers they all share and uses none of them. The Spark engine
+//! ([`remote`]) runs batches through [`spark`] (the Spark Connect session), registers inputs
+//! with [`views`], checks and measures what the server staged with [`staged`], and commits with
+//! [`commit`]; for everything on the Delta log itself it uses the local engine.
 
 mod batch;
 mod checksum;

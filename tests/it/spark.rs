@@ -362,3 +362,125 @@ fn a_model_spark_rejects_fails_the_apply_and_changes_nothing() {
         }
     }
 }
+
+/// A server process stopped when dropped (a failing test leaves none behind).
+struct Stopped(std::process::Child);
+
+impl Stopped {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Sail server of this test's own (a driver and 2 workers): the process and its port.
+fn own_sail() -> (Stopped, u16) {
+    let bin = servers::find("TIDEMARK_SAIL", "venv-sail/bin/sail", "sail").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("/usr/bin/env")
+        .args([
+            "SAIL_MODE=local-cluster",
+            "SAIL_CLUSTER__WORKER_INITIAL_COUNT=2",
+        ])
+        .arg(&bin)
+        .args([
+            "spark",
+            "server",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "Sail did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (Stopped(child), port)
+}
+
+/// The engine dies in the middle of an apply (killed once the first Spark batch has
+/// committed, others in flight): the apply fails with exit 2 and a hint, no environment
+/// changes; with a server back, the apply completes with exact contents, and every table
+/// reconciles with what its batches recorded (nothing staged by the dead server was
+/// committed twice or half).
+#[test]
+fn an_engine_that_dies_mid_apply_fails_cleanly_and_the_apply_completes_later() {
+    use crate::kinds::{Payment, check_all, payments_of_day};
+    use std::io::BufRead;
+    if sail().is_none() {
+        return;
+    }
+    let (mut server, port) = own_sail();
+    let (_t, p) = spark_ledger(&format!("sc://127.0.0.1:{port}"), 0..10);
+    let args = [
+        "--execution-time",
+        "2024-03-11",
+        "plan",
+        "--apply",
+        "--progress",
+        "lines",
+    ];
+    let mut apply = std::process::Command::new(crate::common::bin())
+        .arg("--project")
+        .arg(&p)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut killed = false;
+    for line in std::io::BufReader::new(apply.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if !killed && line.contains("ledger.daily_totals") && line.contains(" rows") {
+            server.stop();
+            killed = true;
+        }
+        seen.push(line);
+    }
+    let status = apply.wait().unwrap();
+    let transcript = seen.join("\n");
+    assert!(killed, "no Spark batch completed: {transcript}");
+    assert_eq!(status.code(), Some(2), "{transcript}");
+    assert!(transcript.contains("hint:"), "{transcript}");
+    let envs = crate::common::ok(&p, &["env", "list", "--format", "json"]);
+    assert!(!envs.contains("\"prod\""), "{envs}");
+
+    let (_again, port) = own_sail();
+    let f = p.join("tidemark.toml");
+    let config = std::fs::read_to_string(&f).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| match l.starts_with("remote = ") {
+            true => format!("remote = \"sc://127.0.0.1:{port}\"\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&f, config).unwrap();
+    crate::common::ok(&p, &args);
+    let rows: Vec<Payment> = (0..10).flat_map(payments_of_day).collect();
+    check_all(&p, &rows);
+    for m in [
+        "ledger.daily_totals",
+        "ledger.running_balance",
+        "ledger.latest_payment",
+    ] {
+        let r = tidemark(&p, &["reconcile", m, "--env", "prod"]);
+        assert_eq!(r.code, 0, "{m}: {}", r.transcript());
+    }
+}

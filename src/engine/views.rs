@@ -47,18 +47,10 @@ pub async fn register(
             }
             Input::View { sql, .. } => s.view_of_sql(&view, &rename(sql, &names)?).await?,
             Input::Empty { columns, .. } => {
-                let cols: Vec<String> = columns
+                let typed = columns
                     .iter()
-                    .map(|(c, t)| {
-                        format!(
-                            "CAST(NULL AS {}) AS `{}`",
-                            spark_type_name(t),
-                            c.replace('`', "``")
-                        )
-                    })
-                    .collect();
-                s.view_of_sql(&view, &format!("SELECT {} WHERE FALSE", cols.join(", ")))
-                    .await?
+                    .map(|(c, t)| (c.as_str(), spark_type_name(t)));
+                s.view_of_sql(&view, &no_rows(typed)).await?
             }
             Input::Source {
                 path,
@@ -265,7 +257,7 @@ pub fn ddl(schema: &SchemaRef) -> Option<String> {
 
 /// A query of no rows with `schema`'s columns.
 pub fn empty_select(schema: &SchemaRef) -> Result<String> {
-    let cols = schema
+    let typed = schema
         .fields()
         .iter()
         .map(|f| {
@@ -276,11 +268,17 @@ pub fn empty_select(schema: &SchemaRef) -> Result<String> {
                     f.data_type()
                 )))
             })?;
-            Ok(format!(
-                "CAST(NULL AS {t}) AS `{}`",
-                f.name().replace('`', "``")
-            ))
+            Ok((f.name().as_str(), t))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(format!("SELECT {} WHERE FALSE", cols.join(", ")))
+    Ok(no_rows(typed))
+}
+
+/// `SELECT` of no rows with the columns (name, Spark type).
+fn no_rows<'a>(columns: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    let cols: Vec<String> = columns
+        .into_iter()
+        .map(|(c, t)| format!("CAST(NULL AS {t}) AS `{}`", c.replace('`', "``")))
+        .collect();
+    format!("SELECT {} WHERE FALSE", cols.join(", "))
 }

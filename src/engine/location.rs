@@ -98,6 +98,18 @@ impl Location {
         }
     }
 
+    /// The file `rel` (a key relative to this location, as the Delta log holds it decoded) as a
+    /// Spark engine takes a path: on a local disk its absolute filesystem path, on an object
+    /// store its URL with the key as it is. Spark (Hadoop paths) reads either literally, so a
+    /// key holding `%` (an hourly partition `…T05%3A00` written by delta-rs) is found; Sail
+    /// decodes `%XX` in URLs, so it finds such keys on local disks but not on object stores.
+    pub fn engine_path(&self, rel: &str) -> String {
+        match self.local_path() {
+            Some(dir) => dir.join(rel).to_string_lossy().into_owned(),
+            None => format!("{}{rel}", self.0),
+        }
+    }
+
     /// The store's root URL (`s3://bucket/`), for registering its client with DataFusion.
     pub fn store_url(&self) -> Url {
         let mut root = self.0.clone();

@@ -156,7 +156,7 @@ pub async fn read(at: &Location, dir: &str, allowed: Option<&BTreeSet<String>>) 
         let rel_to_table = format!("{dir}/{rel}");
         staged.files.push(File {
             add: add(&rel_to_table, key.as_deref(), size, &rows)?,
-            url: format!("{}{rel_to_table}", at.url()),
+            url: at.engine_path(&rel_to_table),
         });
     }
     Ok(staged)
@@ -328,19 +328,6 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A key as the Delta log writes paths: every byte but unreserved ones, `/` and `=` escaped.
-fn log_path(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/=".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The `add` of the staged file at `rel` (relative to the table root) holding `rows`, with
 /// Delta statistics: row count, null counts, and minimum and maximum of integer, date and
 /// string columns (other types carry none, which readers take as "unknown").
@@ -367,7 +354,9 @@ fn add(rel: &str, key: Option<&str>, size: u64, rows: &[RecordBatch]) -> Result<
         "nullCount": null_count,
     });
     Ok(Add {
-        path: log_path(rel),
+        // The key itself: the log writer escapes it (delta-rs's `Add` serializes its path
+        // URL-encoded, as the Delta protocol stores it, and readers decode it back).
+        path: rel.to_string(),
         size: i64::try_from(size).unwrap_or(i64::MAX),
         partition_values: key
             .map(|k| HashMap::from([(PARTITION_COLUMN.to_string(), Some(k.to_string()))]))
@@ -461,14 +450,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hive_values_and_log_paths() {
+    fn hive_values_are_unescaped_and_staging_names_unique() {
         assert_eq!(unescape("2024-01-01T05%3A00"), "2024-01-01T05:00");
         assert_eq!(unescape("2024-01-01"), "2024-01-01");
         assert_eq!(unescape("50%"), "50%");
-        assert_eq!(
-            log_path("staging-1/_tidemark_partition=2024-01-01T05%3A00/part 0.parquet"),
-            "staging-1/_tidemark_partition=2024-01-01T05%253A00/part%200.parquet"
-        );
         let a = staging_name("tidemark:t:w");
         let b = staging_name("tidemark:t:w");
         assert!(

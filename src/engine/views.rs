@@ -6,8 +6,9 @@
 //!   the table's data columns; partition columns other than tidemark's own are added back as
 //!   typed literals, one group of files per partition value. The engine needs no Delta reader
 //!   and does no time travel.
-//! - Only tables of Delta reader version 1 are read this way (no column mapping, no deletion
-//!   vectors); others are refused rather than read wrong.
+//! - Only tables whose data files are plain Parquet are read this way (reader version 1, or 3
+//!   with features such as `timestampNtz` only: no column mapping, no deletion vectors);
+//!   others are refused rather than read wrong.
 //! - [`PARTITION_COLUMN`] is never visible to SQL (it is not in the data files).
 //! - SQL reaches the views through [`rename`]: each input's logical name is replaced by its
 //!   view's name, so a query can read nothing but the job's inputs.
@@ -24,6 +25,10 @@ use super::{Input, Location, PARTITION_COLUMN, delta, failed};
 use crate::error::{Diagnostic, Error, Result};
 use crate::project::SourceFormat;
 use crate::sql::Dialect;
+
+/// Delta reader features under which data files are still plain Parquet (a type, or rules for
+/// writers and the log only).
+const PLAIN_READER_FEATURES: [&str; 3] = ["timestampNtz", "vacuumProtocolCheck", "v2Checkpoint"];
 
 /// `sql` with the job's input names renamed to their views.
 pub fn rename(sql: &str, names: &BTreeMap<String, String>) -> Result<String> {
@@ -130,12 +135,25 @@ pub async fn files_view(
     let snap = table
         .snapshot()
         .map_err(|e| failed("cannot read the table state", e))?;
-    // Reader version 1 means plain Parquet data files: no column mapping, no deletion vectors,
-    // which reading the files directly would get wrong.
-    if snap.protocol().min_reader_version() > 1 {
+    // Plain Parquet data files mean the same read directly: reader version 1, or version 3
+    // with only features that leave them so (not column mapping or deletion vectors, which
+    // change what a data file means).
+    let protocol = snap.protocol();
+    let blocking: Vec<String> = match protocol.min_reader_version() {
+        1 => Vec::new(),
+        3 => protocol
+            .reader_features()
+            .unwrap_or_default()
+            .iter()
+            .map(|f| f.to_string())
+            .filter(|f| !PLAIN_READER_FEATURES.contains(&f.as_str()))
+            .collect(),
+        v => vec![format!("reader version {v}")],
+    };
+    if !blocking.is_empty() {
         return Err(Diagnostic::error(format!(
-            "the Delta table at `{at}` needs reader version {}, which the Spark engine cannot read as plain Parquet files",
-            snap.protocol().min_reader_version()
+            "the Delta table at `{at}` uses {}, which the Spark engine cannot read as plain Parquet files",
+            blocking.join(", ")
         ))
         .note("column mapping and deletion vectors change what a data file means")
         .hint("read it through a table without those features (e.g. a copy made with `REORG TABLE … APPLY (PURGE)` and column mapping off), or use the built-in engine")
@@ -182,7 +200,7 @@ pub async fn files_view(
         groups
             .entry(key)
             .or_default()
-            .push(format!("{}{}", at.url(), f.path()));
+            .push(at.engine_path(&f.path()));
     }
     let data = Arc::new(data);
     if literal_columns.is_empty() {

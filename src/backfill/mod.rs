@@ -11,6 +11,8 @@
 //! - A batch's transaction id is its table and window; its transaction version is the state
 //!   commit the plan was made from plus one. Re-running the same plan after a crash therefore
 //!   skips batches whose commit landed; a later plan recomputes (idempotently, as an overwrite).
+//! - Input checks (sources, the engine's check of every model, [`precheck`]) all come before
+//!   the first write of an apply: its lease, clones, progress records and batches.
 
 pub mod audit;
 pub mod batches;
@@ -19,6 +21,7 @@ pub mod display;
 pub mod estimate;
 pub mod job;
 mod lease;
+mod precheck;
 pub mod scheduler;
 mod track;
 
@@ -291,8 +294,6 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
             source_versions.insert(name.clone(), cx.engine.source_version(&s.path)?);
         }
     }
-    // From here on, janitor cannot delete what the plan reuses.
-    let leased = lease::take(cx, plan)?;
     let pins = initial_pins(plan, cx.state);
     let mut entries = BTreeMap::new();
     for (name, s) in snapshots {
@@ -313,6 +314,18 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
             },
         );
     }
+    let mut catalog = Catalog::new(
+        entries,
+        &cx.config.sources,
+        source_versions,
+        plan.execution_time,
+    );
+    let jobs = job::model_jobs(cx, &catalog, &plan.models)?;
+    let graph = batch_graph(plan, &catalog, cx.config, cx.options.canary)?;
+    // The last input check: the engine accepts every model the apply runs.
+    precheck::run(cx, plan, &catalog)?;
+    // From here on, janitor cannot delete what the plan reuses.
+    let leased = lease::take(cx, plan)?;
     // New generations of restated tables start as zero-copy clones of the current table.
     for (name, t) in &plan.target {
         if let (Some(table), Some(from)) = (&t.table, &t.clone_from) {
@@ -323,19 +336,11 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
             (cx.log)(&format!(
                 "{name}: new generation {table} cloned from {from} at version {latest} (no data copied)"
             ));
-            if let Some(e) = entries.get_mut(name) {
+            if let Some(e) = catalog.entries.get_mut(name) {
                 e.version = Some(v);
             }
         }
     }
-    let mut catalog = Catalog::new(
-        entries,
-        &cx.config.sources,
-        source_versions,
-        plan.execution_time,
-    );
-    let jobs = job::model_jobs(cx, &catalog, &plan.models)?;
-    let graph = batch_graph(plan, &catalog, cx.config, cx.options.canary)?;
     let limits: BTreeMap<ModelName, usize> = graph
         .1
         .iter()

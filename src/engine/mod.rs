@@ -57,6 +57,7 @@ use crate::project::{ModelName, SourceFormat};
 
 pub use checksum::Checksum;
 pub use location::Location;
+pub use seed::columns as seed_columns;
 
 /// The physical partition column of INCREMENTAL_BY_TIME_RANGE tables: the start of each row's
 /// interval (`YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM` for units shorter than a day).
@@ -117,6 +118,10 @@ impl Input {
         }
     }
 }
+
+/// The columns a query returns, as an engine's analyzer reports them: name, and type in the
+/// engine's SQL (`None`: a type tidemark cannot declare).
+pub type Analyzed = Vec<(String, Option<String>)>;
 
 /// How a batch's rows reach its table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +231,13 @@ pub trait Engine {
     /// engine: that its server answers).
     fn preflight(&self) -> Result<()> {
         Ok(())
+    }
+    /// Check, without running it, that the engine accepts `sql` over `inputs`; returns the
+    /// columns it would produce (name, type in the engine's SQL; `None`: a type that cannot be
+    /// declared). `Ok(None)`: this engine checks a model only when its first batch runs (the
+    /// local engine, whose batches plan the SQL in this process before writing anything).
+    fn analyze(&self, _inputs: &[Input], _sql: &str) -> Result<Option<Analyzed>> {
+        Ok(None)
     }
     /// Compute and write one batch.
     fn run_batch(&self, job: &BatchJob) -> Result<BatchReport>;

@@ -38,8 +38,8 @@ use super::staged::{self, OUTSIDE};
 use super::tables::Open;
 use super::views::{ddl, empty_select, files_view, register, rename};
 use super::{
-    AUDITED, AuditResult, BatchJob, BatchReport, Checksum, Engine, Input, LocalEngine, Location,
-    PARTITION_COLUMN, TableInfo, WriteMode, commit, delta, failed, lock, partition_key,
+    AUDITED, Analyzed, AuditResult, BatchJob, BatchReport, Checksum, Engine, Input, LocalEngine,
+    Location, PARTITION_COLUMN, TableInfo, WriteMode, commit, delta, failed, lock, partition_key,
 };
 use crate::error::{Diagnostic, Error, Result};
 use crate::names::TableId;
@@ -126,6 +126,13 @@ pub fn interrupt_running() {
 impl Engine for SparkEngine {
     fn preflight(&self) -> Result<()> {
         self.local.rt.block_on(self.session()).map(drop)
+    }
+
+    fn analyze(&self, inputs: &[Input], sql: &str) -> Result<Option<Analyzed>> {
+        self.local.rt.block_on(self.in_session(async |s| {
+            let names = register(self, s, inputs).await?;
+            s.schema(&rename(sql, &names)?).await.map(Some)
+        }))
     }
 
     fn run_batch(&self, job: &BatchJob) -> Result<BatchReport> {

@@ -78,6 +78,46 @@ pub async fn read(
         .map_err(|e| cannot(&e))
 }
 
+/// The columns the table of the seed at `path` gets (name, SQL type; `None`: a type with no
+/// plain SQL name): the declared ones, else those inferred from the file. For checking the
+/// models that read a seed before it is built.
+pub fn columns(path: &Path, declared: &[(String, String)]) -> Result<super::Analyzed> {
+    if !declared.is_empty() {
+        return Ok(declared
+            .iter()
+            .map(|(c, t)| (c.clone(), Some(t.clone())))
+            .collect());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| Error::Bug(format!("starting a runtime: {e}")))?;
+    let batches = rt.block_on(read(&super::session::new_context(), path, declared))?;
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    Ok(first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), sql_type(f.data_type())))
+        .collect())
+}
+
+/// The SQL name of a type CSV inference gives, in words both engines' SQL accept.
+fn sql_type(t: &DataType) -> Option<String> {
+    Some(match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 | DataType::Float64 => "DOUBLE".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
+        _ => return None,
+    })
+}
+
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -187,15 +187,55 @@ impl Session {
         self.execute(command_plan(command), &what).await.map(drop)
     }
 
+    /// The columns the server's analyzer gives the query `sql` (name, Spark type; `None` for
+    /// a type tidemark cannot declare), without running it (Spark Connect `AnalyzePlan`).
+    pub async fn schema(&self, sql: &str) -> Result<super::Analyzed> {
+        let request = proto::AnalyzePlanRequest {
+            session_id: self.client.session_id().to_string(),
+            user_context: Some(self.user_context()),
+            client_type: Some(client_type()),
+            analyze: Some(proto::analyze_plan_request::Analyze::Schema(
+                proto::analyze_plan_request::Schema {
+                    plan: Some(root(sql_relation(sql))),
+                },
+            )),
+            ..Default::default()
+        };
+        let what = format!("Spark (`{}`) rejects the query", self.shown);
+        let response = self
+            .client
+            .analyze_plan(request)
+            .await
+            .map_err(|e| classify(&what, &self.shown, e))?;
+        let struct_type = match response.result {
+            Some(proto::analyze_plan_response::Result::Schema(s)) => s.schema.and_then(|t| t.kind),
+            _ => None,
+        };
+        match struct_type {
+            Some(proto::data_type::Kind::Struct(s)) => Ok(s
+                .fields
+                .iter()
+                .map(|f| (f.name.clone(), f.data_type.as_ref().and_then(type_name)))
+                .collect()),
+            other => Err(Error::Bug(format!(
+                "Spark answered a schema request with {other:?}"
+            ))),
+        }
+    }
+
+    fn user_context(&self) -> proto::UserContext {
+        proto::UserContext {
+            user_id: self.client.user_id().unwrap_or("tidemark").to_string(),
+            ..Default::default()
+        }
+    }
+
     async fn execute(&self, plan: proto::Plan, what: &str) -> Result<Vec<RecordBatch>> {
         let request = proto::ExecutePlanRequest {
             session_id: self.client.session_id().to_string(),
-            user_context: Some(proto::UserContext {
-                user_id: self.client.user_id().unwrap_or("tidemark").to_string(),
-                ..Default::default()
-            }),
+            user_context: Some(self.user_context()),
             plan: Some(plan),
-            client_type: Some(format!("tidemark/{}", env!("CARGO_PKG_VERSION"))),
+            client_type: Some(client_type()),
             ..Default::default()
         };
         let mut stream = self
@@ -225,6 +265,53 @@ impl Session {
         }
         Ok(batches)
     }
+}
+
+fn client_type() -> String {
+    format!("tidemark/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The Spark SQL name of a type the analyzer reported (`None`: one tidemark cannot declare,
+/// such as intervals, variants and user-defined types).
+fn type_name(t: &proto::DataType) -> Option<String> {
+    use proto::data_type::Kind;
+    Some(match t.kind.as_ref()? {
+        Kind::Binary(_) => "BINARY".into(),
+        Kind::Boolean(_) => "BOOLEAN".into(),
+        Kind::Byte(_) => "TINYINT".into(),
+        Kind::Short(_) => "SMALLINT".into(),
+        Kind::Integer(_) => "INT".into(),
+        Kind::Long(_) => "BIGINT".into(),
+        Kind::Float(_) => "FLOAT".into(),
+        Kind::Double(_) => "DOUBLE".into(),
+        Kind::Decimal(d) => format!(
+            "DECIMAL({},{})",
+            d.precision.unwrap_or(10),
+            d.scale.unwrap_or(0)
+        ),
+        Kind::String(_) | Kind::Char(_) | Kind::VarChar(_) => "STRING".into(),
+        Kind::Date(_) => "DATE".into(),
+        Kind::Timestamp(_) => "TIMESTAMP".into(),
+        Kind::TimestampNtz(_) => "TIMESTAMP_NTZ".into(),
+        Kind::Array(a) => format!("ARRAY<{}>", type_name(a.element_type.as_deref()?)?),
+        Kind::Map(m) => format!(
+            "MAP<{}, {}>",
+            type_name(m.key_type.as_deref()?)?,
+            type_name(m.value_type.as_deref()?)?
+        ),
+        Kind::Struct(s) => {
+            let fields = s
+                .fields
+                .iter()
+                .map(|f| {
+                    let t = type_name(f.data_type.as_ref()?)?;
+                    Some(format!("`{}`: {t}", f.name.replace('`', "``")))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            format!("STRUCT<{}>", fields.join(", "))
+        }
+        _ => return None,
+    })
 }
 
 fn sql_relation(sql: &str) -> proto::Relation {

@@ -330,7 +330,7 @@ fn sources_on_s3_are_read_in_place() {
 }
 
 /// A project of one hourly model (partition values with `:`, which Delta stores URL-encoded).
-fn hourly() -> (tempfile::TempDir, std::path::PathBuf) {
+pub fn hourly() -> (tempfile::TempDir, std::path::PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("hourly");
     std::fs::create_dir_all(p.join("models/h")).unwrap();
@@ -351,7 +351,7 @@ fn hourly() -> (tempfile::TempDir, std::path::PathBuf) {
 
 /// Restating a window of an hourly model clones its table (a new generation) and rewrites the
 /// window; every other partition is read from the clone's copies of the files.
-fn restate_hourly(p: &Path) {
+pub fn restate_hourly(p: &Path) {
     ok(p, &["--execution-time", "2024-01-02", "plan", "--apply"]);
     let all = "SELECT count(*) AS n, sum(h) AS s FROM h.events";
     let before = ok(p, &["query", "--format", "csv", all]);

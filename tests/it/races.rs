@@ -143,6 +143,17 @@ fn two_runs_of_prod_on_azure_at_once_end_with_one_result() {
     });
 }
 
+/// The same with the batches running on Spark (Sail): both runs may compute one window on the
+/// engine at once; only one commit of it lands (the batch's transaction and the Delta log's
+/// conflict rules), the other's staged files are never referenced.
+#[test]
+fn two_runs_of_prod_on_spark_at_once_end_with_one_result() {
+    let Some(remote) = crate::spark::sail() else {
+        return;
+    };
+    two_runs("Spark", |_| crate::spark::spark_ledger(remote, 0..7));
+}
+
 /// A change that gives daily_totals (and what reads it) new tables with the same results.
 fn reorder_daily_totals(p: &Path) {
     let f = p.join("models/ledger/daily_totals.sql");

@@ -96,6 +96,22 @@ pub enum Loaded {
     Failed(Vec<Diagnostic>),
 }
 
+/// Where the query of the model file `file` (relative to `root`) starts as the file is now; the
+/// file alone when it cannot be read or has no query (messages about a stored model whose file
+/// changed or went away still name the file).
+pub fn query_location(root: &Path, file: &Path) -> Location {
+    let Ok(text) = std::fs::read_to_string(root.join(file)) else {
+        return Location::file(file);
+    };
+    let src = Src { file, text: &text };
+    match header::split(src) {
+        Ok(split) => split
+            .body_start
+            .map_or(Location::file(file), |o| src.loc(o)),
+        Err(_) => Location::file(file),
+    }
+}
+
 /// Build a model from a file's text. `file` is relative to `root`.
 pub fn build(
     root: &Path,

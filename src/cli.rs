@@ -96,6 +96,10 @@ pub struct PlanArgs {
     /// With --restate-model: include local changes instead of ignoring them.
     #[arg(long)]
     pub with_local_changes: bool,
+    /// Restate exactly the windows that late or corrected data of Delta sources changed since
+    /// the environment read them (see the plan's "Late or corrected source data").
+    #[arg(long)]
+    pub restate_late: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
@@ -271,6 +275,10 @@ pub enum Command {
         /// The environment.
         #[arg(default_value = "prod")]
         env: String,
+        /// Also restate the windows that late or corrected source data changed (default:
+        /// `[run] restate_late` in tidemark.toml).
+        #[arg(long)]
+        restate_late: bool,
         /// How batches run.
         #[command(flatten)]
         exec: ExecArgs,

@@ -115,7 +115,7 @@ pub fn run(cli: cli::Cli, printer: Printer, out: &mut dyn Write) -> Result<ExitS
             format,
             engine,
         } => c::query::run(&s, &env, &sql, format, engine, out),
-        Task::Run(env) => c::run::run(&s, &env, out),
+        Task::Run { env, restate_late } => c::run::run(&s, &env, restate_late, out),
         Task::Promote(p) => c::promote::run(&s, &p, out),
         Task::Rollback { env, to } => c::rollback::run(&s, &env, to, out),
         Task::Progress {

@@ -141,7 +141,12 @@ pub enum Task {
         engine: QueryEngine,
     },
     /// `run [ENV]`.
-    Run(EnvName),
+    Run {
+        /// The environment.
+        env: EnvName,
+        /// `--restate-late`.
+        restate_late: bool,
+    },
     /// `promote ENV`.
     Promote(Promote),
     /// `rollback [ENV]`.
@@ -248,7 +253,12 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
             format,
             engine,
         },
-        Command::Run { env, .. } => Task::Run(env_name(&env)?),
+        Command::Run {
+            env, restate_late, ..
+        } => Task::Run {
+            env: env_name(&env)?,
+            restate_late,
+        },
         Command::Promote {
             env,
             to,

@@ -502,6 +502,14 @@ fn apply_info(cx: &ApplyRun<'_>, plan: &Plan, batches: &[Batch]) -> Result<Apply
                 },
             })
             .collect(),
+        late_sources: plan
+            .late_data
+            .iter()
+            .filter(|l| l.restated)
+            .flat_map(|l| &l.sources)
+            .filter(|s| s.untracked.is_none())
+            .map(|s| (s.source.to_string(), s.versions.clone()))
+            .collect(),
     })
 }
 

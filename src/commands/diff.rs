@@ -105,6 +105,7 @@ fn state_of(
         updated_at: now,
         expires_at: None,
         source_versions: BTreeMap::new(),
+        late_since: BTreeMap::new(),
     };
     for (name, m) in &project.models {
         let fp = &fps[name];

@@ -47,6 +47,9 @@ pub struct LogEntry {
     pub outcome: String,
     /// Revision of the environment afterwards.
     pub revision: Option<u64>,
+    /// Late or corrected source data it restates: source → versions that brought it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub late_sources: BTreeMap<String, Vec<u64>>,
 }
 
 /// Run `log`.
@@ -99,6 +102,7 @@ pub fn run(
                 .as_ref()
                 .map_or_else(|| "running".to_string(), |o| o.outcome.as_str().to_string()),
             revision: outcome.as_ref().and_then(|o| o.revision),
+            late_sources: info.late_sources.clone(),
         });
     }
     let v = LogView {
@@ -136,6 +140,13 @@ pub fn run(
                         .map(|r| format!(" (revision {r})"))
                         .unwrap_or_default(),
                 ));
+                for (source, versions) in &a.late_sources {
+                    let versions: Vec<String> = versions.iter().map(u64::to_string).collect();
+                    s.push_str(&format!(
+                        "  restates late data of {source} (versions {})\n",
+                        versions.join(", ")
+                    ));
+                }
                 for (m, (start, end)) in &a.models {
                     s.push_str(&format!("    {m} [{start}, {end})\n"));
                 }

@@ -263,3 +263,45 @@ pub fn parse_instant_arg(flag: &'static str) -> impl Fn(&str) -> Result<crate::i
             .map_err(|r| Error::from(Diagnostic::error(format!("invalid `{flag}`: {r}"))))
     }
 }
+
+/// What the Delta sources the environment `env` read changed since (late-data detection): for
+/// each source it read at a version, still declared as Delta, the source's commits after that
+/// version. Nothing is read for an environment that does not exist or read no Delta source.
+pub fn source_logs(
+    config: &config::Config,
+    state: &crate::state::State,
+    env: &str,
+) -> Result<BTreeMap<ModelName, crate::engine::SourceLog>> {
+    let mut out = BTreeMap::new();
+    let Some(e) = state.environment(env) else {
+        return Ok(out);
+    };
+    let read: Vec<(&ModelName, u64, &config::Source)> = e
+        .source_versions
+        .iter()
+        .filter_map(|(n, v)| {
+            let s = config.sources.get(n)?;
+            let since = e.late_since.get(n).copied().unwrap_or(*v);
+            (s.format == config::SourceFormat::Delta).then_some((n, since, s))
+        })
+        .collect();
+    if read.is_empty() {
+        return Ok(out);
+    }
+    let engine = crate::engine::open(config)?;
+    for (name, version, source) in read {
+        let log = engine
+            .source_log(&source.path, version, source.time_column.as_deref())
+            .map_err(|e| {
+                e.map_diagnostics(|d| {
+                    let message = format!(
+                        "cannot read what the source `{name}` changed since version {version}: {}",
+                        d.message
+                    );
+                    crate::error::Diagnostic { message, ..d }
+                })
+            })?;
+        out.insert(name.clone(), log);
+    }
+    Ok(out)
+}

@@ -39,6 +39,8 @@ pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> 
         with_local_changes: args.with_local_changes,
         execution_time: ctx.execution_time,
         mode: plan::Mode::Local,
+        late: super::source_logs(&loaded.project.config, &state, &p.environment)?,
+        restate_late: args.restate_late,
     };
     let plan = plan::build(&loaded.project, &loaded.fingerprints, &state, &opts)?;
     if let Some(path) = &args.out {
@@ -67,7 +69,9 @@ pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> 
             out,
         );
     }
-    Ok(ExitStatus::found(args.check && plan.has_work()))
+    Ok(ExitStatus::found(
+        args.check && (plan.has_work() || plan.late_data.is_some()),
+    ))
 }
 
 /// Print what the plan's backfills are expected to cost, from earlier applies' batches.

@@ -15,7 +15,12 @@ use crate::settings::Settings;
 use crate::state::StateStore;
 
 /// Run `run`.
-pub fn run(ctx: &Settings, env: &EnvName, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
+pub fn run(
+    ctx: &Settings,
+    env: &EnvName,
+    restate_late: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<ExitStatus> {
     let loaded = load(ctx)?;
     let store = StateStore::open_with(
         &loaded.project.config.warehouse,
@@ -23,8 +28,28 @@ pub fn run(ctx: &Settings, env: &EnvName, out: &mut dyn std::io::Write) -> Resul
     )?;
     let state = store.read()?;
     state.environment_or_error(env)?;
-    let opts = Options::run(env, ctx.execution_time);
+    let config = &loaded.project.config;
+    let opts = Options {
+        late: super::source_logs(config, &state, env)?,
+        restate_late: restate_late || config.run_restate_late,
+        ..Options::run(env, ctx.execution_time)
+    };
     let plan = plan::build(&loaded.project, &loaded.fingerprints, &state, &opts)?;
+    if let Some(late) = &plan.late_data {
+        for s in &late.sources {
+            let what = if late.restated && s.untracked.is_none() {
+                "restating"
+            } else {
+                "not restated (`--restate-late` or `[run] restate_late = true` restates it)"
+            };
+            ctx.printer.warning(&format!(
+                "late or corrected data in `{}` (versions {:?}): {}; {what}",
+                s.source,
+                s.versions,
+                crate::plan::render::windows(&s.windows)
+            ));
+        }
+    }
     if plan.models.iter().all(|m| m.backfill.is_none()) {
         ctx.printer.note(&format!(
             "nothing to run: `{env}` is complete up to {}",

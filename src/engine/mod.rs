@@ -28,6 +28,7 @@
 //! [`commit`]; for everything on the Delta log itself it uses the local engine.
 
 mod batch;
+mod changes;
 mod checksum;
 mod commit;
 mod delta;
@@ -55,6 +56,7 @@ use crate::interval::{Interval, IntervalUnit};
 use crate::names::TableId;
 use crate::project::{ModelName, SourceFormat};
 
+pub use changes::SourceLog;
 pub use checksum::Checksum;
 pub use location::Location;
 pub use seed::columns as seed_columns;
@@ -249,6 +251,9 @@ pub trait Engine {
     fn query(&self, inputs: &[Input], sql: &str) -> Result<Vec<RecordBatch>>;
     /// Latest version of an external Delta source.
     fn source_version(&self, path: &str) -> Result<u64>;
+    /// The data files the commits of the Delta source at `path` added and removed after
+    /// version `since`, placed in time by `time_column` when given.
+    fn source_log(&self, path: &str, since: u64, time_column: Option<&str>) -> Result<SourceLog>;
     /// Remove files that no version in `keep_versions` needs and that were removed over an hour
     /// ago; returns how many files are (or would be) deleted.
     fn vacuum(&self, table: &TableId, keep_versions: &[u64], dry_run: bool) -> Result<u64>;
@@ -360,6 +365,11 @@ impl Engine for LocalEngine {
                     .hint("check the source's `path` and `format` in tidemark.toml"),
                 )
             })
+    }
+
+    fn source_log(&self, path: &str, since: u64, time_column: Option<&str>) -> Result<SourceLog> {
+        let at = Location::parse(path)?;
+        self.rt.block_on(changes::read(&at, since, time_column))
     }
 
     fn vacuum(&self, table: &TableId, keep_versions: &[u64], dry_run: bool) -> Result<u64> {

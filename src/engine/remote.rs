@@ -39,7 +39,8 @@ use super::tables::Open;
 use super::views::{ddl, empty_select, files_view, register, rename};
 use super::{
     AUDITED, Analyzed, AuditResult, BatchJob, BatchReport, Checksum, Engine, Input, LocalEngine,
-    Location, PARTITION_COLUMN, TableInfo, WriteMode, commit, delta, failed, lock, partition_key,
+    Location, PARTITION_COLUMN, SourceLog, TableInfo, WriteMode, commit, delta, failed, lock,
+    partition_key,
 };
 use crate::error::{Diagnostic, Error, Result};
 use crate::names::TableId;
@@ -160,6 +161,10 @@ impl Engine for SparkEngine {
 
     fn source_version(&self, path: &str) -> Result<u64> {
         self.local.source_version(path)
+    }
+
+    fn source_log(&self, path: &str, since: u64, time_column: Option<&str>) -> Result<SourceLog> {
+        self.local.source_log(path, since, time_column)
     }
 
     fn vacuum(&self, table: &TableId, keep_versions: &[u64], dry_run: bool) -> Result<u64> {

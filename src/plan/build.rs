@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::intervals::{self, Scope};
+use super::late::{self, LateData};
 use super::options::user_window;
 use super::{
     Change, Mode, Options, PLAN_FORMAT, Plan, PlanModel, Summary, Target, categorize, plan_id,
@@ -18,7 +19,7 @@ use super::{
 };
 use crate::error::{Diagnostic, Error, Result};
 use crate::fingerprint::{Fingerprint, data_hash};
-use crate::interval::Interval;
+use crate::interval::{Interval, IntervalSet};
 use crate::names::EnvName;
 use crate::printer::plural;
 use crate::project::{Kind, ModelName, Project};
@@ -52,8 +53,31 @@ pub fn build(
         window,
         catch_up: opts.mode.catches_up(),
     };
-    let (models, target) = backfills(&scope, opts, &envs, &nodes, &order, changed);
-    assemble(project, state, opts, &envs, window, notes, models, target)
+    let view: late::Nodes<'_> = nodes
+        .iter()
+        .map(|(n, x)| (n, (&x.record, &x.parents)))
+        .collect();
+    let mut late_data = envs.target.and_then(|env| {
+        late::detect(
+            &scope,
+            env,
+            &project.config.sources,
+            &opts.late,
+            &order,
+            &view,
+        )
+    });
+    let seeds = match (&mut late_data, opts.restate_late) {
+        (Some(l), true) => {
+            let seeds = late::seeds(l);
+            l.restated = !seeds.is_empty();
+            seeds
+        }
+        _ => BTreeMap::new(),
+    };
+    let (models, target) = backfills(&scope, opts, &envs, &view, &order, changed, &seeds);
+    let parts = (models, target, late_data);
+    assemble(project, state, opts, &envs, window, notes, parts)
 }
 
 /// The environments a plan reads: the target, the one it is compared with, and the one its
@@ -167,7 +191,7 @@ fn definitions(
     envs: &Envs<'_>,
 ) -> Result<(BTreeMap<ModelName, Node>, Vec<String>)> {
     let base = &envs.base_snapshots;
-    let restating = !opts.restate.is_empty();
+    let restating = !opts.restate.is_empty() || opts.restate_late;
     let deployed = opts.mode.deployed(&opts.environment).is_some();
     let use_local = !deployed && (!restating || opts.with_local_changes);
     let selected: Option<BTreeSet<ModelName>> = if opts.select.is_empty() {
@@ -475,20 +499,17 @@ fn backfills(
     scope: &Scope<'_>,
     opts: &Options,
     envs: &Envs<'_>,
-    nodes: &BTreeMap<ModelName, Node>,
+    view: &late::Nodes<'_>,
     order: &[ModelName],
     changed: Changed,
+    seeds: &BTreeMap<ModelName, IntervalSet>,
 ) -> (Changed, BTreeMap<ModelName, Target>) {
     let Changed {
         mut models,
         snapshots,
         restate,
     } = changed;
-    let view: BTreeMap<_, _> = nodes
-        .iter()
-        .map(|(n, x)| (n, (&x.record, &x.parents)))
-        .collect();
-    let restated = intervals::restatement(scope, order, &view, &restate);
+    let restated = intervals::restatement(scope, order, view, &restate, seeds);
     let target = tables::targets(scope.state, &snapshots, &envs.by_preference(), &restated);
     let catch_up = opts.mode.catches_up();
     let mut computing: BTreeSet<ModelName> = BTreeSet::new();
@@ -549,8 +570,7 @@ fn assemble(
     envs: &Envs<'_>,
     window: Option<Interval>,
     mut notes: Vec<String>,
-    changed: Changed,
-    target: BTreeMap<ModelName, Target>,
+    (changed, target, late_data): (Changed, BTreeMap<ModelName, Target>, Option<LateData>),
 ) -> Result<Plan> {
     if opts.skip_backfill {
         notes.push("--skip-backfill: nothing is computed; the environment will point at tables with missing intervals".into());
@@ -611,6 +631,7 @@ fn assemble(
             .mode
             .deployed(&opts.environment)
             .map(EnvName::to_string),
+        late_data,
     };
     plan.plan_id = plan_id(&plan)?;
     Ok(plan)

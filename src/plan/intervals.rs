@@ -117,17 +117,22 @@ pub fn expected(ctx: &Scope<'_>, m: &ModelRecord) -> IntervalSet {
     IntervalSet::of(Interval::new(start, end))
 }
 
-/// Restated intervals per model: the selected models and everything downstream.
+/// Restated intervals per model: the selected models (over the user's window) and the
+/// children of `seeds` (sources with the windows whose data changed), and everything
+/// downstream of them.
 pub fn restatement(
     ctx: &Scope<'_>,
     order: &[ModelName],
     nodes: &BTreeMap<&ModelName, (&ModelRecord, &BTreeSet<ModelName>)>,
     selected: &BTreeSet<ModelName>,
+    seeds: &BTreeMap<ModelName, IntervalSet>,
 ) -> BTreeMap<ModelName, IntervalSet> {
-    // What each restated model passes on to its children (unaligned for non-time kinds).
-    let mut passed: BTreeMap<&ModelName, IntervalSet> = BTreeMap::new();
+    // What each restated model (or seeded source) passes on to its children (unaligned for
+    // non-time kinds).
+    let mut passed: BTreeMap<&ModelName, IntervalSet> =
+        seeds.iter().map(|(n, w)| (n, w.clone())).collect();
     let mut out = BTreeMap::new();
-    if selected.is_empty() {
+    if selected.is_empty() && seeds.is_empty() {
         return out;
     }
     let all = IntervalSet::of(Interval::new(

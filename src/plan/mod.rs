@@ -22,6 +22,7 @@ mod build;
 pub mod categorize;
 pub mod file;
 pub mod intervals;
+pub mod late;
 mod options;
 mod record;
 pub mod render;
@@ -192,6 +193,9 @@ pub struct Plan {
     /// Where the definitions come from when not from the project files (`run`, `promote`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definitions_from: Option<String>,
+    /// Late or corrected source data found since the target read its sources (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_data: Option<late::LateData>,
 }
 
 impl Plan {

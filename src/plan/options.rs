@@ -3,11 +3,14 @@
 //! Invariants: a window is half-open, never ends in the future, and starts before it ends;
 //! environment names are [`EnvName`]s, checked where they were typed.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
+use crate::engine::SourceLog;
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{Instant, exclusive_end, format_ts};
-use crate::names::EnvName;
+use crate::names::{EnvName, ModelName};
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -38,6 +41,11 @@ pub struct Options {
     pub execution_time: DateTime<Utc>,
     /// Where the definitions come from and what the plan may do.
     pub mode: Mode,
+    /// What the target's Delta sources changed since the target read them (read by the
+    /// caller through the engine), for late-data detection.
+    pub late: BTreeMap<ModelName, SourceLog>,
+    /// `--restate-late`: restate the windows late source data changed.
+    pub restate_late: bool,
 }
 
 /// Where a plan's definitions come from. One mode per command, so that what only `diff`,
@@ -107,6 +115,8 @@ impl Options {
             with_local_changes: false,
             execution_time,
             mode: Mode::Local,
+            late: BTreeMap::new(),
+            restate_late: false,
         }
     }
 }

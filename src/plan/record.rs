@@ -102,8 +102,29 @@ pub fn completed_actions(
                 .and_then(|s| chrono::Duration::try_seconds(i64::try_from(s).ok()?))
                 .map(|d| now + d),
             source_versions: source_versions.clone(),
+            late_since: late_since(plan, state),
         }),
         expected_revision: plan.environment_revision,
     });
     Ok(actions)
+}
+
+/// What late-data detection keeps reading from after `plan` (see [`Environment::late_since`]):
+/// for each source whose late data the plan found but does not restate, the version it was
+/// found after; nothing for the rest, which the environment has now read.
+fn late_since(plan: &Plan, state: &State) -> BTreeMap<ModelName, u64> {
+    let Some(late) = &plan.late_data else {
+        return BTreeMap::new();
+    };
+    let before = state.environment(&plan.environment).map(|e| &e.late_since);
+    late.sources
+        .iter()
+        .filter(|s| !late.restated || s.untracked.is_some())
+        .map(|s| {
+            let since = before
+                .and_then(|b| b.get(&s.source).copied())
+                .unwrap_or(s.since_version);
+            (s.source.clone(), since.min(s.since_version))
+        })
+        .collect()
 }

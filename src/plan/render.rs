@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Timelike, Utc};
 
+use super::late::LateData;
 use super::{BackfillAction, Change, Plan, PlanModel};
 use crate::interval::{Interval, IntervalSet, format_ts};
 use crate::project::Kind;
@@ -270,6 +271,9 @@ pub fn text(plan: &Plan) -> String {
         let items: Vec<String> = plan.restate.iter().map(ToString::to_string).collect();
         tree(&mut s, &items, "");
     }
+    if let Some(l) = &plan.late_data {
+        s.push_str(&late_text(l, &plan.environment, false));
+    }
     let backfills: Vec<String> = plan
         .models
         .iter()
@@ -409,11 +413,96 @@ pub fn markdown(plan: &Plan) -> String {
             m.diff.as_deref().unwrap_or_default()
         );
     }
+    if let Some(l) = &plan.late_data {
+        s.push_str(&late_text(l, &plan.environment, true));
+    }
     if !plan.notes.is_empty() {
         s.push('\n');
         for n in &plan.notes {
             let _ = writeln!(s, "> {n}");
         }
     }
+    s
+}
+
+/// The "late or corrected source data" section, as text or markdown.
+fn late_text(l: &LateData, env: &str, markdown: bool) -> String {
+    let mut s = String::new();
+    let code = |t: &str| {
+        if markdown {
+            format!("`{t}`")
+        } else {
+            t.to_string()
+        }
+    };
+    if markdown {
+        s.push_str("\n#### Late or corrected source data\n\n");
+    } else {
+        s.push_str("\nLate or corrected source data (changed since the environment read it):\n");
+    }
+    // Each source, with what restating it recomputes under it.
+    let mut items: Vec<(String, Vec<String>)> = Vec::new();
+    for x in &l.sources {
+        let versions = match (x.versions.first(), x.versions.last()) {
+            (Some(a), Some(b)) if a != b => format!("versions {a}–{b}"),
+            (Some(a), _) => format!("version {a}"),
+            _ => String::new(),
+        };
+        let mut line = format!(
+            "{}: {versions} (read at {}) · {}",
+            code(x.source.as_str()),
+            x.since_version,
+            code(&windows(&x.windows))
+        );
+        match &x.untracked {
+            Some(why) => {
+                let _ = write!(line, " · untracked: {why}; never restated automatically");
+            }
+            None => {
+                let _ = write!(
+                    line,
+                    " · +{} (+{} rows), −{} (−{} rows)",
+                    plural(x.files_added, "file", "files"),
+                    x.rows_added,
+                    plural(x.files_removed, "file", "files"),
+                    x.rows_removed
+                );
+            }
+        }
+        let restates = x
+            .restates
+            .iter()
+            .map(|m| {
+                format!(
+                    "restates {}: {}",
+                    code(m.model.as_str()),
+                    code(&windows(&m.windows))
+                )
+            })
+            .collect();
+        items.push((line, restates));
+    }
+    for n in &l.not_tracked {
+        let line = format!("{}: not tracked ({})", code(n.source.as_str()), n.reason);
+        items.push((line, Vec::new()));
+    }
+    for (i, (line, children)) in items.iter().enumerate() {
+        let last = i + 1 == items.len();
+        if markdown {
+            let _ = writeln!(s, "- {line}");
+            for c in children {
+                let _ = writeln!(s, "  - {c}");
+            }
+        } else {
+            let _ = writeln!(s, "{} {line}", if last { "└──" } else { "├──" });
+            tree(&mut s, children, if last { "    " } else { "│   " });
+        }
+    }
+    let what = if l.restated {
+        "this plan restates the tracked windows above".to_string()
+    } else {
+        format!("`tidemark plan {env} --restate-late` restates exactly these windows")
+    };
+    let _ = writeln!(s, "{}{what}", if markdown { "\n" } else { "hint: " });
     s
 }

@@ -38,6 +38,14 @@ struct RawConfig {
     storage: BTreeMap<String, String>,
     #[serde(default)]
     engine: RawEngine,
+    #[serde(default)]
+    run: RawRun,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    restate_late: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +78,7 @@ struct RawSource {
     format: SourceFormat,
     #[serde(default)]
     columns: BTreeMap<String, Spanned<String>>,
+    time_column: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +219,8 @@ pub struct Source {
     pub format: SourceFormat,
     /// Declared column types (name → SQL type), if any.
     pub columns: BTreeMap<String, String>,
+    /// The column that places its rows in time (late-data detection), if declared.
+    pub time_column: Option<String>,
 }
 
 impl Source {
@@ -280,6 +291,8 @@ pub struct Config {
     pub storage: StorageOptions,
     /// The engine that runs batches (`[engine]`).
     pub engine: EngineConfig,
+    /// `[run] restate_late`: every `run` restates the windows late source data touched.
+    pub run_restate_late: bool,
 }
 
 /// Find `tidemark.toml`: in `project` when given, else walking up from `cwd`.
@@ -482,6 +495,21 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
                 ),
             }
         }
+        let time_column = match &src.time_column {
+            None => None,
+            Some(c) if is_column_name(c.get_ref()) => Some(c.get_ref().to_string()),
+            Some(c) => {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "invalid `time_column` of source `{key}`: `{}` is not a column name",
+                        c.get_ref()
+                    ))
+                    .at(at(c.span()))
+                    .hint("name the column that places the source's rows in time, e.g. `time_column = \"event_date\"`"),
+                );
+                None
+            }
+        };
         if sources.contains_key(&name) {
             errors.push(
                 Diagnostic::error(format!(
@@ -499,6 +527,7 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
                 declared_path: src.path.get_ref().trim().to_string(),
                 format: src.format,
                 columns,
+                time_column,
             },
         );
     }
@@ -569,7 +598,16 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
         env_ttl,
         storage: StorageOptions::new(raw.storage.clone()),
         engine,
+        run_restate_late: raw.run.restate_late.unwrap_or(false),
     })
+}
+
+/// A plain column name: letters, digits and `_`, not starting with a digit.
+fn is_column_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 
 /// A local path relative to `root`, or `None` when `s` is a URL.

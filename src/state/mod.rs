@@ -270,6 +270,11 @@ pub struct Environment {
     /// (readers see the sources at these versions too).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub source_versions: BTreeMap<ModelName, u64>,
+    /// Delta sources whose late or corrected data was found and not restated: the version
+    /// late-data detection still reads them from (else from `source_versions`), so a `run`
+    /// that moves on does not forget it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub late_since: BTreeMap<ModelName, u64>,
 }
 
 /// What an environment change did.

@@ -92,6 +92,10 @@ pub struct ApplyInfo {
     pub workers: usize,
     /// Every batch.
     pub batches: Vec<PlannedBatch>,
+    /// The Delta sources whose late or corrected data this apply restates, and the versions
+    /// that brought it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub late_sources: BTreeMap<String, Vec<u64>>,
 }
 
 /// The latest record of one batch.

@@ -381,6 +381,7 @@ mod tests {
                 updated_at: t("2024-01-01"),
                 expires_at: None,
                 source_versions: BTreeMap::new(),
+                late_since: BTreeMap::new(),
             }),
             expected_revision: expected,
         }

@@ -18,6 +18,7 @@ mod fingerprints;
 mod info;
 mod kinds;
 mod lakehouse;
+mod late;
 mod plan;
 mod races;
 mod render;

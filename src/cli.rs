@@ -344,6 +344,33 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
         format: EnvFormat,
     },
+    /// Trace versions of a Delta source (a bad load) to every environment, model and window
+    /// computed from them; optionally plan their restatement.
+    Recall {
+        /// The source, as models name it (e.g. `raw.events`).
+        source: String,
+        /// The version recalled, or an inclusive range `A..B`.
+        #[arg(
+            long,
+            value_name = "V|A..B",
+            required_unless_present = "since",
+            conflicts_with = "since"
+        )]
+        version: Option<String>,
+        /// The versions committed at or after this time (date or timestamp, UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Also make the restatement plan that recomputes those windows of ENV (and what reads
+        /// them) from the source's current version.
+        #[arg(long, value_name = "ENV")]
+        plan: Option<String>,
+        /// Save that plan (JSON) to FILE, to apply it with `tidemark apply FILE`.
+        #[arg(long, value_name = "FILE", requires = "plan")]
+        out: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
     /// Every apply and run, newest first: who, when, git commit, plan, windows, rows, outcome.
     Log {
         /// Only this environment's.

@@ -124,6 +124,7 @@ pub fn run(cli: cli::Cli, printer: Printer, out: &mut dyn Write) -> Result<ExitS
             format,
         } => c::progress::run(&s, apply_id.as_ref(), env.as_ref(), format, out),
         Task::Reconcile(r) => c::reconcile::run(&s, &r, out),
+        Task::Recall(r) => c::recall::run(&s, &r, out),
         Task::Log { env, format } => c::log::run(&s, env.as_ref(), format, out),
         Task::Janitor { dry_run } => c::janitor::run(&s, dry_run, out),
         Task::EnvHistory(env) => c::env::history(&s, &env, out),

@@ -66,6 +66,23 @@ pub struct Plan {
     pub args: PlanArgs,
 }
 
+/// `recall SOURCE`.
+#[derive(Debug)]
+pub struct Recall {
+    /// The source's name as written.
+    pub source: String,
+    /// `--version V` or `A..B`.
+    pub version: Option<String>,
+    /// `--since TIME`.
+    pub since: Option<String>,
+    /// `--plan ENV`.
+    pub plan: Option<EnvName>,
+    /// `--out FILE`.
+    pub out: Option<std::path::PathBuf>,
+    /// Output format.
+    pub format: PlanFormat,
+}
+
 /// `promote`, resolved.
 #[derive(Debug)]
 pub struct Promote {
@@ -167,6 +184,8 @@ pub enum Task {
     },
     /// `reconcile MODEL`.
     Reconcile(Reconcile),
+    /// `recall SOURCE`.
+    Recall(Recall),
     /// `log`.
     Log {
         /// Only this environment's.
@@ -299,6 +318,21 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
             against: env_opt(against.as_ref())?,
             start,
             end,
+            format,
+        }),
+        Command::Recall {
+            source,
+            version,
+            since,
+            plan,
+            out,
+            format,
+        } => Task::Recall(Recall {
+            source,
+            version,
+            since,
+            plan: env_opt(plan.as_ref())?,
+            out,
             format,
         }),
         Command::Log { env, format } => Task::Log {

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod progress;
 pub mod promote;
 pub mod query;
+pub mod recall;
 pub mod reconcile;
 pub mod render;
 pub mod rollback;

@@ -41,6 +41,7 @@ pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> 
         mode: plan::Mode::Local,
         late: super::source_logs(&loaded.project.config, &state, &p.environment)?,
         restate_late: args.restate_late,
+        restate_below: std::collections::BTreeMap::new(),
     };
     let plan = plan::build(&loaded.project, &loaded.fingerprints, &state, &opts)?;
     if let Some(path) = &args.out {

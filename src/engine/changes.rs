@@ -118,6 +118,34 @@ pub async fn read(at: &Location, since: u64, time_column: Option<&str>) -> Resul
     Ok(log)
 }
 
+/// The first version of the source at `at` committed at or after `when` (`None`: none), read
+/// backwards from the latest commit (the cost grows with the commits since `when`).
+pub async fn first_version_at(at: &Location, when: DateTime<Utc>) -> Result<Option<u64>> {
+    let table = deltalake::DeltaTableBuilder::from_url(at.url().clone())
+        .and_then(|b| b.build())
+        .map_err(|e| failed(&format!("cannot open the Delta source `{at}`"), e))?;
+    let latest = table
+        .log_store()
+        .get_latest_version(0)
+        .await
+        .map_err(|e| failed(&format!("cannot read the log of `{at}`"), e))?;
+    let mut first = None;
+    for version in (0..=latest).rev() {
+        let Some(actions) = tables::read_commit(&table, version).await? else {
+            break;
+        };
+        let committed = actions.iter().find_map(|a| match a {
+            Action::CommitInfo(c) => c.timestamp,
+            _ => None,
+        });
+        match committed.and_then(DateTime::from_timestamp_millis) {
+            Some(t) if t >= when => first = Some(version),
+            _ => break,
+        }
+    }
+    Ok(first)
+}
+
 /// What is known of one data file.
 #[derive(Debug, Clone, Default)]
 struct Fact {

@@ -56,7 +56,7 @@ use crate::interval::{Interval, IntervalUnit};
 use crate::names::TableId;
 use crate::project::{ModelName, SourceFormat};
 
-pub use changes::SourceLog;
+pub use changes::{FileChange, SourceLog};
 pub use checksum::Checksum;
 pub use location::Location;
 pub use seed::columns as seed_columns;
@@ -254,6 +254,9 @@ pub trait Engine {
     /// The data files the commits of the Delta source at `path` added and removed after
     /// version `since`, placed in time by `time_column` when given.
     fn source_log(&self, path: &str, since: u64, time_column: Option<&str>) -> Result<SourceLog>;
+    /// The first version of the Delta source at `path` committed at or after `at` (`None`:
+    /// none yet).
+    fn source_version_at(&self, path: &str, at: DateTime<Utc>) -> Result<Option<u64>>;
     /// Remove files that no version in `keep_versions` needs and that were removed over an hour
     /// ago; returns how many files are (or would be) deleted.
     fn vacuum(&self, table: &TableId, keep_versions: &[u64], dry_run: bool) -> Result<u64>;
@@ -370,6 +373,11 @@ impl Engine for LocalEngine {
     fn source_log(&self, path: &str, since: u64, time_column: Option<&str>) -> Result<SourceLog> {
         let at = Location::parse(path)?;
         self.rt.block_on(changes::read(&at, since, time_column))
+    }
+
+    fn source_version_at(&self, path: &str, at: DateTime<Utc>) -> Result<Option<u64>> {
+        let location = Location::parse(path)?;
+        self.rt.block_on(changes::first_version_at(&location, at))
     }
 
     fn vacuum(&self, table: &TableId, keep_versions: &[u64], dry_run: bool) -> Result<u64> {

@@ -167,6 +167,14 @@ impl Engine for SparkEngine {
         self.local.source_log(path, since, time_column)
     }
 
+    fn source_version_at(
+        &self,
+        path: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<u64>> {
+        self.local.source_version_at(path, at)
+    }
+
     fn vacuum(&self, table: &TableId, keep_versions: &[u64], dry_run: bool) -> Result<u64> {
         self.local.vacuum(table, keep_versions, dry_run)
     }

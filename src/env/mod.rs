@@ -7,7 +7,8 @@
 //! - [`apply`]: execute a plan's batches, then move the environment in one atomic commit;
 //! - [`promote`]: the gap check of a promotion;
 //! - [`rollback`]: what an earlier revision pointed at, and pointing back at it;
-//! - [`janitor`]: the retention rules (what expires, what is still reachable).
+//! - [`janitor`]: the retention rules (what expires, what is still reachable);
+//! - [`recall`]: which environments hold data computed from given versions of a source.
 //!
 //! Invariant: an environment changes only through one state commit that names the revision it
 //! expected; nothing here writes a table an environment reads.
@@ -15,6 +16,7 @@
 pub mod apply;
 pub mod janitor;
 pub mod promote;
+pub mod recall;
 pub mod rollback;
 
 use std::collections::BTreeMap;

@@ -67,7 +67,7 @@ pub fn build(
             &view,
         )
     });
-    let seeds = match (&mut late_data, opts.restate_late) {
+    let mut seeds = match (&mut late_data, opts.restate_late) {
         (Some(l), true) => {
             let seeds = late::seeds(l);
             l.restated = !seeds.is_empty();
@@ -75,6 +75,10 @@ pub fn build(
         }
         _ => BTreeMap::new(),
     };
+    for (source, windows) in &opts.restate_below {
+        let w = seeds.entry(source.clone()).or_default();
+        *w = w.union(windows);
+    }
     let (models, target) = backfills(&scope, opts, &envs, &view, &order, changed, &seeds);
     let parts = (models, target, late_data);
     assemble(project, state, opts, &envs, window, notes, parts)
@@ -191,7 +195,7 @@ fn definitions(
     envs: &Envs<'_>,
 ) -> Result<(BTreeMap<ModelName, Node>, Vec<String>)> {
     let base = &envs.base_snapshots;
-    let restating = !opts.restate.is_empty() || opts.restate_late;
+    let restating = !opts.restate.is_empty() || opts.restate_late || !opts.restate_below.is_empty();
     let deployed = opts.mode.deployed(&opts.environment).is_some();
     let use_local = !deployed && (!restating || opts.with_local_changes);
     let selected: Option<BTreeSet<ModelName>> = if opts.select.is_empty() {

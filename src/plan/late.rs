@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::intervals::{self, Scope};
-use crate::engine::SourceLog;
+use crate::engine::{FileChange, SourceLog};
 use crate::interval::{IntervalSet, IntervalUnit};
 use crate::project::{Kind, ModelName, Source, SourceFormat};
 use crate::state::{Environment, ModelRecord};
@@ -200,14 +200,7 @@ fn late_source(
         }
         versions.insert(c.version);
         late.windows = late.windows.union(&hit);
-        let rows = c.rows.unwrap_or(0);
-        if c.added {
-            late.files_added += 1;
-            late.rows_added += rows;
-        } else {
-            late.files_removed += 1;
-            late.rows_removed += rows;
-        }
+        count(&mut late, c);
     }
     if versions.is_empty() || computed.is_empty() {
         return None;
@@ -217,6 +210,18 @@ fn late_source(
     }
     late.versions = versions.into_iter().collect();
     Some(late)
+}
+
+/// Count `c`'s file and rows into `late`.
+fn count(late: &mut LateSource, c: &FileChange) {
+    let rows = c.rows.unwrap_or(0);
+    if c.added {
+        late.files_added += 1;
+        late.rows_added += rows;
+    } else {
+        late.files_removed += 1;
+        late.rows_removed += rows;
+    }
 }
 
 /// The tables of the environment's models that read `source`, directly or through others,
@@ -242,4 +247,127 @@ fn downstream_tables(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interval::{Interval, parse_instant};
+
+    fn day(d: u32) -> chrono::DateTime<chrono::Utc> {
+        parse_instant(&format!("2024-03-{d:02}")).unwrap().at
+    }
+
+    fn source(time_column: Option<&str>) -> Source {
+        Source {
+            name: ModelName::parse("raw.events").unwrap(),
+            path: "/data/events".into(),
+            declared_path: "data/events".into(),
+            format: SourceFormat::Delta,
+            columns: BTreeMap::new(),
+            time_column: time_column.map(str::to_string),
+        }
+    }
+
+    fn change(version: u64, added: bool, range: Option<(u32, u32)>) -> FileChange {
+        FileChange {
+            version,
+            added,
+            rows: Some(3),
+            range: range.map(|(a, b)| Interval::new(day(a), day(b))),
+        }
+    }
+
+    #[test]
+    fn only_changes_in_computed_intervals_are_late() {
+        let computed = IntervalSet::of(Interval::new(day(1), day(8)));
+        let log = SourceLog {
+            since: 4,
+            latest: 7,
+            changes: vec![
+                change(5, true, Some((2, 3))),
+                change(6, true, Some((9, 10))), // new data, not late
+                change(7, false, Some((7, 9))), // half in, half new
+            ],
+            rewrites: 1,
+            unreadable: None,
+        };
+        let name = ModelName::parse("raw.events").unwrap();
+        let late = late_source(
+            &name,
+            &source(Some("ts")),
+            &log,
+            &computed,
+            IntervalUnit::Day,
+        )
+        .unwrap();
+        assert_eq!(late.versions, [5, 7]);
+        assert_eq!(
+            late.windows,
+            IntervalSet::of(Interval::new(day(2), day(3)))
+                .union(&IntervalSet::of(Interval::new(day(7), day(8))))
+        );
+        assert_eq!((late.files_added, late.files_removed), (1, 1));
+        assert_eq!((late.rows_added, late.rows_removed), (3, 3));
+        assert!(late.untracked.is_none());
+        // Only new data: nothing late.
+        let new_only = SourceLog {
+            changes: vec![change(5, true, Some((9, 10)))],
+            ..log.clone()
+        };
+        assert!(
+            late_source(
+                &name,
+                &source(Some("ts")),
+                &new_only,
+                &computed,
+                IntervalUnit::Day
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn changes_without_a_time_report_the_whole_range_untracked() {
+        let computed = IntervalSet::of(Interval::new(day(1), day(8)));
+        let log = SourceLog {
+            since: 4,
+            latest: 5,
+            changes: vec![change(5, true, None)],
+            rewrites: 0,
+            unreadable: None,
+        };
+        let name = ModelName::parse("raw.events").unwrap();
+        let late = late_source(&name, &source(None), &log, &computed, IntervalUnit::Day).unwrap();
+        assert_eq!(late.windows, computed);
+        assert_eq!(
+            late.untracked.as_deref(),
+            Some("the source declares no `time_column`")
+        );
+        let gone = SourceLog {
+            changes: Vec::new(),
+            unreadable: Some("commit 5 is no longer in the log".into()),
+            ..log
+        };
+        let late = late_source(
+            &name,
+            &source(Some("ts")),
+            &gone,
+            &computed,
+            IntervalUnit::Day,
+        )
+        .unwrap();
+        assert_eq!(
+            (late.windows.clone(), late.versions.clone()),
+            (computed, vec![5])
+        );
+        assert!(late.untracked.is_some());
+        // Seeds leave untracked sources out.
+        let data = LateData {
+            sources: vec![late],
+            not_tracked: Vec::new(),
+            restated: false,
+        };
+        assert!(seeds(&data).is_empty());
+    }
 }

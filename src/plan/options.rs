@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::engine::SourceLog;
 use crate::error::{Diagnostic, Error, Result};
-use crate::interval::{Instant, exclusive_end, format_ts};
+use crate::interval::{Instant, IntervalSet, exclusive_end, format_ts};
 use crate::names::{EnvName, ModelName};
 
 /// What the user asked for.
@@ -46,6 +46,9 @@ pub struct Options {
     pub late: BTreeMap<ModelName, SourceLog>,
     /// `--restate-late`: restate the windows late source data changed.
     pub restate_late: bool,
+    /// Windows to restate below given sources (`recall --plan`): each source's direct readers
+    /// restate them, and everything downstream follows.
+    pub restate_below: BTreeMap<ModelName, IntervalSet>,
 }
 
 /// Where a plan's definitions come from. One mode per command, so that what only `diff`,
@@ -117,6 +120,7 @@ impl Options {
             mode: Mode::Local,
             late: BTreeMap::new(),
             restate_late: false,
+            restate_below: BTreeMap::new(),
         }
     }
 }

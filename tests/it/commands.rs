@@ -109,7 +109,7 @@ fn every_command_output_on_the_example() {
 /// Every subcommand's `--help`, so a changed flag or description shows in review.
 #[test]
 fn help_of_every_command() {
-    let commands: [&[&str]; 20] = [
+    let commands: [&[&str]; 21] = [
         &[],
         &["info"],
         &["dag"],
@@ -126,6 +126,7 @@ fn help_of_every_command() {
         &["rollback"],
         &["progress"],
         &["reconcile"],
+        &["recall"],
         &["log"],
         &["janitor"],
         &["env", "list"],

@@ -15,12 +15,12 @@ const MARCH_1: i64 = 1_709_251_200_000_000;
 const DAY: i64 = 86_400_000_000;
 const HOUR: i64 = 3_600_000_000;
 
-const BUILD: [&str; 4] = ["--execution-time", "2024-03-08", "plan", "--apply"];
+pub const BUILD: [&str; 4] = ["--execution-time", "2024-03-08", "plan", "--apply"];
 const PLAN: [&str; 5] = ["--execution-time", "2024-03-08", "plan", "--format", "json"];
 
 /// The ledger with its payments source written one commit (one file) per day of `days`, the
 /// source's `time_column` declared, and an hourly model beside the daily ones.
-fn project(days: std::ops::Range<i64>) -> (tempfile::TempDir, PathBuf) {
+pub fn project(days: std::ops::Range<i64>) -> (tempfile::TempDir, PathBuf) {
     let (t, p) = crate::kinds::ledger(0..0);
     for d in days {
         append_payments(&p.join("data/payments"), &payments_of_day(d));
@@ -45,7 +45,7 @@ fn project(days: std::ops::Range<i64>) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Late payments of day `d` (0 = 2024-03-01): two, in its afternoon.
-fn late_of_day(d: i64) -> Vec<Payment> {
+pub fn late_of_day(d: i64) -> Vec<Payment> {
     (0..2)
         .map(|i| Payment {
             id: 9_000 + d * 10 + i,
@@ -95,7 +95,7 @@ fn optimize(dir: &Path) {
     });
 }
 
-fn late_of(plan_json: &str) -> Option<serde_json::Value> {
+pub fn late_of(plan_json: &str) -> Option<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(plan_json).unwrap();
     v.get("late_data").cloned()
 }
@@ -120,7 +120,7 @@ const MODELS: [(&str, &str); 5] = [
     ("ledger.hourly_amounts", "hour"),
 ];
 
-fn contents(p: &Path) -> Vec<String> {
+pub fn contents(p: &Path) -> Vec<String> {
     MODELS
         .iter()
         .map(|(m, by)| {
@@ -135,6 +135,15 @@ fn contents(p: &Path) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The tables of a clean build, at `now`, of a fresh project over a copy of `source`.
+pub fn clean_contents(source: &Path, now: &str) -> Vec<String> {
+    let (_t, clean) = project(0..0);
+    std::fs::remove_dir_all(clean.join("data/payments")).unwrap();
+    copy_dir(source, &clean.join("data/payments"));
+    ok(&clean, &["--execution-time", now, "plan", "--apply"]);
+    contents(&clean)
 }
 
 #[test]
@@ -229,11 +238,7 @@ fn late_and_corrected_source_data_is_found_shown_and_restated_exactly() {
         ],
     );
     assert!(applied.contains("ledger.daily_totals"), "{applied}");
-    let (_clean_dir, clean) = project(0..0);
-    std::fs::remove_dir_all(clean.join("data/payments")).unwrap();
-    copy_dir(&source, &clean.join("data/payments"));
-    ok(&clean, &BUILD);
-    assert_eq!(contents(&p), contents(&clean));
+    assert_eq!(contents(&p), clean_contents(&source, "2024-03-08"));
     // Nothing left to report; a compaction of the source is not a change either.
     assert_eq!(late_of(&ok(&p, &PLAN)), None);
     optimize(&source);
@@ -280,4 +285,289 @@ fn late_data_a_run_does_not_restate_is_kept_until_restated() {
         ],
     );
     assert_eq!(total, "payments\n1\n", "the late row is in");
+}
+
+/// Recall of a bad load: every environment's batches that read its version are listed (a dev
+/// environment that rebuilt a model after it, prod's run that read it), and nothing else;
+/// `--plan` makes the restatement of exactly those windows.
+#[test]
+fn recall_lists_exactly_the_batches_that_read_a_version() {
+    let (_t, p) = project(0..7);
+    let source = p.join("data/payments");
+    ok(&p, &BUILD);
+    // Version 8: a bad load (late rows into 03-02).
+    append_payments(&source, &late_of_day(1));
+    let recall = |extra: &[&str]| {
+        let mut args = vec!["--execution-time", "2024-03-09", "recall", "raw.payments"];
+        args.extend_from_slice(extra);
+        let out = ok(&p, &args);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let hits_of = |v: &serde_json::Value| -> Vec<(String, String, Vec<String>)> {
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["environment"].as_str().unwrap().to_string(),
+                    h["model"].as_str().unwrap().to_string(),
+                    days_of(&h["windows"]),
+                )
+            })
+            .collect()
+    };
+    let none = recall(&["--version", "8", "--format", "json"]);
+    assert_eq!(hits_of(&none), [], "nothing read version 8 yet: {none}");
+    // dev rebuilds daily_totals after the bad load: its batches read version 8.
+    let f = p.join("models/ledger/daily_totals.sql");
+    let text = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        text.replace(
+            "COUNT(*) AS payments,",
+            "COUNT(*) AS payments,\n  MAX(s.amount) AS largest,",
+        ),
+    )
+    .unwrap();
+    ok(
+        &p,
+        &["--execution-time", "2024-03-08", "plan", "dev", "--apply"],
+    );
+    let dev = recall(&["--version", "8", "--format", "json"]);
+    assert_eq!(
+        hits_of(&dev),
+        [(
+            "dev".to_string(),
+            "ledger.daily_totals".to_string(),
+            vec!["2024-03-01".to_string()]
+        )],
+        "{dev}"
+    );
+    // prod's next run reads version 8 for 03-08 in every model reading the source.
+    let run = tidemark(&p, &["--execution-time", "2024-03-09", "run"]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let both = recall(&["--version", "8", "--format", "json"]);
+    let hits = hits_of(&both);
+    let day8 = vec!["2024-03-08".to_string()];
+    // (running_balance reads daily_totals, not the source: restating follows it, recall does
+    // not list it.)
+    for model in [
+        "ledger.daily_totals",
+        "ledger.hourly_amounts",
+        "ledger.latest_payment",
+    ] {
+        assert!(
+            hits.contains(&("prod".to_string(), model.to_string(), day8.clone())),
+            "{model}: {hits:?}"
+        );
+    }
+    // dev shares prod's tables of the models it did not change, pinned before the run: the
+    // run's new versions of daily_totals and hourly_amounts are not in dev; its merge into
+    // latest_payment changed nothing (no new version), so what dev reads is that batch's result.
+    assert!(
+        hits.contains(&("dev".into(), "ledger.latest_payment".into(), day8.clone())),
+        "{hits:?}"
+    );
+    assert_eq!(hits.len(), 5, "{hits:?}");
+    // A range starting at the first build's version reaches every batch.
+    let all = hits_of(&recall(&["--version", "7..8", "--format", "json"]));
+    assert!(
+        all.contains(&(
+            "prod".into(),
+            "ledger.latest_payment".into(),
+            vec!["2024-03-01".into()]
+        )),
+        "{all:?}"
+    );
+    // Version 9 and later: nothing read them.
+    assert_eq!(
+        hits_of(&recall(&["--version", "9", "--format", "json"])),
+        []
+    );
+    // The restatement of exactly those windows of prod, from the current version.
+    let planned = recall(&["--version", "8", "--plan", "prod", "--format", "json"]);
+    let models: Vec<(String, Vec<String>)> = planned["plan"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["restated"] == true && m["backfill"].is_object())
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                days_of(&m["backfill"]["intervals"]),
+            )
+        })
+        .collect();
+    assert!(
+        models.contains(&("ledger.daily_totals".to_string(), day8.clone())),
+        "{models:?}"
+    );
+    assert!(
+        models.contains(&("ledger.hourly_amounts".to_string(), day8.clone())),
+        "{models:?}"
+    );
+    let text = ok(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-09",
+            "recall",
+            "raw.payments",
+            "--version",
+            "8",
+        ],
+    );
+    assert!(
+        text.contains("prod · ledger.daily_totals · [2024-03-08, 2024-03-09)"),
+        "{text}"
+    );
+    // By time: every commit since long ago is every version; none after now is none.
+    let since = recall(&["--since", "2000-01-01", "--format", "json"]);
+    assert_eq!(since["from_version"], 0, "{since}");
+    assert_eq!(hits_of(&since).len(), 6, "{since}");
+    let future = recall(&["--since", "2999-01-01", "--format", "json"]);
+    assert_eq!(hits_of(&future), [], "{future}");
+}
+
+/// A Delta source partitioned by its time column needs no statistics: the partition value of
+/// each added or removed file places it (here a day re-delivered: its partition overwritten).
+#[test]
+fn a_source_partitioned_by_its_time_column_is_placed_by_partition_value() {
+    use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("parts");
+    std::fs::create_dir_all(p.join("models/m")).unwrap();
+    std::fs::create_dir_all(p.join("data/events")).unwrap();
+    std::fs::write(
+        p.join("tidemark.toml"),
+        "[project]\nname = \"parts\"\n\n[model_defaults]\nstart = \"2024-03-01\"\n\n\
+         [sources.\"raw.events\"]\npath = \"data/events\"\nformat = \"delta\"\ntime_column = \"day\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("models/m/daily.sql"),
+        "MODEL (name m.daily, kind INCREMENTAL_BY_TIME_RANGE (time_column day));\n\
+         SELECT day, COUNT(*) AS events FROM raw.events WHERE day BETWEEN @start_date AND @end_date GROUP BY day\n",
+    )
+    .unwrap();
+    // 2024-03-01 is day 19783 since the epoch.
+    let write =
+        |days: &[i32], ids: &[i64], mode: deltalake::protocol::SaveMode, replace: Option<&str>| {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("day", DataType::Date32, false),
+            ]));
+            let batch = RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(Int64Array::from(ids.to_vec())),
+                    Arc::new(Date32Array::from(
+                        days.iter().map(|d| 19_783 + d).collect::<Vec<_>>(),
+                    )),
+                ],
+            )
+            .unwrap();
+            let url = url::Url::from_directory_path(p.join("data/events")).unwrap();
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let table = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+                let mut w = table
+                    .write(vec![batch])
+                    .with_save_mode(mode)
+                    .with_partition_columns(["day"]);
+                if let Some(r) = replace {
+                    w = w.with_replace_where(r.to_string());
+                }
+                w.await.unwrap();
+            });
+        };
+    use deltalake::protocol::SaveMode;
+    write(
+        &[0, 1, 2, 3, 4, 5, 6],
+        &[1, 2, 3, 4, 5, 6, 7],
+        SaveMode::Append,
+        None,
+    );
+    ok(&p, &BUILD);
+    // 2024-03-03 re-delivered with two rows instead of one.
+    write(
+        &[2, 2],
+        &[30, 31],
+        SaveMode::Overwrite,
+        Some("day = '2024-03-03'"),
+    );
+    let late = late_of(&ok(&p, &PLAN)).expect("a late-data section");
+    let s = &late["sources"][0];
+    assert_eq!(days_of(&s["windows"]), ["2024-03-03"], "{s}");
+    assert_eq!(s["windows"][0]["end"], "2024-03-04T00:00:00Z", "{s}");
+    assert_eq!(
+        (&s["files_added"], &s["files_removed"]),
+        (&serde_json::json!(1), &serde_json::json!(1)),
+        "{s}"
+    );
+    ok(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "--restate-late",
+            "--apply",
+        ],
+    );
+    let n = ok(
+        &p,
+        &[
+            "query",
+            "--format",
+            "csv",
+            "SELECT events FROM m.daily WHERE day = DATE '2024-03-03'",
+        ],
+    );
+    assert_eq!(n, "events\n2\n");
+}
+
+/// Detection reads a source's log on an object store the same way (moto's S3).
+#[test]
+fn late_data_of_a_source_on_s3_is_found() {
+    let Some(moto) = crate::s3::moto() else {
+        return;
+    };
+    let (_t, p) = project(0..7);
+    let local = p.join("data/payments");
+    moto.warehouse(&p, "late-data");
+    moto.upload("late-data", "raw/payments", &local, "");
+    let f = p.join("tidemark.toml");
+    let config = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        config.replace(
+            "path = \"data/payments\"",
+            "path = \"s3://late-data/raw/payments\"",
+        ),
+    )
+    .unwrap();
+    ok(&p, &BUILD);
+    assert_eq!(late_of(&ok(&p, &PLAN)), None);
+    append_payments(&local, &late_of_day(3));
+    moto.upload("late-data", "raw/payments", &local, "");
+    let late = late_of(&ok(&p, &PLAN)).expect("a late-data section");
+    assert_eq!(
+        days_of(&late["sources"][0]["windows"]),
+        ["2024-03-04"],
+        "{late}"
+    );
+    ok(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "--restate-late",
+            "--apply",
+        ],
+    );
+    assert_eq!(late_of(&ok(&p, &PLAN)), None);
 }

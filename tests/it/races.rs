@@ -154,6 +154,49 @@ fn two_runs_of_prod_on_spark_at_once_end_with_one_result() {
     two_runs("Spark", |_| crate::spark::spark_ledger(remote, 0..7));
 }
 
+/// The restatement of late data racing the daily `run` of the same environment: each ends
+/// cleanly (a loser exits 2 saying the environment moved), and once both are done again the
+/// tables equal a clean build from the same source: nothing duplicated or lost.
+#[test]
+fn a_late_data_restatement_racing_the_daily_run_ends_with_all_rows_once() {
+    use crate::late::{BUILD, clean_contents, contents, late_of, late_of_day, project};
+    let restate = [
+        "--execution-time",
+        "2024-03-09",
+        "plan",
+        "--restate-late",
+        "--apply",
+    ];
+    let run = ["--execution-time", "2024-03-09", "run"];
+    for i in 0..trials() {
+        let (_t, p) = project(0..7);
+        let source = p.join("data/payments");
+        ok(&p, &BUILD);
+        append_payments(&source, &payments_of_day(7));
+        append_payments(&source, &late_of_day(2));
+        // Odd trials start the run first.
+        let (a, b) = if i % 2 == 0 {
+            race(&p, &restate, &run, stagger(i))
+        } else {
+            let (b, a) = race(&p, &run, &restate, stagger(i));
+            (a, b)
+        };
+        won_or_lost_cleanly(&a, "restatement");
+        won_or_lost_cleanly(&b, "run");
+        // Whatever happened, finishing both leaves nothing to do and nothing late.
+        ok(&p, &run);
+        ok(&p, &restate);
+        let plan = ["--execution-time", "2024-03-09", "plan", "--format", "json"];
+        assert_eq!(late_of(&ok(&p, &plan)), None, "trial {i}");
+        let clean = clean_contents(&source, "2024-03-09");
+        assert_eq!(contents(&p), clean, "trial {i}");
+        eprintln!(
+            "late-data race trial {i}: restatement exited {}, run exited {}",
+            a.code, b.code
+        );
+    }
+}
+
 /// A change that gives daily_totals (and what reads it) new tables with the same results.
 fn reorder_daily_totals(p: &Path) {
     let f = p.join("models/ledger/daily_totals.sql");

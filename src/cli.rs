@@ -296,6 +296,13 @@ pub enum Command {
         /// Promote even if the target would lose intervals it has now.
         #[arg(long)]
         allow_gaps: bool,
+        /// Accept the violations of this gate of this model (`MODEL:GATE`, repeatable); needs
+        /// `--reason`, recorded with the acceptance in the environment history.
+        #[arg(long, value_name = "MODEL:GATE")]
+        accept: Vec<String>,
+        /// Why the accepted violations are right.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
         /// Output format of the plan.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,

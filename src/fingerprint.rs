@@ -155,6 +155,11 @@ pub fn model_metadata(m: &Model) -> String {
             h.field("value", v);
         }
     }
+    // Only when declared, so that upgrading tidemark changes no fingerprint.
+    if !m.gates.is_empty() {
+        let gates: Vec<String> = m.gates.iter().map(|g| g.text()).collect();
+        h.list("gates", gates.iter().map(String::as_str));
+    }
     h.field(
         "forward_only",
         if m.forward_only { "true" } else { "false" },

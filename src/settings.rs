@@ -94,6 +94,10 @@ pub struct Promote {
     pub check: bool,
     /// Promote even if the target would lose intervals it has.
     pub allow_gaps: bool,
+    /// `--accept MODEL:GATE`.
+    pub accept: Vec<String>,
+    /// `--reason`.
+    pub reason: Option<String>,
     /// Output format of the plan.
     pub format: PlanFormat,
 }
@@ -283,6 +287,8 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
             to,
             check,
             allow_gaps,
+            accept,
+            reason,
             format,
             ..
         } => Task::Promote(Promote {
@@ -290,6 +296,8 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
             to: env_name(&to)?,
             check,
             allow_gaps,
+            accept,
+            reason,
             format,
         }),
         Command::Rollback { env, to } => Task::Rollback {

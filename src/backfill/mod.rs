@@ -510,6 +510,7 @@ fn apply_info(cx: &ApplyRun<'_>, plan: &Plan, batches: &[Batch]) -> Result<Apply
             .filter(|s| s.untracked.is_none())
             .map(|s| (s.source.to_string(), s.versions.clone()))
             .collect(),
+        accepted_gates: plan.accepted_gates.clone(),
     })
 }
 

@@ -106,6 +106,7 @@ fn state_of(
         expires_at: None,
         source_versions: BTreeMap::new(),
         late_since: BTreeMap::new(),
+        accepted_gates: Vec::new(),
     };
     for (name, m) in &project.models {
         let fp = &fps[name];

@@ -202,6 +202,21 @@ pub fn history(ctx: &Settings, env: &str, out: &mut dyn std::io::Write) -> Resul
             h.plan_id,
             h.models_changed.len()
         ));
+        for a in &h.accepted_gates {
+            s.push_str(&format!(
+                "          accepted: {} of `{}` ({} {}) by {}: {}\n",
+                a.gate,
+                a.model,
+                a.violations,
+                if a.violations == 1 {
+                    "violation"
+                } else {
+                    "violations"
+                },
+                a.by,
+                a.reason
+            ));
+        }
     }
     if !any {
         return Err(state.unknown_environment(env));

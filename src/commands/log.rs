@@ -50,6 +50,9 @@ pub struct LogEntry {
     /// Late or corrected source data it restates: source → versions that brought it.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub late_sources: BTreeMap<String, Vec<u64>>,
+    /// Promotion-gate violations it accepted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accepted_gates: Vec<crate::state::AcceptedGate>,
 }
 
 /// Run `log`.
@@ -103,6 +106,7 @@ pub fn run(
                 .map_or_else(|| "running".to_string(), |o| o.outcome.as_str().to_string()),
             revision: outcome.as_ref().and_then(|o| o.revision),
             late_sources: info.late_sources.clone(),
+            accepted_gates: info.accepted_gates.clone(),
         });
     }
     let v = LogView {
@@ -140,6 +144,12 @@ pub fn run(
                         .map(|r| format!(" (revision {r})"))
                         .unwrap_or_default(),
                 ));
+                for g in &a.accepted_gates {
+                    s.push_str(&format!(
+                        "  accepted gate {} of {} by {}: {}\n",
+                        g.gate, g.model, g.by, g.reason
+                    ));
+                }
                 for (source, versions) in &a.late_sources {
                     let versions: Vec<String> = versions.iter().map(u64::to_string).collect();
                     s.push_str(&format!(

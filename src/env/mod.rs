@@ -5,7 +5,7 @@
 //! - the catalog an environment reads ([`catalog`]; the one "no environment named …"
 //!   diagnostic is the state's, [`State::environment_or_error`]);
 //! - [`apply`]: execute a plan's batches, then move the environment in one atomic commit;
-//! - [`promote`]: the gap check of a promotion;
+//! - [`promote`]: the gap check of a promotion; [`gates`]: its promotion gates;
 //! - [`rollback`]: what an earlier revision pointed at, and pointing back at it;
 //! - [`janitor`]: the retention rules (what expires, what is still reachable);
 //! - [`recall`]: which environments hold data computed from given versions of a source.
@@ -14,6 +14,7 @@
 //! expected; nothing here writes a table an environment reads.
 
 pub mod apply;
+pub mod gates;
 pub mod janitor;
 pub mod promote;
 pub mod recall;

@@ -636,6 +636,7 @@ fn assemble(
             .deployed(&opts.environment)
             .map(EnvName::to_string),
         late_data,
+        accepted_gates: Vec::new(),
     };
     plan.plan_id = plan_id(&plan)?;
     Ok(plan)

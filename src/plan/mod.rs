@@ -196,6 +196,9 @@ pub struct Plan {
     /// Late or corrected source data found since the target read its sources (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_data: Option<late::LateData>,
+    /// Promotion-gate violations accepted for this promotion (`promote --accept`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_gates: Vec<crate::state::AcceptedGate>,
 }
 
 impl Plan {

@@ -103,6 +103,7 @@ pub fn completed_actions(
                 .map(|d| now + d),
             source_versions: source_versions.clone(),
             late_since: late_since(plan, state),
+            accepted_gates: plan.accepted_gates.clone(),
         }),
         expected_revision: plan.environment_revision,
     });

@@ -68,6 +68,7 @@ struct RawProject {
 struct RawModelDefaults {
     start: Option<Spanned<String>>,
     cron: Option<Spanned<String>>,
+    gates: Option<Spanned<String>>,
     owner: Option<String>,
 }
 
@@ -266,6 +267,8 @@ pub struct ModelDefaults {
     pub cron: Option<Schedule>,
     /// Default `owner`.
     pub owner: Option<String>,
+    /// Default promotion gates (`gates = "row_count_change(max_pct := 20), …"`).
+    pub gates: Vec<super::model::GateCall>,
 }
 
 /// The validated project configuration.
@@ -443,6 +446,22 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
             Err(reason) => errors.push(
                 Diagnostic::error(format!("invalid model_defaults.start: {reason}"))
                     .at(at(s.span())),
+            ),
+        }
+    }
+    if let Some(g) = &raw.model_defaults.gates {
+        let src = super::header::Src {
+            file: shown,
+            text: g.get_ref(),
+        };
+        match super::header::lex(src, 0).and_then(|t| super::model::parse_gates(src, &t)) {
+            Ok(gates) => model_defaults.gates = gates,
+            Err(d) => errors.push(
+                Diagnostic::error(format!("invalid model_defaults.gates: {}", d.message))
+                    .at(at(g.span()))
+                    .hint(d.hint.as_deref().unwrap_or(
+                        "write them as in a MODEL header: `gates = \"row_count_change(max_pct := 20), no_missing_partitions\"`",
+                    )),
             ),
         }
     }
@@ -705,6 +724,36 @@ mod tests {
             Err(Error::User(d)) => d[0].to_string(),
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn default_gates_time_columns_and_run_settings_are_checked() {
+        let base = "[project]\nname = \"p\"\n";
+        let c = parse(&format!(
+            "{base}[model_defaults]\ngates = \"row_count_change(max_pct := 10), unchanged\"\n\
+             [sources.\"raw.e\"]\npath = \"data/e\"\nformat = \"delta\"\ntime_column = \"event_date\"\n\
+             [run]\nrestate_late = true\n"
+        ))
+        .unwrap();
+        let gates: Vec<String> = c.model_defaults.gates.iter().map(|g| g.text()).collect();
+        assert_eq!(gates, ["row_count_change(max_pct := 10)", "unchanged"]);
+        assert!(c.run_restate_late);
+        let raw_e = ModelName::parse("raw.e").unwrap();
+        assert_eq!(c.sources[&raw_e].time_column.as_deref(), Some("event_date"));
+        let err = first_error(&format!(
+            "{base}[model_defaults]\ngates = \"row_count(max_pct := 1)\"\n"
+        ));
+        assert!(
+            err.contains("invalid model_defaults.gates: unknown gate `row_count`"),
+            "{err}"
+        );
+        let err = first_error(&format!(
+            "{base}[sources.\"raw.e\"]\npath = \"e\"\nformat = \"delta\"\ntime_column = \"a b\"\n"
+        ));
+        assert!(
+            err.contains("invalid `time_column` of source `raw.e`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct ModelRecord {
     /// Audits.
     #[serde(default)]
     pub audits: Vec<AuditCall>,
+    /// Promotion gates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<crate::project::model::GateCall>,
     /// Extra physical partition columns.
     #[serde(default)]
     pub partitioned_by: Vec<String>,
@@ -110,6 +113,7 @@ impl ModelRecord {
             owner: m.owner.clone(),
             tags: m.tags.clone(),
             audits: m.audits.clone(),
+            gates: m.gates.clone(),
             partitioned_by: m.partitioned_by.clone(),
             columns: m.columns.clone(),
             forward_only: m.forward_only,
@@ -275,6 +279,24 @@ pub struct Environment {
     /// that moves on does not forget it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub late_since: BTreeMap<ModelName, u64>,
+    /// Promotion-gate violations accepted by the change that made this revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_gates: Vec<AcceptedGate>,
+}
+
+/// A promotion gate's violations accepted by someone, and why (`promote --accept`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedGate {
+    /// The model.
+    pub model: ModelName,
+    /// The gate, as declared (`row_count_change(max_pct := 20)`).
+    pub gate: String,
+    /// Violations accepted.
+    pub violations: u64,
+    /// Who accepted them (`$USER`).
+    pub by: String,
+    /// Why (`--reason`).
+    pub reason: String,
 }
 
 /// What an environment change did.
@@ -320,6 +342,9 @@ pub struct HistoryEntry {
     pub plan_id: String,
     /// Models whose entry changed, were added or were removed.
     pub models_changed: Vec<ModelName>,
+    /// Promotion-gate violations the change accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_gates: Vec<AcceptedGate>,
 }
 
 /// One change to the state. A commit is a list of actions applied together.
@@ -626,6 +651,7 @@ impl State {
                     revision: env.revision,
                     plan_id: env.plan_id.clone(),
                     models_changed,
+                    accepted_gates: env.accepted_gates.clone(),
                 });
                 self.environments.insert(env.name.clone(), env);
             }
@@ -652,6 +678,7 @@ impl State {
                     models_changed: removed
                         .map(|e| e.models.into_keys().collect())
                         .unwrap_or_default(),
+                    accepted_gates: Vec::new(),
                 });
             }
             Action::DeleteSnapshot { id } => {

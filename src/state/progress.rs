@@ -96,6 +96,9 @@ pub struct ApplyInfo {
     /// that brought it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub late_sources: BTreeMap<String, Vec<u64>>,
+    /// Promotion-gate violations accepted for this promotion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_gates: Vec<crate::state::AcceptedGate>,
 }
 
 /// The latest record of one batch.

@@ -382,6 +382,7 @@ mod tests {
                 expires_at: None,
                 source_versions: BTreeMap::new(),
                 late_since: BTreeMap::new(),
+                accepted_gates: Vec::new(),
             }),
             expected_revision: expected,
         }

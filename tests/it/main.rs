@@ -15,6 +15,7 @@ mod diff;
 mod engine;
 mod errors;
 mod fingerprints;
+mod gates;
 mod info;
 mod kinds;
 mod lakehouse;

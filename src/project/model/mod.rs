@@ -13,10 +13,12 @@
 
 mod audits;
 mod checks;
+mod gates;
 mod kind;
 mod properties;
 
 pub use audits::{AuditCall, BUILTIN_AUDITS};
+pub use gates::{BUILTIN_GATES, GateCall, parse_list as parse_gates};
 pub use kind::Kind;
 pub use properties::PROPERTIES;
 
@@ -62,6 +64,8 @@ pub struct Model {
     pub grain: Vec<String>,
     /// Audits, in header order.
     pub audits: Vec<AuditCall>,
+    /// Promotion gates (the model's, else the project's defaults).
+    pub gates: Vec<GateCall>,
     /// Extra physical partition columns.
     pub partitioned_by: Vec<String>,
     /// Changes apply only to intervals computed from now on.
@@ -167,6 +171,7 @@ struct Builder<'a> {
     grain: Vec<String>,
     audits: Vec<AuditCall>,
     audits_at: usize,
+    gates: Option<Vec<GateCall>>,
     partitioned_by: Vec<String>,
     forward_only: bool,
     allow_partials: bool,
@@ -201,6 +206,7 @@ impl<'a> Builder<'a> {
             grain: Vec::new(),
             audits: Vec::new(),
             audits_at: 0,
+            gates: None,
             partitioned_by: Vec::new(),
             forward_only: false,
             allow_partials: false,
@@ -350,6 +356,7 @@ impl<'a> Builder<'a> {
             tags: self.tags,
             grain: self.grain,
             audits: self.audits,
+            gates: self.gates.unwrap_or_else(|| self.defaults.gates.clone()),
             partitioned_by: self.partitioned_by,
             forward_only: self.forward_only,
             allow_partials: self.allow_partials,

@@ -11,7 +11,7 @@ use crate::names::ModelName;
 use crate::project::header::{self, Property, Src, Token};
 
 /// Header properties tidemark understands.
-pub const PROPERTIES: [&str; 19] = [
+pub const PROPERTIES: [&str; 20] = [
     "name",
     "kind",
     "cron",
@@ -24,6 +24,7 @@ pub const PROPERTIES: [&str; 19] = [
     "grain",
     "grains",
     "audits",
+    "gates",
     "partitioned_by",
     "forward_only",
     "allow_partials",
@@ -211,6 +212,7 @@ impl Builder<'_> {
                     self.audits.push(audit);
                 }
             }
+            "gates" => self.gates = Some(super::gates::parse_list(src, v)?),
             "forward_only" => self.forward_only = header::boolean(src, key, v)?,
             "allow_partials" => self.allow_partials = header::boolean(src, key, v)?,
             "enabled" => self.enabled = header::boolean(src, key, v)?,

@@ -148,6 +148,10 @@ pub struct ExecArgs {
     /// or JSON-lines events (`tidemark.events/v1`).
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
+    /// Append OpenLineage events of the apply and its batches to FILE (JSON lines), besides
+    /// `[lineage]` in tidemark.toml.
+    #[arg(long, value_name = "FILE")]
+    pub lineage: Option<PathBuf>,
 }
 
 /// Values of `--progress`.

@@ -52,6 +52,7 @@ fn exec_options(args: &ExecArgs) -> ExecOptions {
             ProgressArg::Lines => ProgressMode::Lines,
             ProgressArg::Json => ProgressMode::Json,
         },
+        lineage_file: args.lineage.clone(),
     }
 }
 

@@ -31,6 +31,10 @@ pub struct BatchOut {
     pub inputs: BTreeMap<String, Option<u64>>,
     /// Failed non-blocking audits: (audit, offending rows).
     pub warnings: Vec<(String, u64)>,
+    /// Datasets read, with their versions (lineage).
+    pub datasets: Vec<super::lineage::Dataset>,
+    /// The table written, at the version written (lineage).
+    pub output: Option<super::lineage::Dataset>,
 }
 
 /// Everything fixed per model for its batches.
@@ -115,6 +119,7 @@ pub fn run(
                 .query(&inputs, &format!("SELECT * FROM {name} LIMIT 0"))
                 .map_err(|e| context_error(e, &format!("the view {name} does not run")))?;
             return Ok(BatchOut {
+                datasets: datasets_of(cx, &inputs),
                 inputs: versions_of(&inputs),
                 ..BatchOut::default()
             });
@@ -200,12 +205,40 @@ pub fn run(
         warnings.push((a.name.clone(), a.failures));
     }
     lock()?.set_version(&table, report.table_version);
+    let output = cx
+        .engine
+        .table_uri(&table)
+        .ok()
+        .map(|location| super::lineage::Dataset {
+            location,
+            version: Some(report.table_version),
+        });
     Ok(BatchOut {
+        datasets: datasets_of(cx, &job.inputs),
+        output,
         inputs: versions_of(&job.inputs),
         report,
         table: Some(table),
         warnings,
     })
+}
+
+/// The stored datasets `inputs` read (tables and sources), for lineage.
+fn datasets_of(cx: &ApplyRun<'_>, inputs: &[Input]) -> Vec<super::lineage::Dataset> {
+    inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::Table { table, version, .. } => Some(super::lineage::Dataset {
+                location: cx.engine.table_uri(table).ok()?,
+                version: *version,
+            }),
+            Input::Source { path, version, .. } => Some(super::lineage::Dataset {
+                location: path.clone(),
+                version: *version,
+            }),
+            Input::View { .. } | Input::Empty { .. } => None,
+        })
+        .collect()
 }
 
 fn versions_of(inputs: &[Input]) -> BTreeMap<String, Option<u64>> {

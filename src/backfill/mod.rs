@@ -21,6 +21,7 @@ pub mod display;
 pub mod estimate;
 pub mod job;
 mod lease;
+pub mod lineage;
 mod precheck;
 pub mod scheduler;
 mod track;
@@ -105,6 +106,8 @@ pub struct ExecOptions {
     pub max_source_reads: Option<std::num::NonZeroUsize>,
     /// How progress is shown.
     pub progress: ProgressMode,
+    /// `--lineage FILE`: OpenLineage events are also appended there.
+    pub lineage_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ExecOptions {
@@ -118,6 +121,7 @@ impl Default for ExecOptions {
             max_duration: None,
             max_source_reads: None,
             progress: ProgressMode::Auto,
+            lineage_file: None,
         }
     }
 }
@@ -384,7 +388,29 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         .map(|b| earlier.get(&b.id).map_or(0, |r| r.attempts))
         .collect();
     let done_flags: Vec<bool> = done.iter().map(Option::is_some).collect();
-    let tracker = Tracker::new(cx, &batches, attempts, &done_flags);
+    let lineage_config = crate::project::config::LineageConfig {
+        file: cx
+            .options
+            .lineage_file
+            .clone()
+            .or_else(|| cx.config.lineage.file.clone()),
+        ..cx.config.lineage.clone()
+    };
+    let lineage = lineage::Lineage::new(
+        &lineage_config,
+        &cx.config.name,
+        &plan.environment,
+        cx.apply.id.as_str(),
+        plan.models
+            .iter()
+            .map(|m| (m.name.to_string(), m.fingerprint.clone()))
+            .collect(),
+        cx.log,
+    );
+    if let Some(l) = &lineage {
+        l.apply("START", None);
+    }
+    let tracker = Tracker::new(cx, &batches, attempts, &done_flags, lineage.as_ref());
     let settings = cx.options.settings(cx.started);
     // A batch's transaction version is the plan's state commit plus one: a re-run of the same
     // plan recognises its commits; a later plan recomputes (idempotently, as an overwrite).
@@ -401,7 +427,18 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         source_versions: report_source_versions,
     };
     tracker.close();
-    if let Some(err) = incomplete(cx, &batches, &finished) {
+    let failed = incomplete(cx, &batches, &finished);
+    if let Some(l) = lineage {
+        match &failed {
+            None => l.apply("COMPLETE", None),
+            Some(e) if cx.interrupt.load(std::sync::atomic::Ordering::SeqCst) => {
+                l.apply("ABORT", Some(&first_line(e)))
+            }
+            Some(e) => l.apply("FAIL", Some(&first_line(e))),
+        }
+        l.close();
+    }
+    if let Some(err) = failed {
         if cx.options.progress.is_json() {
             EventLine {
                 outcome: Some("incomplete".into()),
@@ -540,6 +577,8 @@ fn record_out(r: &BatchRecord) -> job::BatchOut {
         table: r.table.clone(),
         inputs: r.inputs.clone(),
         warnings: r.warnings.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        datasets: Vec::new(),
+        output: None,
     }
 }
 

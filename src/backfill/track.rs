@@ -26,6 +26,7 @@ use crate::state::progress::{BatchRecord, PROGRESS_FORMAT, Status};
 /// Progress of one run of an apply.
 pub struct Tracker<'c, 'a> {
     cx: &'c ApplyRun<'a>,
+    lineage: Option<&'c super::lineage::Lineage<'a>>,
     earlier_attempts: Vec<u32>,
     seconds: Mutex<BTreeMap<usize, f64>>,
     finished: AtomicUsize,
@@ -41,9 +42,11 @@ impl<'c, 'a> Tracker<'c, 'a> {
         batches: &[Batch],
         earlier_attempts: Vec<u32>,
         done: &[bool],
+        lineage: Option<&'c super::lineage::Lineage<'a>>,
     ) -> Self {
         Tracker {
             cx,
+            lineage,
             earlier_attempts,
             seconds: Mutex::new(BTreeMap::new()),
             finished: AtomicUsize::new(done.iter().filter(|d| **d).count()),
@@ -104,6 +107,9 @@ impl<'c, 'a> Tracker<'c, 'a> {
     pub fn event(&self, e: Event<'_, BatchOut>) {
         match e {
             Event::Started { batch, attempt } => {
+                if let Some(l) = self.lineage {
+                    l.batch_started(batch.id, batch.model.as_str());
+                }
                 self.json(EventLine {
                     attempt: Some(self.attempts(batch, attempt)),
                     ..EventLine::new("started", &self.cx.apply.id).of(batch)
@@ -166,6 +172,18 @@ impl<'c, 'a> Tracker<'c, 'a> {
                     warnings: result.warnings.iter().cloned().collect(),
                     ..self.base(batch)
                 });
+                if let Some(l) = self.lineage {
+                    l.batch_completed(&super::lineage::BatchFacts {
+                        id: batch.id,
+                        model: batch.model.as_str(),
+                        window: (format_ts(batch.window.start), format_ts(batch.window.end)),
+                        inputs: &result.datasets,
+                        output: result.output.clone(),
+                        rows: r.rows,
+                        bytes: r.bytes,
+                        checksum: &r.checksum,
+                    });
+                }
                 let done = self.finished.fetch_add(1, Ordering::SeqCst) + 1;
                 self.json(EventLine {
                     attempt: Some(self.attempts(batch, attempts)),
@@ -204,6 +222,9 @@ impl<'c, 'a> Tracker<'c, 'a> {
                     error: Some(super::first_line(error)),
                     ..self.base(batch)
                 });
+                if let Some(l) = self.lineage {
+                    l.batch_failed(batch.id, batch.model.as_str(), &super::first_line(error));
+                }
                 self.finished.fetch_add(1, Ordering::SeqCst);
                 self.json(EventLine {
                     attempt: Some(self.attempts(batch, attempts)),

@@ -40,6 +40,27 @@ struct RawConfig {
     engine: RawEngine,
     #[serde(default)]
     run: RawRun,
+    #[serde(default)]
+    lineage: RawLineage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLineage {
+    file: Option<String>,
+    url: Option<Spanned<String>>,
+    namespace: Option<String>,
+}
+
+/// Where OpenLineage events go (`[lineage]`; `--lineage FILE` adds a file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineageConfig {
+    /// A JSON-lines file events are appended to (relative paths: from the project root).
+    pub file: Option<PathBuf>,
+    /// An OpenLineage HTTP endpoint (`http://host:port/api/v1/lineage`).
+    pub url: Option<String>,
+    /// The job namespace (default: the project's name).
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +317,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// `[run] restate_late`: every `run` restates the windows late source data touched.
     pub run_restate_late: bool,
+    /// `[lineage]`: where OpenLineage events go.
+    pub lineage: LineageConfig,
 }
 
 /// Find `tidemark.toml`: in `project` when given, else walking up from `cwd`.
@@ -475,6 +498,26 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
         }
     }
 
+    let lineage = LineageConfig {
+        file: raw.lineage.file.as_ref().map(|f| root.join(f)),
+        url: raw.lineage.url.as_ref().and_then(|u| {
+            if u.get_ref().starts_with("http://") {
+                Some(u.get_ref().clone())
+            } else {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "invalid lineage.url `{}`: only `http://` endpoints are supported",
+                        u.get_ref()
+                    ))
+                    .at(at(u.span()))
+                    .hint("point it at an OpenLineage endpoint such as `http://marquez:5000/api/v1/lineage` (an `https://` one through a local forwarder)"),
+                );
+                None
+            }
+        }),
+        namespace: raw.lineage.namespace.clone(),
+    };
+
     let mut sources = BTreeMap::new();
     for (key, spanned) in &raw.sources {
         let src = spanned.get_ref();
@@ -618,6 +661,7 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
         storage: StorageOptions::new(raw.storage.clone()),
         engine,
         run_restate_late: raw.run.restate_late.unwrap_or(false),
+        lineage,
     })
 }
 

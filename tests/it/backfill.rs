@@ -46,7 +46,7 @@ fn audit_daily_totals(p: &Path, audit: &str) {
     std::fs::write(&f, text).unwrap();
 }
 
-fn apply_id_of(stderr: &str) -> String {
+pub fn apply_id_of(stderr: &str) -> String {
     let at = stderr.find("apply ").expect("an apply id in the message");
     stderr[at + 6..]
         .split_whitespace()

@@ -20,6 +20,7 @@ mod info;
 mod kinds;
 mod lakehouse;
 mod late;
+mod lineage;
 mod plan;
 mod races;
 mod render;

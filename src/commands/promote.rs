@@ -28,7 +28,8 @@ pub fn run(ctx: &Settings, args: &Promote, out: &mut dyn std::io::Write) -> Resu
     )?;
     let mut plan = plan;
     let engine = crate::engine::open(&loaded.project.config)?;
-    let mut gates = crate::env::gates::evaluate(engine.as_ref(), &state, &plan)?;
+    let mut gates =
+        crate::env::gates::evaluate(engine.as_ref(), &state, &plan, &loaded.project.config.root)?;
     let accepted = crate::env::gates::accept(
         &mut gates,
         &args.accept,

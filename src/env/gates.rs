@@ -73,7 +73,12 @@ struct Side {
 }
 
 /// Evaluate the gates of every model `plan` promotes (see the module invariants).
-pub fn evaluate(engine: &dyn Engine, state: &State, plan: &Plan) -> Result<GateReport> {
+pub fn evaluate(
+    engine: &dyn Engine,
+    state: &State,
+    plan: &Plan,
+    root: &std::path::Path,
+) -> Result<GateReport> {
     let mut report = GateReport {
         format: "tidemark.gates/v1",
         ..GateReport::default()
@@ -120,7 +125,7 @@ pub fn evaluate(engine: &dyn Engine, state: &State, plan: &Plan) -> Result<GateR
         report
             .checked
             .insert(name.clone(), gates.iter().map(GateCall::text).collect());
-        let mut cmp = Comparison::new(engine, &old, &new);
+        let mut cmp = Comparison::new(engine, &old, &new, root);
         for gate in gates {
             let found = cmp.check(gate)?;
             report
@@ -204,6 +209,7 @@ pub fn accept(
 /// The figures of one model's two sides, read once and shared by its gates.
 struct Comparison<'a> {
     engine: &'a dyn Engine,
+    root: &'a std::path::Path,
     old: &'a Side,
     new: &'a Side,
     stats: Option<(Partitions, Partitions)>,
@@ -218,9 +224,15 @@ type Found = Vec<(String, String, String)>;
 type Partitions = BTreeMap<String, Checksum>;
 
 impl<'a> Comparison<'a> {
-    fn new(engine: &'a dyn Engine, old: &'a Side, new: &'a Side) -> Comparison<'a> {
+    fn new(
+        engine: &'a dyn Engine,
+        old: &'a Side,
+        new: &'a Side,
+        root: &'a std::path::Path,
+    ) -> Comparison<'a> {
         Comparison {
             engine,
+            root,
             old,
             new,
             stats: None,
@@ -299,6 +311,7 @@ impl<'a> Comparison<'a> {
                     )]
                 })
             }
+            _ if gate.is_custom() => self.custom(gate),
             other => Err(Error::Bug(format!("gate `{other}` passed the load check"))),
         }
     }
@@ -388,6 +401,47 @@ impl<'a> Comparison<'a> {
                 "all".into(),
                 format!("the same rows over {cols}"),
                 format!("{} rows added, {} removed", num(added), num(removed)),
+            )]
+        })
+    }
+
+    /// A custom gate: its query, `@this_env` standing for the promoted table and
+    /// `@target_env` for the target's, returns the offending rows.
+    fn custom(&mut self, gate: &GateCall) -> Result<Found> {
+        let rel = crate::project::model::gates_custom_path(&gate.name);
+        let path = self.root.join(&rel);
+        let sql = std::fs::read_to_string(&path).map_err(|e| {
+            Error::from(
+                crate::error::io_error("read", &rel, &e)
+                    .hint("the gate's file was there when the project loaded; was it moved since?"),
+            )
+        })?;
+        let sql = sql
+            .trim()
+            .trim_end_matches(';')
+            .replace("@this_env", NEW)
+            .replace("@target_env", OLD);
+        let batches = self
+            .engine
+            .query(
+                &self.inputs()?,
+                &format!("SELECT COUNT(*) AS n FROM ({sql}) AS g"),
+            )
+            .map_err(|e| {
+                e.map_diagnostics(|d| Diagnostic {
+                    message: format!("custom gate `{}` does not run: {}", gate.name, d.message),
+                    ..d
+                })
+            })?;
+        self.queries += 1;
+        let n = first_number(&batches).unwrap_or(0.0);
+        Ok(if n == 0.0 {
+            Vec::new()
+        } else {
+            vec![(
+                "all".into(),
+                "no rows".into(),
+                format!("{} offending rows", num(Some(n))),
             )]
         })
     }

@@ -477,7 +477,7 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
             file: shown,
             text: g.get_ref(),
         };
-        match super::header::lex(src, 0).and_then(|t| super::model::parse_gates(src, &t)) {
+        match super::header::lex(src, 0).and_then(|t| super::model::parse_gates(src, root, &t)) {
             Ok(gates) => model_defaults.gates = gates,
             Err(d) => errors.push(
                 Diagnostic::error(format!("invalid model_defaults.gates: {}", d.message))

@@ -167,7 +167,15 @@ fn a_promotion_that_drops_rows_is_refused_until_accepted_with_a_reason() {
 
 #[test]
 fn unchanged_holds_for_a_new_column_and_trips_when_existing_columns_move() {
-    let (_t, p) = project("unchanged");
+    let (_t, p) = project("unchanged, amounts_never_grow");
+    // A custom gate: a query over both sides returning the offending rows.
+    std::fs::create_dir_all(p.join("gates")).unwrap();
+    std::fs::write(
+        p.join("gates/amounts_never_grow.sql"),
+        "SELECT n.payment_id FROM @this_env AS n JOIN @target_env AS o ON n.payment_id = o.payment_id\n\
+         WHERE n.amount > o.amount\n",
+    )
+    .unwrap();
     ok(&p, &BUILD);
     // A new column, the existing ones as they were: the gate passes.
     edit(
@@ -177,7 +185,7 @@ fn unchanged_holds_for_a_new_column_and_trips_when_existing_columns_move() {
     );
     ok(&p, &DEV);
     let promoted = ok(&p, &["--execution-time", "2024-03-08", "promote", "dev"]);
-    assert!(promoted.contains("1 gate of 1 model passed"), "{promoted}");
+    assert!(promoted.contains("2 gates of 1 model passed"), "{promoted}");
     // Called non-breaking, but an existing column moves: the gate refuses.
     edit(
         &p,
@@ -210,13 +218,16 @@ fn unchanged_holds_for_a_new_column_and_trips_when_existing_columns_move() {
     assert_eq!(refused.code, 1, "{}", refused.transcript());
     let v: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
     let violations = v["gates"]["violations"].as_array().unwrap();
-    // Every day's rows moved (the columns are the same on both sides: per partition).
-    assert_eq!(violations.len(), 7, "{v}");
+    // The custom gate finds every payment; and every day's rows moved (the columns are the
+    // same on both sides: per partition).
+    assert_eq!(violations.len(), 8, "{v}");
+    assert_eq!(violations[0]["gate"], "amounts_never_grow");
+    assert_eq!(violations[0]["found"], "42 offending rows");
     assert!(
-        violations
+        violations[1..]
             .iter()
             .all(|x| x["gate"] == "unchanged" && x["accepted"] == false),
         "{v}"
     );
-    assert_eq!(violations[0]["window"], "2024-03-01");
+    assert_eq!(violations[1]["window"], "2024-03-01");
 }

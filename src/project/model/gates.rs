@@ -5,6 +5,7 @@
 //! when the model (or the config) loads, never when the gate runs.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +54,7 @@ pub const BUILTIN_GATES: [(&str, GateArgs, &str); 5] = [
 ];
 
 /// `(a, b)` as in a MODEL header, or `a, b` as in `[model_defaults] gates`.
-pub fn parse_list(src: Src<'_>, value: &[Token]) -> Result<Vec<GateCall>, Diagnostic> {
+pub fn parse_list(src: Src<'_>, root: &Path, value: &[Token]) -> Result<Vec<GateCall>, Diagnostic> {
     let items = if header::is_wrapped(value) {
         header::list(value)
     } else {
@@ -62,17 +63,30 @@ pub fn parse_list(src: Src<'_>, value: &[Token]) -> Result<Vec<GateCall>, Diagno
     items
         .into_iter()
         .filter(|item| !item.is_empty())
-        .map(|item| parse(src, item))
+        .map(|item| parse(src, root, item))
         .collect()
 }
 
-/// Parse one gate call (`row_count_change(max_pct := 20)`, `no_missing_partitions`).
-pub fn parse(src: Src<'_>, item: &[Token]) -> Result<GateCall, Diagnostic> {
+/// Parse one gate call (`row_count_change(max_pct := 20)`, `no_missing_partitions`, or a
+/// custom gate: the file `gates/NAME.sql` under `root`, without arguments).
+pub fn parse(src: Src<'_>, root: &Path, item: &[Token]) -> Result<GateCall, Diagnostic> {
     let c = header::call(src, "gates", item)?;
     let Some((_, required, _)) = BUILTIN_GATES.iter().find(|(n, _, _)| *n == c.name) else {
+        if root.join(custom_path(&c.name)).is_file() {
+            if !c.args.is_empty() {
+                return Err(src.err(
+                    c.start,
+                    format!("custom gate `{}` takes no arguments", c.name),
+                ));
+            }
+            return Ok(GateCall {
+                name: c.name,
+                args: BTreeMap::new(),
+            });
+        }
         let names = BUILTIN_GATES.iter().map(|(n, _, _)| *n);
         let hint = did_you_mean(&c.name, names).unwrap_or_else(|| {
-            "built-in gates: row_count_change, column_sum_change, null_fraction_change, no_missing_partitions, unchanged".to_string()
+            "built-in gates: row_count_change, column_sum_change, null_fraction_change, no_missing_partitions, unchanged; custom gates are files gates/NAME.sql".to_string()
         });
         return Err(src
             .err(c.start, format!("unknown gate `{}`", c.name))
@@ -129,7 +143,17 @@ pub fn parse(src: Src<'_>, item: &[Token]) -> Result<GateCall, Diagnostic> {
     Ok(GateCall { name: c.name, args })
 }
 
+/// Where the custom gate `name` lives, relative to the project root.
+pub fn custom_path(name: &str) -> std::path::PathBuf {
+    Path::new("gates").join(format!("{name}.sql"))
+}
+
 impl GateCall {
+    /// Is it a custom gate (a file of the project)?
+    pub fn is_custom(&self) -> bool {
+        !BUILTIN_GATES.iter().any(|(n, _, _)| *n == self.name)
+    }
+
     /// A numeric argument (checked at load).
     pub fn number(&self, key: &str) -> f64 {
         self.args
@@ -155,7 +179,6 @@ impl GateCall {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn gates(text: &str) -> Result<Vec<GateCall>, Diagnostic> {
         let src = Src {
@@ -163,7 +186,7 @@ mod tests {
             text,
         };
         let tokens = header::lex(src, 0)?;
-        parse_list(src, &tokens)
+        parse_list(src, Path::new("/nonexistent"), &tokens)
     }
 
     #[test]

@@ -18,7 +18,9 @@ mod kind;
 mod properties;
 
 pub use audits::{AuditCall, BUILTIN_AUDITS};
-pub use gates::{BUILTIN_GATES, GateCall, parse_list as parse_gates};
+pub use gates::{
+    BUILTIN_GATES, GateCall, custom_path as gates_custom_path, parse_list as parse_gates,
+};
 pub use kind::Kind;
 pub use properties::PROPERTIES;
 

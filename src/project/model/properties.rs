@@ -212,7 +212,7 @@ impl Builder<'_> {
                     self.audits.push(audit);
                 }
             }
-            "gates" => self.gates = Some(super::gates::parse_list(src, v)?),
+            "gates" => self.gates = Some(super::gates::parse_list(src, self.root, v)?),
             "forward_only" => self.forward_only = header::boolean(src, key, v)?,
             "allow_partials" => self.allow_partials = header::boolean(src, key, v)?,
             "enabled" => self.enabled = header::boolean(src, key, v)?,

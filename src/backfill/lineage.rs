@@ -236,11 +236,14 @@ impl<'w> Lineage<'w> {
     /// Give the HTTP sender a few seconds to deliver what is queued.
     pub fn close(self) {
         if let Some(h) = self.http {
-            let dropped = h.close(Duration::from_secs(5));
-            if dropped > 0 {
-                (self.warn)(&format!(
+            match h.close(Duration::from_secs(5)) {
+                Some(0) => {}
+                Some(dropped) => (self.warn)(&format!(
                     "{dropped} lineage events could not be delivered to the endpoint"
-                ));
+                )),
+                None => (self.warn)(
+                    "the lineage endpoint did not take every event within 5 s: the rest were not delivered",
+                ),
             }
         }
     }
@@ -346,13 +349,10 @@ impl Http {
         !matches!(self.tx.try_send(body), Err(TrySendError::Full(_)))
     }
 
-    fn close(self, wait: Duration) -> u64 {
+    /// Events that could not be delivered (`None`: still sending after `wait`).
+    fn close(self, wait: Duration) -> Option<u64> {
         drop(self.tx);
-        self.done
-            .lock()
-            .ok()
-            .and_then(|d| d.recv_timeout(wait).ok())
-            .unwrap_or(0)
+        self.done.lock().ok()?.recv_timeout(wait).ok()
     }
 }
 

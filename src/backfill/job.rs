@@ -160,17 +160,8 @@ pub fn run(
     if rec.self_referencing {
         // Its own previous output: the latest version (this apply's earlier batches
         // included), or before the first batch an empty relation of the declared columns.
-        inputs.push(match cx.engine.table_info(&table)?.map(|i| i.version) {
-            Some(v) => Input::Table {
-                name: name.clone(),
-                table: table.clone(),
-                version: Some(v),
-            },
-            None => Input::Empty {
-                name: name.clone(),
-                columns: rec.columns.clone(),
-            },
-        });
+        let latest = cx.engine.table_info(&table)?.map(|i| i.version);
+        inputs.push(own_output(name, &table, latest, &rec.columns));
     }
     let window_id = if b.windowed || matches!(write, WriteMode::UniqueKey { .. }) {
         format!("{}/{}", format_ts(b.window.start), format_ts(b.window.end))
@@ -221,6 +212,27 @@ pub fn run(
         table: Some(table),
         warnings,
     })
+}
+
+/// A self-referencing model's input of its own output: its table at `version`, or (`None`:
+/// before its first batch) an empty relation of its declared columns.
+pub fn own_output(
+    name: &ModelName,
+    table: &crate::names::TableId,
+    version: Option<u64>,
+    columns: &[(String, String)],
+) -> Input {
+    match version {
+        Some(v) => Input::Table {
+            name: name.clone(),
+            table: table.clone(),
+            version: Some(v),
+        },
+        None => Input::Empty {
+            name: name.clone(),
+            columns: columns.to_vec(),
+        },
+    }
 }
 
 /// The stored datasets `inputs` read (tables and sources), for lineage.

@@ -122,18 +122,11 @@ fn inputs(
     let Some(entry) = catalog.entries.get(name) else {
         return Ok(None);
     };
-    if entry.snapshot.model.self_referencing {
-        inputs.push(match (&entry.table, entry.version) {
-            (Some(table), Some(v)) => Input::Table {
-                name: name.clone(),
-                table: table.clone(),
-                version: Some(v),
-            },
-            _ => Input::Empty {
-                name: name.clone(),
-                columns: entry.snapshot.model.columns.clone(),
-            },
-        });
+    if entry.snapshot.model.self_referencing
+        && let Some(table) = &entry.table
+    {
+        let columns = &entry.snapshot.model.columns;
+        inputs.push(super::job::own_output(name, table, entry.version, columns));
     }
     for input in inputs {
         let Input::Table {

@@ -54,14 +54,7 @@ pub struct SourceLog {
 
 /// Read what the source at `at` changed after version `since` (see the module invariants).
 pub async fn read(at: &Location, since: u64, time_column: Option<&str>) -> Result<SourceLog> {
-    let table = deltalake::DeltaTableBuilder::from_url(at.url().clone())
-        .and_then(|b| b.build())
-        .map_err(|e| failed(&format!("cannot open the Delta source `{at}`"), e))?;
-    let latest = table
-        .log_store()
-        .get_latest_version(since)
-        .await
-        .map_err(|e| failed(&format!("cannot read the log of `{at}`"), e))?;
+    let (table, latest) = log_of(at, since).await?;
     let mut log = SourceLog {
         since,
         latest: latest.max(since),
@@ -121,14 +114,7 @@ pub async fn read(at: &Location, since: u64, time_column: Option<&str>) -> Resul
 /// The first version of the source at `at` committed at or after `when` (`None`: none), read
 /// backwards from the latest commit (the cost grows with the commits since `when`).
 pub async fn first_version_at(at: &Location, when: DateTime<Utc>) -> Result<Option<u64>> {
-    let table = deltalake::DeltaTableBuilder::from_url(at.url().clone())
-        .and_then(|b| b.build())
-        .map_err(|e| failed(&format!("cannot open the Delta source `{at}`"), e))?;
-    let latest = table
-        .log_store()
-        .get_latest_version(0)
-        .await
-        .map_err(|e| failed(&format!("cannot read the log of `{at}`"), e))?;
+    let (table, latest) = log_of(at, 0).await?;
     let mut first = None;
     for version in (0..=latest).rev() {
         let Some(actions) = tables::read_commit(&table, version).await? else {
@@ -144,6 +130,20 @@ pub async fn first_version_at(at: &Location, when: DateTime<Utc>) -> Result<Opti
         }
     }
     Ok(first)
+}
+
+/// The source at `at`, its log only (no snapshot loaded), and its latest version (looked for
+/// from `from` on).
+async fn log_of(at: &Location, from: u64) -> Result<(deltalake::DeltaTable, u64)> {
+    let table = deltalake::DeltaTableBuilder::from_url(at.url().clone())
+        .and_then(|b| b.build())
+        .map_err(|e| failed(&format!("cannot open the Delta source `{at}`"), e))?;
+    let latest = table
+        .log_store()
+        .get_latest_version(from)
+        .await
+        .map_err(|e| failed(&format!("cannot read the log of `{at}`"), e))?;
+    Ok((table, latest))
 }
 
 /// What is known of one data file.

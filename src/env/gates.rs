@@ -72,6 +72,17 @@ struct Side {
     version: u64,
 }
 
+impl Side {
+    /// `model`'s table in `env` at its pin (`None`: no table, or not built).
+    fn of(env: &crate::state::Environment, model: &ModelName) -> Option<Side> {
+        let m = env.models.get(model)?;
+        Some(Side {
+            table: m.table.clone()?,
+            version: m.table_version?,
+        })
+    }
+}
+
 /// Evaluate the gates of every model `plan` promotes (see the module invariants).
 pub fn evaluate(
     engine: &dyn Engine,
@@ -92,31 +103,14 @@ pub fn evaluate(
         return Ok(report);
     };
     for (name, t) in &plan.target {
-        let Some(snapshot) = plan
-            .snapshots
-            .iter()
-            .find(|s| s.id == t.snapshot)
-            .or_else(|| state.snapshots.get(&t.snapshot))
-        else {
+        let Some(snapshot) = plan.snapshot(state, &t.snapshot) else {
             continue;
         };
         let gates = &snapshot.model.gates;
         if gates.is_empty() {
             continue;
         }
-        let old = target.models.get(name).and_then(|m| {
-            Some(Side {
-                table: m.table.clone()?,
-                version: m.table_version?,
-            })
-        });
-        let new = from.models.get(name).and_then(|m| {
-            Some(Side {
-                table: m.table.clone()?,
-                version: m.table_version?,
-            })
-        });
-        let (Some(old), Some(new)) = (old, new) else {
+        let (Some(old), Some(new)) = (Side::of(target, name), Side::of(from, name)) else {
             continue;
         };
         if old.table == new.table && old.version == new.version {

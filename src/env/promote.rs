@@ -57,10 +57,7 @@ pub fn gaps(plan: &Plan, state: &State) -> BTreeMap<ModelName, IntervalSet> {
             continue;
         };
         let incremental = plan
-            .snapshots
-            .iter()
-            .find(|s| s.id == t.snapshot)
-            .or_else(|| state.snapshots.get(&t.snapshot))
+            .snapshot(state, &t.snapshot)
             .is_some_and(|s| s.model.kind.is_incremental());
         if now == new || !incremental {
             continue;

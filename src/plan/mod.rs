@@ -202,6 +202,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The snapshot `id` of the plan's target: one the plan creates, else one in `state`.
+    pub fn snapshot<'a>(
+        &'a self,
+        state: &'a crate::state::State,
+        id: &SnapshotId,
+    ) -> Option<&'a Snapshot> {
+        self.snapshots
+            .iter()
+            .find(|s| &s.id == id)
+            .or_else(|| state.snapshots.get(id))
+    }
+
     /// Anything changed or to compute? (`--check`)
     pub fn has_work(&self) -> bool {
         !self.models.is_empty() || self.new_environment && !self.target.is_empty()

@@ -39,12 +39,7 @@ pub fn completed_actions(
         .collect();
     for t in plan.target.values() {
         let Some(table) = &t.table else { continue };
-        let snapshot = plan
-            .snapshots
-            .iter()
-            .find(|s| s.id == t.snapshot)
-            .or_else(|| state.snapshots.get(&t.snapshot));
-        if let Some(s) = snapshot {
+        if let Some(s) = plan.snapshot(state, &t.snapshot) {
             actions.push(Action::PutTable {
                 table: PhysicalTable {
                     id: table.clone(),

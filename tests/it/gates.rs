@@ -24,6 +24,20 @@ fn project(gates: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (t, p)
 }
 
+/// `promote dev` at the fixed execution time, with `extra` arguments.
+fn promote(p: &Path, extra: &[&str]) -> crate::common::Run {
+    let mut args = vec!["--execution-time", "2024-03-08", "promote", "dev"];
+    args.extend_from_slice(extra);
+    tidemark(p, &args)
+}
+
+/// [`promote`], which must succeed; its stdout.
+fn promoted(p: &Path, extra: &[&str]) -> String {
+    let r = promote(p, extra);
+    assert_eq!(r.code, 0, "{}", r.transcript());
+    r.stdout
+}
+
 fn edit(p: &Path, from: &str, to: &str) {
     let f = p.join("models/ledger/payments.sql");
     let text = std::fs::read_to_string(&f).unwrap();
@@ -47,18 +61,9 @@ fn a_promotion_that_drops_rows_is_refused_until_accepted_with_a_reason() {
         "WHERE NOT (payment_id % 100 < 2 AND paid_at >= TIMESTAMP '2024-03-05 00:00:00') AND paid_at",
     );
     ok(&p, &DEV);
-    let check = tidemark(
-        &p,
-        &[
-            "--execution-time",
-            "2024-03-08",
-            "promote",
-            "dev",
-            "--check",
-        ],
-    );
+    let check = promote(&p, &["--check"]);
     assert_eq!(check.code, 1, "{}", check.transcript());
-    let refused = tidemark(&p, &["--execution-time", "2024-03-08", "promote", "dev"]);
+    let refused = promote(&p, &[]);
     assert_eq!(refused.code, 1, "{}", refused.transcript());
     assert!(
         refused.stderr.contains("promotion gates refuse `dev`")
@@ -103,30 +108,16 @@ fn a_promotion_that_drops_rows_is_refused_until_accepted_with_a_reason() {
     );
     assert_eq!(env_json(&p, "prod"), prod_before, "prod unchanged");
     // An acceptance needs a reason, and must match a violation.
-    let no_reason = tidemark(
-        &p,
-        &[
-            "--execution-time",
-            "2024-03-08",
-            "promote",
-            "dev",
-            "--accept",
-            "ledger.payments:row_count_change",
-        ],
-    );
+    let no_reason = promote(&p, &["--accept", "ledger.payments:row_count_change"]);
     assert_eq!(no_reason.code, 2, "{}", no_reason.transcript());
     assert!(
         no_reason.stderr.contains("needs a reason"),
         "{}",
         no_reason.stderr
     );
-    let typo = tidemark(
+    let typo = promote(
         &p,
         &[
-            "--execution-time",
-            "2024-03-08",
-            "promote",
-            "dev",
             "--accept",
             "ledger.payments:no_missing_partitions",
             "--reason",
@@ -136,13 +127,9 @@ fn a_promotion_that_drops_rows_is_refused_until_accepted_with_a_reason() {
     assert_eq!(typo.code, 2, "{}", typo.transcript());
     assert_eq!(env_json(&p, "prod"), prod_before, "prod unchanged");
     // Accepted: promoted, and the history says who accepted what and why.
-    let accepted = ok(
+    let accepted = promoted(
         &p,
         &[
-            "--execution-time",
-            "2024-03-08",
-            "promote",
-            "dev",
             "--accept",
             "ledger.payments:row_count_change",
             "--accept",
@@ -184,7 +171,7 @@ fn unchanged_holds_for_a_new_column_and_trips_when_existing_columns_move() {
         "paid_at, amount, amount * 2 AS doubled\n",
     );
     ok(&p, &DEV);
-    let promoted = ok(&p, &["--execution-time", "2024-03-08", "promote", "dev"]);
+    let promoted = promoted(&p, &[]);
     assert!(promoted.contains("2 gates of 1 model passed"), "{promoted}");
     // Called non-breaking, but an existing column moves: the gate refuses.
     edit(
@@ -204,17 +191,7 @@ fn unchanged_holds_for_a_new_column_and_trips_when_existing_columns_move() {
             "--apply",
         ],
     );
-    let refused = tidemark(
-        &p,
-        &[
-            "--execution-time",
-            "2024-03-08",
-            "promote",
-            "dev",
-            "--format",
-            "json",
-        ],
-    );
+    let refused = promote(&p, &["--format", "json"]);
     assert_eq!(refused.code, 1, "{}", refused.transcript());
     let v: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
     let violations = v["gates"]["violations"].as_array().unwrap();

@@ -17,6 +17,13 @@ const HOUR: i64 = 3_600_000_000;
 
 pub const BUILD: [&str; 4] = ["--execution-time", "2024-03-08", "plan", "--apply"];
 const PLAN: [&str; 5] = ["--execution-time", "2024-03-08", "plan", "--format", "json"];
+const RESTATE: [&str; 5] = [
+    "--execution-time",
+    "2024-03-08",
+    "plan",
+    "--restate-late",
+    "--apply",
+];
 
 /// The ledger with its payments source written one commit (one file) per day of `days`, the
 /// source's `time_column` declared, and an hourly model beside the daily ones.
@@ -227,16 +234,7 @@ fn late_and_corrected_source_data_is_found_shown_and_restated_exactly() {
     assert_eq!(check.code, 1, "{}", check.transcript());
 
     // Restated exactly: the same results as a clean backfill from the changed source.
-    let applied = ok(
-        &p,
-        &[
-            "--execution-time",
-            "2024-03-08",
-            "plan",
-            "--restate-late",
-            "--apply",
-        ],
-    );
+    let applied = ok(&p, &RESTATE);
     assert!(applied.contains("ledger.daily_totals"), "{applied}");
     assert_eq!(contents(&p), clean_contents(&source, "2024-03-08"));
     // Nothing left to report; a compaction of the source is not a change either.
@@ -507,16 +505,7 @@ fn a_source_partitioned_by_its_time_column_is_placed_by_partition_value() {
         (&serde_json::json!(1), &serde_json::json!(1)),
         "{s}"
     );
-    ok(
-        &p,
-        &[
-            "--execution-time",
-            "2024-03-08",
-            "plan",
-            "--restate-late",
-            "--apply",
-        ],
-    );
+    ok(&p, &RESTATE);
     let n = ok(
         &p,
         &[
@@ -559,15 +548,6 @@ fn late_data_of_a_source_on_s3_is_found() {
         ["2024-03-04"],
         "{late}"
     );
-    ok(
-        &p,
-        &[
-            "--execution-time",
-            "2024-03-08",
-            "plan",
-            "--restate-late",
-            "--apply",
-        ],
-    );
+    ok(&p, &RESTATE);
     assert_eq!(late_of(&ok(&p, &PLAN)), None);
 }

@@ -132,6 +132,18 @@ pub struct ExecArgs {
     /// audits) before anything fans out; 0 disables.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub canary: usize,
+    /// Evaluate each canary model's promotion gates on its canary batches (against the same
+    /// partitions of its previous version); a violation stops the apply before the fan-out.
+    #[arg(long)]
+    pub canary_gate: bool,
+    /// Accept the violations of this gate of this model (`MODEL:GATE`, repeatable): the
+    /// promotion gates of `promote`, the canary gates of `--canary-gate`; needs `--reason`.
+    #[arg(long, value_name = "MODEL:GATE")]
+    pub accept: Vec<String>,
+    /// Why the accepted violations are right (recorded with the acceptance in the environment
+    /// history or the apply log).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
     /// Failed batches after which no new batch starts (the circuit breaker).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_failures: u32,
@@ -300,13 +312,6 @@ pub enum Command {
         /// Promote even if the target would lose intervals it has now.
         #[arg(long)]
         allow_gaps: bool,
-        /// Accept the violations of this gate of this model (`MODEL:GATE`, repeatable); needs
-        /// `--reason`, recorded with the acceptance in the environment history.
-        #[arg(long, value_name = "MODEL:GATE")]
-        accept: Vec<String>,
-        /// Why the accepted violations are right.
-        #[arg(long, value_name = "TEXT")]
-        reason: Option<String>,
         /// Output format of the plan.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,

@@ -42,6 +42,9 @@ fn exec_options(args: &ExecArgs) -> ExecOptions {
         workers: args.workers.map_or(d.workers, |w| nz(usize::from(w))),
         retries: args.retries,
         canary: args.canary,
+        canary_gate: args.canary_gate,
+        accept: args.accept.clone(),
+        reason: args.reason.clone(),
         max_failures: nz(args.max_failures as usize),
         newest_first: args.newest_first,
         max_duration: args.max_duration,
@@ -240,6 +243,17 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
         }
         _ => None,
     };
+    if let Some(e) = exec
+        && !e.accept.is_empty()
+        && !e.canary_gate
+        && !matches!(cli.command, Command::Promote { .. })
+    {
+        return Err(Diagnostic::error(
+            "`--accept` accepts violations of canary gates here, and `--canary-gate` is not on",
+        )
+        .hint("add `--canary-gate`; promotion gates are accepted on `tidemark promote`")
+        .into());
+    }
     let settings = Settings {
         project: cli.project,
         execution_time,
@@ -288,17 +302,15 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
             to,
             check,
             allow_gaps,
-            accept,
-            reason,
             format,
-            ..
+            exec,
         } => Task::Promote(Promote {
             env: env_name(&env)?,
             to: env_name(&to)?,
             check,
             allow_gaps,
-            accept,
-            reason,
+            accept: exec.accept,
+            reason: exec.reason,
             format,
         }),
         Command::Rollback { env, to } => Task::Rollback {

@@ -48,7 +48,8 @@ impl ProgressMode {
 pub struct EventLine {
     /// Always [`EVENTS_FORMAT`].
     pub format: &'static str,
-    /// `started`, `retrying`, `completed`, `failed`, `audit` or `summary`.
+    /// `started`, `retrying`, `completed`, `failed`, `audit`, `canary_diff`, `canary_gate` or
+    /// `summary`.
     pub event: &'static str,
     /// The apply's id.
     pub apply: String,
@@ -113,6 +114,12 @@ pub struct EventLine {
     /// Per model totals (`summary` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<super::ModelRun>>,
+    /// The canary against the previous version (`canary_diff` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<super::canary::CanaryDiff>,
+    /// Gate violations on the canary, accepted ones flagged (`canary_gate` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<super::gates::Violation>>,
 }
 
 impl EventLine {

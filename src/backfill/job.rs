@@ -244,6 +244,10 @@ fn datasets_of(cx: &ApplyRun<'_>, inputs: &[Input]) -> Vec<super::lineage::Datas
                 location: cx.engine.table_uri(table).ok()?,
                 version: *version,
             }),
+            Input::Partitions { table, version, .. } => Some(super::lineage::Dataset {
+                location: cx.engine.table_uri(table).ok()?,
+                version: Some(*version),
+            }),
             Input::Source { path, version, .. } => Some(super::lineage::Dataset {
                 location: path.clone(),
                 version: *version,
@@ -259,6 +263,7 @@ fn versions_of(inputs: &[Input]) -> BTreeMap<String, Option<u64>> {
         .map(|i| {
             let v = match i {
                 Input::Table { version, .. } | Input::Source { version, .. } => *version,
+                Input::Partitions { version, .. } => Some(*version),
                 Input::View { .. } | Input::Empty { .. } => None,
             };
             (i.name().to_string(), v)

@@ -133,7 +133,7 @@ impl<'w> Lineage<'w> {
         }
         run_facets.insert(
             "tidemark_apply".into(),
-            custom(json!({ "applyId": self.apply_id })),
+            custom("TidemarkApplyRunFacet", json!({ "applyId": self.apply_id })),
         );
         self.send(json!({
             "eventType": event_type,
@@ -189,21 +189,27 @@ impl<'w> Lineage<'w> {
         if let Some(f) = facts {
             run_facets.insert(
                 "tidemark_batch".into(),
-                custom(json!({
+                custom(
+                    "TidemarkBatchRunFacet",
+                    json!({
                     "applyId": self.apply_id,
                     "batch": f.id,
                     "window": { "start": f.window.0, "end": f.window.1 },
                     "rows": f.rows,
                     "bytes": f.bytes,
                     "checksum": f.checksum,
-                })),
+                    }),
+                ),
             );
         }
         let mut job_facets = serde_json::Map::new();
         if let Some(fp) = self.fingerprints.get(model) {
             job_facets.insert(
                 "tidemark_model".into(),
-                custom(json!({ "model": model, "fingerprint": fp })),
+                custom(
+                    "TidemarkModelJobFacet",
+                    json!({ "model": model, "fingerprint": fp }),
+                ),
             );
         }
         json!({
@@ -279,9 +285,11 @@ fn split_location(location: &str) -> (String, String) {
     ("file".into(), trimmed.to_string())
 }
 
-fn custom(mut v: Value) -> Value {
+/// A custom facet: `v` with the producer and its schema's URL, which names the facet's
+/// definition (`…#/$defs/NAME`) as the OpenLineage spec asks.
+fn custom(definition: &str, mut v: Value) -> Value {
     v["_producer"] = json!(PRODUCER);
-    v["_schemaURL"] = json!(FACET_SCHEMA);
+    v["_schemaURL"] = json!(format!("{FACET_SCHEMA}#/$defs/{definition}"));
     v
 }
 

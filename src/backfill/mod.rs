@@ -16,9 +16,11 @@
 
 pub mod audit;
 pub mod batches;
+pub mod canary;
 pub mod catalog;
 pub mod display;
 pub mod estimate;
+pub mod gates;
 pub mod job;
 mod lease;
 pub mod lineage;
@@ -96,6 +98,12 @@ pub struct ExecOptions {
     pub retries: u32,
     /// First batches of each directly modified, added or restated model run before the rest.
     pub canary: usize,
+    /// `--canary-gate`: the canary models' gates are checked on their canary batches.
+    pub canary_gate: bool,
+    /// `--accept MODEL:GATE`: canary-gate violations accepted.
+    pub accept: Vec<String>,
+    /// `--reason`: why.
+    pub reason: Option<String>,
     /// Failed batches after which no new batch starts.
     pub max_failures: std::num::NonZeroUsize,
     /// Newest windows first.
@@ -116,6 +124,9 @@ impl Default for ExecOptions {
             workers: std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN),
             retries: 3,
             canary: 1,
+            canary_gate: false,
+            accept: Vec::new(),
+            reason: None,
             max_failures: std::num::NonZeroUsize::MIN,
             newest_first: false,
             max_duration: None,
@@ -382,6 +393,7 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         ));
     }
     let report_source_versions = catalog.source_versions.clone();
+    let subjects = canary::subjects(plan, &catalog, &batches, cx);
     let catalog = Mutex::new(catalog);
     let attempts: Vec<u32> = batches
         .iter()
@@ -417,7 +429,17 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
     let txn_version = i64::try_from(plan.state_seq).unwrap_or(i64::MAX - 1) + 1;
     let work = |b: &Batch, _attempt: u32| job::run(cx, &catalog, &jobs, b, txn_version);
     let on = |e: Event<'_, job::BatchOut>| tracker.event(e);
-    let finished = scheduler::run(&batches, done, &limits, &settings, cx.interrupt, &work, &on);
+    let review = || canary::review(cx, &subjects, &tracker);
+    let finished = scheduler::run(
+        &batches,
+        done,
+        &limits,
+        &settings,
+        cx.interrupt,
+        &work,
+        &on,
+        &review,
+    );
     let catalog = catalog
         .into_inner()
         .map_err(|_| Error::Bug("the catalog lock is poisoned".into()))?;
@@ -649,6 +671,10 @@ fn incomplete(
     }
     let why = match finished.stopped {
         Some(Stop::Canary) => "a canary batch failed, so the rest did not start".to_string(),
+        Some(Stop::CanaryReview) => {
+            "the canary batches violate their model's gates (`--canary-gate`), so the rest did not start"
+                .to_string()
+        }
         Some(Stop::Failures) => format!(
             "the circuit breaker tripped after {}",
             crate::printer::plural(failed.len() as u64, "failed batch", "failed batches")
@@ -688,6 +714,12 @@ fn incomplete(
     }
     if failed.len() > 5 {
         d = d.note(format!("... and {} more", failed.len() - 5));
+    }
+    if finished.stopped == Some(Stop::CanaryReview) {
+        return Some(Error::from(d.hint(format!(
+            "no environment changed; fix the model and plan again, or accept what is right with `tidemark apply --resume {} --canary-gate --accept MODEL:GATE --reason \"…\"`",
+            cx.apply.id
+        ))));
     }
     Some(Error::from(d.hint(format!(
         "no environment changed; see `tidemark progress {}`, fix what failed, then `tidemark apply --resume {}` (complete batches are skipped)",

@@ -10,6 +10,9 @@
 //!   chain pipelines: day 1 of every model before day 2 of any.
 //! - A transient failure (commit conflict, I/O) is retried with exponential backoff, up to the
 //!   retry limit; every other failure is final at once.
+//! - When the last canary batch completes (or, on a resume, before anything starts if the
+//!   canaries completed earlier), the review runs alone: no other batch starts until it
+//!   answers, and a refusal stops the run before the fan-out.
 //! - Once the circuit breaker trips (max failures reached, a canary failed), the time box is
 //!   spent, or a stop is requested, no new batch starts; running batches finish and are
 //!   reported. Dependents of a failed batch never start.
@@ -51,6 +54,8 @@ pub enum Stop {
     Failures,
     /// A canary batch failed.
     Canary,
+    /// The review after the canary batches refused the fan-out (`--canary-gate`).
+    CanaryReview,
     /// The time box was spent.
     Deadline,
     /// Interrupted (SIGINT/SIGTERM).
@@ -115,7 +120,8 @@ struct Shared<R> {
 }
 
 /// Run `batches` with `work`. `done` marks batches completed earlier (skipped, their value
-/// kept); `limit` gives each model's concurrency (absent: unlimited).
+/// kept); `limit` gives each model's concurrency (absent: unlimited); `review` is asked once
+/// the canary batches completed whether the rest may start.
 #[allow(clippy::too_many_arguments)]
 pub fn run<R: Send>(
     batches: &[Batch],
@@ -125,6 +131,7 @@ pub fn run<R: Send>(
     interrupt: &AtomicBool,
     work: &(dyn Fn(&Batch, u32) -> std::result::Result<R, Error> + Sync),
     on: &(dyn Fn(Event<'_, R>) + Sync),
+    review: &(dyn Fn() -> bool + Sync),
 ) -> Finished<R> {
     let n = batches.len();
     let mut dependents = vec![Vec::new(); n];
@@ -159,6 +166,13 @@ pub fn run<R: Send>(
             ready.insert(key(b));
         }
     }
+    // Canaries that completed in an earlier run: the review comes first.
+    if canaries_left == 0 && batches.iter().any(|b| b.canary) && !review() {
+        return Finished {
+            results,
+            stopped: Some(Stop::CanaryReview),
+        };
+    }
     let shared = Mutex::new(Shared {
         waiting_on,
         ready,
@@ -186,6 +200,7 @@ pub fn run<R: Send>(
                     &key,
                     work,
                     on,
+                    review,
                 )
             });
         }
@@ -209,6 +224,7 @@ fn worker<R: Send>(
     key: &(dyn Fn(&Batch) -> (bool, i64, usize) + Sync),
     work: &(dyn Fn(&Batch, u32) -> std::result::Result<R, Error> + Sync),
     on: &(dyn Fn(Event<'_, R>) + Sync),
+    review: &(dyn Fn() -> bool + Sync),
 ) {
     loop {
         // Pick a batch, or leave.
@@ -290,6 +306,16 @@ fn worker<R: Send>(
         match outcome {
             Ok(r) => {
                 st.results[picked] = Some(Ok(r));
+                if b.canary && st.canaries_left == 1 && st.stopped.is_none() {
+                    // The last canary: review while nothing else can start (canaries_left is
+                    // still 1, so the gate stays shut for every other worker).
+                    drop(st);
+                    let go_on = review();
+                    st = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    if !go_on && st.stopped.is_none() {
+                        st.stopped = Some(Stop::CanaryReview);
+                    }
+                }
                 st.canaries_left -= usize::from(b.canary);
                 for &d in &dependents[picked] {
                     st.waiting_on[d] -= 1;
@@ -438,6 +464,7 @@ mod tests {
             &stop,
             &work,
             &|_| {},
+            &|| true,
         );
         assert!(f.stopped.is_none());
         assert!(
@@ -472,6 +499,7 @@ mod tests {
             &stop,
             &work,
             &|_| {},
+            &|| true,
         );
         assert_eq!(tries.load(Ordering::SeqCst), 2);
         assert_eq!(f.stopped, Some(Stop::Failures));
@@ -504,6 +532,7 @@ mod tests {
             &stop,
             &work,
             &|_| {},
+            &|| true,
         );
         assert_eq!(f.stopped, Some(Stop::Canary));
         assert_eq!(ran.load(Ordering::SeqCst), 1, "nothing else started");
@@ -524,9 +553,68 @@ mod tests {
             &stop,
             &work,
             &|_| {},
+            &|| true,
         );
         assert!(f.stopped.is_none());
         assert_eq!(ran.load(Ordering::SeqCst), g.len() - 5);
+    }
+
+    #[test]
+    fn the_review_runs_once_after_the_last_canary_and_alone_and_a_refusal_stops_the_fan_out() {
+        let g = chain(&["s.a", "s.b"], 6, true);
+        let canaries = g.iter().filter(|b| b.canary).count();
+        let stop = AtomicBool::new(false);
+        let ran = AtomicUsize::new(0);
+        let reviews = AtomicUsize::new(0);
+        let work = |_: &Batch, _| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        let (ran, reviews) = (&ran, &reviews);
+        let review = |answer: bool| {
+            move || {
+                reviews.fetch_add(1, Ordering::SeqCst);
+                // Only the canaries ran, and nothing else starts while the review runs.
+                let before = ran.load(Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(30));
+                assert_eq!(ran.load(Ordering::SeqCst), before);
+                answer
+            }
+        };
+        let refuse = review(false);
+        let f = run(
+            &g,
+            Vec::new(),
+            &BTreeMap::new(),
+            &settings(3),
+            &stop,
+            &work,
+            &|_| {},
+            &refuse,
+        );
+        assert_eq!(f.stopped, Some(Stop::CanaryReview));
+        assert_eq!(reviews.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            canaries,
+            "only the canaries ran"
+        );
+        // A resume with the canaries done asks again before anything starts.
+        let done: Vec<Option<()>> = f.results.iter().map(|r| r.as_ref().map(|_| ())).collect();
+        let accept = review(true);
+        let f = run(
+            &g,
+            done,
+            &BTreeMap::new(),
+            &settings(3),
+            &stop,
+            &work,
+            &|_| {},
+            &accept,
+        );
+        assert!(f.stopped.is_none());
+        assert_eq!(reviews.load(Ordering::SeqCst), 2);
+        assert_eq!(ran.load(Ordering::SeqCst), g.len());
     }
 
     #[test]
@@ -543,11 +631,29 @@ mod tests {
             Ok(())
         };
         let limit = BTreeMap::from([(n("s.a"), 2)]);
-        let f = run(&g, Vec::new(), &limit, &settings(6), &stop, &work, &|_| {});
+        let f = run(
+            &g,
+            Vec::new(),
+            &limit,
+            &settings(6),
+            &stop,
+            &work,
+            &|_| {},
+            &|| true,
+        );
         assert!(f.stopped.is_none());
         assert!(peak.load(Ordering::SeqCst) <= 2);
         let stop = AtomicBool::new(true);
-        let f = run(&g, Vec::new(), &limit, &settings(2), &stop, &work, &|_| {});
+        let f = run(
+            &g,
+            Vec::new(),
+            &limit,
+            &settings(2),
+            &stop,
+            &work,
+            &|_| {},
+            &|| true,
+        );
         assert_eq!(f.stopped, Some(Stop::Interrupted));
         assert!(f.results.iter().all(Option::is_none));
     }

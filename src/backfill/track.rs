@@ -64,6 +64,16 @@ impl<'c, 'a> Tracker<'c, 'a> {
         self.display.line(self.cx.log, text, important);
     }
 
+    /// A message that must be seen (suspending the bars), unless events are JSON.
+    pub fn note(&self, text: &str) {
+        self.show(text, true);
+    }
+
+    /// Emit `e` when events are JSON.
+    pub fn emit(&self, e: EventLine) {
+        self.json(e);
+    }
+
     fn json(&self, e: EventLine) {
         if self.display.is_json() {
             e.emit();

@@ -106,7 +106,12 @@ pub fn run(
                 .map_or_else(|| "running".to_string(), |o| o.outcome.as_str().to_string()),
             revision: outcome.as_ref().and_then(|o| o.revision),
             late_sources: info.late_sources.clone(),
-            accepted_gates: info.accepted_gates.clone(),
+            accepted_gates: info
+                .accepted_gates
+                .iter()
+                .cloned()
+                .chain(progress.accepted(id)?)
+                .collect(),
         });
     }
     let v = LogView {

@@ -28,9 +28,13 @@ pub fn run(ctx: &Settings, args: &Promote, out: &mut dyn std::io::Write) -> Resu
     )?;
     let mut plan = plan;
     let engine = crate::engine::open(&loaded.project.config)?;
-    let mut gates =
-        crate::env::gates::evaluate(engine.as_ref(), &state, &plan, &loaded.project.config.root)?;
-    let accepted = crate::env::gates::accept(
+    let mut gates = crate::backfill::gates::evaluate(
+        engine.as_ref(),
+        &state,
+        &plan,
+        &loaded.project.config.root,
+    )?;
+    let accepted = crate::backfill::gates::accept(
         &mut gates,
         &args.accept,
         &crate::state::progress::current_user(),
@@ -44,7 +48,7 @@ pub fn run(ctx: &Settings, args: &Promote, out: &mut dyn std::io::Write) -> Resu
         #[derive(serde::Serialize)]
         struct WithGates<'a> {
             plan: &'a crate::plan::Plan,
-            gates: &'a crate::env::gates::GateReport,
+            gates: &'a crate::backfill::gates::GateReport,
         }
         super::emit_json(
             out,
@@ -56,7 +60,14 @@ pub fn run(ctx: &Settings, args: &Promote, out: &mut dyn std::io::Write) -> Resu
     } else {
         show_plan(&plan, args.format, out)?;
         if !gates.checked.is_empty() {
-            super::emit(out, &gate_text(&gates, args.format == PlanFormat::Markdown))?;
+            super::emit(
+                out,
+                &crate::backfill::gates::table(
+                    &gates,
+                    "Promotion gates",
+                    args.format == PlanFormat::Markdown,
+                ),
+            )?;
         }
     }
     let gaps = gaps(&plan, &state);
@@ -110,80 +121,4 @@ pub fn run(ctx: &Settings, args: &Promote, out: &mut dyn std::io::Write) -> Resu
         None,
         out,
     )
-}
-
-/// The gates' verdict: a table of violations (model, gate, window, expected, found), or that
-/// every gate passed; and what reading the figures cost.
-fn gate_text(r: &crate::env::gates::GateReport, markdown: bool) -> String {
-    let gates: usize = r.checked.values().map(Vec::len).sum();
-    let mut s = if markdown {
-        "\n#### Promotion gates\n\n".to_string()
-    } else {
-        "\nPromotion gates:\n".to_string()
-    };
-    if r.violations.is_empty() {
-        s.push_str(&format!(
-            "{} of {} passed\n",
-            plural(gates as u64, "gate", "gates"),
-            plural(r.checked.len() as u64, "model", "models")
-        ));
-    } else if markdown {
-        s.push_str("| Model | Gate | Window | Expected | Found | |\n|---|---|---|---|---|---|\n");
-        for v in &r.violations {
-            s.push_str(&format!(
-                "| `{}` | `{}` | {} | {} | {} | {} |\n",
-                v.model,
-                v.gate,
-                v.window,
-                v.expected,
-                v.found,
-                if v.accepted {
-                    "accepted"
-                } else {
-                    "**violated**"
-                }
-            ));
-        }
-    } else {
-        let w = |f: &dyn Fn(&crate::env::gates::Violation) -> String, h: &str| {
-            r.violations
-                .iter()
-                .map(|v| f(v).chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(h.len())
-        };
-        let (wm, wg, ww, we) = (
-            w(&|v| v.model.to_string(), "model"),
-            w(&|v| v.gate.clone(), "gate"),
-            w(&|v| v.window.clone(), "window"),
-            w(&|v| v.expected.clone(), "expected"),
-        );
-        s.push_str(&format!(
-            "  {:wm$}  {:wg$}  {:ww$}  {:we$}  found\n",
-            "model", "gate", "window", "expected"
-        ));
-        for v in &r.violations {
-            s.push_str(&format!(
-                "  {:wm$}  {:wg$}  {:ww$}  {:we$}  {}{}\n",
-                v.model.as_str(),
-                v.gate,
-                v.window,
-                v.expected,
-                v.found,
-                if v.accepted { "  (accepted)" } else { "" }
-            ));
-        }
-    }
-    s.push_str(&format!(
-        "{}cost: {} and {} read\n",
-        if markdown { "\n" } else { "" },
-        plural(
-            r.partitions_read,
-            "partition's figures",
-            "partitions' figures"
-        ),
-        plural(r.queries, "aggregate query", "aggregate queries")
-    ));
-    s
 }

@@ -44,7 +44,7 @@ mod staged;
 mod tables;
 mod views;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -80,6 +80,18 @@ pub enum Input {
         /// Delta version.
         version: Option<u64>,
     },
+    /// Some partitions of a physical table (by partition key; all of an unpartitioned one) at
+    /// a pinned version: only their files are read.
+    Partitions {
+        /// The name SQL uses.
+        name: ModelName,
+        /// Physical table id.
+        table: TableId,
+        /// Delta version.
+        version: u64,
+        /// Partition keys read.
+        keys: BTreeSet<String>,
+    },
     /// A view: SQL over inputs registered before it.
     View {
         /// The name SQL uses.
@@ -114,6 +126,7 @@ impl Input {
     pub fn name(&self) -> &ModelName {
         match self {
             Input::Table { name, .. }
+            | Input::Partitions { name, .. }
             | Input::View { name, .. }
             | Input::Empty { name, .. }
             | Input::Source { name, .. } => name,
@@ -265,8 +278,14 @@ pub trait Engine {
     /// Where a table lives (for external readers).
     fn table_uri(&self, table: &TableId) -> Result<String>;
     /// Rows and order-independent checksum per partition of a table at `version` (one entry,
-    /// partition `all`, for an unpartitioned table), by partition key.
-    fn partition_stats(&self, table: &TableId, version: u64) -> Result<BTreeMap<String, Checksum>>;
+    /// partition `all`, for an unpartitioned table), by partition key; `only`: just those
+    /// partitions (their files alone are read).
+    fn partition_stats(
+        &self,
+        table: &TableId,
+        version: u64,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<BTreeMap<String, Checksum>>;
 }
 
 /// The engine running DataFusion and delta-rs in this process, on a warehouse in a local
@@ -398,9 +417,14 @@ impl Engine for LocalEngine {
         Ok(self.table_location(table).url().to_string())
     }
 
-    fn partition_stats(&self, table: &TableId, version: u64) -> Result<BTreeMap<String, Checksum>> {
+    fn partition_stats(
+        &self,
+        table: &TableId,
+        version: u64,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<BTreeMap<String, Checksum>> {
         let at = self.table_location(table);
-        self.rt.block_on(ops::partition_stats(&at, version))
+        self.rt.block_on(ops::partition_stats(&at, version, only))
     }
 }
 

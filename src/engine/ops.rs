@@ -151,6 +151,7 @@ pub async fn drop_table(at: &Location) -> Result<()> {
 pub async fn partition_stats(
     at: &Location,
     version: u64,
+    only: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<std::collections::BTreeMap<String, Checksum>> {
     let ctx = new_context();
     let provider = provider(&ctx, at, Some(version))
@@ -161,9 +162,14 @@ pub async fn partition_stats(
         .fields()
         .iter()
         .any(|f| f.name() == PARTITION_COLUMN);
-    let df = ctx
+    let mut df = ctx
         .read_table(provider)
         .map_err(|e| failed("reading the table", e))?;
+    if let (true, Some(keys)) = (partitioned, only) {
+        df = df
+            .filter(partition_filter(keys))
+            .map_err(|e| failed("reading the table", e))?;
+    }
     let batches = df
         .collect()
         .await
@@ -174,6 +180,12 @@ pub async fn partition_stats(
     let mut c = Checksum::default();
     c.add(&batches, &[])?;
     Ok(std::collections::BTreeMap::from([("all".to_string(), c)]))
+}
+
+/// `PARTITION_COLUMN IN (keys)`: read only those partitions (pruned to their files).
+pub fn partition_filter(keys: &std::collections::BTreeSet<String>) -> datafusion::prelude::Expr {
+    use datafusion::prelude::{col, lit};
+    col(PARTITION_COLUMN).in_list(keys.iter().map(|k| lit(k.clone())).collect(), false)
 }
 
 /// Vacuum files that no version in `keep` needs and that were removed over an hour ago (an apply

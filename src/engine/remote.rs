@@ -187,8 +187,13 @@ impl Engine for SparkEngine {
         self.local.table_uri(table)
     }
 
-    fn partition_stats(&self, table: &TableId, version: u64) -> Result<BTreeMap<String, Checksum>> {
-        self.local.partition_stats(table, version)
+    fn partition_stats(
+        &self,
+        table: &TableId,
+        version: u64,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<BTreeMap<String, Checksum>> {
+        self.local.partition_stats(table, version, only)
     }
 }
 
@@ -257,7 +262,7 @@ async fn attempt(
             let sql = match open.read_to() {
                 None => query.clone(),
                 Some(v) => {
-                    files_view(s, "__tidemark_target", at, Some(v)).await?;
+                    files_view(s, "__tidemark_target", at, Some(v), None).await?;
                     merged(&query, key, &table_columns(&mut open).await?)
                 }
             };

@@ -78,7 +78,21 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
             };
             let provider = provider
                 .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
-            hide_partition_column(ctx, provider)?
+            hide_partition_column(ctx, provider, None)?
+        }
+        Input::Partitions {
+            table,
+            version,
+            keys,
+            ..
+        } => {
+            let at = engine.table_location(table);
+            let provider = match engine.tables.at(&at, *version) {
+                Some(t) => delta::provider_of(ctx, t).await,
+                None => delta::provider(ctx, &at, Some(*version)).await,
+            }
+            .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
+            hide_partition_column(ctx, provider, Some(keys))?
         }
         Input::Empty { columns, .. } => {
             let cols: Vec<String> = columns
@@ -159,10 +173,11 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
     Ok(())
 }
 
-/// The provider without the physical partition column.
+/// The provider without the physical partition column; `only`: just those partitions.
 fn hide_partition_column(
     ctx: &SessionContext,
     provider: Arc<dyn TableProvider>,
+    only: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Arc<dyn TableProvider>> {
     let has = provider
         .schema()
@@ -174,6 +189,10 @@ fn hide_partition_column(
     }
     let df = ctx
         .read_table(provider)
+        .and_then(|df| match only {
+            Some(keys) => df.filter(super::ops::partition_filter(keys)),
+            None => Ok(df),
+        })
         .and_then(|df| df.drop_columns(&[PARTITION_COLUMN]))
         .map_err(|e| Error::Bug(format!("hiding the partition column: {e}")))?;
     Ok(df.into_view())

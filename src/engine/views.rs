@@ -13,7 +13,7 @@
 //! - SQL reaches the views through [`rename`]: each input's logical name is replaced by its
 //!   view's name, so a query can read nothing but the job's inputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -48,7 +48,16 @@ pub async fn register(
         match input {
             Input::Table { table, version, .. } => {
                 let at = e.table_location(table);
-                files_view(s, &view, &at, *version).await?;
+                files_view(s, &view, &at, *version, None).await?;
+            }
+            Input::Partitions {
+                table,
+                version,
+                keys,
+                ..
+            } => {
+                let at = e.table_location(table);
+                files_view(s, &view, &at, Some(*version), Some(keys)).await?;
             }
             Input::View { sql, .. } => s.view_of_sql(&view, &rename(sql, &names)?).await?,
             Input::Empty { columns, .. } => {
@@ -67,7 +76,7 @@ pub async fn register(
                 let raw = format!("{view}_raw");
                 match format {
                     SourceFormat::Delta => {
-                        files_view(s, &raw, &Location::parse(path)?, *version).await?
+                        files_view(s, &raw, &Location::parse(path)?, *version, None).await?
                     }
                     SourceFormat::Parquet => {
                         s.view_of_files(&raw, "parquet", vec![path.clone()], None, &[])
@@ -116,12 +125,14 @@ fn spark_type_name(t: &str) -> String {
 }
 
 /// Register `view` as the Delta table at `at` at `version` (`None`: latest): its active files
-/// read as Parquet, partition columns other than [`PARTITION_COLUMN`] added as literals.
+/// read as Parquet, partition columns other than [`PARTITION_COLUMN`] added as literals;
+/// `only`: just the files of those partitions (of a table partitioned by it).
 pub async fn files_view(
     s: &Session,
     view: &str,
     at: &Location,
     version: Option<u64>,
+    only: Option<&BTreeSet<String>>,
 ) -> Result<()> {
     let table = match version {
         Some(v) => delta::open_at(at, v).await?,
@@ -169,11 +180,20 @@ pub async fn files_view(
             .map(|f| f.as_ref().clone())
             .collect::<Vec<_>>(),
     );
-    let files: Vec<_> = table
+    let mut files: Vec<_> = table
         .get_active_add_actions_by_partitions(&[])
         .try_collect()
         .await
         .map_err(|e| failed("reading the table's files", e))?;
+    if let Some(keys) = only.filter(|_| partition_columns.iter().any(|c| c == PARTITION_COLUMN)) {
+        files.retain(|f| {
+            f.partition_values_map()
+                .get(PARTITION_COLUMN)
+                .cloned()
+                .flatten()
+                .is_some_and(|v| keys.contains(&v))
+        });
+    }
     let shown: Vec<&Field> = schema
         .fields()
         .iter()

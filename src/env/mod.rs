@@ -14,7 +14,6 @@
 //! expected; nothing here writes a table an environment reads.
 
 pub mod apply;
-pub mod gates;
 pub mod janitor;
 pub mod promote;
 pub mod recall;

@@ -73,6 +73,9 @@ pub struct ModelRecord {
     /// Promotion gates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<crate::project::model::GateCall>,
+    /// The columns that identify a row (the canary diff matches rows on them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grain: Vec<String>,
     /// Extra physical partition columns.
     #[serde(default)]
     pub partitioned_by: Vec<String>,
@@ -114,6 +117,7 @@ impl ModelRecord {
             tags: m.tags.clone(),
             audits: m.audits.clone(),
             gates: m.gates.clone(),
+            grain: m.grain.clone(),
             partitioned_by: m.partitioned_by.clone(),
             columns: m.columns.clone(),
             forward_only: m.forward_only,

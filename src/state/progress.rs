@@ -283,6 +283,37 @@ impl<'a> ProgressStore<'a> {
             .transpose()
     }
 
+    /// Record gate violations accepted during the apply (`--canary-gate --accept`), added to
+    /// those recorded before (a resume may accept more).
+    pub fn accept(&self, apply: &ApplyId, accepted: &[crate::state::AcceptedGate]) -> Result<()> {
+        let mut all = self.accepted(apply)?;
+        for a in accepted {
+            if !all.contains(a) {
+                all.push(a.clone());
+            }
+        }
+        let record = Accepted {
+            format: PROGRESS_FORMAT.to_string(),
+            accepted: all,
+        };
+        self.storage.put(
+            &format!("{}/accepted.json", Self::dir(apply)),
+            &json(&record)?,
+        )
+    }
+
+    /// Gate violations accepted during the apply.
+    pub fn accepted(&self, apply: &ApplyId) -> Result<Vec<crate::state::AcceptedGate>> {
+        let path = format!("{}/accepted.json", Self::dir(apply));
+        Ok(self
+            .storage
+            .get(&path)?
+            .map(|b| parse::<Accepted>(&path, &b))
+            .transpose()?
+            .map(|a| a.accepted)
+            .unwrap_or_default())
+    }
+
     /// An apply's saved plan.
     pub fn plan(&self, apply: &ApplyId) -> Result<Option<Vec<u8>>> {
         self.storage.get(&format!("{}/plan.json", Self::dir(apply)))
@@ -384,4 +415,11 @@ mod tests {
         assert!(id.starts_with("20240308T101500Z-04b035a0-"), "{id}");
         assert_eq!(id.len(), "20240308T101500Z-04b035a0-abcd".len());
     }
+}
+
+/// Gate violations accepted during an apply (`accepted.json`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Accepted {
+    format: String,
+    accepted: Vec<crate::state::AcceptedGate>,
 }

@@ -139,6 +139,7 @@ fn applies_emit_openlineage_runs_with_exact_versions_for_failed_and_resumed_batc
     for e in &from_file {
         check_event(e);
     }
+    validate_with_openlineage_models(&file, from_file.len());
     // The apply's run: START, FAIL, then on resume START, COMPLETE — one run id.
     let apply: Vec<&Value> = from_file
         .iter()
@@ -213,5 +214,50 @@ fn applies_emit_openlineage_runs_with_exact_versions_for_failed_and_resumed_batc
     assert!(
         daily["job"]["facets"]["tidemark_model"]["fingerprint"].is_string(),
         "{daily}"
+    );
+}
+
+/// The `openlineage-python` package `.ci/run` installs (into the moto venv).
+const PY_OPENLINEAGE: &str = "1.54.0";
+
+/// Rebuild every event of `file` with the models of `openlineage-python` (generated from the
+/// OpenLineage JSON schema), strictly: `openlineage_check.py`.
+fn validate_with_openlineage_models(file: &std::path::Path, events: usize) {
+    let python = crate::servers::find("TIDEMARK_PYTHON", "venv-moto/bin/python", "python3");
+    let version = python.as_ref().and_then(|python| {
+        std::process::Command::new(python)
+            .args([
+                "-c",
+                "from importlib.metadata import version; print(version('openlineage-python'))",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
+    let (Some(python), Some(PY_OPENLINEAGE)) = (python, version.as_deref()) else {
+        crate::servers::missing(
+            &format!("Python `openlineage-python` {PY_OPENLINEAGE}"),
+            &format!(
+                "pip install openlineage-python=={PY_OPENLINEAGE} into the venv of TIDEMARK_PYTHON"
+            ),
+        );
+        return;
+    };
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/openlineage_check.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        events.to_string()
     );
 }

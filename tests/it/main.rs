@@ -7,6 +7,7 @@
 mod azure;
 mod backfill;
 mod bad_input;
+mod canary;
 mod commands;
 mod common;
 mod crash;

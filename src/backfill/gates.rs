@@ -1,5 +1,7 @@
 //! Promotion gates: before `promote` swaps the target's pointers, every promoted model's gates
-//! compare its data in the promoted environment with the data it replaces in the target.
+//! compare its data in the promoted environment with the data it replaces in the target; with
+//! `--canary-gate`, the same gates compare a backfill's canary partitions with the previous
+//! version's.
 //!
 //! Invariants:
 //! - Only models whose table (or pinned version) differs between the two environments are
@@ -7,9 +9,11 @@
 //!   nothing to compare with and passes.
 //! - Row counts, missing partitions and `unchanged` come from per-partition row counts and
 //!   checksums (one read of each side's files, the same figures `reconcile` proves); only the
-//!   partitions that differ are reported. Column sums and NULL fractions are one aggregate
-//!   query per side over the whole table, so partitions the promotion does not change weigh on
-//!   both sides alike.
+//!   partitions that differ are reported. Column sums, NULL fractions, `unchanged` over new
+//!   columns and custom gates read only the partitions that differ (their files alone; all of
+//!   an unpartitioned table), one query per side, so unchanged partitions neither hide nor
+//!   dilute a change.
+//! - The same checks serve the canary gate, over the canary's partitions only.
 //! - A violation is accepted only by an explicit `--accept MODEL:GATE`; an acceptance that
 //!   matches no violation is an error (a typo must not pass silently).
 //! - Output is sorted by model, gate, then window.
@@ -66,15 +70,18 @@ impl GateReport {
     }
 }
 
-/// One side of a comparison.
-struct Side {
-    table: TableId,
-    version: u64,
+/// One side of a comparison: a table at a version.
+#[derive(Debug, Clone)]
+pub struct Side {
+    /// The physical table.
+    pub table: TableId,
+    /// Its Delta version.
+    pub version: u64,
 }
 
 impl Side {
     /// `model`'s table in `env` at its pin (`None`: no table, or not built).
-    fn of(env: &crate::state::Environment, model: &ModelName) -> Option<Side> {
+    pub fn of(env: &crate::state::Environment, model: &ModelName) -> Option<Side> {
         let m = env.models.get(model)?;
         Some(Side {
             table: m.table.clone()?,
@@ -116,34 +123,52 @@ pub fn evaluate(
         if old.table == new.table && old.version == new.version {
             continue;
         }
-        report
-            .checked
-            .insert(name.clone(), gates.iter().map(GateCall::text).collect());
-        let mut cmp = Comparison::new(engine, &old, &new, root);
-        for gate in gates {
-            let found = cmp.check(gate)?;
-            report
-                .violations
-                .extend(
-                    found
-                        .into_iter()
-                        .map(|(window, expected, found)| Violation {
-                            model: name.clone(),
-                            gate: gate.text(),
-                            window,
-                            expected,
-                            found,
-                            accepted: false,
-                        }),
-                );
-        }
-        report.partitions_read += cmp.partitions_read;
-        report.queries += cmp.queries;
+        check_model(engine, root, name, gates, &old, &new, None, &mut report)?;
     }
     report
         .violations
         .sort_by(|a, b| (&a.model, &a.gate, &a.window).cmp(&(&b.model, &b.gate, &b.window)));
     Ok(report)
+}
+
+/// Check `gates` of `name`, comparing `new` with `old` (`only`: just those partitions of
+/// each; `None`: every partition, the aggregates over those that differ), into `report`.
+#[allow(clippy::too_many_arguments)]
+pub fn check_model(
+    engine: &dyn Engine,
+    root: &std::path::Path,
+    name: &ModelName,
+    gates: &[GateCall],
+    old: &Side,
+    new: &Side,
+    only: Option<&BTreeSet<String>>,
+    report: &mut GateReport,
+) -> Result<()> {
+    report
+        .checked
+        .insert(name.clone(), gates.iter().map(GateCall::text).collect());
+    let mut cmp = Comparison::new(engine, old, new, root, only.cloned());
+    for gate in gates {
+        let found = cmp.check(gate)?;
+        report.violations.extend(
+            found
+                .into_iter()
+                .map(|(window, expected, found)| Violation {
+                    model: name.clone(),
+                    gate: gate.text(),
+                    window,
+                    expected,
+                    found,
+                    accepted: false,
+                }),
+        );
+    }
+    report.partitions_read += cmp.partitions_read;
+    report.queries += cmp.queries;
+    report
+        .violations
+        .sort_by(|a, b| (&a.model, &a.gate, &a.window).cmp(&(&b.model, &b.gate, &b.window)));
+    Ok(())
 }
 
 /// Mark the violations `accept` (`MODEL:GATE`, the gate by name) names as accepted; returns
@@ -206,7 +231,11 @@ struct Comparison<'a> {
     root: &'a std::path::Path,
     old: &'a Side,
     new: &'a Side,
+    /// Partitions read, when not all.
+    only: Option<BTreeSet<String>>,
     stats: Option<(Partitions, Partitions)>,
+    /// Partitions the queries read (`None`: all), once known.
+    scope: Option<Option<BTreeSet<String>>>,
     partitions_read: u64,
     queries: u64,
 }
@@ -223,13 +252,16 @@ impl<'a> Comparison<'a> {
         old: &'a Side,
         new: &'a Side,
         root: &'a std::path::Path,
+        only: Option<BTreeSet<String>>,
     ) -> Comparison<'a> {
         Comparison {
             engine,
             root,
             old,
             new,
+            only,
             stats: None,
+            scope: None,
             partitions_read: 0,
             queries: 0,
         }
@@ -237,16 +269,59 @@ impl<'a> Comparison<'a> {
 
     fn stats(&mut self) -> Result<&(Partitions, Partitions)> {
         if self.stats.is_none() {
-            let old = self
-                .engine
-                .partition_stats(&self.old.table, self.old.version)?;
-            let new = self
-                .engine
-                .partition_stats(&self.new.table, self.new.version)?;
+            let old = self.engine.partition_stats(
+                &self.old.table,
+                self.old.version,
+                self.only.as_ref(),
+            )?;
+            let new = self.engine.partition_stats(
+                &self.new.table,
+                self.new.version,
+                self.only.as_ref(),
+            )?;
             self.partitions_read += (old.len() + new.len()) as u64;
             self.stats = Some((old, new));
         }
         Ok(self.stats.get_or_insert_with(Default::default))
+    }
+
+    /// The partitions queries read: those asked for, or else those whose rows differ between
+    /// the sides (`None`: every one, for an unpartitioned table).
+    fn scope(&mut self) -> Result<Option<BTreeSet<String>>> {
+        if let Some(s) = &self.scope {
+            return Ok(s.clone());
+        }
+        let scope = match &self.only {
+            Some(keys) => Some(keys.clone()),
+            None => {
+                let (old, new) = self.stats()?;
+                let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+                if keys.iter().all(|k| k.as_str() == "all") {
+                    None
+                } else {
+                    Some(
+                        keys.into_iter()
+                            .filter(|k| old.get(*k) != new.get(*k))
+                            .cloned()
+                            .collect(),
+                    )
+                }
+            }
+        };
+        self.scope = Some(scope.clone());
+        Ok(scope)
+    }
+
+    /// How the windows a query read are reported.
+    fn scope_label(&mut self) -> Result<String> {
+        Ok(match self.scope()? {
+            None => "all".into(),
+            Some(keys) => match (keys.first(), keys.last(), keys.len()) {
+                (Some(a), _, 1) => a.clone(),
+                (Some(a), Some(b), n) => format!("{a} … {b} ({n} partitions)"),
+                _ => "none".into(),
+            },
+        })
     }
 
     fn check(&mut self, gate: &GateCall) -> Result<Found> {
@@ -275,7 +350,7 @@ impl<'a> Comparison<'a> {
                 Ok(match pct(o, n) {
                     Some(p) if p.abs() <= max => Vec::new(),
                     p => vec![(
-                        "all".into(),
+                        self.scope_label()?,
                         format!("sum of `{column}` within ±{max}% of {}", num(o)),
                         format!(
                             "{}{}",
@@ -299,7 +374,7 @@ impl<'a> Comparison<'a> {
                     Vec::new()
                 } else {
                     vec![(
-                        "all".into(),
+                        self.scope_label()?,
                         format!("NULLs in `{column}` within ±{max} points of {o:.1}%"),
                         format!("{n:.1}% ({:+.1} points)", n - o),
                     )]
@@ -311,6 +386,8 @@ impl<'a> Comparison<'a> {
     }
 
     fn row_count(&mut self, max: f64) -> Result<Found> {
+        // The total: the whole table, or the partitions asked for.
+        let total = if self.only.is_some() { "total" } else { "all" };
         let (old, new) = self.stats()?;
         let mut out = Vec::new();
         for (k, o) in old {
@@ -333,9 +410,13 @@ impl<'a> Comparison<'a> {
             old.values().map(|c| c.rows).sum(),
             new.values().map(|c| c.rows).sum(),
         );
-        if pct(Some(o as f64), Some(n as f64)).is_none_or(|p| p.abs() > max) && o != n {
+        let partitions = old.keys().chain(new.keys()).collect::<BTreeSet<_>>().len();
+        if partitions > 1
+            && pct(Some(o as f64), Some(n as f64)).is_none_or(|p| p.abs() > max)
+            && o != n
+        {
             out.push((
-                "all".into(),
+                total.into(),
                 format!("within ±{max}% of {o} rows"),
                 format!("{n} rows ({})", pct_text(o, n)),
             ));
@@ -392,7 +473,7 @@ impl<'a> Comparison<'a> {
             Vec::new()
         } else {
             vec![(
-                "all".into(),
+                self.scope_label()?,
                 format!("the same rows over {cols}"),
                 format!("{} rows added, {} removed", num(added), num(removed)),
             )]
@@ -433,29 +514,34 @@ impl<'a> Comparison<'a> {
             Vec::new()
         } else {
             vec![(
-                "all".into(),
+                self.scope_label()?,
                 "no rows".into(),
                 format!("{} offending rows", num(Some(n))),
             )]
         })
     }
 
-    fn inputs(&self) -> Result<Vec<Input>> {
+    fn inputs(&mut self) -> Result<Vec<Input>> {
         let name = |n: &str| {
             ModelName::parse(n).map_err(|r| Error::Bug(format!("gate input name {n}: {r}")))
         };
-        Ok(vec![
-            Input::Table {
-                name: name(OLD)?,
-                table: self.old.table.clone(),
-                version: Some(self.old.version),
-            },
-            Input::Table {
-                name: name(NEW)?,
-                table: self.new.table.clone(),
-                version: Some(self.new.version),
-            },
-        ])
+        let scope = self.scope()?;
+        let input = |n: &str, side: &Side| -> Result<Input> {
+            Ok(match &scope {
+                None => Input::Table {
+                    name: name(n)?,
+                    table: side.table.clone(),
+                    version: Some(side.version),
+                },
+                Some(keys) => Input::Partitions {
+                    name: name(n)?,
+                    table: side.table.clone(),
+                    version: side.version,
+                    keys: keys.clone(),
+                },
+            })
+        };
+        Ok(vec![input(OLD, self.old)?, input(NEW, self.new)?])
     }
 
     fn columns(&mut self, old: bool) -> Result<Vec<String>> {
@@ -488,23 +574,109 @@ impl<'a> Comparison<'a> {
     }
 }
 
+/// The gates' verdict: a table of violations (model, gate, window, expected, found), or that
+/// every gate passed; and what reading the figures cost.
+pub fn table(r: &GateReport, title: &str, markdown: bool) -> String {
+    let gates: usize = r.checked.values().map(Vec::len).sum();
+    let mut s = if markdown {
+        format!("\n#### {title}\n\n")
+    } else {
+        format!("\n{title}:\n")
+    };
+    if r.violations.is_empty() {
+        s.push_str(&format!(
+            "{} of {} passed\n",
+            crate::printer::plural(gates as u64, "gate", "gates"),
+            crate::printer::plural(r.checked.len() as u64, "model", "models")
+        ));
+    } else if markdown {
+        s.push_str("| Model | Gate | Window | Expected | Found | |\n|---|---|---|---|---|---|\n");
+        for v in &r.violations {
+            s.push_str(&format!(
+                "| `{}` | `{}` | {} | {} | {} | {} |\n",
+                v.model,
+                v.gate,
+                v.window,
+                v.expected,
+                v.found,
+                if v.accepted {
+                    "accepted"
+                } else {
+                    "**violated**"
+                }
+            ));
+        }
+    } else {
+        let w = |f: &dyn Fn(&Violation) -> String, h: &str| {
+            r.violations
+                .iter()
+                .map(|v| f(v).chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
+        };
+        let (wm, wg, ww, we) = (
+            w(&|v| v.model.to_string(), "model"),
+            w(&|v| v.gate.clone(), "gate"),
+            w(&|v| v.window.clone(), "window"),
+            w(&|v| v.expected.clone(), "expected"),
+        );
+        s.push_str(&format!(
+            "  {:wm$}  {:wg$}  {:ww$}  {:we$}  found\n",
+            "model", "gate", "window", "expected"
+        ));
+        for v in &r.violations {
+            s.push_str(&format!(
+                "  {:wm$}  {:wg$}  {:ww$}  {:we$}  {}{}\n",
+                v.model.as_str(),
+                v.gate,
+                v.window,
+                v.expected,
+                v.found,
+                if v.accepted { "  (accepted)" } else { "" }
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "{}cost: {} and {} read\n",
+        if markdown { "\n" } else { "" },
+        crate::printer::plural(
+            r.partitions_read,
+            "partition's figures",
+            "partitions' figures"
+        ),
+        crate::printer::plural(r.queries, "aggregate query", "aggregate queries")
+    ));
+    s
+}
+
 const OLD: &str = "tidemark_gate.target";
 const NEW: &str = "tidemark_gate.promoted";
 
 /// The first value of the first column, as a number (`None`: NULL or no row).
 fn first_number(batches: &[RecordBatch]) -> Option<f64> {
-    let b = batches.iter().find(|b| b.num_rows() > 0)?;
-    let c = b.column(0);
-    if c.is_null(0) {
-        return None;
-    }
-    if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
-        return Some(a.value(0));
-    }
-    if let Some(a) = c.as_any().downcast_ref::<Int64Array>() {
-        return Some(a.value(0) as f64);
-    }
-    None
+    row_numbers(batches).first().copied().flatten()
+}
+
+/// The first row's values as numbers (`None`: NULL or not a number; empty: no row).
+pub(super) fn row_numbers(batches: &[RecordBatch]) -> Vec<Option<f64>> {
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Vec::new();
+    };
+    b.columns()
+        .iter()
+        .map(|c| {
+            if c.is_null(0) {
+                return None;
+            }
+            if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
+                return Some(a.value(0));
+            }
+            c.as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0) as f64)
+        })
+        .collect()
 }
 
 /// The change from `o` to `n` in percent (`None`: from nothing to something, or unknown).
@@ -521,7 +693,8 @@ fn pct_text(o: u64, n: u64) -> String {
     pct(Some(o as f64), Some(n as f64)).map_or("new".to_string(), |p| format!("{p:+.1}%"))
 }
 
-fn num(v: Option<f64>) -> String {
+/// A figure as shown: integers without decimals, NULL for none.
+pub(super) fn num(v: Option<f64>) -> String {
     match v {
         None => "NULL".into(),
         Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),

@@ -1,0 +1,581 @@
+//! The canary review: once the canary batches of a directly modified or restated model have
+//! run, their partitions are compared with the same partitions of the model's previous
+//! version (the table the environment reads now) before anything fans out; with
+//! `--canary-gate`, the model's promotion gates are checked on them too.
+//!
+//! Invariants:
+//! - Both sides read only the canary partitions (their files alone), each at a fixed version:
+//!   the previous side at the environment's pin, the canary side at the latest commit, which
+//!   holds every canary batch (nothing else of the model runs before the review answers).
+//! - The diff never stops an apply; a failure to compute it is a warning. The gate check fails
+//!   closed: a gate that cannot be evaluated stops the fan-out like a violation.
+//! - Rows come from per-partition counts and checksums (identical partitions are flagged);
+//!   a column's changed share is measured by key when the model has a grain (rows matched on
+//!   it whose value differs), otherwise as the share of the canary's values with no
+//!   counterpart in the previous version (a multiset difference). Sums are of numeric columns
+//!   outside the key.
+//! - Output is deterministic: partitions and columns in order, numbers formatted one way.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::Serialize;
+
+use super::ApplyRun;
+use super::batches::Batch;
+use super::catalog::Catalog;
+use super::gates::{self, GateReport, Side};
+use crate::engine::{Engine, Input, partition_key};
+use crate::error::{Error, Result};
+use crate::plan::{Change, Plan};
+use crate::project::ModelName;
+use crate::project::model::{GateCall, Kind};
+use crate::state::{AcceptedGate, TableId};
+
+/// One model the review compares.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    model: ModelName,
+    change: &'static str,
+    previous: Side,
+    table: TableId,
+    partitions: BTreeSet<String>,
+    key: Vec<String>,
+    gates: Vec<GateCall>,
+}
+
+/// The models with canary batches that have a previous version to compare with.
+pub fn subjects(
+    plan: &Plan,
+    catalog: &Catalog<'_>,
+    batches: &[Batch],
+    cx: &ApplyRun<'_>,
+) -> Vec<Subject> {
+    let mut out = Vec::new();
+    for m in &plan.models {
+        let change = match m.change {
+            Change::DirectlyModified => "directly modified",
+            _ if m.restated => "restated",
+            _ => continue,
+        };
+        let (Some(entry), Some(backfill)) = (catalog.entries.get(&m.name), &m.backfill) else {
+            continue;
+        };
+        let model = &entry.snapshot.model;
+        if !matches!(model.kind, Kind::IncrementalByTimeRange { .. }) {
+            continue;
+        }
+        let Some(table) = entry.table.clone() else {
+            continue;
+        };
+        let partitions: BTreeSet<String> = batches
+            .iter()
+            .filter(|b| b.canary && b.model == m.name && b.windowed)
+            .flat_map(|b| {
+                let unit = backfill.interval_unit;
+                let mut keys = Vec::new();
+                let mut t = unit.floor(b.window.start);
+                while t < b.window.end {
+                    keys.push(partition_key(unit, t));
+                    t = unit.next(t);
+                }
+                keys
+            })
+            .collect();
+        if partitions.is_empty() {
+            continue;
+        }
+        let previous = [
+            Some(plan.environment.as_str()),
+            plan.base_environment.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|e| cx.state.environment(e))
+        .find_map(|env| Side::of(env, &m.name));
+        let Some(previous) = previous else {
+            continue;
+        };
+        out.push(Subject {
+            model: m.name.clone(),
+            change,
+            previous,
+            table,
+            partitions,
+            key: model.grain.iter().map(|k| k.to_ascii_lowercase()).collect(),
+            gates: model.gates.clone(),
+        });
+    }
+    out
+}
+
+/// Rows of one canary partition on both sides.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartitionRows {
+    /// The partition.
+    pub partition: String,
+    /// Rows in the previous version.
+    pub previous: u64,
+    /// Rows in the canary.
+    pub canary: u64,
+    /// Same rows (checksums equal).
+    pub identical: bool,
+}
+
+/// One column compared.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ColumnDiff {
+    /// The column.
+    pub column: String,
+    /// `compared`, `key`, `added`, `removed` or `retyped`.
+    pub status: &'static str,
+    /// Rows whose value changed (by key), or canary values without a counterpart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<u64>,
+    /// `changed` in percent of the rows compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_pct: Option<f64>,
+    /// Sum in the previous version (numeric columns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sum_previous: Option<f64>,
+    /// Sum in the canary (numeric columns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sum_canary: Option<f64>,
+}
+
+/// The canary of one model against its previous version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CanaryDiff {
+    /// The model.
+    pub model: ModelName,
+    /// `directly modified` or `restated`.
+    pub change: String,
+    /// The previous version's table and version.
+    pub previous_table: String,
+    /// Its Delta version.
+    pub previous_version: u64,
+    /// Per partition.
+    pub partitions: Vec<PartitionRows>,
+    /// Rows of the previous version in the canary partitions.
+    pub rows_previous: u64,
+    /// Rows of the canary.
+    pub rows_canary: u64,
+    /// Columns rows are matched on (the model's grain; empty: none).
+    pub key: Vec<String>,
+    /// Rows matched on the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+    /// Per column, in the canary's order, removed ones last.
+    pub columns: Vec<ColumnDiff>,
+}
+
+const PREVIOUS: &str = "tidemark_canary.previous";
+const CANARY: &str = "tidemark_canary.canary";
+
+/// `s`'s table at its latest commit, which holds every canary batch.
+fn canary_side(engine: &dyn Engine, s: &Subject) -> Result<Side> {
+    let version = engine
+        .table_info(&s.table)?
+        .map(|i| i.version)
+        .ok_or_else(|| Error::Bug(format!("the canary table {} has no version", s.table)))?;
+    Ok(Side {
+        table: s.table.clone(),
+        version,
+    })
+}
+
+/// Compare `s`'s canary with its previous version (see the module invariants).
+pub fn diff(engine: &dyn Engine, s: &Subject) -> Result<CanaryDiff> {
+    let canary = canary_side(engine, s)?;
+    let only = Some(&s.partitions);
+    let old = engine.partition_stats(&s.previous.table, s.previous.version, only)?;
+    let new = engine.partition_stats(&canary.table, canary.version, only)?;
+    let partitions: Vec<PartitionRows> = s
+        .partitions
+        .iter()
+        .map(|k| PartitionRows {
+            partition: k.clone(),
+            previous: old.get(k).map_or(0, |c| c.rows),
+            canary: new.get(k).map_or(0, |c| c.rows),
+            identical: old.get(k) == new.get(k),
+        })
+        .collect();
+    let input = |name: &str, side: &Side| -> Result<Input> {
+        Ok(Input::Partitions {
+            name: ModelName::parse(name).map_err(|r| Error::Bug(format!("{name}: {r}")))?,
+            table: side.table.clone(),
+            version: side.version,
+            keys: s.partitions.clone(),
+        })
+    };
+    let inputs = vec![input(PREVIOUS, &s.previous)?, input(CANARY, &canary)?];
+    let q = |sql: &str| engine.query(&inputs, sql);
+    let old_cols = columns(&q(&format!("SELECT * FROM {PREVIOUS} LIMIT 1"))?);
+    let first = q(&format!("SELECT * FROM {CANARY} LIMIT 1"))?;
+    let new_cols = columns(&first);
+    let rows_previous = partitions.iter().map(|p| p.previous).sum();
+    let rows_canary: u64 = partitions.iter().map(|p| p.canary).sum();
+    let keyed = !s.key.is_empty()
+        && s.key
+            .iter()
+            .all(|k| old_cols.contains_key(k) && new_cols.contains_key(k));
+    let compared: Vec<&String> = new_cols
+        .iter()
+        .filter(|(c, t)| old_cols.get(*c) == Some(t) && !(keyed && s.key.contains(c)))
+        .map(|(c, _)| c)
+        .collect();
+    // Changed values: one joined query by key, or one multiset difference per column.
+    let mut changed: BTreeMap<&String, u64> = BTreeMap::new();
+    let mut matched = None;
+    if keyed && !(old_cols.is_empty() || new_cols.is_empty()) {
+        let on = s
+            .key
+            .iter()
+            .map(|k| format!("o.{k} = n.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut select = vec!["CAST(COUNT(*) AS BIGINT) AS matched".to_string()];
+        select.extend(compared.iter().map(|c| {
+            format!(
+                "CAST(SUM(CASE WHEN o.{c} = n.{c} OR (o.{c} IS NULL AND n.{c} IS NULL) THEN 0 ELSE 1 END) AS BIGINT) AS {c}"
+            )
+        }));
+        let b = q(&format!(
+            "SELECT {} FROM {PREVIOUS} AS o JOIN {CANARY} AS n ON {on}",
+            select.join(", ")
+        ))?;
+        let values = gates::row_numbers(&b);
+        matched = Some(values.first().copied().flatten().unwrap_or(0.0) as u64);
+        for (c, v) in compared.iter().zip(values.iter().skip(1)) {
+            changed.insert(c, v.unwrap_or(0.0) as u64);
+        }
+    } else if !(old_cols.is_empty() || new_cols.is_empty()) {
+        for c in &compared {
+            let b = q(&format!(
+                "SELECT CAST(SUM(CASE WHEN d > 0 THEN d ELSE 0 END) AS BIGINT) AS n FROM \
+                 (SELECT v, SUM(s) AS d FROM (SELECT {c} AS v, 1 AS s FROM {CANARY} \
+                 UNION ALL SELECT {c} AS v, -1 AS s FROM {PREVIOUS}) AS u GROUP BY v) AS g"
+            ))?;
+            changed.insert(
+                c,
+                gates::row_numbers(&b)
+                    .first()
+                    .copied()
+                    .flatten()
+                    .unwrap_or(0.0) as u64,
+            );
+        }
+    }
+    // Sums of numeric columns outside the key, one query per side.
+    let summed = |cols: &BTreeMap<String, DataType>| -> Vec<String> {
+        cols.iter()
+            .filter(|(c, t)| t.is_numeric() && !s.key.contains(c))
+            .map(|(c, _)| c.clone())
+            .collect()
+    };
+    let sums = |side: &str, cols: &[String]| -> Result<BTreeMap<String, Option<f64>>> {
+        if cols.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let select: Vec<String> = cols
+            .iter()
+            .map(|c| format!("SUM(CAST({c} AS DOUBLE)) AS {c}"))
+            .collect();
+        let b = q(&format!("SELECT {} FROM {side}", select.join(", ")))?;
+        Ok(cols.iter().cloned().zip(gates::row_numbers(&b)).collect())
+    };
+    let old_sums = sums(PREVIOUS, &summed(&old_cols))?;
+    let new_sums = sums(CANARY, &summed(&new_cols))?;
+    let base = matched.unwrap_or(rows_canary);
+    let mut out: Vec<ColumnDiff> = Vec::new();
+    for (c, t) in order(&first, &new_cols) {
+        let status = match old_cols.get(&c) {
+            _ if keyed && s.key.contains(&c) => "key",
+            None => "added",
+            Some(o) if *o != t => "retyped",
+            Some(_) => "compared",
+        };
+        let n = changed.get(&c).copied();
+        out.push(ColumnDiff {
+            changed_pct: n.map(|n| percent(n, base)),
+            changed: n,
+            sum_previous: old_sums.get(&c).copied().flatten(),
+            sum_canary: new_sums.get(&c).copied().flatten(),
+            status,
+            column: c,
+        });
+    }
+    for c in old_cols.keys().filter(|c| !new_cols.contains_key(*c)) {
+        out.push(ColumnDiff {
+            column: c.clone(),
+            status: "removed",
+            changed: None,
+            changed_pct: None,
+            sum_previous: old_sums.get(c).copied().flatten(),
+            sum_canary: None,
+        });
+    }
+    Ok(CanaryDiff {
+        model: s.model.clone(),
+        change: s.change.to_string(),
+        previous_table: s.previous.table.to_string(),
+        previous_version: s.previous.version,
+        partitions,
+        rows_previous,
+        rows_canary,
+        key: if keyed { s.key.clone() } else { Vec::new() },
+        matched,
+        columns: out,
+    })
+}
+
+/// Check `s`'s gates on its canary partitions into `report`.
+pub fn check_gates(
+    engine: &dyn Engine,
+    root: &std::path::Path,
+    s: &Subject,
+    report: &mut GateReport,
+) -> Result<()> {
+    if s.gates.is_empty() {
+        return Ok(());
+    }
+    let canary = canary_side(engine, s)?;
+    gates::check_model(
+        engine,
+        root,
+        &s.model,
+        &s.gates,
+        &s.previous,
+        &canary,
+        Some(&s.partitions),
+        report,
+    )
+}
+
+/// The review's verdict on the gates: accepted violations and whether the rest may start.
+pub struct Verdict {
+    /// Every gate checked.
+    pub report: GateReport,
+    /// What `--accept` accepted.
+    pub accepted: Vec<AcceptedGate>,
+}
+
+/// Run every subject's gates and apply `--accept`.
+pub fn gate(cx: &ApplyRun<'_>, subjects: &[Subject]) -> Result<Verdict> {
+    let mut report = GateReport {
+        format: "tidemark.gates/v1",
+        ..GateReport::default()
+    };
+    for s in subjects {
+        check_gates(cx.engine, &cx.config.root, s, &mut report)?;
+    }
+    let accepted = gates::accept(
+        &mut report,
+        &cx.options.accept,
+        &crate::state::progress::current_user(),
+        cx.options.reason.as_deref(),
+    )?;
+    Ok(Verdict { report, accepted })
+}
+
+/// The diff as text, for the terminal or a log.
+pub fn text(d: &CanaryDiff) -> String {
+    let parts = &d.partitions;
+    let mut s = format!(
+        "canary diff of {} ({}) against its previous version ({} at version {}), {}:\n",
+        d.model,
+        d.change,
+        d.previous_table,
+        d.previous_version,
+        crate::printer::plural(parts.len() as u64, "partition", "partitions")
+    );
+    s.push_str(&format!(
+        "  rows: {} → {} ({})\n",
+        d.rows_previous,
+        d.rows_canary,
+        change_text(d.rows_previous as f64, d.rows_canary as f64)
+    ));
+    // In order, at most 10 (a long canary's full list is in the JSON event).
+    for p in parts.iter().take(10) {
+        s.push_str(&format!(
+            "    {}  {} → {}{}\n",
+            p.partition,
+            p.previous,
+            p.canary,
+            if p.identical { "  identical" } else { "" }
+        ));
+    }
+    if parts.len() > 10 {
+        s.push_str(&format!(
+            "    … and {} more (all in the JSON event)\n",
+            parts.len() - 10
+        ));
+    }
+    match d.matched {
+        Some(m) => s.push_str(&format!(
+            "  matched on {}: {m} rows; {} only in the canary, {} only in the previous version\n",
+            d.key.join(", "),
+            d.rows_canary.saturating_sub(m),
+            d.rows_previous.saturating_sub(m)
+        )),
+        None => s.push_str(
+            "  no grain: a changed value is one without a counterpart in the previous version\n",
+        ),
+    }
+    let width = d
+        .columns
+        .iter()
+        .map(|c| c.column.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    for c in &d.columns {
+        let what = match (c.status, c.changed, c.changed_pct) {
+            ("compared", Some(n), Some(p)) => format!("{p:.1}% changed ({n})"),
+            (status, _, _) => status.to_string(),
+        };
+        let sum = match (c.sum_previous, c.sum_canary) {
+            (None, None) => String::new(),
+            (o, n) => format!(
+                "  sum {} → {}{}",
+                gates::num(o),
+                gates::num(n),
+                match (o, n) {
+                    (Some(o), Some(n)) => format!(" ({})", change_text(o, n)),
+                    _ => String::new(),
+                }
+            ),
+        };
+        s.push_str(&format!("  {:width$}  {what}{sum}\n", c.column));
+    }
+    s
+}
+
+fn change_text(o: f64, n: f64) -> String {
+    if o == n {
+        "unchanged".into()
+    } else if o == 0.0 {
+        "new".into()
+    } else {
+        format!("{:+.1}%", (n - o) / o.abs() * 100.0)
+    }
+}
+
+fn percent(n: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        (n as f64 * 1000.0 / of as f64).round() / 10.0
+    }
+}
+
+/// Column name (lower case) → type, of the first non-empty result.
+fn columns(batches: &[RecordBatch]) -> BTreeMap<String, DataType> {
+    batches
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| (f.name().to_ascii_lowercase(), f.data_type().clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `cols` in the order of the result's schema.
+fn order(batches: &[RecordBatch], cols: &BTreeMap<String, DataType>) -> Vec<(String, DataType)> {
+    match batches.first() {
+        Some(b) => b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().to_ascii_lowercase())
+            .filter_map(|c| Some((c.clone(), cols.get(&c)?.clone())))
+            .collect(),
+        None => cols.iter().map(|(c, t)| (c.clone(), t.clone())).collect(),
+    }
+}
+
+/// The review the scheduler runs once the canary batches completed: print (or emit) each
+/// subject's diff, then with `--canary-gate` check their gates; `true`: the rest may start.
+pub fn review(
+    cx: &ApplyRun<'_>,
+    subjects: &[Subject],
+    tracker: &super::track::Tracker<'_, '_>,
+) -> bool {
+    use super::display::EventLine;
+    for s in subjects {
+        match diff(cx.engine, s) {
+            Ok(d) => {
+                for line in text(&d).lines() {
+                    tracker.note(line);
+                }
+                tracker.emit(EventLine {
+                    model: Some(d.model.to_string()),
+                    diff: Some(d),
+                    ..EventLine::new("canary_diff", &cx.apply.id)
+                });
+            }
+            Err(e) => tracker.note(&format!(
+                "warning: no canary diff of {}: {}",
+                s.model,
+                e.summary()
+            )),
+        }
+    }
+    if !cx.options.canary_gate {
+        return true;
+    }
+    let verdict = match gate(cx, subjects) {
+        Ok(v) => v,
+        Err(e) => {
+            tracker.note(&format!(
+                "error: the canary gates could not be checked, so nothing fans out: {}",
+                e.summary()
+            ));
+            return false;
+        }
+    };
+    if verdict.report.checked.is_empty() {
+        tracker.note(
+            "canary gates: no model with canary batches and a previous version declares gates",
+        );
+        return true;
+    }
+    for line in gates::table(&verdict.report, "Canary gates", false)
+        .trim()
+        .lines()
+    {
+        tracker.note(line);
+    }
+    tracker.emit(EventLine {
+        violations: Some(verdict.report.violations.clone()),
+        ..EventLine::new("canary_gate", &cx.apply.id)
+    });
+    if !verdict.accepted.is_empty()
+        && let Err(e) = cx.progress.accept(&cx.apply.id, &verdict.accepted)
+    {
+        tracker.note(&format!(
+            "error: the acceptance could not be recorded, so nothing fans out: {}",
+            e.summary()
+        ));
+        return false;
+    }
+    verdict.report.blocking() == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_round_to_a_tenth_of_a_percent_and_nothing_is_zero() {
+        assert_eq!(percent(1, 3), 33.3);
+        assert_eq!(percent(0, 0), 0.0);
+        assert_eq!(change_text(100.0, 70.0), "-30.0%");
+        assert_eq!(change_text(0.0, 5.0), "new");
+        assert_eq!(change_text(5.0, 5.0), "unchanged");
+    }
+}

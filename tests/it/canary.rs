@@ -1,0 +1,233 @@
+//! The canary review (issue 18): after the canary batches of a directly modified model, the
+//! diff against its previous version is printed (and emitted as an event) before the fan-out;
+//! `--canary-gate` checks the model's gates on the canary and stops before the fan-out until a
+//! fix or an `--accept`.
+
+use crate::backfill::apply_id_of;
+use crate::common::{env_json, ok, tidemark};
+use crate::kinds::payments_of_day;
+
+const BUILD: [&str; 4] = ["--execution-time", "2024-03-08", "plan", "--apply"];
+
+/// The ledger with a row-level model of the payments, one day a batch, keyed on
+/// `payment_id`, guarded by a row-count gate.
+fn project() -> (tempfile::TempDir, std::path::PathBuf) {
+    let (t, p) = crate::kinds::ledger(0..7);
+    std::fs::write(
+        p.join("models/ledger/payments.sql"),
+        "MODEL (name ledger.payments, kind INCREMENTAL_BY_TIME_RANGE (time_column paid_at, batch_size 1),\n\
+         grain payment_id, gates (row_count_change(max_pct := 10)));\n\
+         SELECT payment_id, account_id, paid_at, amount\nFROM raw.payments\n\
+         WHERE paid_at BETWEEN @start_ts AND @end_ts\n",
+    )
+    .unwrap();
+    (t, p)
+}
+
+/// The canary's figures computed from the raw rows of the first day: rows before and after,
+/// amounts changed, the sums of `account_id` and `amount` before and after.
+fn expected() -> (u64, u64, u64, (i64, i64), (i64, i64)) {
+    let day = payments_of_day(0);
+    let kept: Vec<_> = day.iter().filter(|p| p.id % 100 != 5).collect();
+    let doubled = kept.iter().filter(|p| p.id % 3 == 0).count() as u64;
+    let accounts = (
+        day.iter().map(|p| p.account).sum(),
+        kept.iter().map(|p| p.account).sum(),
+    );
+    let amounts = (
+        day.iter().map(|p| p.amount).sum(),
+        kept.iter()
+            .map(|p| {
+                if p.id % 3 == 0 {
+                    p.amount * 2
+                } else {
+                    p.amount
+                }
+            })
+            .sum(),
+    );
+    (
+        day.len() as u64,
+        kept.len() as u64,
+        doubled,
+        accounts,
+        amounts,
+    )
+}
+
+#[test]
+fn a_breaking_change_shows_its_canary_diff_and_the_canary_gate_holds_the_fan_out_until_accepted() {
+    let (_t, p) = project();
+    ok(&p, &BUILD);
+    let prod = env_json(&p, "prod");
+    // Breaking: one payment a day dropped, every third amount doubled.
+    let f = p.join("models/ledger/payments.sql");
+    let text = std::fs::read_to_string(&f).unwrap().replace(
+        "paid_at, amount\nFROM raw.payments\nWHERE paid_at",
+        "paid_at, CASE WHEN payment_id % 3 = 0 THEN amount * 2 ELSE amount END AS amount\n\
+         FROM raw.payments\nWHERE payment_id % 100 <> 5 AND paid_at",
+    );
+    std::fs::write(&f, text).unwrap();
+    let (before, after, doubled, accounts, amounts) = expected();
+    let held = tidemark(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "dev",
+            "--apply",
+            "--canary-gate",
+        ],
+    );
+    assert_eq!(held.code, 2, "{}", held.transcript());
+    let e = &held.stderr;
+    let pct = |o: i64, n: i64| format!("{:+.1}%", (n - o) as f64 * 100.0 / o as f64);
+    for line in [
+        "canary diff of ledger.payments (directly modified) against its previous version"
+            .to_string(),
+        format!(
+            "  rows: {before} → {after} ({})",
+            pct(before as i64, after as i64)
+        ),
+        format!("    2024-03-01  {before} → {after}\n"),
+        format!(
+            "  matched on payment_id: {after} rows; 0 only in the canary, {} only in the previous version",
+            before - after
+        ),
+        "  payment_id  key\n".to_string(),
+        format!(
+            "  account_id  0.0% changed (0)  sum {} → {} ({})\n",
+            accounts.0,
+            accounts.1,
+            pct(accounts.0, accounts.1)
+        ),
+        "  paid_at     0.0% changed (0)\n".to_string(),
+        format!(
+            "  amount      {:.1}% changed ({doubled})  sum {} → {} ({})\n",
+            doubled as f64 * 100.0 / after as f64,
+            amounts.0,
+            amounts.1,
+            pct(amounts.0, amounts.1)
+        ),
+    ] {
+        assert!(e.contains(&line), "missing {line:?} in\n{e}");
+    }
+    // The gate: the canary day and its total, then the stop before the fan-out.
+    assert!(
+        e.contains("Canary gates:")
+            && e.contains("row_count_change(max_pct := 10)  2024-03-01")
+            && e.contains(&format!(
+                "{after} rows ({})",
+                pct(before as i64, after as i64)
+            )),
+        "{e}"
+    );
+    assert!(
+        e.contains("violate their model's gates (`--canary-gate`), so the rest did not start")
+            && e.contains("--accept MODEL:GATE"),
+        "{e}"
+    );
+    let id = apply_id_of(&e[e.find("error: apply").unwrap()..]);
+    let progress: serde_json::Value =
+        serde_json::from_str(&ok(&p, &["progress", &id, "--format", "json"])).unwrap();
+    let payments = progress["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "ledger.payments")
+        .unwrap();
+    assert_eq!(
+        payments["counts"]["COMPLETE"], 1,
+        "only the canary ran: {progress}"
+    );
+    assert_eq!(payments["counts"]["PENDING"], 6, "{progress}");
+    assert!(
+        tidemark(&p, &["env", "show", "dev"]).code != 0,
+        "dev was not created"
+    );
+    assert_eq!(env_json(&p, "prod"), prod, "prod unchanged");
+
+    // A resume reviews again; an acceptance with a reason lets it fan out.
+    let resumed = tidemark(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "apply",
+            "--resume",
+            &id,
+            "--canary-gate",
+            "--accept",
+            "ledger.payments:row_count_change",
+            "--reason",
+            "payment 5 is a test payment",
+            "--progress",
+            "json",
+        ],
+    );
+    assert_eq!(resumed.code, 0, "{}", resumed.transcript());
+    let events: Vec<serde_json::Value> = resumed
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let diff = &events
+        .iter()
+        .find(|v| v["event"] == "canary_diff")
+        .unwrap_or_else(|| panic!("{}", resumed.stderr))["diff"];
+    assert_eq!(diff["rows_previous"], before);
+    assert_eq!(diff["rows_canary"], after);
+    assert_eq!(diff["matched"], after);
+    let amount = diff["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column"] == "amount")
+        .unwrap();
+    assert_eq!(amount["changed"], doubled);
+    assert_eq!(amount["sum_previous"].as_f64(), Some(amounts.0 as f64));
+    assert_eq!(amount["sum_canary"].as_f64(), Some(amounts.1 as f64));
+    let gate = events.iter().find(|v| v["event"] == "canary_gate").unwrap();
+    assert!(
+        gate["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["accepted"] == true),
+        "{gate}"
+    );
+    assert_eq!(
+        env_json(&p, "dev")["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["name"] == "ledger.payments")
+            .count(),
+        1
+    );
+    let log = ok(&p, &["log", "--env", "dev"]);
+    assert!(
+        log.contains("accepted gate row_count_change(max_pct := 10) of ledger.payments by")
+            && log.contains("payment 5 is a test payment"),
+        "{log}"
+    );
+}
+
+#[test]
+fn accept_without_the_canary_gate_is_refused() {
+    let (_t, p) = project();
+    let r = tidemark(
+        &p,
+        &[
+            "plan",
+            "--apply",
+            "--accept",
+            "ledger.payments:row_count_change",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(r.stderr.contains("add `--canary-gate`"), "{}", r.stderr);
+}

@@ -12,7 +12,13 @@ const BUILD: [&str; 4] = ["--execution-time", "2024-03-08", "plan", "--apply"];
 /// The ledger with a row-level model of the payments, one day a batch, keyed on
 /// `payment_id`, guarded by a row-count gate.
 fn project() -> (tempfile::TempDir, std::path::PathBuf) {
-    let (t, p) = crate::kinds::ledger(0..7);
+    with_payments_model(crate::kinds::ledger(0..7))
+}
+
+/// `ledger` with [`project`]'s model of the payments.
+fn with_payments_model(
+    (t, p): (tempfile::TempDir, std::path::PathBuf),
+) -> (tempfile::TempDir, std::path::PathBuf) {
     std::fs::write(
         p.join("models/ledger/payments.sql"),
         "MODEL (name ledger.payments, kind INCREMENTAL_BY_TIME_RANGE (time_column paid_at, batch_size 1),\n\
@@ -58,6 +64,23 @@ fn expected() -> (u64, u64, u64, (i64, i64), (i64, i64)) {
 #[test]
 fn a_breaking_change_shows_its_canary_diff_and_the_canary_gate_holds_the_fan_out_until_accepted() {
     let (_t, p) = project();
+    held_then_accepted(&p);
+}
+
+/// The same on Spark Connect: the diff's and the gates' queries run on the engine.
+#[test]
+fn the_canary_review_runs_on_spark() {
+    let Some(remote) = crate::spark::sail() else {
+        return;
+    };
+    let (_t, p) = with_payments_model(crate::spark::spark_ledger(remote, 0..7));
+    held_then_accepted(&p);
+}
+
+/// Build prod, change the payments model (breaking), apply it to dev with `--canary-gate`:
+/// held after the canary with the diff computed by hand; resumed with an acceptance.
+fn held_then_accepted(p: &std::path::Path) {
+    let p = p.to_path_buf();
     ok(&p, &BUILD);
     let prod = env_json(&p, "prod");
     // Breaking: one payment a day dropped, every third amount doubled.

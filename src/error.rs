@@ -102,6 +102,14 @@ impl Diagnostic {
         }
     }
 
+    /// The same finding as a warning.
+    pub fn into_warning(self) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..self
+        }
+    }
+
     /// Attach a location.
     pub fn at(mut self, location: Location) -> Self {
         self.location = Some(location);

@@ -125,6 +125,10 @@ pub fn model_definition(m: &Model) -> String {
         );
     }
     h.field("query", &m.canonical_sql);
+    // Only when set (see `columns`).
+    if let Some(stamp) = &m.stamp {
+        h.field("stamp", stamp);
+    }
     h.finish()
 }
 
@@ -156,6 +160,13 @@ pub fn model_metadata(m: &Model) -> String {
         }
     }
     // Only when declared, so that upgrading tidemark changes no fingerprint.
+    if let Some(d) = &m.declared_dialect {
+        h.field("dialect", d);
+    }
+    for (k, v) in &m.metadata {
+        h.field("property", k);
+        h.field("value", v);
+    }
     if !m.gates.is_empty() {
         let gates: Vec<String> = m.gates.iter().map(|g| g.text()).collect();
         h.list("gates", gates.iter().map(String::as_str));

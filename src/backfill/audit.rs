@@ -4,18 +4,20 @@
 //! Invariant: argument values were parsed and canonicalised when the model was loaded, so they
 //! are SQL expressions, never raw user text spliced into a statement.
 
-use std::path::Path;
+use std::collections::BTreeMap;
 
 use crate::engine::AuditJob;
-use crate::error::{Diagnostic, Error, Result, io_error};
+use crate::error::{Error, Result};
 use crate::project::AuditCall;
+use crate::project::audit_files::AuditDef;
 
 /// The table name audit SQL reads.
 pub use crate::engine::AUDITED;
 
-/// The query of one audit call; custom audits are read from `<root>/audits/<name>.sql`.
-pub fn render(call: &AuditCall, root: &Path) -> Result<AuditJob> {
+/// The query of one audit call; custom audits come from the project's audit files (`defs`).
+pub fn render(call: &AuditCall, defs: &BTreeMap<String, AuditDef>) -> Result<AuditJob> {
     let arg = |k: &str| call.args.get(k).cloned().unwrap_or_default();
+    let mut blocking = call.blocking;
     let sql = match call.name.as_str() {
         "not_null" => {
             let cond = list(&arg("columns"))
@@ -70,39 +72,99 @@ pub fn render(call: &AuditCall, root: &Path) -> Result<AuditJob> {
                 .join(" OR ");
             format!("SELECT * FROM {AUDITED} WHERE {conds}")
         }
-        name => custom(name, call, root)?,
+        "unique_combination_of_columns" => {
+            let cols = list(&arg("columns")).join(", ");
+            format!("SELECT {cols} FROM {AUDITED} GROUP BY {cols} HAVING COUNT(*) > 1")
+        }
+        "not_accepted_values" => format!(
+            "SELECT * FROM {AUDITED} WHERE {} IN ({})",
+            arg("column"),
+            list(&arg("is_in")).join(", ")
+        ),
+        "at_least_one" => format!(
+            "SELECT 1 FROM (SELECT COUNT({}) AS n FROM {AUDITED}) AS c WHERE c.n = 0",
+            arg("column")
+        ),
+        "not_constant" => format!(
+            "SELECT 1 FROM (SELECT COUNT(DISTINCT {}) AS n FROM {AUDITED}) AS c WHERE c.n <= 1",
+            arg("column")
+        ),
+        "mutually_exclusive_ranges" => {
+            let (lo, hi) = (arg("lower_bound_column"), arg("upper_bound_column"));
+            let partition = call
+                .args
+                .get("partition_clause")
+                .map(|p| format!("PARTITION BY {} ", list(p).join(", ")))
+                .unwrap_or_default();
+            format!(
+                "SELECT * FROM (SELECT {lo} AS lower_bound, {hi} AS upper_bound, \
+                 LEAD({lo}) OVER ({partition}ORDER BY {lo}, {hi}) AS next_lower_bound FROM {AUDITED}) AS r \
+                 WHERE r.lower_bound > r.upper_bound OR r.next_lower_bound < r.upper_bound"
+            )
+        }
+        "valid_uuid" => regex_audit(
+            &arg("column"),
+            "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        ),
+        "valid_email" => regex_audit(
+            &arg("column"),
+            "^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+[.][A-Za-z]+$",
+        ),
+        "valid_url" => regex_audit(&arg("column"), "^(https?|ftp)://[^ /$.?#].[^ ]*$"),
+        "match_regex_pattern_list" => {
+            let c = arg("column");
+            let conds = list(&arg("patterns"))
+                .iter()
+                .map(|p| format!("regexp_like(CAST({c} AS VARCHAR), {p})"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            format!("SELECT * FROM {AUDITED} WHERE {c} IS NOT NULL AND NOT ({conds})")
+        }
+        name => {
+            let def = defs.get(name).ok_or_else(|| {
+                Error::Bug(format!(
+                    "audit `{name}` passed the load check but has no definition"
+                ))
+            })?;
+            blocking = blocking && def.blocking;
+            custom(def, call)?
+        }
     };
     Ok(AuditJob {
         name: call.name.clone(),
         sql,
-        blocking: call.blocking,
+        blocking,
     })
 }
 
-/// A custom audit: `@this_model` becomes the audited rows, `@arg` the argument's value.
-fn custom(name: &str, call: &AuditCall, root: &Path) -> Result<String> {
-    let path = root.join("audits").join(format!("{name}.sql"));
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| Error::from(io_error("read", &path, &e)))?;
+/// Rows whose non-NULL `column` does not match `pattern`.
+fn regex_audit(column: &str, pattern: &str) -> String {
+    format!(
+        "SELECT * FROM {AUDITED} WHERE {column} IS NOT NULL AND NOT regexp_like(CAST({column} AS VARCHAR), '{pattern}')"
+    )
+}
+
+/// A custom audit: `@this_model` becomes the audited rows, `@arg` the argument's value (the
+/// call's, else the audit's default); both were checked when the project loaded.
+fn custom(def: &AuditDef, call: &AuditCall) -> Result<String> {
+    let text = def.sql.as_str();
     let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
+    let mut rest = text;
     while let Some(at) = rest.find('@') {
         out.push_str(&rest[..at]);
         let tail = &rest[at + 1..];
         let len = tail
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(tail.len());
-        let var = &tail[..len];
+        let var = tail[..len].to_ascii_lowercase();
         if var == "this_model" {
             out.push_str(AUDITED);
-        } else if let Some(v) = call.args.get(var) {
+        } else if let Some(v) = call.args.get(&var).or_else(|| def.defaults.get(&var)) {
             out.push_str(v);
         } else {
-            return Err(Diagnostic::error(format!(
-                "audit `{name}` uses @{var}, but the model gives no `{var}` argument"
-            ))
-            .at(crate::error::Location::file(&path))
-            .into());
+            // A time macro or anything else the query leaves to the engine.
+            out.push('@');
+            out.push_str(&tail[..len]);
         }
         rest = &tail[len..];
     }
@@ -181,8 +243,8 @@ mod tests {
                 .collect(),
             blocking: true,
         };
-        let root = Path::new("/nonexistent");
-        let sql = |c| render(&c, root).unwrap().sql;
+        let defs = BTreeMap::new();
+        let sql = |c| render(&c, &defs).unwrap().sql;
         assert_eq!(
             sql(call("not_null", &[("columns", "(a, b)")])),
             "SELECT * FROM __tidemark_audited WHERE a IS NULL OR b IS NULL"
@@ -195,6 +257,13 @@ mod tests {
             "SELECT * FROM __tidemark_audited WHERE q < 1 OR q > 10"
         );
         assert!(sql(call("number_of_rows", &[("threshold", "5")])).ends_with("c.n <= 5"));
-        assert!(render(&call("missing_custom", &[]), root).is_err());
+        assert!(render(&call("missing_custom", &[]), &defs).is_err());
+        assert_eq!(
+            sql(call(
+                "unique_combination_of_columns",
+                &[("columns", "(a, b)")]
+            )),
+            "SELECT a, b FROM __tidemark_audited GROUP BY a, b HAVING COUNT(*) > 1"
+        );
     }
 }

@@ -277,6 +277,11 @@ pub fn model_jobs(
     catalog: &Catalog<'_>,
     models: &[PlanModel],
 ) -> Result<BTreeMap<ModelName, ModelJob>> {
+    let (defs, problems) =
+        crate::project::audit_files::load_all(&cx.config.root, cx.config.dialect());
+    if !problems.is_empty() {
+        return Err(Error::User(problems));
+    }
     let mut out = BTreeMap::new();
     for m in models {
         let Some(b) = &m.backfill else { continue };
@@ -289,7 +294,7 @@ pub fn model_jobs(
             .model
             .audits
             .iter()
-            .map(|a| audit::render(a, &cx.config.root))
+            .map(|a| audit::render(a, &defs))
             .collect::<Result<Vec<_>>>()?;
         out.insert(
             m.name.clone(),

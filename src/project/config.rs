@@ -88,6 +88,7 @@ struct RawProject {
 #[serde(deny_unknown_fields)]
 struct RawModelDefaults {
     start: Option<Spanned<String>>,
+    dialect: Option<Spanned<String>>,
     cron: Option<Spanned<String>>,
     gates: Option<Spanned<String>>,
     owner: Option<String>,
@@ -290,6 +291,8 @@ pub struct ModelDefaults {
     pub owner: Option<String>,
     /// Default promotion gates (`gates = "row_count_change(max_pct := 20), …"`).
     pub gates: Vec<super::model::GateCall>,
+    /// Default declared dialect (recorded; see `Model::declared_dialect`).
+    pub dialect: Option<String>,
 }
 
 /// The validated project configuration.
@@ -485,6 +488,16 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
                     .hint(d.hint.as_deref().unwrap_or(
                         "write them as in a MODEL header: `gates = \"row_count_change(max_pct := 20), no_missing_partitions\"`",
                     )),
+            ),
+        }
+    }
+    if let Some(d) = &raw.model_defaults.dialect {
+        match crate::sql::declared_dialect(d.get_ref()) {
+            Ok(d) => model_defaults.dialect = Some(d),
+            Err(hint) => errors.push(
+                Diagnostic::error(format!("unknown model_defaults.dialect `{}`", d.get_ref()))
+                    .at(at(d.span()))
+                    .hint(hint),
             ),
         }
     }

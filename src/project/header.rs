@@ -305,6 +305,28 @@ pub fn split(src: Src<'_>) -> Result<Split, Diagnostic> {
         header_end = t.end;
     }
     let inner = &tokens[2..close_idx];
+    let properties = properties_of(src, inner)?;
+    let mut body: String = String::with_capacity(text.len());
+    for (i, ch) in text.char_indices() {
+        if i < header_end && ch != '\n' && ch != '\r' {
+            for _ in 0..ch.len_utf8() {
+                body.push(' ');
+            }
+        } else {
+            body.push(ch);
+        }
+    }
+    let body_start = first_code_offset(&body);
+    Ok(Split {
+        properties: Some(properties),
+        header_start,
+        body,
+        body_start,
+    })
+}
+
+/// The `key value` properties of a header's inner tokens (between its parentheses).
+pub fn properties_of(src: Src<'_>, inner: &[Token]) -> Result<Vec<Property>, Diagnostic> {
     let mut properties = Vec::new();
     for item in split_top(inner) {
         let Some((key_tok, value)) = item.split_first() else {
@@ -330,23 +352,13 @@ pub fn split(src: Src<'_>) -> Result<Split, Diagnostic> {
             value: value.to_vec(),
         });
     }
-    let mut body: String = String::with_capacity(text.len());
-    for (i, ch) in text.char_indices() {
-        if i < header_end && ch != '\n' && ch != '\r' {
-            for _ in 0..ch.len_utf8() {
-                body.push(' ');
-            }
-        } else {
-            body.push(ch);
-        }
-    }
-    let body_start = first_code_offset(&body);
-    Ok(Split {
-        properties: Some(properties),
-        header_start,
-        body,
-        body_start,
-    })
+    Ok(properties)
+}
+
+/// Lex a `KEYWORD ( ... )` block starting at `start` through its closing bracket and a `;`
+/// right after it (as the MODEL header is lexed).
+pub fn lex_block(src: Src<'_>, start: usize) -> Result<Vec<Token>, Diagnostic> {
+    lex_header(src, start)
 }
 
 /// Lex from the `MODEL` keyword through the header's closing `)` and a directly following `;`,
@@ -408,12 +420,14 @@ fn describe(src: Src<'_>, run: &[Token]) -> String {
     }
 }
 
-/// A single string literal.
+/// A single string: a `'literal'`, or as SQLMesh also accepts, a `"double-quoted"` value or
+/// one bare word (`owner jen`, `cron @daily`).
 pub fn string(src: Src<'_>, key: &str, run: &[Token]) -> Result<String, Diagnostic> {
     match run {
         [
             Token {
-                tok: Tok::Str(s), ..
+                tok: Tok::Str(s) | Tok::Quoted(s) | Tok::Word(s),
+                ..
             },
         ] => Ok(s.clone()),
         _ => Err(src

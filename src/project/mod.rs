@@ -8,6 +8,7 @@
 //! - Every model's `parents` are names of models or sources of this project; self-references
 //!   are recorded separately and are not edges.
 
+pub mod audit_files;
 pub mod config;
 #[cfg(test)]
 mod fuzz;
@@ -155,6 +156,8 @@ impl Project {
             parents.insert(m.name.clone(), ps);
         }
 
+        check_audits(&config, &models, &mut errors);
+
         if !errors.is_empty() {
             errors.sort_by(|a, b| a.location.cmp(&b.location));
             return Err(Error::User(errors));
@@ -293,4 +296,61 @@ fn load_parallel(config: &Config, files: &[(PathBuf, Vec<u8>)]) -> Vec<Loaded> {
             })
             .collect()
     })
+}
+
+/// Every custom audit a model names exists in the project's audit files and gets every
+/// argument its query uses (from the call or the audit's defaults); the files parse.
+fn check_audits(
+    config: &Config,
+    models: &BTreeMap<ModelName, Model>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let (defs, problems) = audit_files::load_all(&config.root, config.dialect());
+    errors.extend(problems);
+    for m in models.values() {
+        for (i, a) in m.audits.iter().enumerate() {
+            if model::is_builtin_audit(&a.name) {
+                continue;
+            }
+            let at = m
+                .audit_locations
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| m.location.clone());
+            let Some(def) = defs.get(&a.name) else {
+                let names = defs
+                    .keys()
+                    .map(String::as_str)
+                    .chain(model::BUILTIN_AUDITS.iter().map(|(n, _, _)| *n));
+                let hint = crate::error::did_you_mean(&a.name, names).unwrap_or_else(|| {
+                    "custom audits are `AUDIT (name ...)` blocks (or bare queries named by their file) in `audits/*.sql`".to_string()
+                });
+                errors.push(
+                    Diagnostic::error(format!("unknown audit `{}`", a.name))
+                        .at(at)
+                        .hint(hint),
+                );
+                continue;
+            };
+            if !def.parsed {
+                continue;
+            }
+            let missing: Vec<&String> = def
+                .params
+                .iter()
+                .filter(|p| !a.args.contains_key(*p) && !def.defaults.contains_key(*p))
+                .collect();
+            if let Some(p) = missing.first() {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "{} calls audit `{}` without its argument `{p}`",
+                        m.name, a.name
+                    ))
+                    .at(at)
+                    .note(format!("the audit is defined at {} and uses @{p}", def.location))
+                    .hint(format!("write `{}({p} := ...)`, or give `{p}` a default in the audit's `defaults (...)`", a.name)),
+                );
+            }
+        }
+    }
 }

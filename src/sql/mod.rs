@@ -104,6 +104,43 @@ impl Dialect {
     }
 }
 
+/// Dialects a model may declare (`dialect duckdb`), as SQLMesh names them.
+pub const DECLARED_DIALECTS: [&str; 18] = [
+    "athena",
+    "bigquery",
+    "clickhouse",
+    "databricks",
+    "datafusion",
+    "doris",
+    "duckdb",
+    "hive",
+    "mssql",
+    "mysql",
+    "postgres",
+    "presto",
+    "redshift",
+    "risingwave",
+    "snowflake",
+    "spark",
+    "trino",
+    "tsql",
+];
+
+/// A declared dialect, lower-cased, if tidemark knows it (SQLMesh allows `duckdb,normalization_strategy=…`:
+/// the settings after the name are kept); else a hint.
+pub fn declared_dialect(text: &str) -> Result<String, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let name = lower.split(',').next().unwrap_or_default().trim();
+    if DECLARED_DIALECTS.contains(&name) {
+        Ok(lower)
+    } else {
+        Err(
+            crate::error::did_you_mean(name, DECLARED_DIALECTS.iter().copied())
+                .unwrap_or_else(|| format!("dialects: {}", DECLARED_DIALECTS.join(", "))),
+        )
+    }
+}
+
 /// Parse the one query of a model body.
 ///
 /// `body` has the same length and line structure as the file (the header blanked out), so the

@@ -76,6 +76,15 @@ pub struct ModelRecord {
     /// The columns that identify a row (the canary diff matches rows on them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grain: Vec<String>,
+    /// The declared (SQLMesh) dialect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_dialect: Option<String>,
+    /// Descriptive SQLMesh properties, as written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// `stamp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<String>,
     /// Extra physical partition columns.
     #[serde(default)]
     pub partitioned_by: Vec<String>,
@@ -118,6 +127,9 @@ impl ModelRecord {
             audits: m.audits.clone(),
             gates: m.gates.clone(),
             grain: m.grain.clone(),
+            declared_dialect: m.declared_dialect.clone(),
+            metadata: m.metadata.clone(),
+            stamp: m.stamp.clone(),
             partitioned_by: m.partitioned_by.clone(),
             columns: m.columns.clone(),
             forward_only: m.forward_only,

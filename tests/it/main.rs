@@ -28,4 +28,5 @@ mod render;
 mod s3;
 mod servers;
 mod spark;
+mod sqlmesh;
 mod synth;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Builder;
-use crate::error::{Diagnostic, did_you_mean};
+use crate::error::Diagnostic;
 use crate::project::header::{self, Token};
 use crate::sql;
 
@@ -24,11 +24,14 @@ pub struct AuditCall {
     pub blocking: bool,
 }
 
-/// Built-in audits and their (required, optional) arguments.
-pub const BUILTIN_AUDITS: [(&str, &[&str], &[&str]); 6] = [
+/// Built-in audits and their (required, optional) arguments. Each also exists as
+/// `NAME_non_blocking`, which warns instead of failing the batch (as in SQLMesh).
+pub const BUILTIN_AUDITS: [(&str, &[&str], &[&str]); 15] = [
     ("not_null", &["columns"], &[]),
     ("unique_values", &["columns"], &[]),
+    ("unique_combination_of_columns", &["columns"], &[]),
     ("accepted_values", &["column", "is_in"], &[]),
+    ("not_accepted_values", &["column", "is_in"], &[]),
     (
         "accepted_range",
         &["column"],
@@ -36,21 +39,62 @@ pub const BUILTIN_AUDITS: [(&str, &[&str], &[&str]); 6] = [
     ),
     ("number_of_rows", &["threshold"], &[]),
     ("forall", &["criteria"], &[]),
+    ("at_least_one", &["column"], &[]),
+    ("not_constant", &["column"], &[]),
+    (
+        "mutually_exclusive_ranges",
+        &["lower_bound_column", "upper_bound_column"],
+        &["partition_clause"],
+    ),
+    ("valid_uuid", &["column"], &[]),
+    ("valid_email", &["column"], &[]),
+    ("valid_url", &["column"], &[]),
+    ("match_regex_pattern_list", &["column", "patterns"], &[]),
 ];
+
+/// The built-in audit `name` names, without a `_non_blocking` suffix, and whether it had one.
+pub fn builtin_name(name: &str) -> (&str, bool) {
+    match name.strip_suffix("_non_blocking") {
+        Some(base) if BUILTIN_AUDITS.iter().any(|(n, _, _)| *n == base) => (base, true),
+        _ => (name, false),
+    }
+}
+
+/// Is `name` a built-in audit (either variant)?
+pub fn is_builtin(name: &str) -> bool {
+    let (base, _) = builtin_name(name);
+    BUILTIN_AUDITS.iter().any(|(n, _, _)| *n == base)
+}
 
 impl Builder<'_> {
     pub(super) fn audit(&self, item: &[Token]) -> Result<AuditCall, Diagnostic> {
         let src = self.src;
         let c = header::call(src, "audits", item)?;
+        let (base, non_blocking) = builtin_name(&c.name);
+        let name = base.to_string();
         let mut args = BTreeMap::new();
-        let mut blocking = true;
+        let mut blocking = !non_blocking;
         for arg in &c.args {
             let (key, at, value) = header::key_value(src, arg)?;
             if key == "blocking" {
                 blocking = header::boolean(src, "blocking", value)?;
                 continue;
             }
-            let text = sql::canonical_expr(src.text_of(value)).map_err(|r| {
+            // SQLMesh writes lists in brackets too (`[a, b,]`): the same as `(a, b)`.
+            let written = if value
+                .first()
+                .is_some_and(|t| t.tok == header::Tok::LBracket)
+                && header::is_wrapped(value)
+            {
+                let items: Vec<&str> = header::list(value)
+                    .into_iter()
+                    .map(|i| src.text_of(i))
+                    .collect();
+                format!("({})", items.join(", "))
+            } else {
+                src.text_of(value).to_string()
+            };
+            let text = sql::canonical_expr(&written).map_err(|r| {
                 src.err(
                     value[0].start,
                     format!("invalid audit argument `{key}`: {r}"),
@@ -60,16 +104,12 @@ impl Builder<'_> {
                 return Err(src.err(at, format!("audit argument `{key}` is given twice")));
             }
         }
-        if let Some((_, required, optional)) = BUILTIN_AUDITS.iter().find(|(n, _, _)| *n == c.name)
-        {
+        if let Some((_, required, optional)) = BUILTIN_AUDITS.iter().find(|(n, _, _)| *n == name) {
             for r in *required {
                 if !args.contains_key(*r) {
                     return Err(src
-                        .err(
-                            c.start,
-                            format!("audit `{}` needs the argument `{r}`", c.name),
-                        )
-                        .hint(format!("write {}({r} := ...)", c.name)));
+                        .err(c.start, format!("audit `{name}` needs the argument `{r}`"))
+                        .hint(format!("write {name}({r} := ...)")));
                 }
             }
             if let Some(extra) = args
@@ -78,13 +118,10 @@ impl Builder<'_> {
             {
                 let all: Vec<&str> = required.iter().chain(optional.iter()).copied().collect();
                 return Err(src
-                    .err(
-                        c.start,
-                        format!("audit `{}` has no argument `{extra}`", c.name),
-                    )
+                    .err(c.start, format!("audit `{name}` has no argument `{extra}`"))
                     .hint(format!("its arguments: {}", all.join(", "))));
             }
-            if c.name == "accepted_range"
+            if name == "accepted_range"
                 && !args.contains_key("min_v")
                 && !args.contains_key("max_v")
             {
@@ -93,20 +130,10 @@ impl Builder<'_> {
                     "audit `accepted_range` needs `min_v`, `max_v` or both",
                 ));
             }
-        } else {
-            let custom = self.root.join("audits").join(format!("{}.sql", c.name));
-            if !custom.is_file() {
-                let names = BUILTIN_AUDITS.iter().map(|(n, _, _)| *n);
-                let hint = did_you_mean(&c.name, names).unwrap_or_else(|| {
-                    "built-in audits: not_null, unique_values, accepted_values, accepted_range, number_of_rows, forall; custom audits are files audits/NAME.sql".to_string()
-                });
-                return Err(src
-                    .err(c.start, format!("unknown audit `{}`", c.name))
-                    .hint(hint));
-            }
         }
+        // A custom audit is looked up in the project's audit files once they are all loaded.
         Ok(AuditCall {
-            name: c.name,
+            name,
             args,
             blocking,
         })

@@ -112,9 +112,27 @@ impl Builder<'_> {
                 "batch_size",
                 "batch_concurrency",
                 "lookback",
+                "forward_only",
+                "partition_by_time_column",
+                "disable_restatement",
+                "on_destructive_change",
+                "on_additive_change",
+                "auto_restatement_cron",
+                "auto_restatement_intervals",
             ],
-            "INCREMENTAL_BY_UNIQUE_KEY" => &["unique_key", "batch_size"],
-            "SEED" => &["path"],
+            "INCREMENTAL_BY_UNIQUE_KEY" => &[
+                "unique_key",
+                "batch_size",
+                "batch_concurrency",
+                "forward_only",
+                "disable_restatement",
+                "on_destructive_change",
+                "on_additive_change",
+                "auto_restatement_cron",
+                "when_matched",
+                "merge_filter",
+            ],
+            "SEED" => &["path", "batch_size", "csv_settings"],
             _ => {
                 let hint = did_you_mean(&upper, KINDS.iter().copied())
                     .unwrap_or_else(|| format!("kinds: {}", KINDS.join(", ")));
@@ -133,6 +151,52 @@ impl Builder<'_> {
             }
             if props.insert(key.clone(), (at, value)).is_some() {
                 return Err(src.err(at, format!("kind property `{key}` is set twice")));
+            }
+        }
+        // SQLMesh kind properties with no behaviour of their own here.
+        for (key, (at, value)) in &props {
+            let ignored = match key.as_str() {
+                "forward_only" => {
+                    self.forward_only = header::boolean(src, key, value)?;
+                    None
+                }
+                "partition_by_time_column" => (!header::boolean(src, key, value)?)
+                    .then_some("tables are always partitioned by their time column"),
+                "disable_restatement" => header::boolean(src, key, value)?
+                    .then_some("restatements of this model are not refused"),
+                "on_destructive_change" | "on_additive_change" => {
+                    Some("a schema change is a breaking or non-breaking change of the plan")
+                }
+                "auto_restatement_cron" | "auto_restatement_intervals" => {
+                    Some("restate with `plan --restate-model` or `--restate-late`")
+                }
+                "csv_settings" => Some("seeds are read as comma-separated CSV with a header"),
+                "batch_concurrency" if upper == "INCREMENTAL_BY_UNIQUE_KEY" => {
+                    Some("UNIQUE_KEY batches run one at a time")
+                }
+                "when_matched" | "merge_filter" => {
+                    return Err(src
+                        .err(
+                            *at,
+                            format!(
+                                "`{key}` is not supported: a matched row is replaced by the new one"
+                            ),
+                        )
+                        .hint(format!(
+                            "remove `{key}`, or compute the merged values in the query"
+                        )));
+                }
+                // A seed's rows per INSERT: nothing to tune.
+                _ => None,
+            };
+            if let Some(instead) = ignored {
+                self.warnings.push(
+                    src.err(
+                        *at,
+                        format!("`{key}` is not supported and is ignored: {instead}"),
+                    )
+                    .into_warning(),
+                );
             }
         }
         let required = |key: &str| {
@@ -208,8 +272,14 @@ impl Builder<'_> {
                 // SEED
                 let (at, pv) = props.get("path").ok_or_else(|| required("path"))?;
                 let rel = header::string(src, "path", pv)?;
-                let model_dir = self.src.file.parent().unwrap_or(Path::new(""));
-                let path = normalize(&model_dir.join(&rel));
+                // Relative to the model file; `$root/…` to the project root (SQLMesh's).
+                let path = match rel.strip_prefix("$root/") {
+                    Some(from_root) => normalize(Path::new(from_root)),
+                    None => {
+                        let model_dir = self.src.file.parent().unwrap_or(Path::new(""));
+                        normalize(&model_dir.join(&rel))
+                    }
+                };
                 let bytes = std::fs::read(self.root.join(&path)).map_err(|e| {
                     src.err(
                         *at,
@@ -219,7 +289,7 @@ impl Builder<'_> {
                             e.kind().to_string().to_lowercase()
                         ),
                     )
-                    .hint("the seed path is relative to the model file")
+                    .hint("the seed path is relative to the model file, or to the project root when it starts with `$root/`")
                 })?;
                 self.seed_hash = Some(blake3::hash(&bytes).to_hex().to_string());
                 Ok(Kind::Seed { path })

@@ -17,7 +17,7 @@ mod gates;
 mod kind;
 mod properties;
 
-pub use audits::{AuditCall, BUILTIN_AUDITS};
+pub use audits::{AuditCall, BUILTIN_AUDITS, is_builtin as is_builtin_audit};
 pub use gates::{
     BUILTIN_GATES, GateCall, custom_path as gates_custom_path, parse_list as parse_gates,
 };
@@ -66,6 +66,8 @@ pub struct Model {
     pub grain: Vec<String>,
     /// Audits, in header order.
     pub audits: Vec<AuditCall>,
+    /// Where each audit is named in the header.
+    pub audit_locations: Vec<Location>,
     /// Promotion gates (the model's, else the project's defaults).
     pub gates: Vec<GateCall>,
     /// Extra physical partition columns.
@@ -82,6 +84,14 @@ pub struct Model {
     pub canonical_sql: String,
     /// The dialect the query is written in (its project's engine's).
     pub dialect: sql::Dialect,
+    /// The dialect the model declares (`dialect duckdb`, or `[model_defaults] dialect`), as
+    /// SQLMesh records it; the query is still parsed and run in `dialect`.
+    pub declared_dialect: Option<String>,
+    /// SQLMesh properties kept as written because they only describe (`references`,
+    /// `clustered_by`, `physical_properties`, ...): property → value text.
+    pub metadata: BTreeMap<String, String>,
+    /// `stamp`: a string whose change forces a new version.
+    pub stamp: Option<String>,
     /// Tables the query reads (repeats included), with their locations.
     pub refs: Vec<TableRef>,
     /// Macro variables the query uses.
@@ -172,6 +182,7 @@ struct Builder<'a> {
     tags: BTreeSet<String>,
     grain: Vec<String>,
     audits: Vec<AuditCall>,
+    audit_locations: Vec<Location>,
     audits_at: usize,
     gates: Option<Vec<GateCall>>,
     partitioned_by: Vec<String>,
@@ -180,6 +191,9 @@ struct Builder<'a> {
     enabled: bool,
     depends_on: Vec<(ModelName, Location)>,
     seed_hash: Option<String>,
+    declared_dialect: Option<String>,
+    metadata: BTreeMap<String, String>,
+    stamp: Option<String>,
     /// The `kind` property was given but invalid: kind-dependent checks would only mislead.
     kind_failed: bool,
     defaults: &'a ModelDefaults,
@@ -207,6 +221,7 @@ impl<'a> Builder<'a> {
             tags: BTreeSet::new(),
             grain: Vec::new(),
             audits: Vec::new(),
+            audit_locations: Vec::new(),
             audits_at: 0,
             gates: None,
             partitioned_by: Vec::new(),
@@ -215,6 +230,9 @@ impl<'a> Builder<'a> {
             enabled: true,
             depends_on: Vec::new(),
             seed_hash: None,
+            declared_dialect: None,
+            metadata: BTreeMap::new(),
+            stamp: None,
             kind_failed: false,
             defaults,
         }
@@ -358,6 +376,7 @@ impl<'a> Builder<'a> {
             tags: self.tags,
             grain: self.grain,
             audits: self.audits,
+            audit_locations: self.audit_locations,
             gates: self.gates.unwrap_or_else(|| self.defaults.gates.clone()),
             partitioned_by: self.partitioned_by,
             forward_only: self.forward_only,
@@ -366,6 +385,11 @@ impl<'a> Builder<'a> {
             query,
             canonical_sql,
             dialect: self.dialect,
+            declared_dialect: self
+                .declared_dialect
+                .or_else(|| self.defaults.dialect.clone()),
+            metadata: self.metadata,
+            stamp: self.stamp,
             refs: analysis.tables,
             macros: analysis.macros,
             seed_hash: self.seed_hash,

@@ -34,30 +34,49 @@ pub const PROPERTIES: [&str; 20] = [
     "columns",
 ];
 
-/// SQLMesh properties that tidemark recognises but does not support.
-const SQLMESH_ONLY: [&str; 21] = [
-    "stamp",
-    "interval_unit",
+/// SQLMesh properties that only describe (documentation, physical layout on other engines,
+/// linting, grants): accepted and kept as the model's metadata, as written.
+pub const DESCRIPTIVE: [&str; 16] = [
+    "references",
+    "gateway",
+    "clustered_by",
+    "ignored_rules",
     "physical_properties",
     "virtual_properties",
     "session_properties",
     "table_properties",
     "table_format",
     "storage_format",
-    "clustered_by",
-    "references",
-    "signals",
-    "gateway",
     "project",
-    "cron_tz",
+    "grants",
+    "grants_target_layer",
     "optimize_query",
     "formatting",
-    "ignored_rules",
-    "grants",
-    "retention",
-    "physical_version",
-    "blueprints",
+    "validate_query",
 ];
+
+/// SQLMesh properties whose behaviour tidemark does not have: a warning naming the property
+/// and what tidemark does instead; the model loads.
+const WITHOUT_BEHAVIOUR: [(&str, &str); 6] = [
+    (
+        "signals",
+        "tidemark computes an interval once it is complete by the cron, without readiness checks",
+    ),
+    ("cron_tz", "schedules run in UTC"),
+    ("interval_unit", "the interval unit follows the cron"),
+    ("retention", "nothing is expired by model"),
+    (
+        "physical_version",
+        "versions follow the model's fingerprint",
+    ),
+    ("on_virtual_update", "nothing runs after a promotion"),
+];
+
+/// SQLMesh properties that change what a model is and that tidemark cannot honour: an error.
+const REFUSED: [(&str, &str); 1] = [(
+    "blueprints",
+    "write one model file per blueprint (tidemark does not expand templates)",
+)];
 
 /// One `name TYPE` item of `columns (...)`: the name as an identifier, the type validated by
 /// the SQL parser and kept in its canonical spelling.
@@ -210,6 +229,7 @@ impl Builder<'_> {
                 for item in header::list(v) {
                     let audit = self.audit(item)?;
                     self.audits.push(audit);
+                    self.audit_locations.push(src.loc(item[0].start));
                 }
             }
             "gates" => self.gates = Some(super::gates::parse_list(src, self.root, v)?),
@@ -226,20 +246,38 @@ impl Builder<'_> {
                 }
             }
             "dialect" => {
-                return Err(src
-                    .err(p.key_start, "`dialect` is not supported: tidemark models are written in DataFusion's SQL")
-                    .hint("remove the `dialect` property: every model is parsed as DataFusion SQL"));
+                let text = header::string(src, key, v)?;
+                self.declared_dialect =
+                    Some(crate::sql::declared_dialect(&text).map_err(|hint| {
+                        src.err(v[0].start, format!("unknown dialect `{text}`"))
+                            .hint(hint)
+                    })?);
             }
-            k if SQLMESH_ONLY.contains(&k) => {
-                return Err(src
-                    .err(
+            "stamp" => self.stamp = Some(header::string(src, key, v)?),
+            k if DESCRIPTIVE.contains(&k) => {
+                self.metadata
+                    .insert(k.to_string(), src.text_of(v).to_string());
+            }
+            k if WITHOUT_BEHAVIOUR.iter().any(|(w, _)| *w == k) => {
+                let instead = WITHOUT_BEHAVIOUR
+                    .iter()
+                    .find(|(w, _)| *w == k)
+                    .map_or("", |(_, i)| i);
+                self.warnings.push(
+                    src.err(
                         p.key_start,
-                        format!("`{k}` is a SQLMesh property that tidemark does not support"),
+                        format!("`{k}` is not supported and is ignored: {instead}"),
                     )
-                    .hint(format!(
-                        "remove `{k}`; tidemark supports: {}",
-                        PROPERTIES.join(", ")
-                    )));
+                    .into_warning(),
+                );
+                self.metadata
+                    .insert(k.to_string(), src.text_of(v).to_string());
+            }
+            k if REFUSED.iter().any(|(r, _)| *r == k) => {
+                let hint = REFUSED.iter().find(|(r, _)| *r == k).map_or("", |(_, h)| h);
+                return Err(src
+                    .err(p.key_start, format!("`{k}` is not supported"))
+                    .hint(hint));
             }
             other => {
                 let hint = did_you_mean(other, PROPERTIES.iter().copied())

@@ -169,7 +169,7 @@ fn custom(def: &AuditDef, call: &AuditCall) -> Result<String> {
         rest = &tail[len..];
     }
     out.push_str(rest);
-    Ok(out.trim().trim_end_matches(';').to_string())
+    Ok(crate::sql::lower_unquoted(out.trim().trim_end_matches(';')))
 }
 
 /// The items of a canonical argument: `(a, b)` → `[a, b]`, `a` → `[a]`; commas inside

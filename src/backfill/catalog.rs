@@ -188,6 +188,30 @@ impl<'a> Catalog<'a> {
                     sql: self.render(name, window, None)?,
                 });
             }
+            // A table never written (an incremental model with no interval yet: its start
+            // lies ahead, or outside a dev window) reads as empty, with its query's columns.
+            (
+                Kind::IncrementalByTimeRange { .. } | Kind::IncrementalByUniqueKey { .. },
+                Some(_),
+            ) if e.version.is_none() => {
+                for p in e.snapshot.parents.keys() {
+                    if p != name {
+                        self.visit(p, seen, out)?;
+                    }
+                }
+                let window = e
+                    .snapshot
+                    .model
+                    .interval_unit
+                    .last_complete(self.execution_time);
+                out.push(Input::View {
+                    name: name.clone(),
+                    sql: format!(
+                        "SELECT * FROM ({}) AS __tidemark_not_built WHERE false",
+                        self.render(name, window, None)?
+                    ),
+                });
+            }
             (_, Some(table)) => out.push(Input::Table {
                 name: name.clone(),
                 table: table.clone(),

@@ -496,6 +496,7 @@ impl<'a> Comparison<'a> {
             .trim_end_matches(';')
             .replace("@this_env", NEW)
             .replace("@target_env", OLD);
+        let sql = crate::sql::lower_unquoted(&sql);
         let batches = self
             .engine
             .query(

@@ -28,7 +28,7 @@ mod precheck;
 pub mod scheduler;
 mod track;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -510,10 +510,18 @@ fn batch_graph(
     }
     let mut nodes = BTreeMap::new();
     let mut parents = BTreeMap::new();
+    let building: BTreeSet<&ModelName> = work.iter().map(|w| &w.name).collect();
     for (name, e) in &catalog.entries {
         let node = match e.snapshot.model.kind {
             Kind::View => Node::View,
             Kind::Embedded => Node::Embedded,
+            // Never written and not built now: read as an empty view of its query (see
+            // `Catalog::inputs`), so its readers wait for what that query reads.
+            Kind::IncrementalByTimeRange { .. } | Kind::IncrementalByUniqueKey { .. }
+                if e.version.is_none() && !building.contains(name) =>
+            {
+                Node::View
+            }
             _ => Node::Table,
         };
         nodes.insert(name.clone(), node);

@@ -233,7 +233,7 @@ pub fn format_batches(
                     .with_header(true)
                     .build(&mut buf);
                 for b in batches {
-                    w.write(b).map_err(bug)?;
+                    w.write(&nested_as_text(b).map_err(bug)?).map_err(bug)?;
                 }
             }
             String::from_utf8(buf).map_err(|e| Error::Bug(e.to_string()))
@@ -305,4 +305,40 @@ pub fn source_logs(
         out.insert(name.clone(), log);
     }
     Ok(out)
+}
+
+/// `b` with its nested columns (structs, lists, maps), which CSV cannot hold, as their text
+/// (`{a: 1, b: x}`, `[1, 2]`), as the table format shows them.
+fn nested_as_text(
+    b: &datafusion::arrow::record_batch::RecordBatch,
+) -> std::result::Result<
+    datafusion::arrow::record_batch::RecordBatch,
+    datafusion::arrow::error::ArrowError,
+> {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let schema = b.schema();
+    if !schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(b.clone());
+    }
+    let mut fields = Vec::with_capacity(b.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());
+    for (f, c) in schema.fields().iter().zip(b.columns()) {
+        if f.data_type().is_nested() {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())?;
+            let text: StringArray = (0..c.len())
+                .map(|i| (!c.is_null(i)).then(|| fmt.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+            columns.push(std::sync::Arc::new(text));
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+        }
+    }
+    datafusion::arrow::record_batch::RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(fields)),
+        columns,
+    )
 }

@@ -39,7 +39,9 @@ pub async fn read(
             .read_csv(p.as_ref(), options)
             .await
             .map_err(|e| cannot(&e))?;
-        return df.collect().await.map_err(|e| cannot(&e));
+        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(|e| cannot(&e))?;
+        return Ok(at_least_one(batches, schema));
     }
     let header = csv_header(path).map_err(|e| cannot(&e))?;
     let text = Schema::new(
@@ -70,12 +72,25 @@ pub async fn read(
     seed.register_table("seed", df.into_view())
         .map_err(|e| cannot(&e))?;
     let sql = format!("SELECT {} FROM seed", select.join(", "));
-    seed.sql_with_options(&sql, session::read_only())
+    let df = seed
+        .sql_with_options(&sql, session::read_only())
         .await
-        .map_err(|e| cannot(&e))?
-        .collect()
-        .await
-        .map_err(|e| cannot(&e))
+        .map_err(|e| cannot(&e))?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(|e| cannot(&e))?;
+    Ok(at_least_one(batches, schema))
+}
+
+/// A CSV with a header and no rows still makes a table, with no rows: one empty batch.
+fn at_least_one(
+    batches: Vec<RecordBatch>,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Vec<RecordBatch> {
+    if batches.is_empty() {
+        vec![RecordBatch::new_empty(schema)]
+    } else {
+        batches
+    }
 }
 
 /// The columns the table of the seed at `path` gets (name, SQL type; `None`: a type with no

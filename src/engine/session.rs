@@ -146,14 +146,35 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
                     .await
                     .map_err(|e| failed(&what(), e))?,
             }
+            // Column names are exposed lower-cased, so that unquoted names resolve whatever
+            // their case in the files (`customerId` reads a `customerId` column), as DuckDB,
+            // BigQuery and Spark resolve them.
             let projection = if columns.is_empty() {
-                "*".to_string()
+                let schema = ctx
+                    .table_provider(raw.clone())
+                    .await
+                    .map_err(|e| failed(&what(), e))?
+                    .schema();
+                let names = schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let c = f.name().replace('"', "\"\"");
+                        format!("\"{c}\" AS \"{}\"", c.to_lowercase())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if schema.fields().is_empty() {
+                    "*".to_string()
+                } else {
+                    names
+                }
             } else {
                 columns
                     .iter()
                     .map(|(c, t)| {
                         let c = c.replace('"', "\"\"");
-                        format!("CAST(\"{c}\" AS {t}) AS \"{c}\"")
+                        format!("CAST(\"{c}\" AS {t}) AS \"{}\"", c.to_lowercase())
                     })
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -212,7 +233,7 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
         Error::from(
             Diagnostic::error("the query failed")
                 .caused_by(e)
-                .hint("model names resolve to the environment's tables, e.g. sushi.customers"),
+                .hint("tables are the project's models and sources, by `schema.table` name (`tidemark info` lists them), read as the environment pins them"),
         )
     })?;
     df.collect()

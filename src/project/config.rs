@@ -560,7 +560,8 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
         for (col, ty) in &src.columns {
             match crate::sql::parse_data_type(ty.get_ref()) {
                 Ok(t) => {
-                    columns.insert(col.to_lowercase(), t);
+                    // As written in the files; models read it lower-cased (see the engine).
+                    columns.insert(col.clone(), t);
                 }
                 Err(reason) => errors.push(
                     Diagnostic::error(format!(

@@ -61,12 +61,24 @@ impl Project {
     /// Build a project from file contents (paths relative to the root). Used by `load` and by
     /// commands that read files from elsewhere (e.g. a git revision).
     pub fn from_files(config: Config, files: Vec<(PathBuf, Vec<u8>)>) -> Result<Project> {
-        let loaded = load_parallel(&config, &files);
+        let (py, files): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .partition(|(p, _)| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("py")));
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        let python = python_models(&config, &py, &mut warnings);
+        let loaded = load_parallel(&config, &files);
         let mut models: BTreeMap<ModelName, Model> = BTreeMap::new();
         let mut disabled = BTreeSet::new();
-        for result in loaded {
+        // Models whose file failed to load, so that readers are told so, not "unknown table".
+        let mut failed: BTreeMap<ModelName, PathBuf> = BTreeMap::new();
+        for (result, (rel, bytes)) in loaded.into_iter().zip(&files) {
+            if let Loaded::Failed(d) = &result
+                && d.iter().any(Diagnostic::is_error)
+                && let Some(name) = declared_name(rel, bytes)
+            {
+                failed.insert(name, rel.clone());
+            }
             match result {
                 Loaded::Model(m, w) => {
                     warnings.extend(w);
@@ -147,9 +159,17 @@ impl Project {
                     Some(n) => {
                         ps.insert(n);
                     }
-                    None if reported.insert(text.clone()) => {
-                        errors.push(unknown_table(&text, loc, &known, &disabled))
-                    }
+                    None if reported.insert(text.clone()) => errors.push(unknown_table(
+                        &text,
+                        loc,
+                        &known,
+                        &Unloaded {
+                            disabled: &disabled,
+                            failed: &failed,
+                            python: &python,
+                        },
+                        &m.name,
+                    )),
                     None => {}
                 }
             }
@@ -178,20 +198,49 @@ impl Project {
     }
 }
 
+/// Models that exist but did not load: disabled ones, files that failed, Python models.
+struct Unloaded<'a> {
+    disabled: &'a BTreeSet<ModelName>,
+    failed: &'a BTreeMap<ModelName, PathBuf>,
+    python: &'a BTreeMap<ModelName, PathBuf>,
+}
+
 fn unknown_table(
     text: &str,
     loc: Location,
     known: &[&str],
-    disabled: &BTreeSet<ModelName>,
+    unloaded: &Unloaded<'_>,
+    reader: &ModelName,
 ) -> Diagnostic {
-    if let Some(n) = ModelName::parse(text).ok().filter(|n| disabled.contains(n)) {
+    let name = ModelName::parse(text).ok();
+    if let Some(n) = name.as_ref().filter(|n| unloaded.disabled.contains(*n)) {
         return Diagnostic::error(format!("`{n}` is a disabled model"))
             .at(loc)
             .hint(format!(
                 "enable `{n}` (enabled true) or stop reading from it"
             ));
     }
-    let hint = did_you_mean(&text.to_lowercase(), known.iter().copied()).unwrap_or_else(|| {
+    if let Some((n, file)) = name.as_ref().and_then(|n| unloaded.failed.get_key_value(n)) {
+        return Diagnostic::error(format!(
+            "`{n}` is defined in `{}`, which failed to load",
+            file.display()
+        ))
+        .at(loc)
+        .hint(format!("fix the errors reported for `{}`", file.display()));
+    }
+    if let Some((n, file)) = name.as_ref().and_then(|n| unloaded.python.get_key_value(n)) {
+        return Diagnostic::error(format!(
+            "`{n}` is the Python model `{}`, which tidemark does not run",
+            file.display()
+        ))
+        .at(loc)
+        .hint(format!(
+            "declare what it produces as a source in tidemark.toml: [sources.\"{n}\"] with its `path`, `format` and `columns`"
+        ));
+    }
+    // Never suggest the reading model to itself.
+    let others = known.iter().copied().filter(|k| *k != reader.as_str());
+    let hint = did_you_mean(&text.to_lowercase(), others).unwrap_or_else(|| {
         "every table a model reads must be a model of this project or a source in tidemark.toml ([sources.\"schema.table\"])".to_string()
     });
     Diagnostic::error(format!("unknown table `{text}`"))
@@ -199,7 +248,60 @@ fn unknown_table(
         .hint(hint)
 }
 
-/// Every `.sql` file under the models directory, relative to the project root, sorted.
+/// The name a model file declares (`name x.y` in its header), else the one its path gives.
+fn declared_name(rel: &Path, bytes: &[u8]) -> Option<ModelName> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let src = header::Src { file: rel, text };
+    let declared = header::split(src).ok().and_then(|split| {
+        let p = split.properties?.into_iter().find(|p| p.key == "name")?;
+        let parts = header::ident_parts(src, "name", &p.value).ok()?;
+        ModelName::from_parts(&parts, true).ok()
+    });
+    declared.or_else(|| model::default_name(rel).ok())
+}
+
+/// Python model files: their names (the first string of `@model(...)`, else the path's); a
+/// warning for each that no source of tidemark.toml stands in for.
+fn python_models(
+    config: &Config,
+    files: &[(PathBuf, Vec<u8>)],
+    warnings: &mut Vec<Diagnostic>,
+) -> BTreeMap<ModelName, PathBuf> {
+    let mut out = BTreeMap::new();
+    for (rel, bytes) in files {
+        let text = String::from_utf8_lossy(bytes);
+        let Some(at) = text.find("@model") else {
+            continue; // a helper module, not a model
+        };
+        let rest = text[at + "@model".len()..].trim_start();
+        let quoted = rest.strip_prefix('(').map(str::trim_start).and_then(|r| {
+            let q = r.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+            let inner = &r[1..];
+            inner.find(q).map(|end| inner[..end].to_string())
+        });
+        let name = quoted
+            .and_then(|n| ModelName::parse(&n).ok())
+            .or_else(|| model::default_name(rel).ok());
+        let Some(name) = name else { continue };
+        if !config.sources.contains_key(&name) {
+            let (l, c) = crate::error::line_col(&text, at);
+            warnings.push(
+                Diagnostic::warning(format!(
+                    "`{}` is the Python model `{name}`, which tidemark does not run",
+                    rel.display()
+                ))
+                .at(Location::at(rel, l, c))
+                .hint(format!(
+                    "declare what it produces as a source in tidemark.toml ([sources.\"{name}\"] with `path`, `format` and `columns`), so that the models reading it load"
+                )),
+            );
+        }
+        out.insert(name, rel.clone());
+    }
+    out
+}
+
+/// Every `.sql` (and Python model `.py`) file under the models directory, relative to the project root, sorted.
 /// Hidden files and directories (starting with `.`) are skipped.
 fn discover(config: &Config) -> Result<Vec<PathBuf>> {
     let dir = &config.models_dir;
@@ -236,7 +338,7 @@ fn discover(config: &Config) -> Result<Vec<PathBuf>> {
                 stack.push(path);
             } else if path
                 .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("sql"))
+                .is_some_and(|e| e.eq_ignore_ascii_case("sql") || e.eq_ignore_ascii_case("py"))
             {
                 out.push(
                     path.strip_prefix(&config.root)

@@ -21,7 +21,7 @@ pub use macros::{
     MACRO_VARIABLES, MacroContext, is_known as is_known_macro, is_window_variable, render_query,
 };
 pub use refs::{Analysis, MacroUse, TableRef, analyze};
-pub use rewrite::{inline_embedded, prepend_ctes, render_model, replace_tables};
+pub use rewrite::{inline_embedded, name_unaliased, prepend_ctes, render_model, replace_tables};
 
 use datafusion::sql::sqlparser::ast::{Query, Statement};
 use datafusion::sql::sqlparser::dialect::{
@@ -209,6 +209,17 @@ fn normalize_tokens(tokens: &mut [TokenWithSpan]) {
     }
 }
 
+/// `sql` with its unquoted words lower-cased, as model queries are (user SQL that is run as
+/// written — custom audits and gates — resolves names the same way). Unchanged if it does not
+/// tokenize (the engine then reports it).
+pub fn lower_unquoted(sql: &str) -> String {
+    let Ok(mut tokens) = Tokenizer::new(&DIALECT, sql).tokenize_with_location() else {
+        return sql.to_string();
+    };
+    normalize_tokens(&mut tokens);
+    tokens.iter().map(|t| t.token.to_string()).collect()
+}
+
 /// The location of the first token after a top-level `;` that is followed by more SQL.
 fn second_statement(tokens: &[TokenWithSpan]) -> Option<(u64, u64)> {
     let mut seen_semi = false;
@@ -258,10 +269,96 @@ fn parser_error(file: &Path, body: &str, e: ParserError) -> Diagnostic {
         }
         None => (msg.clone(), end()),
     };
-    let text = text.replace("sql parser error: ", "");
-    Diagnostic::error("SQL syntax error")
+    let mut text = text.replace("sql parser error: ", "");
+    // The tokens were lower-cased for DataFusion: show the word as written.
+    if let Some(written) = word_at(body, loc.line, loc.column) {
+        let lower = written.to_lowercase();
+        if lower != written {
+            text = text.replace(&format!("found: {lower}"), &format!("found: {written}"));
+        }
+    }
+    let d = Diagnostic::error("SQL syntax error")
         .at(loc)
-        .caused_by(lower_first(&text))
+        .caused_by(lower_first(&text));
+    if text.contains("an SQL statement") {
+        d.hint("after the MODEL header a model file holds one query (SELECT, WITH or VALUES)")
+    } else {
+        d
+    }
+}
+
+/// The identifier-like word starting at 1-based `line`, `column` of `text`.
+fn word_at(text: &str, line: u64, column: u64) -> Option<&str> {
+    let l = text
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let start = l
+        .char_indices()
+        .nth(usize::try_from(column).ok()?.checked_sub(1)?)
+        .map(|(i, _)| i)?;
+    let rest = &l[start..];
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// A query wrapped as SQLMesh writes Jinja queries (`JINJA_QUERY_BEGIN; … JINJA_END;`): the
+/// wrapper blanked out (positions kept) when the query holds no Jinja; an error at the first
+/// Jinja tag otherwise. Other bodies are returned as they are.
+pub fn unwrap_jinja(file: &Path, body: &str) -> Result<String, Diagnostic> {
+    const BEGIN: &str = "jinja_query_begin";
+    const END: &str = "jinja_end";
+    let Some(start) = first_code_offset(body) else {
+        return Ok(body.to_string());
+    };
+    let is_begin = body[start..]
+        .get(..BEGIN.len())
+        .is_some_and(|w| w.eq_ignore_ascii_case(BEGIN))
+        && !body[start + BEGIN.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
+    if !is_begin {
+        return Ok(body.to_string());
+    }
+    let lower = body.to_ascii_lowercase();
+    let Some(end) = lower.rfind(END).filter(|e| *e > start) else {
+        let (l, c) = crate::error::line_col(body, start);
+        return Err(
+            Diagnostic::error("`JINJA_QUERY_BEGIN` without its `JINJA_END`")
+                .at(Location::at(file, l, c))
+                .hint("close the query with `JINJA_END;`"),
+        );
+    };
+    if let Some(tag) = ["{{", "{%", "{#"]
+        .iter()
+        .filter_map(|t| body[start..end].find(t))
+        .min()
+    {
+        let (l, c) = crate::error::line_col(body, start + tag);
+        return Err(Diagnostic::error("Jinja is not supported")
+            .at(Location::at(file, l, c))
+            .hint("write the query in SQL, with tidemark's macros (`@start_ds`, `@end_ds`, ...) instead of Jinja"));
+    }
+    // Blank `JINJA_QUERY_BEGIN` (and its `;`) and `JINJA_END` (and its `;`).
+    let blank = |from: usize, len: usize, out: &mut Vec<u8>| {
+        let mut to = from + len;
+        let after = body[to..].trim_start();
+        if after.starts_with(';') {
+            to = body.len() - after.len() + 1;
+        }
+        for b in &mut out[from..to] {
+            if *b != b'\n' && *b != b'\r' {
+                *b = b' ';
+            }
+        }
+    };
+    let mut out = body.as_bytes().to_vec();
+    blank(start, BEGIN.len(), &mut out);
+    blank(end, END.len(), &mut out);
+    String::from_utf8(out).map_err(|_| {
+        Diagnostic::error(
+            "internal: blanking the Jinja wrapper broke UTF-8; this is a bug in tidemark",
+        )
+    })
 }
 
 fn lower_first(s: &str) -> String {
@@ -332,6 +429,12 @@ pub fn parse_data_type(s: &str) -> Result<String, String> {
         .map_err(|_| format!("`{s}` is not a SQL type"))?;
     if parser.peek_token().token != Token::EOF {
         return Err(format!("`{s}` is not a SQL type"));
+    }
+    // Any other word parses as a custom type name; the engines would refuse it at apply.
+    if matches!(ty, datafusion::sql::sqlparser::ast::DataType::Custom(..)) {
+        return Err(format!(
+            "`{s}` is not a SQL type (use BIGINT, INT, DOUBLE, DECIMAL(p, s), VARCHAR, BOOLEAN, DATE, TIMESTAMP, ...)"
+        ));
     }
     Ok(ty.to_string())
 }

@@ -49,6 +49,81 @@ pub fn replace_tables(query: &mut Query, map: &dyn Fn(&str) -> Option<ObjectName
     let _ = query.visit(&mut R { map });
 }
 
+/// Name unaliased casts of a column after the column, as SQLMesh, DuckDB and Postgres do:
+/// `SELECT id::BIGINT` yields a column `id` (DataFusion would call it `t.id` or
+/// `CAST(id AS Int64)`), in every SELECT of the query — CTEs and subqueries too. A cast whose
+/// name another item of the same SELECT already has keeps the engine's name.
+pub fn name_unaliased(query: &mut Query) {
+    use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr};
+    fn column_of(e: &Expr) -> Option<&Ident> {
+        match e {
+            Expr::Identifier(i) => Some(i),
+            Expr::CompoundIdentifier(parts) => parts.last(),
+            Expr::Nested(inner) => column_of(inner),
+            Expr::Cast { expr, .. } => column_of(expr),
+            _ => None,
+        }
+    }
+    fn body(b: &mut SetExpr) {
+        match b {
+            SetExpr::Select(select) => {
+                let taken: BTreeSet<String> = select
+                    .projection
+                    .iter()
+                    .filter_map(|item| match item {
+                        SelectItem::UnnamedExpr(Expr::Identifier(i)) => {
+                            Some(i.value.to_lowercase())
+                        }
+                        SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
+                            p.last().map(|i| i.value.to_lowercase())
+                        }
+                        SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+                        _ => None,
+                    })
+                    .collect();
+                let mut named = BTreeSet::new();
+                for item in &mut select.projection {
+                    let SelectItem::UnnamedExpr(e @ (Expr::Cast { .. } | Expr::Nested(_))) = item
+                    else {
+                        continue;
+                    };
+                    let Some(col) = column_of(e).cloned() else {
+                        continue;
+                    };
+                    let key = col.value.to_lowercase();
+                    if taken.contains(&key) || !named.insert(key) {
+                        continue;
+                    }
+                    let expr = e.clone();
+                    *item = SelectItem::ExprWithAlias {
+                        expr,
+                        alias: Ident {
+                            value: col.value.clone(),
+                            quote_style: col.quote_style,
+                            span: col.span,
+                        },
+                    };
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                body(left);
+                body(right);
+            }
+            SetExpr::Query(q) => body(&mut q.body),
+            _ => {}
+        }
+    }
+    struct V;
+    impl VisitorMut for V {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            body(&mut q.body);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = query.visit(&mut V);
+}
+
 /// Quote every identifier quoted with `"` with backticks instead (Spark SQL).
 pub fn backtick_quotes(query: &mut Query) {
     use datafusion::sql::sqlparser::ast::{Expr, ObjectNamePart};
@@ -253,5 +328,40 @@ mod tests {
         );
         assert!(e1 < e2, "{out}");
         assert!(out.contains("s.t"), "{out}");
+    }
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    fn named(sql: &str) -> String {
+        let mut q = crate::sql::parse_query(
+            std::path::Path::new("m.sql"),
+            sql,
+            crate::sql::Dialect::DataFusion,
+        )
+        .unwrap();
+        name_unaliased(&mut q);
+        q.to_string()
+    }
+
+    #[test]
+    fn unaliased_casts_are_named_after_their_column_everywhere() {
+        assert_eq!(
+            named("SELECT id::BIGINT, CAST(t.ds AS DATE), (x)::INT, y + 1 FROM t"),
+            "SELECT id::BIGINT AS id, CAST(t.ds AS DATE) AS ds, (x)::INT AS x, y + 1 FROM t"
+        );
+        // Taken names stay the engine's; CTEs, subqueries and set operations too.
+        assert_eq!(
+            named(
+                "WITH c AS (SELECT a::INT FROM t) SELECT a, a::BIGINT FROM c UNION ALL SELECT b::INT FROM (SELECT b::TEXT FROM u) AS s"
+            ),
+            "WITH c AS (SELECT a::INT AS a FROM t) SELECT a, a::BIGINT FROM c UNION ALL SELECT b::INT AS b FROM (SELECT b::TEXT AS b FROM u) AS s"
+        );
+        assert_eq!(
+            named("SELECT \"Id\"::INT FROM t"),
+            "SELECT \"Id\"::INT AS \"Id\" FROM t"
+        );
     }
 }

@@ -42,3 +42,179 @@ fn the_sqlmesh_init_example_loads_plans_and_applies() {
         r.stderr
     );
 }
+
+/// A project in SQLMesh's style (see its tidemark.toml): loads without a warning, applies, and
+/// gives the rows computed here by hand from `data/orders.csv`.
+#[test]
+fn a_sqlmesh_style_project_applies_with_the_expected_rows() {
+    let (_t, p) = copy_project(&fixture("projects/sqlmesh_style"));
+    let info = tidemark(&p, &["info"]);
+    assert_eq!(info.code, 0, "{}", info.transcript());
+    assert!(info.stderr.is_empty(), "no warning: {}", info.stderr);
+    ok(&p, &["--execution-time", "2024-01-04", "plan", "--apply"]);
+    // EUR at 0.5: 10 → (100 + 40 + 60) / 2, 11 → (20.5 + 12) / 2, 12 → 7.5 / 2.
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT customer_id, segment, total_eur, orders FROM shop.customer_totals ORDER BY 1"
+        ),
+        "customer_id,segment,total_eur,orders\n10,gold,100.0,3\n11,silver,16.25,2\n12,bronze,3.75,1\n"
+    );
+    // Unaliased casts are named after their column; camelCase source columns read unquoted.
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT order_id, customerid, orderedat FROM shop.stg_orders WHERE order_id = 4"
+        ),
+        "order_id,customerid,orderedat\n4,12,2024-01-02\n"
+    );
+}
+
+/// What cannot load is said precisely: a Python model nobody declared, a model that failed to
+/// load (never "unknown table", never a model suggested to itself), real Jinja, a statement
+/// that is not a query (the word as written, and a hint).
+#[test]
+fn what_cannot_load_is_named_precisely() {
+    let (_t, p) = copy_project(&fixture("projects/sqlmesh_style"));
+    let config = std::fs::read_to_string(p.join("tidemark.toml")).unwrap();
+    let without_fx = &config[..config.find("# What the Python model").unwrap()];
+    std::fs::write(p.join("tidemark.toml"), without_fx).unwrap();
+    let r = tidemark(&p, &["info"]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr.contains("error: `shop.fx_rates` is the Python model `models/shop/fx_rates.py`, which tidemark does not run\n  --> models/shop/customer_totals.sql:16:6")
+            && r.stderr.contains("[sources.\"shop.fx_rates\"]"),
+        "{}",
+        r.stderr
+    );
+    // Read by nobody, it is still reported, as a warning.
+    let totals = p.join("models/shop/customer_totals.sql");
+    let text = std::fs::read_to_string(&totals).unwrap();
+    std::fs::remove_file(&totals).unwrap();
+    let r = tidemark(&p, &["info"]);
+    assert_eq!(r.code, 0, "{}", r.transcript());
+    assert!(
+        r.stderr.starts_with("warning: `models/shop/fx_rates.py` is the Python model `shop.fx_rates`, which tidemark does not run\n  --> models/shop/fx_rates.py:8:1"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&totals, &text).unwrap();
+    std::fs::write(p.join("tidemark.toml"), &config).unwrap();
+
+    // stg_orders fails to load: its readers are told so.
+    let stg = p.join("models/shop/stg_orders.sql");
+    let good = std::fs::read_to_string(&stg).unwrap();
+    std::fs::write(
+        &stg,
+        good.replace("grain order_id,", "grain order_id, kind FULL,"),
+    )
+    .unwrap();
+    let r = tidemark(&p, &["info"]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr.contains(
+            "`shop.stg_orders` is defined in `models/shop/stg_orders.sql`, which failed to load"
+        ) && !r.stderr.contains("unknown table"),
+        "{}",
+        r.stderr
+    );
+    // A reader of an unknown table is never offered itself.
+    std::fs::write(&stg, &good).unwrap();
+    std::fs::write(
+        &totals,
+        text.replace("FROM shop.stg_orders", "FROM shop.customer_total"),
+    )
+    .unwrap();
+    let r = tidemark(&p, &["info"]);
+    assert!(
+        r.stderr.contains("unknown table `shop.customer_total`")
+            && !r.stderr.contains("did you mean `shop.customer_totals`"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&totals, &text).unwrap();
+
+    // Real Jinja: refused at its line.
+    std::fs::write(
+        &stg,
+        good.replace("FROM raw.orders", "FROM {{ var('orders') }}"),
+    )
+    .unwrap();
+    let r = tidemark(&p, &["info"]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr
+            .contains("error: Jinja is not supported\n  --> models/shop/stg_orders.sql:29:6"),
+        "{}",
+        r.stderr
+    );
+    // A wrapper keyword SQLMesh knows but written wrong: the word as written, and a hint.
+    std::fs::write(
+        &stg,
+        good.replace("JINJA_QUERY_BEGIN;", "JINJA_QUERY_BEGINS;"),
+    )
+    .unwrap();
+    let r = tidemark(&p, &["info"]);
+    assert!(
+        r.stderr.contains("found: JINJA_QUERY_BEGINS") && r.stderr.contains("hint:"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Bugs found bringing SQLMesh projects: a seed with a header and no rows; a FULL model over
+/// an incremental model with no interval yet; `query --format csv` on nested values.
+#[test]
+fn empty_seeds_unbuilt_parents_and_nested_csv_work() {
+    let (_t, p) = copy_project(&fixture("projects/sqlmesh_init"));
+    std::fs::write(p.join("seeds/seed_data.csv"), "id,item_id,event_date\n").unwrap();
+    ok(&p, &["--execution-time", "2020-01-08", "plan", "--apply"]);
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT COUNT(*) AS n FROM sqlmesh_example.seed_model"
+        ),
+        "n\n0\n"
+    );
+
+    let (_t, p) = copy_project(&fixture("projects/sqlmesh_init"));
+    let f = p.join("models/incremental_model.sql");
+    let text = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(&f, text.replace("start '2020-01-01'", "start '2020-02-01'")).unwrap();
+    ok(
+        &p,
+        &[
+            "--execution-time",
+            "2020-01-08",
+            "plan",
+            "--apply",
+            "--workers",
+            "1",
+        ],
+    );
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT COUNT(*) AS n FROM sqlmesh_example.full_model"
+        ),
+        "n\n0\n"
+    );
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT named_struct('a', 1, 'b', 'x') AS s, [1, 2] AS l"
+        ),
+        "s,l\n\"{a: 1, b: x}\",\"[1, 2]\"\n"
+    );
+    let r = tidemark(&p, &["query", "SELECT * FROM nowhere.at_all"]);
+    assert!(
+        r.stderr.contains("hint:") && !r.stderr.contains("sushi"),
+        "{}",
+        r.stderr
+    );
+}

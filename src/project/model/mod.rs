@@ -324,8 +324,12 @@ impl<'a> Builder<'a> {
                     .at(self.location.clone())
                     .hint("after the MODEL header, write one SELECT query"),
             ),
-            (_, Some(_)) => match sql::parse_query(file, body, self.dialect) {
-                Ok(q) => {
+            (_, Some(_)) => match sql::unwrap_jinja(file, body)
+                .and_then(|body| sql::parse_query(file, &body, self.dialect))
+            {
+                Ok(mut q) => {
+                    // `SELECT id::BIGINT` yields `id`, as in SQLMesh (see the function).
+                    sql::name_unaliased(&mut q);
                     analysis = sql::analyze(&q);
                     query = Some(q);
                 }
@@ -400,7 +404,7 @@ impl<'a> Builder<'a> {
 }
 
 /// `<directory>.<file stem>` for a file that does not name its model.
-fn default_name(file: &Path) -> Result<ModelName, Diagnostic> {
+pub(crate) fn default_name(file: &Path) -> Result<ModelName, Diagnostic> {
     let stem = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

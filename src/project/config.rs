@@ -42,6 +42,8 @@ struct RawConfig {
     run: RawRun,
     #[serde(default)]
     lineage: RawLineage,
+    #[serde(default)]
+    variables: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,6 +295,9 @@ pub struct ModelDefaults {
     pub gates: Vec<super::model::GateCall>,
     /// Default declared dialect (recorded; see `Model::declared_dialect`).
     pub dialect: Option<String>,
+    /// Project variables (`[variables]`), substituted into queries when they load (so a
+    /// value is part of the fingerprint of every model using it).
+    pub variables: BTreeMap<String, crate::sql::Variable>,
 }
 
 /// The validated project configuration.
@@ -488,6 +493,30 @@ pub fn parse_config(text: &str, shown: &Path, root: &Path) -> Result<Config> {
                     .hint(d.hint.as_deref().unwrap_or(
                         "write them as in a MODEL header: `gates = \"row_count_change(max_pct := 20), no_missing_partitions\"`",
                     )),
+            ),
+        }
+    }
+    for (name, value) in &raw.variables {
+        use crate::sql::Variable;
+        let v = match value.get_ref() {
+            toml::Value::String(s) => Some(Variable::Text(s.clone())),
+            toml::Value::Integer(n) => Some(Variable::Integer(*n)),
+            toml::Value::Float(f) if f.is_finite() => Some(Variable::Float(format!("{f:?}"))),
+            toml::Value::Boolean(b) => Some(Variable::Boolean(*b)),
+            _ => None,
+        };
+        let valid_name = !name.is_empty()
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match v {
+            Some(v) if valid_name => {
+                model_defaults.variables.insert(name.to_lowercase(), v);
+            }
+            _ => errors.push(
+                Diagnostic::error(format!(
+                    "invalid variable `{name}`: variables are names of letters, digits and `_` with a string, integer, number or boolean value"
+                ))
+                .at(at(value.span())),
             ),
         }
     }

@@ -179,10 +179,156 @@ impl VisitorMut for Renderer<'_> {
     }
 }
 
+/// A project variable's value (`[variables]` in tidemark.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Variable {
+    /// A string: a `'quoted'` literal.
+    Text(String),
+    /// An integer.
+    Integer(i64),
+    /// A number, as its literal (`10.5`).
+    Float(String),
+    /// `true` / `false`.
+    Boolean(bool),
+}
+
+impl Variable {
+    /// The value as an AST literal (never spliced text).
+    fn literal(&self) -> Expr {
+        match self {
+            Variable::Text(s) => Expr::value(Value::SingleQuotedString(s.clone())),
+            Variable::Integer(n) => Expr::value(Value::Number(n.to_string(), false)),
+            Variable::Float(f) => Expr::value(Value::Number(f.clone(), false)),
+            Variable::Boolean(b) => Expr::value(Value::Boolean(*b)),
+        }
+    }
+}
+
+/// Substitute project variables in `query`: `@name` (a variable that is not a built-in macro
+/// variable) and `@VAR('name')` / `@VAR('name', default)` become literals. Returns the names
+/// used; an `@VAR` of an unknown variable without a default is an error naming it.
+pub fn substitute_variables(
+    query: &mut Query,
+    variables: &std::collections::BTreeMap<String, Variable>,
+) -> Result<std::collections::BTreeSet<String>, String> {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    struct S<'a> {
+        variables: &'a std::collections::BTreeMap<String, Variable>,
+        used: std::collections::BTreeSet<String>,
+        error: Option<String>,
+    }
+    impl VisitorMut for S<'_> {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Identifier(id) if id.quote_style.is_none() => {
+                    if let Some(name) = id.value.strip_prefix('@').map(str::to_lowercase)
+                        && !is_known(&name)
+                        && let Some(v) = self.variables.get(&name)
+                    {
+                        self.used.insert(name);
+                        *expr = v.literal();
+                    }
+                }
+                Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("@var") => {
+                    let args: Vec<&Expr> = match &f.args {
+                        FunctionArguments::List(l) => l
+                            .args
+                            .iter()
+                            .filter_map(|a| match a {
+                                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                                _ => None,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    let name = match args.first() {
+                        Some(Expr::Value(v)) => match &v.value {
+                            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => {
+                                Some(s.to_lowercase())
+                            }
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    let Some(name) = name.filter(|_| args.len() <= 2) else {
+                        self.error = Some(
+                            "`@VAR` takes a variable name in quotes and an optional default: @VAR('name', default)".into(),
+                        );
+                        return ControlFlow::Continue(());
+                    };
+                    match (self.variables.get(&name), args.get(1)) {
+                        (Some(v), _) => {
+                            self.used.insert(name);
+                            *expr = v.literal();
+                        }
+                        (None, Some(default)) => *expr = (*default).clone(),
+                        (None, None) => {
+                            self.error = Some(format!(
+                                "`@VAR('{name}')`: no variable `{name}` in [variables] of tidemark.toml, and no default"
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut s = S {
+        variables,
+        used: Default::default(),
+        error: None,
+    };
+    let _ = query.visit(&mut s);
+    match s.error {
+        Some(e) => Err(e),
+        None => Ok(s.used),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::interval::parse_instant;
+
+    #[test]
+    fn variables_become_literals_and_var_takes_a_default() {
+        let vars = std::collections::BTreeMap::from([
+            ("min_total".to_string(), Variable::Float("10.5".into())),
+            (
+                "region".to_string(),
+                Variable::Text("eu'; DROP TABLE x; --".into()),
+            ),
+            ("on".to_string(), Variable::Boolean(true)),
+        ]);
+        let mut q = crate::sql::parse_query(
+            std::path::Path::new("m.sql"),
+            "SELECT a FROM t WHERE total > @min_total AND region = @VAR('region') AND @on AND n < @VAR('limit', 5) AND ds = @start_ds",
+            crate::sql::Dialect::DataFusion,
+        )
+        .unwrap();
+        let used = substitute_variables(&mut q, &vars).unwrap();
+        assert_eq!(
+            q.to_string(),
+            "SELECT a FROM t WHERE total > 10.5 AND region = 'eu''; DROP TABLE x; --' AND true AND n < 5 AND ds = @start_ds"
+        );
+        assert_eq!(
+            used.into_iter().collect::<Vec<_>>(),
+            ["min_total", "on", "region"]
+        );
+        let mut q = crate::sql::parse_query(
+            std::path::Path::new("m.sql"),
+            "SELECT @VAR('nope') AS x",
+            crate::sql::Dialect::DataFusion,
+        )
+        .unwrap();
+        assert!(
+            substitute_variables(&mut q, &vars)
+                .unwrap_err()
+                .contains("no variable `nope`")
+        );
+    }
     use crate::sql::parse_query;
     use std::path::Path;
 

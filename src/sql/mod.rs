@@ -18,7 +18,8 @@ mod refs;
 mod rewrite;
 
 pub use macros::{
-    MACRO_VARIABLES, MacroContext, is_known as is_known_macro, is_window_variable, render_query,
+    MACRO_VARIABLES, MacroContext, Variable, is_known as is_known_macro, is_window_variable,
+    render_query, substitute_variables,
 };
 pub use refs::{Analysis, MacroUse, TableRef, analyze};
 pub use rewrite::{inline_embedded, name_unaliased, prepend_ctes, render_model, replace_tables};

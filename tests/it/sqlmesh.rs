@@ -61,6 +61,34 @@ fn a_sqlmesh_style_project_applies_with_the_expected_rows() {
         ),
         "customer_id,segment,total_eur,orders\n10,gold,100.0,3\n11,silver,16.25,2\n12,bronze,3.75,1\n"
     );
+    // A variable's value is part of the fingerprint of the models using it, and only theirs.
+    let f = p.join("tidemark.toml");
+    let config = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        config.replace(
+            "reporting_currency = \"EUR\"",
+            "reporting_currency = \"USD\"",
+        ),
+    )
+    .unwrap();
+    let plan = ok(
+        &p,
+        &["--execution-time", "2024-01-04", "plan", "--format", "json"],
+    );
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let changed: Vec<(&str, &str)> = plan["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["change"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        changed,
+        [("shop.customer_totals", "directly_modified")],
+        "{plan}"
+    );
+    std::fs::write(&f, &config).unwrap();
     // Unaliased casts are named after their column; camelCase source columns read unquoted.
     assert_eq!(
         csv(

@@ -324,14 +324,23 @@ impl<'a> Builder<'a> {
                     .at(self.location.clone())
                     .hint("after the MODEL header, write one SELECT query"),
             ),
-            (_, Some(_)) => match sql::unwrap_jinja(file, body)
+            (_, Some(body_at)) => match sql::unwrap_jinja(file, body)
                 .and_then(|body| sql::parse_query(file, &body, self.dialect))
             {
                 Ok(mut q) => {
                     // `SELECT id::BIGINT` yields `id`, as in SQLMesh (see the function).
                     sql::name_unaliased(&mut q);
-                    analysis = sql::analyze(&q);
-                    query = Some(q);
+                    match sql::substitute_variables(&mut q, &self.defaults.variables) {
+                        Ok(_) => {
+                            analysis = sql::analyze(&q);
+                            query = Some(q);
+                        }
+                        Err(reason) => self
+                            .errors
+                            .push(Diagnostic::error(reason).at(src.loc(body_at)).hint(
+                            "define it under [variables] in tidemark.toml, or give @VAR a default",
+                        )),
+                    }
                 }
                 Err(d) => self.errors.push(d),
             },

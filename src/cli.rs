@@ -109,6 +109,10 @@ pub struct PlanArgs {
     /// Exit 1 if the plan changes or computes anything, 0 if there is nothing to do.
     #[arg(long, conflicts_with = "apply")]
     pub check: bool,
+    /// Run the unit tests (`tests/*.yaml`) of the models the plan adds or changes; a failing
+    /// test exits 1 before anything is applied.
+    #[arg(long)]
+    pub run_tests: bool,
     /// Apply the plan right after showing it: compute every batch, then move the environment
     /// in one atomic commit.
     #[arg(long)]
@@ -392,6 +396,16 @@ pub enum Command {
         /// Only this environment's.
         #[arg(long)]
         env: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
+        format: EnvFormat,
+    },
+    /// Run the project's unit tests (SQLMesh's YAML format, `tests/*.yaml`) on the engine, in
+    /// memory: each model's query over the test's input rows against its expected rows; exit
+    /// 1 if one fails.
+    Test {
+        /// Only the tests of this model, or the test of this name.
+        select: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
         format: EnvFormat,

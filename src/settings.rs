@@ -195,6 +195,13 @@ pub enum Task {
     /// `recall SOURCE`.
     Recall(Recall),
     /// `log`.
+    /// `test [SELECT]`.
+    Test {
+        /// A model or test name.
+        select: Option<String>,
+        /// Output format.
+        format: EnvFormat,
+    },
     Log {
         /// Only this environment's.
         env: Option<EnvName>,
@@ -361,6 +368,7 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
             format,
         },
         Command::Janitor { dry_run } => Task::Janitor { dry_run },
+        Command::Test { select, format } => Task::Test { select, format },
         Command::Env { command } => match command {
             EnvCommand::List { format } => Task::EnvList(format),
             EnvCommand::Show { env, format } => Task::EnvShow(env_name(&env)?, format),

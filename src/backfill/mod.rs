@@ -27,6 +27,7 @@ pub mod lineage;
 mod precheck;
 pub mod scheduler;
 mod track;
+pub mod unit_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;

@@ -24,6 +24,7 @@ pub mod render;
 pub mod rollback;
 pub mod run;
 pub mod state;
+pub mod test;
 
 use std::collections::BTreeMap;
 

@@ -51,6 +51,9 @@ pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> 
     if args.format != PlanFormat::Json {
         estimates(&plan, &store, ctx.exec.workers.get(), args.format, out)?;
     }
+    if args.run_tests && !tests_pass(ctx, &loaded.project, &plan)? {
+        return Ok(ExitStatus::Failure);
+    }
     if args.apply {
         if !plan.has_work() {
             ctx.printer.note(&format!(
@@ -73,6 +76,58 @@ pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> 
     Ok(ExitStatus::found(
         args.check && (plan.has_work() || plan.late_data.is_some()),
     ))
+}
+
+/// Run the unit tests of the models `plan` adds or changes; report them on stderr. `false`: one
+/// failed (nothing is applied).
+fn tests_pass(ctx: &Settings, project: &crate::project::Project, plan: &Plan) -> Result<bool> {
+    use crate::backfill::unit_tests;
+    let (tests, problems) = crate::project::unit_tests::load_all(&project.config.root);
+    if !problems.is_empty() {
+        return Err(crate::error::Error::User(problems));
+    }
+    let changed: std::collections::BTreeSet<&crate::project::ModelName> = plan
+        .models
+        .iter()
+        .filter(|m| !matches!(m.change, plan::Change::Removed | plan::Change::Unchanged))
+        .map(|m| &m.name)
+        .collect();
+    let selected: Vec<_> = tests
+        .iter()
+        .filter(|t| changed.contains(&t.model))
+        .collect();
+    if selected.is_empty() {
+        ctx.printer
+            .note("unit tests: none of the changed models has a test");
+        return Ok(true);
+    }
+    let engine = crate::engine::open(&project.config)?;
+    let mut outcomes = Vec::new();
+    for t in selected {
+        outcomes.push(unit_tests::run(
+            engine.as_ref(),
+            project,
+            t,
+            ctx.execution_time,
+        )?);
+    }
+    for line in unit_tests::text(&outcomes)
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        ctx.printer.note(line);
+    }
+    let failed = outcomes.iter().filter(|o| !o.passed).count();
+    if failed > 0 {
+        ctx.printer.error(&crate::error::Error::from(
+            crate::error::Diagnostic::error(format!(
+                "{} of the changed models failed; nothing was applied",
+                crate::printer::plural(failed as u64, "unit test", "unit tests")
+            ))
+            .hint("fix the model or the test, then plan again (`tidemark test MODEL` runs one model's tests)"),
+        ));
+    }
+    Ok(failed == 0)
 }
 
 /// Print what the plan's backfills are expected to cost, from earlier applies' batches.

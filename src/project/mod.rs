@@ -15,6 +15,7 @@ mod fuzz;
 pub mod header;
 pub mod model;
 pub mod seed;
+pub mod unit_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -109,7 +109,7 @@ fn every_command_output_on_the_example() {
 /// Every subcommand's `--help`, so a changed flag or description shows in review.
 #[test]
 fn help_of_every_command() {
-    let commands: [&[&str]; 21] = [
+    let commands: [&[&str]; 22] = [
         &[],
         &["info"],
         &["dag"],
@@ -129,6 +129,7 @@ fn help_of_every_command() {
         &["recall"],
         &["log"],
         &["janitor"],
+        &["test"],
         &["env", "list"],
         &["env", "show"],
     ];

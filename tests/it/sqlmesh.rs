@@ -246,3 +246,60 @@ fn empty_seeds_unbuilt_parents_and_nested_csv_work() {
         r.stderr
     );
 }
+
+/// SQLMesh unit tests: `tidemark test` runs them in memory (nothing is written), shows a diff
+/// of a failure and exits 1; `plan --run-tests` refuses to apply while one fails.
+#[test]
+fn unit_tests_run_in_memory_and_a_failure_blocks_the_apply() {
+    let (_t, p) = copy_project(&fixture("projects/sqlmesh_init"));
+    let passed = ok(&p, &["test"]);
+    assert!(passed.contains("1 test: 1 passed, 0 failed"), "{passed}");
+    assert!(!p.join("warehouse").exists(), "a test touches no warehouse");
+    let (_u, q) = copy_project(&fixture("projects/sqlmesh_style"));
+    let passed = ok(&q, &["test", "shop.customer_totals"]);
+    assert!(passed.contains("2 tests: 2 passed, 0 failed"), "{passed}");
+
+    let t = p.join("tests/test_full_model.yaml");
+    let text = std::fs::read_to_string(&t).unwrap();
+    std::fs::write(&t, text.replace("num_orders: 1", "num_orders: 3")).unwrap();
+    let failed = tidemark(&p, &["test"]);
+    assert_eq!(failed.code, 1, "{}", failed.transcript());
+    insta::assert_snapshot!("unit_test_failure", failed.stdout);
+    let json = tidemark(&p, &["test", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["failed"], 1);
+    assert_eq!(v["tests"][0]["missing"], serde_json::json!([["2", "3"]]));
+
+    let r = tidemark(
+        &p,
+        &[
+            "--execution-time",
+            "2020-01-08",
+            "plan",
+            "--apply",
+            "--run-tests",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.transcript());
+    assert!(
+        r.stderr
+            .contains("1 unit test of the changed models failed; nothing was applied"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        tidemark(&p, &["env", "show", "prod"]).code != 0,
+        "nothing applied"
+    );
+    std::fs::write(&t, &text).unwrap();
+    ok(
+        &p,
+        &[
+            "--execution-time",
+            "2020-01-08",
+            "plan",
+            "--apply",
+            "--run-tests",
+        ],
+    );
+}

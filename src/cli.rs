@@ -410,6 +410,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = EnvFormat::Text)]
         format: EnvFormat,
     },
+    /// Start a project: a `tidemark.toml`, a seed, an incremental and a FULL model that run as
+    /// they are, and a `.gitignore` for the warehouse. With `--from-sqlmesh`, write the
+    /// `tidemark.toml` of the SQLMesh project in DIR from its `config.yaml` instead.
+    Init {
+        /// The project directory (created if needed; default: the current one).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// DIR is a SQLMesh project: map its config.yaml and external models.
+        #[arg(long)]
+        from_sqlmesh: bool,
+    },
     /// Delete expired environments and unreachable tables; vacuum the rest.
     Janitor {
         /// Only report what would be deleted.

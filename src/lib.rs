@@ -128,6 +128,7 @@ pub fn run(cli: cli::Cli, printer: Printer, out: &mut dyn Write) -> Result<ExitS
         Task::Log { env, format } => c::log::run(&s, env.as_ref(), format, out),
         Task::Janitor { dry_run } => c::janitor::run(&s, dry_run, out),
         Task::Test { select, format } => c::test::run(&s, select.as_deref(), format, out),
+        Task::Init { dir, from_sqlmesh } => c::init::run(&s, &dir, from_sqlmesh, out),
         Task::EnvHistory(env) => c::env::history(&s, &env, out),
         Task::EnvList(format) => c::env::list(&s, format, out),
         Task::EnvShow(env, format) => c::env::show(&s, &env, format, out),

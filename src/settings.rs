@@ -195,6 +195,13 @@ pub enum Task {
     /// `recall SOURCE`.
     Recall(Recall),
     /// `log`.
+    /// `init [DIR] [--from-sqlmesh]`.
+    Init {
+        /// The project directory.
+        dir: PathBuf,
+        /// Map a SQLMesh project's configuration.
+        from_sqlmesh: bool,
+    },
     /// `test [SELECT]`.
     Test {
         /// A model or test name.
@@ -369,6 +376,7 @@ pub fn resolve(cli: Cli, printer: Printer) -> Result<(Settings, Task)> {
         },
         Command::Janitor { dry_run } => Task::Janitor { dry_run },
         Command::Test { select, format } => Task::Test { select, format },
+        Command::Init { dir, from_sqlmesh } => Task::Init { dir, from_sqlmesh },
         Command::Env { command } => match command {
             EnvCommand::List { format } => Task::EnvList(format),
             EnvCommand::Show { env, format } => Task::EnvShow(env_name(&env)?, format),

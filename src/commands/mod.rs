@@ -12,6 +12,7 @@ pub mod dag;
 pub mod diff;
 pub mod env;
 pub mod info;
+pub mod init;
 pub mod janitor;
 pub mod log;
 pub mod plan;

@@ -13,6 +13,7 @@ pub mod config;
 #[cfg(test)]
 mod fuzz;
 pub mod header;
+pub mod import;
 pub mod model;
 pub mod seed;
 pub mod unit_tests;

@@ -109,7 +109,7 @@ fn every_command_output_on_the_example() {
 /// Every subcommand's `--help`, so a changed flag or description shows in review.
 #[test]
 fn help_of_every_command() {
-    let commands: [&[&str]; 22] = [
+    let commands: [&[&str]; 23] = [
         &[],
         &["info"],
         &["dag"],
@@ -130,6 +130,7 @@ fn help_of_every_command() {
         &["log"],
         &["janitor"],
         &["test"],
+        &["init"],
         &["env", "list"],
         &["env", "show"],
     ];

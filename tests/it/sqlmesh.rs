@@ -303,3 +303,64 @@ fn unit_tests_run_in_memory_and_a_failure_blocks_the_apply() {
         ],
     );
 }
+
+/// `tidemark init` starts a project that runs as it is; `init --from-sqlmesh` writes the
+/// `tidemark.toml` of a SQLMesh project from its config.yaml, and the project then runs.
+#[test]
+fn init_scaffolds_a_project_and_maps_a_sqlmesh_configuration() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("new");
+    let d = dir.to_str().unwrap();
+    let created = ok(t.path(), &["--execution-time", "2024-05-10", "init", d]);
+    assert!(
+        created.contains("tidemark.toml") && created.contains(".gitignore"),
+        "{created}"
+    );
+    ok(&dir, &["--execution-time", "2024-05-10", "plan", "--apply"]);
+    assert_eq!(
+        csv(
+            &dir,
+            "prod",
+            "SELECT COUNT(*) AS users, SUM(events) AS events FROM demo.user_totals"
+        ),
+        "users,events\n3,14\n"
+    );
+    let again = tidemark(t.path(), &["init", d]);
+    assert_eq!(again.code, 2, "never overwrites: {}", again.transcript());
+
+    let (_s, p) = copy_project(&fixture("projects/sqlmesh_init"));
+    std::fs::remove_file(p.join("tidemark.toml")).unwrap();
+    std::fs::write(
+        p.join("external_models.yaml"),
+        "- name: raw.events\n  columns:\n    id: int\n    ds: date\n",
+    )
+    .unwrap();
+    let r = tidemark(t.path(), &["init", "--from-sqlmesh", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.transcript());
+    assert!(
+        r.stderr.contains("warning: not mapped: gateways"),
+        "{}",
+        r.stderr
+    );
+    let toml = std::fs::read_to_string(p.join("tidemark.toml")).unwrap();
+    assert!(
+        toml.contains("dialect = \"duckdb\"") && toml.contains("[sources.\"raw.events\"]"),
+        "{toml}"
+    );
+    // The user says where the external data lives; then the project runs.
+    std::fs::write(
+        p.join("tidemark.toml"),
+        toml.replace("path = \"\"", "path = \"seeds/seed_data.csv\"")
+            .replace("format = \"parquet\"", "format = \"csv\""),
+    )
+    .unwrap();
+    ok(&p, &["--execution-time", "2020-01-08", "plan", "--apply"]);
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT SUM(num_orders) AS n FROM sqlmesh_example.full_model"
+        ),
+        "n\n7\n"
+    );
+}

@@ -71,6 +71,7 @@ pub fn load(ctx: &Settings) -> Result<Loaded> {
     let path = config_path(ctx)?;
     let project = Project::load(&path)?;
     ctx.printer.diagnostics(&project.warnings);
+    check_functions(&project)?;
     let dag = Dag::build(&project)?;
     let fingerprints = fingerprint_all(&project, &dag);
     Ok(Loaded {
@@ -343,4 +344,42 @@ fn nested_as_text(
         std::sync::Arc::new(Schema::new(fields)),
         columns,
     )
+}
+
+/// On the built-in engine, every function a model calls exists (after the translation of other
+/// dialects' names): a missing one is an error at its `file:line:col` now, not at apply. (A
+/// Spark engine checks its models before an apply writes anything.)
+fn check_functions(project: &Project) -> Result<()> {
+    if project.config.dialect() != crate::sql::Dialect::DataFusion {
+        return Ok(());
+    }
+    let known = crate::engine::function_names();
+    let mut errors = Vec::new();
+    for m in project.models.values() {
+        let Some(q) = m.query.as_deref() else {
+            continue;
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, line, column) in crate::sql::function_calls(q) {
+            if known.contains(&name) || crate::sql::SQL_SPECIAL.contains(&name.as_str()) {
+                continue;
+            }
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let hint = crate::error::did_you_mean(&name, known.iter().map(String::as_str))
+                .unwrap_or_else(|| "see the functions of DataFusion's SQL, and the translations of DuckDB, Trino and BigQuery functions in docs/sqlmesh.md".to_string());
+            errors.push(
+                crate::error::Diagnostic::error(format!("unknown function `{name}`"))
+                    .at(crate::error::Location::at(&m.file, line, column))
+                    .hint(hint),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        errors.sort_by(|a, b| a.location.cmp(&b.location));
+        Err(crate::error::Error::User(errors))
+    }
 }

@@ -60,6 +60,7 @@ pub use changes::{FileChange, SourceLog};
 pub use checksum::Checksum;
 pub use location::Location;
 pub use seed::columns as seed_columns;
+pub use session::function_names;
 
 /// The physical partition column of INCREMENTAL_BY_TIME_RANGE tables: the start of each row's
 /// interval (`YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM` for units shorter than a day).

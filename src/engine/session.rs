@@ -240,3 +240,17 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
         .await
         .map_err(|e| Error::from(Diagnostic::error("the query failed").caused_by(e)))
 }
+
+/// Every function name (aliases included) the built-in engine plans: scalar, aggregate and
+/// window functions.
+pub fn function_names() -> std::collections::BTreeSet<String> {
+    let ctx = new_context();
+    let state = ctx.state();
+    state
+        .scalar_functions()
+        .keys()
+        .chain(state.aggregate_functions().keys())
+        .chain(state.window_functions().keys())
+        .map(|k| k.to_lowercase())
+        .collect()
+}

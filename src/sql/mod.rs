@@ -17,6 +17,11 @@ mod macros;
 mod refs;
 mod rewrite;
 
+mod functions;
+pub use functions::{
+    REBUILT as REBUILT_FUNCTIONS, RENAMED as RENAMED_FUNCTIONS, SQL_SPECIAL,
+    calls as function_calls, translate as translate_functions,
+};
 pub use macros::{
     MACRO_VARIABLES, MacroContext, Variable, is_known as is_known_macro, is_window_variable,
     render_query, substitute_variables,

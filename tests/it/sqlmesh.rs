@@ -364,3 +364,43 @@ fn init_scaffolds_a_project_and_maps_a_sqlmesh_configuration() {
         "n\n7\n"
     );
 }
+
+/// DuckDB's and Trino's functions that DataFusion names differently run; a function that
+/// exists nowhere is an error at load, at its line.
+#[test]
+fn other_dialects_functions_are_translated_and_unknown_ones_refused_at_load() {
+    let (_t, p) = copy_project(&fixture("projects/sqlmesh_init"));
+    std::fs::write(
+        p.join("models/functions.sql"),
+        "MODEL (name sqlmesh_example.functions, kind FULL);\n\
+         SELECT strptime('2024-01-02', '%Y-%m-%d') AS t, list_value(1, 2) AS l,\n\
+         arg_max(id, event_date) AS last_id, IF(COUNT(*) > 3, 'many', 'few') AS size,\n\
+         date_diff('day', DATE '2024-01-01', DATE '2024-03-01') AS days,\n\
+         date_diff('month', DATE '2024-01-31', DATE '2024-03-01') AS months,\n\
+         regexp_matches('abc', 'b') AS matched, SAFE_CAST('x' AS INT) AS safe\n\
+         FROM sqlmesh_example.seed_model\n",
+    )
+    .unwrap();
+    ok(&p, &["--execution-time", "2020-01-08", "plan", "--apply"]);
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT t, l, last_id, size, days, months, matched, safe FROM sqlmesh_example.functions"
+        ),
+        "t,l,last_id,size,days,months,matched,safe\n2024-01-02T00:00:00,\"[1, 2]\",7,many,60,2,true,\n"
+    );
+    std::fs::write(
+        p.join("models/functions.sql"),
+        "MODEL (name sqlmesh_example.functions, kind FULL);\nSELECT\n  no_such_fn(id) AS x\nFROM sqlmesh_example.seed_model\n",
+    )
+    .unwrap();
+    let r = tidemark(&p, &["info"]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr
+            .starts_with("error: unknown function `no_such_fn`\n  --> models/functions.sql:3:3"),
+        "{}",
+        r.stderr
+    );
+}

@@ -330,6 +330,10 @@ impl<'a> Builder<'a> {
                 Ok(mut q) => {
                     // `SELECT id::BIGINT` yields `id`, as in SQLMesh (see the function).
                     sql::name_unaliased(&mut q);
+                    // Other dialects' functions DataFusion names differently (see the module).
+                    if self.dialect == sql::Dialect::DataFusion {
+                        sql::translate_functions(&mut q);
+                    }
                     match sql::substitute_variables(&mut q, &self.defaults.variables) {
                         Ok(_) => {
                             analysis = sql::analyze(&q);

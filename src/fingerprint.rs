@@ -136,7 +136,10 @@ pub fn model_definition(m: &Model) -> String {
 pub fn model_metadata(m: &Model) -> String {
     let mut h = H::new("model.metadata");
     h.field("cron", m.schedule.expr());
-    h.opt("start", m.start.map(crate::interval::format_ts).as_deref());
+    match &m.start_text {
+        Some(relative) => h.field("start", relative),
+        None => h.opt("start", m.start.map(crate::interval::format_ts).as_deref()),
+    }
     h.opt("end", m.end.map(crate::interval::format_ts).as_deref());
     h.opt("owner", m.owner.as_deref());
     h.opt("description", m.description.as_deref());

@@ -69,7 +69,7 @@ pub fn warehouse(ctx: &Settings) -> Result<(config::Config, crate::state::StateS
 /// Find, load and validate the project, print its warnings, build the graph, fingerprint it.
 pub fn load(ctx: &Settings) -> Result<Loaded> {
     let path = config_path(ctx)?;
-    let project = Project::load(&path)?;
+    let project = Project::load_at(&path, Some(ctx.execution_time))?;
     ctx.printer.diagnostics(&project.warnings);
     check_functions(&project)?;
     let dag = Dag::build(&project)?;

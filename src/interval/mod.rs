@@ -13,7 +13,9 @@ mod time;
 
 pub use cron::Schedule;
 pub use set::IntervalSet;
-pub use time::{Instant, exclusive_end, format_ts, parse_instant, parse_window, timestamp};
+pub use time::{
+    Instant, exclusive_end, format_ts, parse_instant, parse_relative, parse_window, timestamp,
+};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Serialize};

@@ -203,3 +203,57 @@ mod tests {
         assert!(parse_window("2024-01-07 00:00", "2024-01-07 00:00").is_err());
     }
 }
+
+/// A relative time as SQLMesh writes starts (`'1 year ago'`, `'2 weeks ago'`, `'yesterday'`,
+/// `'today'`), resolved against `now`: days and longer to UTC midnight. `None`: not one.
+pub fn parse_relative(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let s = s.trim().to_ascii_lowercase();
+    let midnight = |t: DateTime<Utc>| {
+        t.date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|n| Utc.from_utc_datetime(&n))
+    };
+    match s.as_str() {
+        "today" => return midnight(now),
+        "yesterday" => return midnight(now - Duration::days(1)),
+        "now" => return Some(now),
+        _ => {}
+    }
+    let rest = s.strip_suffix(" ago")?;
+    let (n, unit) = rest.split_once(' ')?;
+    let n: i64 = n.trim().parse().ok().filter(|n| *n >= 0)?;
+    let unit = unit.trim().trim_end_matches('s');
+    let t = match unit {
+        "minute" => return Some(now - Duration::minutes(n)),
+        "hour" => return Some(now - Duration::hours(n)),
+        "day" => now - Duration::days(n),
+        "week" => now - Duration::weeks(n),
+        "month" => now.checked_sub_months(chrono::Months::new(u32::try_from(n).ok()?))?,
+        "year" => {
+            now.checked_sub_months(chrono::Months::new(u32::try_from(n.checked_mul(12)?).ok()?))?
+        }
+        _ => return None,
+    };
+    midnight(t)
+}
+
+#[cfg(test)]
+mod relative_tests {
+    use super::*;
+
+    #[test]
+    fn relative_starts_resolve_against_now() {
+        let now = Utc.with_ymd_and_hms(2024, 3, 15, 10, 30, 0).unwrap();
+        let day = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap();
+        assert_eq!(parse_relative("1 year ago", now), Some(day(2023, 3, 15)));
+        assert_eq!(parse_relative("2 weeks ago", now), Some(day(2024, 3, 1)));
+        assert_eq!(parse_relative("3 months ago", now), Some(day(2023, 12, 15)));
+        assert_eq!(parse_relative("Yesterday", now), Some(day(2024, 3, 14)));
+        assert_eq!(
+            parse_relative("5 hours ago", now),
+            Some(now - Duration::hours(5))
+        );
+        assert_eq!(parse_relative("soon", now), None);
+        assert_eq!(parse_relative("-1 days ago", now), None);
+    }
+}

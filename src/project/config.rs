@@ -295,6 +295,8 @@ pub struct ModelDefaults {
     pub gates: Vec<super::model::GateCall>,
     /// Default declared dialect (recorded; see `Model::declared_dialect`).
     pub dialect: Option<String>,
+    /// "Now" for relative starts (`'1 year ago'`): the command's execution time.
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
     /// Project variables (`[variables]`), substituted into queries when they load (so a
     /// value is part of the fingerprint of every model using it).
     pub variables: BTreeMap<String, crate::sql::Variable>,

@@ -49,7 +49,16 @@ pub struct Project {
 impl Project {
     /// Load the project whose config is at `config_path`.
     pub fn load(config_path: &Path) -> Result<Project> {
-        let config = config::load_config(config_path)?;
+        Project::load_at(config_path, None)
+    }
+
+    /// [`Project::load`], relative starts resolved against `now` (default: the clock).
+    pub fn load_at(
+        config_path: &Path,
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Project> {
+        let mut config = config::load_config(config_path)?;
+        config.model_defaults.now = now;
         let files = discover(&config)?;
         let mut inputs = Vec::with_capacity(files.len());
         for rel in files {

@@ -61,6 +61,20 @@ fn a_sqlmesh_style_project_applies_with_the_expected_rows() {
         ),
         "customer_id,segment,total_eur,orders\n10,gold,100.0,3\n11,silver,16.25,2\n12,bronze,3.75,1\n"
     );
+    // A relative start (`'1 week ago'`) is no change from one day to the next.
+    let next_day = ok(
+        &p,
+        &["--execution-time", "2024-01-05", "plan", "--format", "json"],
+    );
+    let next_day: serde_json::Value = serde_json::from_str(&next_day).unwrap();
+    assert!(
+        next_day["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["change"] == "unchanged"),
+        "{next_day}"
+    );
     // A variable's value is part of the fingerprint of the models using it, and only theirs.
     let f = p.join("tidemark.toml");
     let config = std::fs::read_to_string(&f).unwrap();
@@ -174,7 +188,7 @@ fn what_cannot_load_is_named_precisely() {
     assert_eq!(r.code, 2, "{}", r.transcript());
     assert!(
         r.stderr
-            .contains("error: Jinja is not supported\n  --> models/shop/stg_orders.sql:29:6"),
+            .contains("error: Jinja is not supported\n  --> models/shop/stg_orders.sql:30:6"),
         "{}",
         r.stderr
     );

@@ -50,6 +50,9 @@ pub struct Model {
     pub schedule: Schedule,
     /// First instant to compute, if set (here or in the config defaults).
     pub start: Option<DateTime<Utc>>,
+    /// A relative start as written (`'1 year ago'`), resolved into `start` against the
+    /// execution time; the fingerprint uses the text.
+    pub start_text: Option<String>,
     /// Instant after which nothing is computed, if set.
     pub end: Option<DateTime<Utc>>,
     /// Owner.
@@ -191,6 +194,7 @@ struct Builder<'a> {
     enabled: bool,
     depends_on: Vec<(ModelName, Location)>,
     seed_hash: Option<String>,
+    start_text: Option<String>,
     declared_dialect: Option<String>,
     metadata: BTreeMap<String, String>,
     stamp: Option<String>,
@@ -230,6 +234,7 @@ impl<'a> Builder<'a> {
             enabled: true,
             depends_on: Vec::new(),
             seed_hash: None,
+            start_text: None,
             declared_dialect: None,
             metadata: BTreeMap::new(),
             stamp: None,
@@ -385,6 +390,7 @@ impl<'a> Builder<'a> {
             kind,
             schedule,
             start,
+            start_text: self.start_text,
             end: self.end.map(|(t, _)| t),
             owner: self.owner.or_else(|| self.defaults.owner.clone()),
             description: self.description,

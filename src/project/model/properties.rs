@@ -158,9 +158,24 @@ impl Builder<'_> {
                     ] => n.clone(),
                     _ => header::string(src, key, v)?,
                 };
-                let at = parse_instant(&text)
-                    .map_err(|r| src.err(v[0].start, format!("invalid {key}: {r}")))?
-                    .at;
+                let at = match parse_instant(&text) {
+                    Ok(i) => i.at,
+                    Err(r) => {
+                        let now = self.defaults.now.unwrap_or_else(chrono::Utc::now);
+                        match crate::interval::parse_relative(&text, now) {
+                            // Kept as written for the fingerprint: the instant moves daily.
+                            Some(t) if key == "start" => {
+                                self.start_text = Some(text.clone());
+                                t
+                            }
+                            _ => {
+                                return Err(src
+                                    .err(v[0].start, format!("invalid {key}: {r}"))
+                                    .hint("a date (`'2024-01-01'`), a timestamp, epoch milliseconds, or for `start` a relative time such as `'1 year ago'`"));
+                            }
+                        }
+                    }
+                };
                 if key == "start" {
                     self.start = Some((at, v[0].start));
                 } else {

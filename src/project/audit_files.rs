@@ -124,7 +124,7 @@ pub fn parse_file(
                     .file_stem()
                     .map(|s| s.to_string_lossy().to_ascii_lowercase())
                     .unwrap_or_default();
-                let end = statement_end(text, at);
+                let end = sql::statement_end(text, at);
                 defs.push(def(
                     src,
                     name,
@@ -200,7 +200,7 @@ pub fn parse_file(
                 .err(at, format!("audit `{name}` has no query"))
                 .hint("after the AUDIT header, write the query returning the offending rows"));
         }
-        let end = statement_end(text, start);
+        let end = sql::statement_end(text, start);
         defs.push(def(
             src,
             name,
@@ -309,29 +309,6 @@ fn skip_quoted(b: &[u8], i: usize) -> usize {
             return j + 1;
         }
         j += 1;
-    }
-    b.len()
-}
-
-/// The byte offset of the `;` ending the statement that starts at `from` (outside quotes and
-/// comments), or the end of the text.
-fn statement_end(text: &str, from: usize) -> usize {
-    let b = text.as_bytes();
-    let mut i = from;
-    while i < b.len() {
-        match b[i] {
-            b'\'' | b'"' | b'`' => i = skip_quoted(b, i),
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i = text[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
-            }
-            b';' => return i,
-            _ => i += 1,
-        }
     }
     b.len()
 }

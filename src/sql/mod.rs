@@ -18,13 +18,15 @@ mod refs;
 mod rewrite;
 
 mod functions;
+/// An expression of a parsed query.
+pub use datafusion::sql::sqlparser::ast::Expr;
 pub use functions::{
     REBUILT as REBUILT_FUNCTIONS, RENAMED as RENAMED_FUNCTIONS, SQL_SPECIAL,
     calls as function_calls, translate as translate_functions,
 };
 pub use macros::{
-    MACRO_VARIABLES, MacroContext, Variable, is_known as is_known_macro, is_window_variable,
-    render_query, substitute_variables,
+    MACRO_VARIABLES, MacroContext, Variable, expand_sql_macros, extract_defs,
+    is_known as is_known_macro, is_window_variable, render_query, substitute_variables,
 };
 pub use refs::{Analysis, MacroUse, TableRef, analyze};
 pub use rewrite::{inline_embedded, name_unaliased, prepend_ctes, render_model, replace_tables};
@@ -443,6 +445,44 @@ pub fn parse_data_type(s: &str) -> Result<String, String> {
         ));
     }
     Ok(ty.to_string())
+}
+
+/// The byte offset of the `;` ending the statement that starts at `from` (outside quotes and
+/// comments), or the end of the text.
+pub fn statement_end(text: &str, from: usize) -> usize {
+    let b = text.as_bytes();
+    let skip_quoted = |i: usize| {
+        let q = b[i];
+        let mut j = i + 1;
+        while j < b.len() {
+            if b[j] == q {
+                if b.get(j + 1) == Some(&q) {
+                    j += 2;
+                    continue;
+                }
+                return j + 1;
+            }
+            j += 1;
+        }
+        b.len()
+    };
+    let mut i = from;
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' | b'`' => i = skip_quoted(i),
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = text[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
+            }
+            b';' => return i,
+            _ => i += 1,
+        }
+    }
+    b.len()
 }
 
 /// Byte offset of the first character that is not whitespace or inside a comment.

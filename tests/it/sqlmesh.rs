@@ -188,7 +188,7 @@ fn what_cannot_load_is_named_precisely() {
     assert_eq!(r.code, 2, "{}", r.transcript());
     assert!(
         r.stderr
-            .contains("error: Jinja is not supported\n  --> models/shop/stg_orders.sql:30:6"),
+            .contains("error: Jinja is not supported\n  --> models/shop/stg_orders.sql:31:6"),
         "{}",
         r.stderr
     );

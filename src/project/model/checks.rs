@@ -19,7 +19,7 @@ impl Builder<'_> {
                 self.errors.push(
                     Diagnostic::error(format!("macro functions such as `@{}(...)` are not supported", m.name))
                         .at(at(m.line, m.column))
-                        .hint("tidemark supports macro variables only (@start_ds, @end_ds, @this_model, ...)"),
+                        .hint("tidemark supports the macro variables (@start_ds, @end_ds, @this_model, ...), project variables (@name, @VAR), @DEF, @AND, @OR and @IF; see docs/sqlmesh.md"),
                 );
             } else if !sql::is_known_macro(&m.name) {
                 let known = sql::MACRO_VARIABLES.iter().map(|(n, _)| *n);

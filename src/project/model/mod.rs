@@ -329,10 +329,27 @@ impl<'a> Builder<'a> {
                     .at(self.location.clone())
                     .hint("after the MODEL header, write one SELECT query"),
             ),
-            (_, Some(body_at)) => match sql::unwrap_jinja(file, body)
-                .and_then(|body| sql::parse_query(file, &body, self.dialect))
-            {
-                Ok(mut q) => {
+            (_, Some(body_at)) => match sql::extract_defs(body)
+                .map_err(|(at, m)| src.err(at, m))
+                .and_then(|(body, defs)| {
+                    let q = sql::unwrap_jinja(file, &body)
+                        .and_then(|body| sql::parse_query(file, &body, self.dialect))?;
+                    Ok((q, defs))
+                }) {
+                Ok((mut q, defs)) => {
+                    // `@name`: a `@DEF` of the file, else a project variable, as a value; then
+                    // `@AND`, `@OR` and `@IF` (see `sql::expand_sql_macros`).
+                    let mut values: BTreeMap<String, sql::Expr> = self
+                        .defaults
+                        .variables
+                        .iter()
+                        .filter(|(n, _)| !sql::is_known_macro(n))
+                        .map(|(n, v)| (n.clone(), v.literal()))
+                        .collect();
+                    values.extend(defs);
+                    if let Err(m) = sql::expand_sql_macros(&mut q, &values) {
+                        self.errors.push(src.err(body_at, m));
+                    }
                     // `SELECT id::BIGINT` yields `id`, as in SQLMesh (see the function).
                     sql::name_unaliased(&mut q);
                     // Other dialects' functions DataFusion names differently (see the module).

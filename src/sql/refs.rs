@@ -154,7 +154,19 @@ impl Visitor for RefVisitor {
     fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
         if let TableFactor::Table { name, args, .. } = tf {
             if args.is_some() {
-                return ControlFlow::Continue(()); // table-valued function
+                // A table-valued function; `FROM @macro(...)` is a macro where a table belongs,
+                // which must be refused at load, not discovered at apply.
+                if let Some((text, line, column)) = object_name(name)
+                    && let Some(var) = text.strip_prefix('@')
+                {
+                    self.out.macros.push(MacroUse {
+                        name: var.to_lowercase(),
+                        is_call: true,
+                        line,
+                        column,
+                    });
+                }
+                return ControlFlow::Continue(());
             }
             if let Some((text, line, column)) = object_name(name) {
                 if let Some(var) = text.strip_prefix('@') {

@@ -171,52 +171,45 @@ impl<'a> Catalog<'a> {
                 "`{name}` is neither a model of the environment nor a source"
             ))));
         };
-        match (&e.snapshot.model.kind, &e.table) {
-            (Kind::View | Kind::Embedded, _) | (_, None) => {
-                for p in e.snapshot.parents.keys() {
-                    if p != name {
-                        self.visit(p, seen, out)?;
-                    }
-                }
-                let window = e
-                    .snapshot
-                    .model
-                    .interval_unit
-                    .last_complete(self.execution_time);
-                out.push(Input::View {
-                    name: name.clone(),
-                    sql: self.render(name, window, None)?,
-                });
-            }
-            // A table never written (an incremental model with no interval yet: its start
-            // lies ahead, or outside a dev window) reads as empty, with its query's columns.
-            (
-                Kind::IncrementalByTimeRange { .. } | Kind::IncrementalByUniqueKey { .. },
-                Some(_),
-            ) if e.version.is_none() => {
-                for p in e.snapshot.parents.keys() {
-                    if p != name {
-                        self.visit(p, seen, out)?;
-                    }
-                }
-                let window = e
-                    .snapshot
-                    .model
-                    .interval_unit
-                    .last_complete(self.execution_time);
-                out.push(Input::View {
-                    name: name.clone(),
-                    sql: format!(
-                        "SELECT * FROM ({}) AS __tidemark_not_built WHERE false",
-                        self.render(name, window, None)?
-                    ),
-                });
-            }
-            (_, Some(table)) => out.push(Input::Table {
+        // A table never written (an incremental model with no interval yet: its start lies
+        // ahead, or outside a dev window) reads as empty, with its query's columns.
+        let not_built = matches!(
+            e.snapshot.model.kind,
+            Kind::IncrementalByTimeRange { .. } | Kind::IncrementalByUniqueKey { .. }
+        ) && e.table.is_some()
+            && e.version.is_none();
+        let table = match (&e.snapshot.model.kind, &e.table) {
+            (Kind::View | Kind::Embedded, _) | (_, None) => None,
+            (_, Some(_)) if not_built => None,
+            (_, Some(t)) => Some(t),
+        };
+        match table {
+            Some(table) => out.push(Input::Table {
                 name: name.clone(),
                 table: table.clone(),
                 version: e.version,
             }),
+            None => {
+                for p in e.snapshot.parents.keys() {
+                    if p != name {
+                        self.visit(p, seen, out)?;
+                    }
+                }
+                let window = e
+                    .snapshot
+                    .model
+                    .interval_unit
+                    .last_complete(self.execution_time);
+                let sql = self.render(name, window, None)?;
+                out.push(Input::View {
+                    name: name.clone(),
+                    sql: if not_built {
+                        format!("SELECT * FROM ({sql}) AS __tidemark_not_built WHERE false")
+                    } else {
+                        sql
+                    },
+                });
+            }
         }
         Ok(())
     }

@@ -369,6 +369,19 @@ fn instant(s: &str) -> Option<NaiveDateTime> {
         })
 }
 
+/// Run every test of `tests` on one engine of the project's.
+pub fn run_all(
+    project: &Project,
+    tests: &[&UnitTest],
+    execution_time: DateTime<Utc>,
+) -> Result<Vec<Outcome>> {
+    let engine = crate::engine::open(&project.config)?;
+    tests
+        .iter()
+        .map(|t| run(engine.as_ref(), project, t, execution_time))
+        .collect()
+}
+
 /// The outcomes as text: a line per test, the differing rows of a failure.
 pub fn text(outcomes: &[Outcome]) -> String {
     let mut s = String::new();

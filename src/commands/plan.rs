@@ -101,16 +101,7 @@ fn tests_pass(ctx: &Settings, project: &crate::project::Project, plan: &Plan) ->
             .note("unit tests: none of the changed models has a test");
         return Ok(true);
     }
-    let engine = crate::engine::open(&project.config)?;
-    let mut outcomes = Vec::new();
-    for t in selected {
-        outcomes.push(unit_tests::run(
-            engine.as_ref(),
-            project,
-            t,
-            ctx.execution_time,
-        )?);
-    }
+    let outcomes = unit_tests::run_all(project, &selected, ctx.execution_time)?;
     for line in unit_tests::text(&outcomes)
         .lines()
         .filter(|l| !l.is_empty())

@@ -44,16 +44,7 @@ pub fn run(
         .hint("unit tests are YAML files in `tests/` (SQLMesh's format: model, inputs, outputs)")
         .into());
     }
-    let engine = crate::engine::open(&project.config)?;
-    let mut outcomes = Vec::with_capacity(selected.len());
-    for t in selected {
-        outcomes.push(unit_tests::run(
-            engine.as_ref(),
-            project,
-            t,
-            ctx.execution_time,
-        )?);
-    }
+    let outcomes = unit_tests::run_all(project, &selected, ctx.execution_time)?;
     let failed = outcomes.iter().filter(|o| !o.passed).count();
     match format {
         EnvFormat::Json => emit_json(

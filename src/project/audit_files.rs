@@ -60,15 +60,7 @@ pub fn load_all(
 ) -> (BTreeMap<String, AuditDef>, Vec<Diagnostic>) {
     let mut out: BTreeMap<String, AuditDef> = BTreeMap::new();
     let mut errors = Vec::new();
-    let dir = root.join("audits");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return (out, errors);
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-        .collect();
-    files.sort();
+    let files = super::files_with(&root.join("audits"), &["sql"]);
     for abs in files {
         let rel = abs.strip_prefix(root).unwrap_or(&abs).to_path_buf();
         let text = match std::fs::read_to_string(&abs) {
@@ -272,7 +264,7 @@ fn params_of(sql: &str) -> BTreeSet<String> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'\'' | b'"' | b'`' => i = skip_quoted(b, i),
+            b'\'' | b'"' | b'`' => i = sql::skip_quoted(b, i),
             b'-' if b.get(i + 1) == Some(&b'-') => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
@@ -294,23 +286,6 @@ fn params_of(sql: &str) -> BTreeSet<String> {
         }
     }
     out
-}
-
-/// Past the quoted run starting at `i` (a doubled quote stays inside).
-fn skip_quoted(b: &[u8], i: usize) -> usize {
-    let q = b[i];
-    let mut j = i + 1;
-    while j < b.len() {
-        if b[j] == q {
-            if b.get(j + 1) == Some(&q) {
-                j += 2;
-                continue;
-            }
-            return j + 1;
-        }
-        j += 1;
-    }
-    b.len()
 }
 
 #[cfg(test)]

@@ -467,3 +467,21 @@ fn check_audits(
         }
     }
 }
+
+/// The files directly in `dir` whose extension is one of `extensions`, sorted (none when the
+/// directory is absent).
+fn files_with(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| extensions.contains(&x))
+        })
+        .collect();
+    files.sort();
+    files
+}

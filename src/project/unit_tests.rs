@@ -65,14 +65,7 @@ pub struct UnitTest {
 pub fn load_all(root: &Path) -> (Vec<UnitTest>, Vec<Diagnostic>) {
     let mut tests = Vec::new();
     let mut errors = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root.join("tests")) else {
-        return (tests, errors);
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
+    let files = super::files_with(&root.join("tests"), &["yaml", "yml"]);
     for abs in files {
         let rel = abs.strip_prefix(root).unwrap_or(&abs).to_path_buf();
         let text = match std::fs::read_to_string(&abs) {

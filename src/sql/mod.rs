@@ -451,25 +451,10 @@ pub fn parse_data_type(s: &str) -> Result<String, String> {
 /// comments), or the end of the text.
 pub fn statement_end(text: &str, from: usize) -> usize {
     let b = text.as_bytes();
-    let skip_quoted = |i: usize| {
-        let q = b[i];
-        let mut j = i + 1;
-        while j < b.len() {
-            if b[j] == q {
-                if b.get(j + 1) == Some(&q) {
-                    j += 2;
-                    continue;
-                }
-                return j + 1;
-            }
-            j += 1;
-        }
-        b.len()
-    };
     let mut i = from;
     while i < b.len() {
         match b[i] {
-            b'\'' | b'"' | b'`' => i = skip_quoted(i),
+            b'\'' | b'"' | b'`' => i = skip_quoted(b, i),
             b'-' if b.get(i + 1) == Some(&b'-') => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
@@ -481,6 +466,23 @@ pub fn statement_end(text: &str, from: usize) -> usize {
             b';' => return i,
             _ => i += 1,
         }
+    }
+    b.len()
+}
+
+/// Past the quoted run starting at byte `i` of `b` (a doubled quote stays inside).
+pub fn skip_quoted(b: &[u8], i: usize) -> usize {
+    let q = b[i];
+    let mut j = i + 1;
+    while j < b.len() {
+        if b[j] == q {
+            if b.get(j + 1) == Some(&q) {
+                j += 2;
+                continue;
+            }
+            return j + 1;
+        }
+        j += 1;
     }
     b.len()
 }

@@ -226,7 +226,7 @@ fn literal(v: &Cell) -> String {
         Cell::Bool(b) => b.to_string(),
         Cell::Int(i) => i.to_string(),
         Cell::Float(f) => format!("{f:?}"),
-        Cell::Text(s) => format!("'{}'", s.replace('\'', "''")),
+        Cell::Text(s) => crate::sql::text_literal(s).to_string(),
     }
 }
 
@@ -457,5 +457,9 @@ mod tests {
         assert!(!same(Some("a"), Some("b")));
         assert!(same(None, None) && !same(None, Some("NULL")));
         assert_eq!(literal(&Cell::Text("it's".into())), "'it''s'");
+        assert_eq!(
+            literal(&Cell::Text("a\\b".into())),
+            "('' || 'a' || chr(92) || 'b')"
+        );
     }
 }

@@ -196,12 +196,70 @@ impl Variable {
     /// The value as an AST literal (never spliced text).
     pub fn literal(&self) -> Expr {
         match self {
-            Variable::Text(s) => Expr::value(Value::SingleQuotedString(s.clone())),
+            Variable::Text(s) => text_literal(s),
             Variable::Integer(n) => Expr::value(Value::Number(n.to_string(), false)),
             Variable::Float(f) => Expr::value(Value::Number(f.clone(), false)),
             Variable::Boolean(b) => Expr::value(Value::Boolean(*b)),
         }
     }
+}
+
+/// A string as an expression that reads back as exactly `s` however the SQL is printed and
+/// re-parsed: the tokenizer treats `\` in a quoted string as an escape, and sqlparser prints a
+/// doubled quote as it is (so `''` would come back as `'`); such characters are spliced in as
+/// `chr(92)` and `chr(39)` between quoted parts (`'a' || chr(92) || 'b'`).
+pub fn text_literal(s: &str) -> Expr {
+    use datafusion::sql::sqlparser::ast::{
+        BinaryOperator, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+        FunctionArguments,
+    };
+    if !s.contains('\\') && !s.contains("''") {
+        return Expr::value(Value::SingleQuotedString(s.to_string()));
+    }
+    let chr = |code: &str| {
+        Expr::Function(Function {
+            name: ObjectName::from(vec![Ident::new("chr")]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
+                    Value::Number(code.into(), false),
+                )))],
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        })
+    };
+    let concat = |l: Expr, r: Expr| Expr::BinaryOp {
+        left: Box::new(l),
+        op: BinaryOperator::StringConcat,
+        right: Box::new(r),
+    };
+    let mut out = Expr::value(Value::SingleQuotedString(String::new()));
+    let mut run = String::new();
+    for c in s.chars() {
+        let special = match c {
+            '\\' => Some("92"),
+            '\'' => Some("39"),
+            _ => None,
+        };
+        match special {
+            Some(code) => {
+                out = concat(
+                    out,
+                    Expr::value(Value::SingleQuotedString(std::mem::take(&mut run))),
+                );
+                out = concat(out, chr(code));
+            }
+            None => run.push(c),
+        }
+    }
+    out = concat(out, Expr::value(Value::SingleQuotedString(run)));
+    Expr::Nested(Box::new(out))
 }
 
 /// Substitute project variables in `query`: `@name` (a variable that is not a built-in macro
@@ -750,6 +808,53 @@ mod tests {
             proptest::prop_assert_eq!(width, vars.len());
             proptest::prop_assert_eq!(names, parts);
             proptest::prop_assert_eq!(filter, "x BETWEEN NULL AND NULL AND d = NULL");
+        }
+
+        /// Project variables and `@DEF` string values of any text (quotes, comment markers,
+        /// semicolons, `@` macros, any Unicode) become one quoted literal each: the query keeps
+        /// its shape, re-parses to itself, and each value reads back exactly.
+        #[test]
+        fn hostile_variable_and_def_values_stay_literals(
+            value in proptest::prop_oneof![
+                "[\"'`;\\ .@-]{0,12}",
+                "(--|/\\*|\\*/|'; DROP TABLE x; --|\\n|@start_ds|@VAR\\('x'\\)){1,3}",
+                "\\PC{0,12}",
+            ],
+        ) {
+            let vars = std::collections::BTreeMap::from([("v".to_string(), Variable::Text(value.clone()))]);
+            // A @DEF is SQL text: a backslash in it follows the dialect's escapes.
+            let def_value = value.replace(['\\', '\''], "");
+            let def = format!("@DEF(d, '{}');\n", def_value.replace('\'', "''"));
+            let body = format!("{def}SELECT @v AS a, @VAR('v') AS b, @d AS c, @IF(@v = @d, 1, 2) AS e FROM t WHERE @AND(x = @v, y = @d)");
+            let (blanked, defs) = extract_defs(&body).unwrap();
+            let mut q = parse_query(Path::new("m.sql"), &blanked, crate::sql::Dialect::DataFusion).unwrap();
+            let mut values: std::collections::BTreeMap<String, Expr> =
+                vars.iter().map(|(n, v)| (n.clone(), v.literal())).collect();
+            values.extend(defs);
+            expand_sql_macros(&mut q, &values).unwrap();
+            substitute_variables(&mut q, &vars).unwrap();
+            let text = q.to_string();
+            let reparsed = parse_query(Path::new("m.sql"), &text, crate::sql::Dialect::DataFusion).unwrap();
+            proptest::prop_assert_eq!(reparsed.to_string(), text.clone());
+            let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = &*reparsed.body else {
+                return Err(proptest::test_runner::TestCaseError::fail("not a SELECT"));
+            };
+            proptest::prop_assert_eq!(select.projection.len(), 4);
+            let literal = text_literal(&value).to_string();
+            let def_literal = Expr::value(Value::SingleQuotedString(def_value.clone())).to_string();
+            // Outer parentheses aside (a substituted expression is parenthesized).
+            let bare = |t: &str| -> String {
+                let mut t = t.to_string();
+                while t.starts_with('(') && t.ends_with(')') && parse_query(Path::new("m.sql"), &format!("SELECT {}", &t[1..t.len() - 1]), crate::sql::Dialect::DataFusion).is_ok() {
+                    t = t[1..t.len() - 1].to_string();
+                }
+                t
+            };
+            for (item, expected) in select.projection[..3].iter().zip([&literal, &literal, &def_literal]) {
+                let shown = item.to_string();
+                let value = shown.rsplit_once(" AS ").map(|(v, _)| bare(v));
+                proptest::prop_assert_eq!(value, Some(bare(expected)));
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ pub use functions::{
 pub use macros::{
     MACRO_VARIABLES, MacroContext, Variable, expand_sql_macros, extract_defs,
     is_known as is_known_macro, is_window_variable, render_query, substitute_variables,
+    text_literal,
 };
 pub use refs::{Analysis, MacroUse, TableRef, analyze};
 pub use rewrite::{inline_embedded, name_unaliased, prepend_ctes, render_model, replace_tables};

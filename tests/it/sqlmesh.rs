@@ -103,6 +103,16 @@ fn a_sqlmesh_style_project_applies_with_the_expected_rows() {
         "{plan}"
     );
     std::fs::write(&f, &config).unwrap();
+    // A variable in a header value.
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&p, &["info", "--format", "json"])).unwrap();
+    let stg = info["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "shop.stg_orders")
+        .unwrap();
+    assert_eq!(stg["owner"], "data-team", "{stg}");
     // Unaliased casts are named after their column; camelCase source columns read unquoted.
     assert_eq!(
         csv(

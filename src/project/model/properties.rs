@@ -122,6 +122,52 @@ fn column(src: Src<'_>, item: &[Token]) -> Result<(String, String), Diagnostic> 
 }
 
 impl Builder<'_> {
+    /// A string value, or a project variable standing for one (`@name` or `@VAR('name')`, as
+    /// SQLMesh allows in header values).
+    fn text_value(&self, key: &str, v: &[Token]) -> Result<String, Diagnostic> {
+        let src = self.src;
+        let name = match v {
+            [
+                Token {
+                    tok: header::Tok::Word(w),
+                    ..
+                },
+            ] if w.starts_with('@') => Some(w[1..].to_lowercase()),
+            [
+                Token {
+                    tok: header::Tok::Word(w),
+                    ..
+                },
+                Token {
+                    tok: header::Tok::LParen,
+                    ..
+                },
+                Token {
+                    tok: header::Tok::Str(n),
+                    ..
+                },
+                Token {
+                    tok: header::Tok::RParen,
+                    ..
+                },
+            ] if w.eq_ignore_ascii_case("@var") => Some(n.to_lowercase()),
+            _ => None,
+        };
+        let Some(name) = name else {
+            return header::string(src, key, v);
+        };
+        use crate::sql::Variable;
+        match self.defaults.variables.get(&name) {
+            Some(Variable::Text(t)) => Ok(t.clone()),
+            Some(Variable::Integer(n)) => Ok(n.to_string()),
+            Some(Variable::Float(f)) => Ok(f.clone()),
+            Some(Variable::Boolean(b)) => Ok(b.to_string()),
+            None => Err(src
+                .err(v[0].start, format!("`{key}` names the variable `{name}`, which [variables] in tidemark.toml does not define"))
+                .hint("define it under [variables], or write the value")),
+        }
+    }
+
     pub(super) fn property(&mut self, p: &Property) -> Result<(), Diagnostic> {
         let src = self.src;
         let v = p.value.as_slice();
@@ -142,7 +188,7 @@ impl Builder<'_> {
                 self.kind_failed = false;
             }
             "cron" => {
-                let text = header::string(src, key, v)?;
+                let text = self.text_value(key, v)?;
                 self.schedule = Some(
                     Schedule::parse(&text)
                         .map_err(|r| src.err(v[0].start, format!("invalid cron: {r}")))?,
@@ -156,7 +202,7 @@ impl Builder<'_> {
                             ..
                         },
                     ] => n.clone(),
-                    _ => header::string(src, key, v)?,
+                    _ => self.text_value(key, v)?,
                 };
                 let at = match parse_instant(&text) {
                     Ok(i) => i.at,
@@ -184,8 +230,8 @@ impl Builder<'_> {
                     self.end = Some((at, v[0].start));
                 }
             }
-            "owner" => self.owner = Some(header::string(src, key, v)?),
-            "description" => self.description = Some(header::string(src, key, v)?),
+            "owner" => self.owner = Some(self.text_value(key, v)?),
+            "description" => self.description = Some(self.text_value(key, v)?),
             "column_descriptions" => {
                 if !header::is_wrapped(v) {
                     return Err(src.err(

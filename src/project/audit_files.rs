@@ -60,16 +60,7 @@ pub fn load_all(
 ) -> (BTreeMap<String, AuditDef>, Vec<Diagnostic>) {
     let mut out: BTreeMap<String, AuditDef> = BTreeMap::new();
     let mut errors = Vec::new();
-    let files = super::files_with(&root.join("audits"), &["sql"]);
-    for abs in files {
-        let rel = abs.strip_prefix(root).unwrap_or(&abs).to_path_buf();
-        let text = match std::fs::read_to_string(&abs) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(crate::error::io_error("read", &rel, &e));
-                continue;
-            }
-        };
+    for (rel, text) in super::read_files(root, "audits", &["sql"], &mut errors) {
         match parse_file(&rel, &text, dialect) {
             Ok((defs, problems)) => {
                 errors.extend(problems);

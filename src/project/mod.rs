@@ -468,10 +468,16 @@ fn check_audits(
     }
 }
 
-/// The files directly in `dir` whose extension is one of `extensions`, sorted (none when the
+/// The files directly in `root/dir` whose extension is one of `extensions`, sorted, as (path
+/// relative to `root`, text); one that cannot be read is an error in `errors` (none when the
 /// directory is absent).
-fn files_with(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+fn read_files(
+    root: &Path,
+    dir: &str,
+    extensions: &[&str],
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<(PathBuf, String)> {
+    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
         return Vec::new();
     };
     let mut files: Vec<PathBuf> = entries
@@ -484,4 +490,16 @@ fn files_with(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+        .into_iter()
+        .filter_map(|abs| {
+            let rel = abs.strip_prefix(root).unwrap_or(&abs).to_path_buf();
+            match std::fs::read_to_string(&abs) {
+                Ok(text) => Some((rel, text)),
+                Err(e) => {
+                    errors.push(io_error("read", &rel, &e));
+                    None
+                }
+            }
+        })
+        .collect()
 }

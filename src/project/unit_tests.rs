@@ -65,16 +65,7 @@ pub struct UnitTest {
 pub fn load_all(root: &Path) -> (Vec<UnitTest>, Vec<Diagnostic>) {
     let mut tests = Vec::new();
     let mut errors = Vec::new();
-    let files = super::files_with(&root.join("tests"), &["yaml", "yml"]);
-    for abs in files {
-        let rel = abs.strip_prefix(root).unwrap_or(&abs).to_path_buf();
-        let text = match std::fs::read_to_string(&abs) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(crate::error::io_error("read", &rel, &e));
-                continue;
-            }
-        };
+    for (rel, text) in super::read_files(root, "tests", &["yaml", "yml"], &mut errors) {
         match parse_file(&rel, &text) {
             Ok(t) => tests.extend(t),
             Err(d) => errors.extend(d),

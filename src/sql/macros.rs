@@ -572,43 +572,42 @@ mod tests {
     use super::*;
     use crate::interval::parse_instant;
 
-    #[test]
-    fn def_and_logical_macros_expand_on_the_ast() {
-        let body = "@DEF(min_total, 10);\n@def(flag, true);\nSELECT a FROM t WHERE @AND(a > @min_total, @IF(@flag, b = 'x; y'), @IF(false, c = 1)) AND @OR(d, NULL, e)";
+    /// `body` with its `@DEF`s taken out and its macros expanded, as SQL.
+    fn expanded(body: &str) -> String {
         let (blanked, defs) = extract_defs(body).unwrap();
-        assert!(blanked.starts_with("    ") && blanked.lines().count() == 3);
-        let mut q = crate::sql::parse_query(
-            std::path::Path::new("m.sql"),
+        assert_eq!(
+            blanked.lines().count(),
+            body.lines().count(),
+            "positions are kept"
+        );
+        let mut q = parse_query(
+            Path::new("m.sql"),
             &blanked,
             crate::sql::Dialect::DataFusion,
         )
         .unwrap();
         expand_sql_macros(&mut q, &defs).unwrap();
+        q.to_string()
+    }
+
+    #[test]
+    fn def_and_logical_macros_expand_on_the_ast() {
         assert_eq!(
-            q.to_string(),
+            expanded(
+                "@DEF(min_total, 10);\n@def(flag, true);\nSELECT a FROM t WHERE @AND(a > @min_total, @IF(@flag, b = 'x; y'), @IF(false, c = 1)) AND @OR(d, NULL, e)"
+            ),
             "SELECT a FROM t WHERE ((a > 10) AND ((b = 'x; y'))) AND ((d) OR (e))"
         );
         // Substituted values keep their precedence.
-        let (blanked, defs) = extract_defs("@DEF(two, 1 + 1);\nSELECT @two * 3 AS x").unwrap();
-        let mut q = crate::sql::parse_query(
-            std::path::Path::new("m.sql"),
-            &blanked,
-            crate::sql::Dialect::DataFusion,
-        )
-        .unwrap();
-        expand_sql_macros(&mut q, &defs).unwrap();
-        assert_eq!(q.to_string(), "SELECT (1 + 1) * 3 AS x");
-        // Conditions of literals are evaluated at load; others become CASE.
-        let (blanked, defs) = extract_defs("@DEF(n, 0);\nSELECT a FROM t WHERE @AND(a > 1, @IF(@n > 0, b = 1), @IF(@n = 0 AND 'x' < 'y', c = 2), @IF(a > 0, d))").unwrap();
-        let mut q = crate::sql::parse_query(
-            std::path::Path::new("m.sql"),
-            &blanked,
-            crate::sql::Dialect::DataFusion,
-        )
-        .unwrap();
-        expand_sql_macros(&mut q, &defs).unwrap();
         assert_eq!(
-            q.to_string(),
+            expanded("@DEF(two, 1 + 1);\nSELECT @two * 3 AS x"),
+            "SELECT (1 + 1) * 3 AS x"
+        );
+        // Conditions of literals are evaluated at load; others become CASE.
+        assert_eq!(
+            expanded(
+                "@DEF(n, 0);\nSELECT a FROM t WHERE @AND(a > 1, @IF(@n > 0, b = 1), @IF(@n = 0 AND 'x' < 'y', c = 2), @IF(a > 0, d))"
+            ),
             "SELECT a FROM t WHERE (((a > 1) AND ((c = 2))) AND (CASE WHEN a > 0 THEN d ELSE NULL END))"
         );
         assert!(extract_defs("@DEF(1, 2); SELECT 1").is_err());

@@ -277,8 +277,11 @@ pub fn model_jobs(
     catalog: &Catalog<'_>,
     models: &[PlanModel],
 ) -> Result<BTreeMap<ModelName, ModelJob>> {
-    let (defs, problems) =
-        crate::project::audit_files::load_all(&cx.config.root, cx.config.dialect());
+    let (defs, problems) = crate::project::audit_files::load_all(
+        &cx.config.root,
+        cx.config.dialect(),
+        &crate::project::model_sources(cx.config),
+    );
     if !problems.is_empty() {
         return Err(Error::User(problems));
     }

@@ -53,14 +53,33 @@ const NOT_PARAMS: [&str; 10] = [
     "execution_ds",
 ];
 
-/// Every audit under `root/audits` (none when the directory is absent), and the problems found.
+/// Every audit under `root/audits` (none when the directory is absent) and the inline audits of
+/// `model_files` (`AUDIT (...)` blocks after a model's query, SQLMesh's inline audits; they share
+/// one namespace with the audit files), and the problems found.
 pub fn load_all(
     root: &Path,
     dialect: sql::Dialect,
+    model_files: &[(PathBuf, String)],
 ) -> (BTreeMap<String, AuditDef>, Vec<Diagnostic>) {
     let mut out: BTreeMap<String, AuditDef> = BTreeMap::new();
     let mut errors = Vec::new();
-    for (rel, text) in super::read_files(root, "audits", &["sql"], &mut errors) {
+    let mut files = super::read_files(root, "audits", &["sql"], &mut errors);
+    for (rel, text) in model_files {
+        // The header and query blanked, so that locations stay file locations.
+        if !text.to_ascii_lowercase().contains("audit") {
+            continue;
+        }
+        if let Ok(split) = header::split(Src { file: rel, text })
+            && let Some(at) = sql::inline_audits_at(&split.body)
+        {
+            let head: String = text[..at]
+                .chars()
+                .map(|c| if c == '\n' || c == '\r' { c } else { ' ' })
+                .collect();
+            files.push((rel.clone(), format!("{head}{}", &text[at..])));
+        }
+    }
+    for (rel, text) in files {
         match parse_file(&rel, &text, dialect) {
             Ok((defs, problems)) => {
                 errors.extend(problems);

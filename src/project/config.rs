@@ -300,6 +300,11 @@ pub struct ModelDefaults {
     /// Project variables (`[variables]`), substituted into queries when they load (so a
     /// value is part of the fingerprint of every model using it).
     pub variables: BTreeMap<String, crate::sql::Variable>,
+    /// SQL macros shared by every model: the `@DEF(name, value);` statements of `macros/*.sql`.
+    pub macros: crate::sql::MacroDefs,
+    /// Python macros found in `macros/*.py` (name → file), named precisely when a model calls
+    /// one: tidemark cannot run Python.
+    pub python_macros: BTreeMap<String, PathBuf>,
 }
 
 /// The validated project configuration.

@@ -14,6 +14,7 @@ pub mod config;
 mod fuzz;
 pub mod header;
 pub mod import;
+pub mod macro_files;
 pub mod model;
 pub mod seed;
 pub mod unit_tests;
@@ -71,11 +72,15 @@ impl Project {
 
     /// Build a project from file contents (paths relative to the root). Used by `load` and by
     /// commands that read files from elsewhere (e.g. a git revision).
-    pub fn from_files(config: Config, files: Vec<(PathBuf, Vec<u8>)>) -> Result<Project> {
+    pub fn from_files(mut config: Config, files: Vec<(PathBuf, Vec<u8>)>) -> Result<Project> {
         let (py, files): (Vec<_>, Vec<_>) = files
             .into_iter()
             .partition(|(p, _)| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("py")));
         let mut errors = Vec::new();
+        let (macros, python_macros, problems) = macro_files::load_all(&config.root);
+        errors.extend(problems);
+        config.model_defaults.macros = macros;
+        config.model_defaults.python_macros = python_macros;
         let mut warnings = Vec::new();
         let python = python_models(&config, &py, &mut warnings);
         let loaded = load_parallel(&config, &files);
@@ -187,7 +192,13 @@ impl Project {
             parents.insert(m.name.clone(), ps);
         }
 
-        check_audits(&config, &models, &mut errors);
+        // Model files that may hold inline audits (the others are not copied).
+        let with_audits: Vec<(PathBuf, String)> = files
+            .iter()
+            .filter(|(_, b)| b.windows(5).any(|w| w.eq_ignore_ascii_case(b"audit")))
+            .map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()))
+            .collect();
+        check_audits(&config, &models, &with_audits, &mut errors);
 
         if !errors.is_empty() {
             errors.sort_by(|a, b| a.location.cmp(&b.location));
@@ -312,6 +323,21 @@ fn python_models(
     out
 }
 
+/// The text of every `.sql` file under the models directory (unreadable ones left out: the
+/// project load reports them), for the inline audits that commands read with the audit files.
+pub fn model_sources(config: &Config) -> Vec<(PathBuf, String)> {
+    discover(config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("sql")))
+        .filter_map(|rel| {
+            std::fs::read_to_string(config.root.join(&rel))
+                .ok()
+                .map(|t| (rel, t))
+        })
+        .collect()
+}
+
 /// Every `.sql` (and Python model `.py`) file under the models directory, relative to the project root, sorted.
 /// Hidden files and directories (starting with `.`) are skipped.
 fn discover(config: &Config) -> Result<Vec<PathBuf>> {
@@ -416,9 +442,10 @@ fn load_parallel(config: &Config, files: &[(PathBuf, Vec<u8>)]) -> Vec<Loaded> {
 fn check_audits(
     config: &Config,
     models: &BTreeMap<ModelName, Model>,
+    files: &[(PathBuf, String)],
     errors: &mut Vec<Diagnostic>,
 ) {
-    let (defs, problems) = audit_files::load_all(&config.root, config.dialect());
+    let (defs, problems) = audit_files::load_all(&config.root, config.dialect(), files);
     errors.extend(problems);
     for m in models.values() {
         for (i, a) in m.audits.iter().enumerate() {

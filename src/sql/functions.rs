@@ -28,7 +28,7 @@ pub const RENAMED: [(&str, &str); 5] = [
 ];
 
 /// Calls rebuilt: (name, what it becomes), for the documentation table.
-pub const REBUILT: [(&str, &str); 5] = [
+pub const REBUILT: [(&str, &str); 9] = [
     ("arg_max(x, y)", "first_value(x ORDER BY y DESC NULLS LAST)"),
     ("arg_min(x, y)", "first_value(x ORDER BY y ASC NULLS LAST)"),
     ("if(c, a, b)", "CASE WHEN c THEN a ELSE b END"),
@@ -37,6 +37,19 @@ pub const REBUILT: [(&str, &str); 5] = [
         "whole `unit`s (second … week, month, quarter, year) from a to b",
     ),
     ("SAFE_CAST(x AS t)", "TRY_CAST(x AS t)"),
+    (
+        "date_add(d, INTERVAL …)",
+        "d + INTERVAL … (DuckDB, BigQuery)",
+    ),
+    (
+        "date_sub(d, INTERVAL …)",
+        "d - INTERVAL … (DuckDB, BigQuery)",
+    ),
+    (
+        "date_add('unit', n, d), DATEADD(unit, n, d)",
+        "d + n * INTERVAL '1 unit' (Trino, T-SQL)",
+    ),
+    ("ISNULL(a, b)", "coalesce(a, b) (T-SQL)"),
 ];
 
 /// Rewrite the calls of other dialects' functions in `query` (see the module invariants).
@@ -77,6 +90,20 @@ pub fn translate(query: &mut Query) {
                     format!("first_value({x} ORDER BY {y} ASC NULLS LAST)")
                 }
                 ("if" | "iif", [c, a, b]) => format!("CASE WHEN {c} THEN {a} ELSE {b} END"),
+                ("isnull", [a, b]) => format!("coalesce({a}, {b})"),
+                ("date_add" | "date_sub", [d, i]) if i.to_uppercase().starts_with("INTERVAL") => {
+                    let op = if name == "date_add" { '+' } else { '-' };
+                    format!("({d} {op} {i})")
+                }
+                ("date_add" | "dateadd", [unit, n, d]) => {
+                    let unit = unit.trim_matches('\'').to_lowercase();
+                    let known = ["second", "minute", "hour", "day", "week", "month", "year"];
+                    let unit = unit.strip_suffix('s').unwrap_or(&unit);
+                    if !known.contains(&unit) {
+                        return ControlFlow::Continue(());
+                    }
+                    format!("({d} + ({n}) * INTERVAL '1 {unit}')")
+                }
                 ("date_diff" | "datediff", [unit, a, b]) => match date_diff(unit, a, b) {
                     Some(t) => t,
                     None => return ControlFlow::Continue(()),
@@ -202,6 +229,12 @@ mod tests {
             "SELECT TRY_CAST(x AS INT) FROM t"
         );
         assert!(translated("SELECT date_diff('day', a, b) FROM t").contains("/ 86400 AS BIGINT"));
+        assert_eq!(
+            translated(
+                "SELECT date_add(d, INTERVAL 1 DAY), DATEADD(month, 2, d), date_add('day', n, d), date_sub(d, INTERVAL '3' HOUR), ISNULL(a, 0) FROM t"
+            ),
+            "SELECT (d + INTERVAL 1 DAY), (d + (2) * INTERVAL '1 month'), (d + (n) * INTERVAL '1 day'), (d - INTERVAL '3' HOUR), coalesce(a, 0) FROM t"
+        );
         // DataFusion's own names stay.
         assert_eq!(
             translated("SELECT to_char(d, '%Y') FROM t"),

@@ -209,30 +209,12 @@ impl Variable {
 /// doubled quote as it is (so `''` would come back as `'`); such characters are spliced in as
 /// `chr(92)` and `chr(39)` between quoted parts (`'a' || chr(92) || 'b'`).
 pub fn text_literal(s: &str) -> Expr {
-    use datafusion::sql::sqlparser::ast::{
-        BinaryOperator, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-        FunctionArguments,
-    };
+    use datafusion::sql::sqlparser::ast::BinaryOperator;
     if !s.contains('\\') && !s.contains("''") {
         return Expr::value(Value::SingleQuotedString(s.to_string()));
     }
     let chr = |code: &str| {
-        Expr::Function(Function {
-            name: ObjectName::from(vec![Ident::new("chr")]),
-            uses_odbc_syntax: false,
-            parameters: FunctionArguments::None,
-            args: FunctionArguments::List(FunctionArgumentList {
-                duplicate_treatment: None,
-                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
-                    Value::Number(code.into(), false),
-                )))],
-                clauses: vec![],
-            }),
-            filter: None,
-            null_treatment: None,
-            over: None,
-            within_group: vec![],
-        })
+        super::sql_macros::ast::call("chr", vec![Expr::value(Value::Number(code.into(), false))])
     };
     let concat = |l: Expr, r: Expr| Expr::BinaryOp {
         left: Box::new(l),
@@ -345,273 +327,10 @@ pub fn substitute_variables(
     }
 }
 
-/// SQLMesh's `@DEF(name, value);` statements leading a model body: the body with them blanked
-/// out (positions kept, so locations stay file locations), and the definitions, parsed as
-/// expressions. `Err`: (byte offset, message) of a malformed one.
-pub fn extract_defs(
-    body: &str,
-) -> Result<(String, std::collections::BTreeMap<String, Expr>), (usize, String)> {
-    use datafusion::sql::sqlparser::parser::Parser;
-    let mut defs = std::collections::BTreeMap::new();
-    let mut out = body.as_bytes().to_vec();
-    let mut pos = 0;
-    while let Some(at) = super::first_code_offset(&body[pos..]).map(|i| i + pos) {
-        let rest = &body[at..];
-        let is_def = rest
-            .get(..4)
-            .is_some_and(|w| w.eq_ignore_ascii_case("@def"))
-            && rest[4..].trim_start().starts_with('(');
-        if !is_def {
-            break;
-        }
-        let end = super::statement_end(body, at);
-        let stmt = &body[at..end];
-        let open = stmt.find('(').unwrap_or(0);
-        let close = stmt.rfind(')').unwrap_or(stmt.len());
-        let inner = stmt.get(open + 1..close).unwrap_or_default();
-        let args = Parser::new(&super::DIALECT)
-            .try_with_sql(inner)
-            .and_then(|mut p| p.parse_comma_separated(Parser::parse_expr))
-            .map_err(|e| (at, format!("`@DEF` does not parse: {e}")))?;
-        let [Expr::Identifier(name), value] = args.as_slice() else {
-            return Err((
-                at,
-                "`@DEF` takes a name and a value: @DEF(name, value);".into(),
-            ));
-        };
-        defs.insert(name.value.to_lowercase(), value.clone());
-        for b in &mut out[at..(end + 1).min(body.len())] {
-            if *b != b'\n' && *b != b'\r' {
-                *b = b' ';
-            }
-        }
-        pos = (end + 1).min(body.len());
-    }
-    let text = String::from_utf8(out)
-        .map_err(|_| (0, "internal: blanking @DEF broke UTF-8".to_string()))?;
-    Ok((text, defs))
-}
-
-/// Substitute `@name` of each `@DEF` by its value, then evaluate SQLMesh's logical macro
-/// functions on the AST: `@AND(a, …)` / `@OR(a, …)` (NULL arguments dropped), `@IF(c, a[, b])`
-/// (a literal condition picks a branch at load; otherwise `CASE WHEN`).
-pub fn expand_sql_macros(
-    query: &mut Query,
-    defs: &std::collections::BTreeMap<String, Expr>,
-) -> Result<(), String> {
-    use datafusion::sql::sqlparser::ast::{
-        BinaryOperator, FunctionArg, FunctionArgExpr, FunctionArguments,
-    };
-    struct M<'a> {
-        defs: &'a std::collections::BTreeMap<String, Expr>,
-        error: Option<String>,
-    }
-    fn args_of(f: &datafusion::sql::sqlparser::ast::Function) -> Vec<Expr> {
-        match &f.args {
-            FunctionArguments::List(l) => l
-                .args
-                .iter()
-                .filter_map(|a| match a {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-    fn is_null(e: &Expr) -> bool {
-        match e {
-            Expr::Nested(inner) => is_null(inner),
-            Expr::Value(v) => v.value == Value::Null,
-            _ => false,
-        }
-    }
-    /// A condition made of literals, evaluated (as SQLMesh evaluates @IF at load): booleans,
-    /// NOT, AND/OR, and comparisons of numbers or strings. `None`: not constant.
-    fn constant(e: &Expr) -> Option<bool> {
-        use datafusion::sql::sqlparser::ast::UnaryOperator;
-        match e {
-            Expr::Nested(inner) => constant(inner),
-            Expr::Value(v) => match &v.value {
-                Value::Boolean(b) => Some(*b),
-                Value::Null => Some(false),
-                _ => None,
-            },
-            Expr::UnaryOp {
-                op: UnaryOperator::Not,
-                expr,
-            } => constant(expr).map(|b| !b),
-            Expr::BinaryOp { left, op, right } => {
-                if matches!(op, BinaryOperator::And | BinaryOperator::Or) {
-                    let (l, r) = (constant(left)?, constant(right)?);
-                    return Some(if *op == BinaryOperator::And {
-                        l && r
-                    } else {
-                        l || r
-                    });
-                }
-                let lit = |e: &Expr| match e {
-                    Expr::Value(v) => match &v.value {
-                        Value::Number(n, _) => n.parse::<f64>().ok().map(Ok),
-                        Value::SingleQuotedString(s) => Some(Err(s.clone())),
-                        _ => None,
-                    },
-                    _ => None,
-                };
-                let (l, r) = (lit(left)?, lit(right)?);
-                let ord = match (&l, &r) {
-                    (Ok(a), Ok(b)) => a.partial_cmp(b)?,
-                    (Err(a), Err(b)) => a.cmp(b),
-                    _ => return None,
-                };
-                use std::cmp::Ordering::*;
-                Some(match op {
-                    BinaryOperator::Eq => ord == Equal,
-                    BinaryOperator::NotEq => ord != Equal,
-                    BinaryOperator::Lt => ord == Less,
-                    BinaryOperator::LtEq => ord != Greater,
-                    BinaryOperator::Gt => ord == Greater,
-                    BinaryOperator::GtEq => ord != Less,
-                    _ => return None,
-                })
-            }
-            _ => None,
-        }
-    }
-    impl VisitorMut for M<'_> {
-        type Break = ();
-        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-            match expr {
-                Expr::Identifier(id) if id.quote_style.is_none() => {
-                    if let Some(v) = id
-                        .value
-                        .strip_prefix('@')
-                        .and_then(|n| self.defs.get(&n.to_lowercase()))
-                    {
-                        // Parenthesized, so that the text keeps the AST's precedence.
-                        *expr = match v {
-                            Expr::Value(_) | Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
-                                v.clone()
-                            }
-                            other => Expr::Nested(Box::new(other.clone())),
-                        };
-                    }
-                }
-                Expr::Function(f) => {
-                    let name = f.name.to_string().to_lowercase();
-                    let args = args_of(f);
-                    match name.as_str() {
-                        "@and" | "@or" => {
-                            let op = if name == "@and" {
-                                BinaryOperator::And
-                            } else {
-                                BinaryOperator::Or
-                            };
-                            let mut kept = args.into_iter().filter(|a| !is_null(a));
-                            let Some(first) = kept.next() else {
-                                *expr = Expr::value(Value::Null);
-                                return ControlFlow::Continue(());
-                            };
-                            let folded = kept.fold(first, |l, r| Expr::BinaryOp {
-                                left: Box::new(Expr::Nested(Box::new(l))),
-                                op: op.clone(),
-                                right: Box::new(Expr::Nested(Box::new(r))),
-                            });
-                            *expr = Expr::Nested(Box::new(folded));
-                        }
-                        "@if" => {
-                            let (cond, then, otherwise) = match args.as_slice() {
-                                [c, a] => (c.clone(), a.clone(), Expr::value(Value::Null)),
-                                [c, a, b] => (c.clone(), a.clone(), b.clone()),
-                                _ => {
-                                    self.error = Some("`@IF` takes a condition, a value and an optional other value".into());
-                                    return ControlFlow::Continue(());
-                                }
-                            };
-                            *expr = match &constant(&cond).map_or(cond.clone(), |b| {
-                                Expr::value(Value::Boolean(b))
-                            }) {
-                                Expr::Value(v) if v.value == Value::Boolean(true) => {
-                                    Expr::Nested(Box::new(then))
-                                }
-                                Expr::Value(v)
-                                    if v.value == Value::Boolean(false) || v.value == Value::Null =>
-                                {
-                                    Expr::Nested(Box::new(otherwise))
-                                }
-                                _ => Expr::Case {
-                                    case_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
-                                    end_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
-                                    operand: None,
-                                    conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
-                                        condition: cond,
-                                        result: then,
-                                    }],
-                                    else_result: Some(Box::new(otherwise)),
-                                },
-                            };
-                        }
-                        _ => {}
-                    }
-                }
-                _ => {}
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut m = M { defs, error: None };
-    let _ = query.visit(&mut m);
-    match m.error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::interval::parse_instant;
-
-    /// `body` with its `@DEF`s taken out and its macros expanded, as SQL.
-    fn expanded(body: &str) -> String {
-        let (blanked, defs) = extract_defs(body).unwrap();
-        assert_eq!(
-            blanked.lines().count(),
-            body.lines().count(),
-            "positions are kept"
-        );
-        let mut q = parse_query(
-            Path::new("m.sql"),
-            &blanked,
-            crate::sql::Dialect::DataFusion,
-        )
-        .unwrap();
-        expand_sql_macros(&mut q, &defs).unwrap();
-        q.to_string()
-    }
-
-    #[test]
-    fn def_and_logical_macros_expand_on_the_ast() {
-        assert_eq!(
-            expanded(
-                "@DEF(min_total, 10);\n@def(flag, true);\nSELECT a FROM t WHERE @AND(a > @min_total, @IF(@flag, b = 'x; y'), @IF(false, c = 1)) AND @OR(d, NULL, e)"
-            ),
-            "SELECT a FROM t WHERE ((a > 10) AND ((b = 'x; y'))) AND ((d) OR (e))"
-        );
-        // Substituted values keep their precedence.
-        assert_eq!(
-            expanded("@DEF(two, 1 + 1);\nSELECT @two * 3 AS x"),
-            "SELECT (1 + 1) * 3 AS x"
-        );
-        // Conditions of literals are evaluated at load; others become CASE.
-        assert_eq!(
-            expanded(
-                "@DEF(n, 0);\nSELECT a FROM t WHERE @AND(a > 1, @IF(@n > 0, b = 1), @IF(@n = 0 AND 'x' < 'y', c = 2), @IF(a > 0, d))"
-            ),
-            "SELECT a FROM t WHERE (((a > 1) AND ((c = 2))) AND (CASE WHEN a > 0 THEN d ELSE NULL END))"
-        );
-        assert!(extract_defs("@DEF(1, 2); SELECT 1").is_err());
-    }
 
     #[test]
     fn variables_become_literals_and_var_takes_a_default() {
@@ -822,15 +541,16 @@ mod tests {
         ) {
             let vars = std::collections::BTreeMap::from([("v".to_string(), Variable::Text(value.clone()))]);
             // A @DEF is SQL text: a backslash in it follows the dialect's escapes.
-            let def_value = value.replace(['\\', '\''], "");
+            // A `"` cannot be put into a name (see `ident_for`); the @EACH alias uses it.
+            let def_value = value.replace(['\\', '\'', '"'], "");
             let def = format!("@DEF(d, '{}');\n", def_value.replace('\'', "''"));
-            let body = format!("{def}SELECT @v AS a, @VAR('v') AS b, @d AS c, @IF(@v = @d, 1, 2) AS e FROM t WHERE @AND(x = @v, y = @d)");
-            let (blanked, defs) = extract_defs(&body).unwrap();
+            let body = format!("{def}SELECT @v AS a, @VAR('v') AS b, @d AS c, @IF(@v = @d, 1, 2) AS e, @EACH([@d], x -> x AS @{{x}}_n) FROM t WHERE @AND(x = @v, y = @d)");
+            let (blanked, defs) = crate::sql::extract_defs(&body).unwrap();
             let mut q = parse_query(Path::new("m.sql"), &blanked, crate::sql::Dialect::DataFusion).unwrap();
             let mut values: std::collections::BTreeMap<String, Expr> =
                 vars.iter().map(|(n, v)| (n.clone(), v.literal())).collect();
             values.extend(defs);
-            expand_sql_macros(&mut q, &values).unwrap();
+            crate::sql::expand_sql_macros(&mut q, &values, crate::sql::Dialect::DataFusion).unwrap();
             substitute_variables(&mut q, &vars).unwrap();
             let text = q.to_string();
             let reparsed = parse_query(Path::new("m.sql"), &text, crate::sql::Dialect::DataFusion).unwrap();
@@ -838,7 +558,15 @@ mod tests {
             let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = &*reparsed.body else {
                 return Err(proptest::test_runner::TestCaseError::fail("not a SELECT"));
             };
-            proptest::prop_assert_eq!(select.projection.len(), 4);
+            proptest::prop_assert_eq!(select.projection.len(), 5);
+            // A value interpolated into a name stays one name.
+            let named = format!("{def_value}_n");
+            let plain = named.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && named.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let datafusion::sql::sqlparser::ast::SelectItem::ExprWithAlias { alias, .. } = &select.projection[4] else {
+                return Err(proptest::test_runner::TestCaseError::fail("the @EACH item has no alias"));
+            };
+            proptest::prop_assert_eq!(&alias.value, &if plain { named.to_lowercase() } else { named });
             let literal = text_literal(&value).to_string();
             let def_literal = Expr::value(Value::SingleQuotedString(def_value.clone())).to_string();
             // Outer parentheses aside (a substituted expression is parenthesized).

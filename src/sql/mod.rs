@@ -16,6 +16,7 @@
 mod macros;
 mod refs;
 mod rewrite;
+mod sql_macros;
 
 mod functions;
 /// An expression of a parsed query.
@@ -25,12 +26,12 @@ pub use functions::{
     calls as function_calls, translate as translate_functions,
 };
 pub use macros::{
-    MACRO_VARIABLES, MacroContext, Variable, expand_sql_macros, extract_defs,
-    is_known as is_known_macro, is_window_variable, render_query, substitute_variables,
-    text_literal,
+    MACRO_VARIABLES, MacroContext, Variable, is_known as is_known_macro, is_window_variable,
+    render_query, substitute_variables, text_literal,
 };
 pub use refs::{Analysis, MacroUse, TableRef, analyze};
 pub use rewrite::{inline_embedded, name_unaliased, prepend_ctes, render_model, replace_tables};
+pub use sql_macros::{Defs as MacroDefs, MacroError, expand_sql_macros, extract_defs};
 
 use datafusion::sql::sqlparser::ast::{Query, Statement};
 use datafusion::sql::sqlparser::dialect::{
@@ -165,6 +166,7 @@ pub fn parse_query(file: &Path, body: &str, dialect: Dialect) -> Result<Box<Quer
             ))
         })?;
     normalize_tokens(&mut tokens);
+    sql_macros::prepare_tokens(&mut tokens);
     let second = second_statement(&tokens);
     let mut parser = Parser::new(dialect.parser()).with_tokens_with_locations(tokens);
     let statements = parser
@@ -414,18 +416,23 @@ pub fn rename_tables(
 
 /// Parse a standalone SQL expression (e.g. an audit argument) into its canonical text.
 pub fn canonical_expr(text: &str) -> Result<String, String> {
-    let mut tokens = Tokenizer::new(&DIALECT, text)
+    parse_expr(text, Dialect::DataFusion).map(|e| e.to_string())
+}
+
+/// Parse exactly one SQL expression of `dialect` (unquoted words lower-cased, as in queries).
+pub fn parse_expr(text: &str, dialect: Dialect) -> Result<Expr, String> {
+    let mut tokens = Tokenizer::new(dialect.parser(), text)
         .tokenize_with_location()
         .map_err(|e| e.message)?;
     normalize_tokens(&mut tokens);
-    let mut parser = Parser::new(&DIALECT).with_tokens_with_locations(tokens);
+    let mut parser = Parser::new(dialect.parser()).with_tokens_with_locations(tokens);
     let expr = parser
         .parse_expr()
         .map_err(|e| format!("`{text}` is not a SQL expression: {e}"))?;
     if parser.peek_token().token != Token::EOF {
         return Err(format!("`{text}` is not a single SQL expression"));
     }
-    Ok(expr.to_string())
+    Ok(expr)
 }
 
 /// Validate and normalize a SQL type name (`bigint` → `BIGINT`).
@@ -469,6 +476,26 @@ pub fn statement_end(text: &str, from: usize) -> usize {
         }
     }
     b.len()
+}
+
+/// The byte offset of the first of a model file's inline audits — a statement after the
+/// query that starts with `AUDIT (` (SQLMesh's inline audits) — if any.
+pub fn inline_audits_at(body: &str) -> Option<usize> {
+    let mut pos = first_code_offset(body)?;
+    let mut first = true;
+    loop {
+        let rest = &body[pos..];
+        let is_audit = rest
+            .get(..5)
+            .is_some_and(|w| w.eq_ignore_ascii_case("audit"))
+            && rest[5..].trim_start().starts_with('(');
+        if is_audit && !first {
+            return Some(pos);
+        }
+        first = false;
+        let end = statement_end(body, pos);
+        pos = first_code_offset(body.get(end + 1..)?)? + end + 1;
+    }
 }
 
 /// Past the quoted run starting at byte `i` of `b` (a doubled quote stays inside).

@@ -428,3 +428,61 @@ fn other_dialects_functions_are_translated_and_unknown_ones_refused_at_load() {
         r.stderr
     );
 }
+
+/// A data-vault-style project (see its tidemark.toml): shared SQL macros, @EACH, @STAR,
+/// @GENERATE_SURROGATE_KEY, a variable in a table name and an inline audit. The keys are the
+/// MD5s SQLMesh's `@GENERATE_SURROGATE_KEY` gives (computed outside tidemark with Python's
+/// hashlib from SQLMesh's definition: fields cast to text, NULL as
+/// `_sqlmesh_surrogate_key_null_`, joined by `|`).
+#[test]
+fn a_data_vault_project_with_sql_macros_applies_with_sqlmeshs_keys() {
+    let (_t, p) = copy_project(&fixture("projects/sqlmesh_vault"));
+    let info = tidemark(&p, &["info"]);
+    assert_eq!(info.code, 0, "{}", info.transcript());
+    assert!(info.stderr.is_empty(), "no warning: {}", info.stderr);
+    let test = tidemark(&p, &["test"]);
+    assert_eq!(test.code, 0, "{}", test.transcript());
+    ok(&p, &["--execution-time", "2024-01-04", "plan", "--apply"]);
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT customer_id, customer_hk, record_source FROM vault.hub_customer WHERE customer_id IN (1, 4) ORDER BY 1"
+        ),
+        "customer_id,customer_hk,record_source\n1,c4ca4238a0b923820dcc509a6f75849b,crm\n4,a87ff679a2f3e71d9181a67b7542122c,crm\n"
+    );
+    // @STAR(c, exclude := [customerId, loadedAt]) keeps the other columns; the NULL email is
+    // hashed as SQLMesh hashes it.
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT hash_diff, email, country, tier, load_ts FROM vault.sat_customer WHERE customer_hk IN ('c4ca4238a0b923820dcc509a6f75849b', 'a87ff679a2f3e71d9181a67b7542122c') ORDER BY load_ts"
+        ),
+        "hash_diff,email,country,tier,load_ts\n33c88ef8318a160e4aed8e937df3b346,a@example.com,DE,gold,2024-01-01T08:00:00\n2479b6cde1e7aa291f1c6df15d1af204,,FR,bronze,2024-01-02T11:00:00\n"
+    );
+    // @EACH over the shared list, aliases interpolated; DE: 1, 2, 5 → gold 2 of 3.
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT * FROM mart.tier_counts ORDER BY country"
+        ),
+        "country,gold_customers,silver_customers,bronze_customers,gold_share\nDE,2,1,0,0.6666666666666666\nFR,1,0,1,0.5\n"
+    );
+    // The inline audit runs: an empty record source fails the hub's batch before its commit.
+    let f = p.join("tidemark.toml");
+    let config = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        config.replace("record_source = \"crm\"", "record_source = \"\""),
+    )
+    .unwrap();
+    let r = tidemark(&p, &["--execution-time", "2024-01-04", "plan", "--apply"]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(
+        r.stderr.contains("audit `hub_has_record_source` failed"),
+        "{}",
+        r.stderr
+    );
+}

@@ -16,11 +16,18 @@ impl Builder<'_> {
         let at = |line: u64, column: u64| Location::at(file, line, column);
         for m in &a.macros {
             if m.is_call {
-                self.errors.push(
-                    Diagnostic::error(format!("macro functions such as `@{}(...)` are not supported", m.name))
-                        .at(at(m.line, m.column))
-                        .hint("tidemark supports the macro variables (@start_ds, @end_ds, @this_model, ...), project variables (@name, @VAR), @DEF, @AND, @OR and @IF; see docs/sqlmesh.md"),
-                );
+                let d = match self.defaults.python_macros.get(&m.name) {
+                    Some(py) => Diagnostic::error(format!(
+                        "`@{}` is a Python macro (`{}`); tidemark cannot run Python",
+                        m.name,
+                        py.display()
+                    ))
+                    .hint(format!("write it in SQL as `@DEF({}, (a, b) -> …);` in a file of `macros/` (see docs/sqlmesh.md), or inline its SQL", m.name)),
+                    None => Diagnostic::error(format!("unknown macro `@{}(...)`", m.name)).hint(
+                        "tidemark expands @DEF, @EACH, @IF, @AND, @OR, @SQL, @STAR, @UNION, @GENERATE_SURROGATE_KEY, @SAFE_ADD/SUB/DIV and SQL macros of `macros/*.sql`; see docs/sqlmesh.md",
+                    ),
+                };
+                self.errors.push(d.at(at(m.line, m.column)));
             } else if !sql::is_known_macro(&m.name) {
                 let known = sql::MACRO_VARIABLES.iter().map(|(n, _)| *n);
                 let close: Vec<String> = crate::error::closest(&m.name, known)

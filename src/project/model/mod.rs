@@ -329,7 +329,7 @@ impl<'a> Builder<'a> {
                     .at(self.location.clone())
                     .hint("after the MODEL header, write one SELECT query"),
             ),
-            (_, Some(body_at)) => match sql::extract_defs(body)
+            (_, Some(body_at)) => match sql::extract_defs(&without_inline_audits(body))
                 .map_err(|(at, m)| src.err(at, m))
                 .and_then(|(body, defs)| {
                     let q = sql::unwrap_jinja(file, &body)
@@ -337,18 +337,27 @@ impl<'a> Builder<'a> {
                     Ok((q, defs))
                 }) {
                 Ok((mut q, defs)) => {
-                    // `@name`: a `@DEF` of the file, else a project variable, as a value; then
-                    // `@AND`, `@OR` and `@IF` (see `sql::expand_sql_macros`).
-                    let mut values: BTreeMap<String, sql::Expr> = self
+                    // `@name`: a `@DEF` of the file, else one of `macros/*.sql`, else a
+                    // project variable; then the macro functions (see `sql::expand_sql_macros`).
+                    let mut values: sql::MacroDefs = self
                         .defaults
                         .variables
                         .iter()
                         .filter(|(n, _)| !sql::is_known_macro(n))
                         .map(|(n, v)| (n.clone(), v.literal()))
                         .collect();
+                    values.extend(self.defaults.macros.clone());
                     values.extend(defs);
-                    if let Err(m) = sql::expand_sql_macros(&mut q, &values) {
-                        self.errors.push(src.err(body_at, m));
+                    let expanded = sql::expand_sql_macros(&mut q, &values, self.dialect);
+                    if let Err(e) = &expanded {
+                        let at = e
+                            .at
+                            .map_or_else(|| src.loc(body_at), |(l, c)| Location::at(file, l, c));
+                        self.errors.push(
+                            Diagnostic::error(e.message.clone())
+                                .at(at)
+                                .hint("see the SQL macros tidemark expands in docs/sqlmesh.md"),
+                        );
                     }
                     // `SELECT id::BIGINT` yields `id`, as in SQLMesh (see the function).
                     sql::name_unaliased(&mut q);
@@ -357,6 +366,8 @@ impl<'a> Builder<'a> {
                         sql::translate_functions(&mut q);
                     }
                     match sql::substitute_variables(&mut q, &self.defaults.variables) {
+                        // A query whose macros did not expand is not checked further.
+                        Ok(_) if expanded.is_err() => {}
                         Ok(_) => {
                             analysis = sql::analyze(&q);
                             query = Some(q);
@@ -436,6 +447,21 @@ impl<'a> Builder<'a> {
             location: self.location,
         };
         Loaded::Model(Box::new(model), self.warnings)
+    }
+}
+
+/// `body` with its inline `AUDIT` blocks blanked (positions kept; they are read with the
+/// project's audits, see `audit_files::load_all`).
+fn without_inline_audits(body: &str) -> std::borrow::Cow<'_, str> {
+    match sql::inline_audits_at(body) {
+        Some(at) => {
+            let tail: String = body[at..]
+                .chars()
+                .map(|c| if c == '\n' || c == '\r' { c } else { ' ' })
+                .collect();
+            format!("{}{tail}", &body[..at]).into()
+        }
+        None => body.into(),
     }
 }
 

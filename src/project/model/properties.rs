@@ -153,6 +153,41 @@ impl Builder<'_> {
             ] if w.eq_ignore_ascii_case("@var") => Some(n.to_lowercase()),
             _ => None,
         };
+        // `DATE('2024-01-01')`, `TIMESTAMP('…')` and typed literals (`DATE '2024-01-01'`), as
+        // SQLMesh accepts them for `start` and `end`: their string.
+        let typed =
+            |w: &str| ["date", "timestamp", "datetime"].contains(&w.to_lowercase().as_str());
+        match v {
+            [
+                Token {
+                    tok: header::Tok::Word(w),
+                    ..
+                },
+                Token {
+                    tok: header::Tok::LParen,
+                    ..
+                },
+                Token {
+                    tok: header::Tok::Str(s),
+                    ..
+                },
+                Token {
+                    tok: header::Tok::RParen,
+                    ..
+                },
+            ]
+            | [
+                Token {
+                    tok: header::Tok::Word(w),
+                    ..
+                },
+                Token {
+                    tok: header::Tok::Str(s),
+                    ..
+                },
+            ] if typed(w) && (key == "start" || key == "end") => return Ok(s.clone()),
+            _ => {}
+        }
         let Some(name) = name else {
             return header::string(src, key, v);
         };
@@ -280,9 +315,29 @@ impl Builder<'_> {
                 }
             }
             "partitioned_by" => {
+                // Decision: tables are partitioned by column values (Delta partition columns);
+                // a partition expression (`DAY(ts)`, `DATE_TRUNC('day', ts)`) is kept as
+                // metadata with a warning, and the table is not partitioned by it.
+                let mut expressions = Vec::new();
                 for item in header::list(v) {
+                    if item.len() > 1 && item.iter().any(|t| matches!(t.tok, header::Tok::LParen)) {
+                        expressions.push((item[0].start, src.text_of(item).to_string()));
+                        continue;
+                    }
                     self.partitioned_by
                         .push(header::ident_path(src, key, item)?);
+                }
+                for (at, text) in &expressions {
+                    self.warnings.push(
+                        src.err(*at, format!("partition expression `{text}` is ignored: tidemark partitions tables by column values"))
+                            .hint("select the value as a column (`CAST(ts AS DATE) AS ds`) and write `partitioned_by ds`")
+                            .into_warning(),
+                    );
+                }
+                if !expressions.is_empty() {
+                    let all: Vec<String> = expressions.into_iter().map(|(_, t)| t).collect();
+                    self.metadata
+                        .insert("partitioned_by_expression".to_string(), all.join(", "));
                 }
             }
             "audits" => {

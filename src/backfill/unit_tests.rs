@@ -62,7 +62,13 @@ pub fn run(
     };
     match evaluate(engine, project, test, execution_time) {
         Ok(batches) => compare(test, &batches, &mut out),
-        Err(Error::User(d)) => out.error = d.first().map(|d| d.message.clone()),
+        // The headline and, when there is one, the engine's words behind it.
+        Err(Error::User(d)) => {
+            out.error = d.first().map(|d| match &d.cause {
+                Some(c) => format!("{}: {}", d.message, c.lines().next().unwrap_or_default()),
+                None => d.message.clone(),
+            })
+        }
         Err(e) => return Err(e),
     }
     Ok(out)

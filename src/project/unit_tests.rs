@@ -163,12 +163,18 @@ fn one(file: &Path, name: &str, v: &serde_norway::Value) -> Result<UnitTest, Str
     let expected = rows_of(query.get("rows").unwrap_or(query))
         .map_err(|m| format!("`outputs: query`: {m}"))?;
     let mut vars = BTreeMap::new();
+    // SQLMesh writes the window and execution time among the `vars`.
+    let mut times: BTreeMap<String, Value> = BTreeMap::new();
     if let Some(Value::Mapping(m)) = get("vars") {
         for (k, v) in m {
             let k = k
                 .as_str()
                 .ok_or("a variable's name is a string")?
                 .to_lowercase();
+            if ["start", "end", "execution_time"].contains(&k.as_str()) {
+                times.insert(k, v.clone());
+                continue;
+            }
             let value = match v {
                 Value::Bool(b) => Variable::Boolean(*b),
                 Value::Number(n) if n.is_i64() => Variable::Integer(n.as_i64().unwrap_or_default()),
@@ -180,7 +186,8 @@ fn one(file: &Path, name: &str, v: &serde_norway::Value) -> Result<UnitTest, Str
         }
     }
     let time = |k: &str| -> Result<Option<DateTime<Utc>>, String> {
-        match get(k) {
+        let in_vars = times.get(k);
+        match get(k).or(in_vars) {
             None => Ok(None),
             Some(v) => {
                 let text = match v {
@@ -188,9 +195,15 @@ fn one(file: &Path, name: &str, v: &serde_norway::Value) -> Result<UnitTest, Str
                     Value::Number(n) => n.to_string(),
                     _ => return Err(format!("`{k}`: a date or timestamp")),
                 };
-                crate::interval::parse_instant(&text)
-                    .map(|i| Some(i.at))
-                    .map_err(|r| format!("`{k}`: {r}"))
+                let instant =
+                    crate::interval::parse_instant(&text).map_err(|r| format!("`{k}`: {r}"))?;
+                // SQLMesh's `vars: {end: 2024-01-05}` is inclusive: through that day.
+                let whole_day = get(k).is_none() && k == "end" && text.trim().len() == 10;
+                Ok(Some(if whole_day {
+                    instant.at + chrono::Duration::days(1)
+                } else {
+                    instant.at
+                }))
             }
         }
     };

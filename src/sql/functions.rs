@@ -28,7 +28,7 @@ pub const RENAMED: [(&str, &str); 5] = [
 ];
 
 /// Calls rebuilt: (name, what it becomes), for the documentation table.
-pub const REBUILT: [(&str, &str); 9] = [
+pub const REBUILT: [(&str, &str); 10] = [
     ("arg_max(x, y)", "first_value(x ORDER BY y DESC NULLS LAST)"),
     ("arg_min(x, y)", "first_value(x ORDER BY y ASC NULLS LAST)"),
     ("if(c, a, b)", "CASE WHEN c THEN a ELSE b END"),
@@ -37,6 +37,10 @@ pub const REBUILT: [(&str, &str); 9] = [
         "whole `unit`s (second … week, month, quarter, year) from a to b",
     ),
     ("SAFE_CAST(x AS t)", "TRY_CAST(x AS t)"),
+    (
+        "CAST(x AS INT64), CAST(x AS FLOAT64)",
+        "BIGINT, DOUBLE (BigQuery)",
+    ),
     (
         "date_add(d, INTERVAL …)",
         "d + INTERVAL … (DuckDB, BigQuery)",
@@ -47,7 +51,7 @@ pub const REBUILT: [(&str, &str); 9] = [
     ),
     (
         "date_add('unit', n, d), DATEADD(unit, n, d)",
-        "d + n * INTERVAL '1 unit' (Trino, T-SQL)",
+        "d + INTERVAL 'n unit' (Trino, T-SQL)",
     ),
     ("ISNULL(a, b)", "coalesce(a, b) (T-SQL)"),
 ];
@@ -58,10 +62,20 @@ pub fn translate(query: &mut Query) {
     impl VisitorMut for T {
         type Break = ();
         fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-            if let Expr::Cast { kind, .. } = expr
-                && *kind == CastKind::SafeCast
+            if let Expr::Cast {
+                kind, data_type, ..
+            } = expr
             {
-                *kind = CastKind::TryCast;
+                if *kind == CastKind::SafeCast {
+                    *kind = CastKind::TryCast;
+                }
+                // BigQuery's type names DataFusion lacks.
+                use datafusion::sql::sqlparser::ast::{DataType, ExactNumberInfo};
+                match data_type {
+                    DataType::Int64 => *data_type = DataType::BigInt(None),
+                    DataType::Float64 => *data_type = DataType::Double(ExactNumberInfo::None),
+                    _ => {}
+                }
             }
             let Expr::Function(f) = expr else {
                 return ControlFlow::Continue(());
@@ -102,7 +116,14 @@ pub fn translate(query: &mut Query) {
                     if !known.contains(&unit) {
                         return ControlFlow::Continue(());
                     }
-                    format!("({d} + ({n}) * INTERVAL '1 {unit}')")
+                    // DataFusion multiplies no interval by a number: a literal count goes into
+                    // the interval, any other is cast from text.
+                    match n.parse::<i64>() {
+                        Ok(k) => format!("({d} + INTERVAL '{k} {unit}')"),
+                        Err(_) => {
+                            format!("({d} + CAST(CAST({n} AS VARCHAR) || ' {unit}' AS INTERVAL))")
+                        }
+                    }
                 }
                 ("date_diff" | "datediff", [unit, a, b]) => match date_diff(unit, a, b) {
                     Some(t) => t,
@@ -225,15 +246,17 @@ mod tests {
             "SELECT to_timestamp(s, '%Y'), make_array(1, 2), first_value(x ORDER BY y DESC NULLS LAST), CASE WHEN a > 1 THEN 'x' ELSE 'y''z' END FROM t"
         );
         assert_eq!(
-            translated("SELECT SAFE_CAST(x AS INT) FROM t"),
-            "SELECT TRY_CAST(x AS INT) FROM t"
+            translated(
+                "SELECT SAFE_CAST(x AS INT), CAST(y AS INT64), SAFE_CAST(z AS FLOAT64) FROM t"
+            ),
+            "SELECT TRY_CAST(x AS INT), CAST(y AS BIGINT), TRY_CAST(z AS DOUBLE) FROM t"
         );
         assert!(translated("SELECT date_diff('day', a, b) FROM t").contains("/ 86400 AS BIGINT"));
         assert_eq!(
             translated(
                 "SELECT date_add(d, INTERVAL 1 DAY), DATEADD(month, 2, d), date_add('day', n, d), date_sub(d, INTERVAL '3' HOUR), ISNULL(a, 0) FROM t"
             ),
-            "SELECT (d + INTERVAL 1 DAY), (d + (2) * INTERVAL '1 month'), (d + (n) * INTERVAL '1 day'), (d - INTERVAL '3' HOUR), coalesce(a, 0) FROM t"
+            "SELECT (d + INTERVAL 1 DAY), (d + INTERVAL '2 month'), (d + CAST(CAST(n AS VARCHAR) || ' day' AS INTERVAL)), (d - INTERVAL '3' HOUR), coalesce(a, 0) FROM t"
         );
         // DataFusion's own names stay.
         assert_eq!(

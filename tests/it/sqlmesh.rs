@@ -486,3 +486,137 @@ fn a_data_vault_project_with_sql_macros_applies_with_sqlmeshs_keys() {
         r.stderr
     );
 }
+
+/// Load `fixture` (with exactly the `warnings` given, in order), pass its unit tests, apply it
+/// at `execution_time`, and compare each query's CSV with the rows computed by hand.
+fn applies_with(
+    fixture_path: &str,
+    execution_time: &str,
+    warnings: &[&str],
+    checks: &[(&str, &str)],
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (t, p) = copy_project(&fixture(fixture_path));
+    let info = tidemark(&p, &["info"]);
+    assert_eq!(info.code, 0, "{}", info.transcript());
+    let found: Vec<&str> = info
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: "))
+        .collect();
+    assert_eq!(found.len(), warnings.len(), "{}", info.stderr);
+    for (f, w) in found.iter().zip(warnings) {
+        assert!(f.contains(w), "{f} should say {w}");
+    }
+    let test = tidemark(&p, &["test"]);
+    assert_eq!(test.code, 0, "{}", test.transcript());
+    ok(&p, &["--execution-time", execution_time, "plan", "--apply"]);
+    for (query, expected) in checks {
+        assert_eq!(csv(&p, "prod", query), *expected, "{query}");
+    }
+    (t, p)
+}
+
+/// An OMOP-style project (see its tidemark.toml): @UNION of two sources with columns in
+/// different orders, concept ids from variables, a multi-audit file, unaliased camelCase casts.
+#[test]
+fn an_omop_style_project_applies_with_the_expected_rows() {
+    applies_with(
+        "projects/sqlmesh_omop",
+        "2024-01-04",
+        &[],
+        &[
+            (
+                "SELECT * FROM omop.person ORDER BY 1",
+                "person_id,gender_concept_id,year_of_birth,caresiteid\n1,8507,1980,10\n2,8532,1975,10\n3,0,2001,20\n",
+            ),
+            (
+                "SELECT * FROM omop.visit_occurrence ORDER BY 1",
+                "visit_occurrence_id,person_id,visit_concept_id,visit_start_date,visit_end_date\n100,1,9201,2024-01-01,2024-01-03\n101,2,9201,2024-01-02,2024-01-02\n200,1,9202,2024-01-02,2024-01-02\n201,3,9202,2024-01-03,2024-01-03\n",
+            ),
+            (
+                "SELECT * FROM omop.observation_period ORDER BY 1",
+                "person_id,observation_period_start_date,observation_period_end_date,visits\n1,2024-01-01,2024-01-03,2\n2,2024-01-02,2024-01-02,1\n3,2024-01-03,2024-01-03,1\n",
+            ),
+        ],
+    );
+}
+
+/// A BigQuery-style project: `start DATE('…')`, SAFE_CAST to FLOAT64/INT64 (unparseable text
+/// becomes NULL), IF, DATE_ADD, @EACH with interpolated aliases; the partition expression is
+/// the one warning.
+#[test]
+fn a_bigquery_style_project_applies_with_the_expected_rows() {
+    applies_with(
+        "projects/sqlmesh_bigquery",
+        "2024-03-04",
+        &["partition expression `TIMESTAMP_TRUNC(event_ts, DAY)` is ignored"],
+        &[
+            (
+                "SELECT event_id, amount, quantity, region, follow_up_date FROM analytics.stg_events ORDER BY 1",
+                "event_id,amount,quantity,region,follow_up_date\ne1,12.5,1,EU,2024-03-08\ne2,,2,other,2024-03-08\ne3,7.25,,EU,2024-03-09\ne4,100.0,4,EU,2024-03-09\ne5,3.0,1,other,2024-03-10\n",
+            ),
+            (
+                "SELECT * FROM analytics.daily_revenue ORDER BY 1",
+                "event_date,events,revenue_eu,revenue_other,unparsed_amounts\n2024-03-01,2,12.5,0.0,1\n2024-03-02,2,107.25,0.0,0\n2024-03-03,1,0.0,3.0,0\n",
+            ),
+        ],
+    );
+}
+
+/// A T-SQL-style project: ISNULL, DATEADD with a variable, @IF on a boolean variable folded at
+/// load, @EACH and a lambda macro. Turning the variable on changes the model's fingerprint and
+/// brings the cancelled order in.
+#[test]
+fn a_tsql_style_project_applies_and_a_variable_change_is_a_change() {
+    let (_t, p) = applies_with(
+        "projects/sqlmesh_tsql",
+        "2024-02-04",
+        &[],
+        &[
+            (
+                "SELECT * FROM sales.orders ORDER BY 1",
+                "order_id,customer_id,order_date,status,amount,due_date\n1,100,2024-02-01,open,10.00,2024-03-02\n2,100,2024-02-01,shipped,25.50,2024-03-02\n4,200,2024-02-02,unknown,5.25,2024-03-03\n5,300,2024-02-03,shipped,40.00,2024-03-04\n",
+            ),
+            (
+                "SELECT customer_id, orders, total_amount, open_amount, shipped_amount, unknown_amount, ROUND(shipped_share, 4) AS s FROM sales.customer_summary ORDER BY 1",
+                "customer_id,orders,total_amount,open_amount,shipped_amount,unknown_amount,s\n100,2,35.50,10.00,25.50,0.00,0.7183\n200,1,5.25,0.00,0.00,5.25,0.0\n300,1,40.00,0.00,40.00,0.00,1.0\n",
+            ),
+        ],
+    );
+    let f = p.join("tidemark.toml");
+    let config = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        config.replace("include_cancelled = false", "include_cancelled = true"),
+    )
+    .unwrap();
+    let plan = ok(
+        &p,
+        &["--execution-time", "2024-02-04", "plan", "--format", "json"],
+    );
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let change = |name: &str| {
+        plan["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["change"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(change("sales.orders"), "directly_modified", "{plan}");
+    assert_eq!(
+        change("sales.customer_summary"),
+        "indirectly_modified",
+        "{plan}"
+    );
+    ok(&p, &["--execution-time", "2024-02-04", "plan", "--apply"]);
+    assert_eq!(
+        csv(
+            &p,
+            "prod",
+            "SELECT order_id, status FROM sales.orders WHERE order_id = 3"
+        ),
+        "order_id,status\n3,cancelled\n"
+    );
+}

@@ -32,6 +32,7 @@ mod changes;
 mod checksum;
 mod commit;
 mod delta;
+mod json;
 mod location;
 mod lock;
 mod ops;

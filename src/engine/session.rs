@@ -24,7 +24,11 @@ pub fn new_context() -> SessionContext {
     let env = RUNTIME
         .get_or_init(|| Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()))
         .clone();
-    deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(env).into_inner()
+    let ctx = deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(env).into_inner();
+    for f in super::json::functions() {
+        ctx.register_udf(f);
+    }
+    ctx
 }
 
 /// A session with every input registered under its logical name.

@@ -11,7 +11,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    CastKind, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    BinaryOperator, CastKind, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
     ObjectNamePart, Query, Visit, VisitMut, Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::parser::Parser;
@@ -28,7 +28,7 @@ pub const RENAMED: [(&str, &str); 5] = [
 ];
 
 /// Calls rebuilt: (name, what it becomes), for the documentation table.
-pub const REBUILT: [(&str, &str); 10] = [
+pub const REBUILT: [(&str, &str); 11] = [
     ("arg_max(x, y)", "first_value(x ORDER BY y DESC NULLS LAST)"),
     ("arg_min(x, y)", "first_value(x ORDER BY y ASC NULLS LAST)"),
     ("if(c, a, b)", "CASE WHEN c THEN a ELSE b END"),
@@ -54,6 +54,10 @@ pub const REBUILT: [(&str, &str); 10] = [
         "d + INTERVAL 'n unit' (Trino, T-SQL)",
     ),
     ("ISNULL(a, b)", "coalesce(a, b) (T-SQL)"),
+    (
+        "j ->> path, j -> path",
+        "json_extract_string(j, path), json_extract(j, path) (DuckDB; `$.a[0]`, `/a/0` or a key)",
+    ),
 ];
 
 /// Rewrite the calls of other dialects' functions in `query` (see the module invariants).
@@ -76,6 +80,30 @@ pub fn translate(query: &mut Query) {
                     DataType::Float64 => *data_type = DataType::Double(ExactNumberInfo::None),
                     _ => {}
                 }
+            }
+            // DuckDB's JSON operators: `j ->> path` (text) and `j -> path` (JSON), an index as
+            // the path `$[n]` (see the engine's `json` functions).
+            if let Expr::BinaryOp { left, op, right } = expr
+                && matches!(op, BinaryOperator::LongArrow | BinaryOperator::Arrow)
+            {
+                let name = if *op == BinaryOperator::LongArrow {
+                    "json_extract_string"
+                } else {
+                    "json_extract"
+                };
+                let path = match &**right {
+                    Expr::Value(v) => match &v.value {
+                        datafusion::sql::sqlparser::ast::Value::Number(n, _) => {
+                            format!("'$[{n}]'")
+                        }
+                        _ => right.to_string(),
+                    },
+                    _ => right.to_string(),
+                };
+                if let Some(e) = parse_expr(&format!("{name}({left}, {path})")) {
+                    *expr = e;
+                }
+                return ControlFlow::Continue(());
             }
             let Expr::Function(f) = expr else {
                 return ControlFlow::Continue(());
@@ -257,6 +285,10 @@ mod tests {
                 "SELECT date_add(d, INTERVAL 1 DAY), DATEADD(month, 2, d), date_add('day', n, d), date_sub(d, INTERVAL '3' HOUR), ISNULL(a, 0) FROM t"
             ),
             "SELECT (d + INTERVAL 1 DAY), (d + INTERVAL '2 month'), (d + CAST(CAST(n AS VARCHAR) || ' day' AS INTERVAL)), (d - INTERVAL '3' HOUR), coalesce(a, 0) FROM t"
+        );
+        assert_eq!(
+            translated("SELECT j ->> 'a' AS a, j -> '$.b' ->> 0 AS b FROM t"),
+            "SELECT json_extract_string(j, 'a') AS a, json_extract_string(json_extract(j, '$.b'), '$[0]') AS b FROM t"
         );
         // DataFusion's own names stay.
         assert_eq!(

@@ -401,7 +401,8 @@ fn other_dialects_functions_are_translated_and_unknown_ones_refused_at_load() {
          arg_max(id, event_date) AS last_id, IF(COUNT(*) > 3, 'many', 'few') AS size,\n\
          date_diff('day', DATE '2024-01-01', DATE '2024-03-01') AS days,\n\
          date_diff('month', DATE '2024-01-31', DATE '2024-03-01') AS months,\n\
-         regexp_matches('abc', 'b') AS matched, SAFE_CAST('x' AS INT) AS safe\n\
+         regexp_matches('abc', 'b') AS matched, SAFE_CAST('x' AS INT) AS safe,\n\
+         MAX('{\"a\": {\"b\": [\"x\", 2]}}' ->> '$.a.b[0]') AS j1, MAX('[5, 6]' -> 1) AS j2\n\
          FROM sqlmesh_example.seed_model\n",
     )
     .unwrap();
@@ -410,9 +411,9 @@ fn other_dialects_functions_are_translated_and_unknown_ones_refused_at_load() {
         csv(
             &p,
             "prod",
-            "SELECT t, l, last_id, size, days, months, matched, safe FROM sqlmesh_example.functions"
+            "SELECT t, l, last_id, size, days, months, matched, safe, j1, j2 FROM sqlmesh_example.functions"
         ),
-        "t,l,last_id,size,days,months,matched,safe\n2024-01-02T00:00:00,\"[1, 2]\",7,many,60,2,true,\n"
+        "t,l,last_id,size,days,months,matched,safe,j1,j2\n2024-01-02T00:00:00,\"[1, 2]\",7,many,60,2,true,,x,6\n"
     );
     std::fs::write(
         p.join("models/functions.sql"),

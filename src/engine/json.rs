@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(extract(doc, "s", false).as_deref(), Some("\"text\""));
         assert_eq!(extract(doc, "$.a.b[0]", true).as_deref(), Some("10"));
         assert_eq!(extract(doc, "$.a.b[1].c", true).as_deref(), Some("x"));
-        assert_eq!(extract(doc, "$[\"a\"].b[1]", false).as_deref(), Some("{\"c\":\"x\"}"));
+        assert_eq!(
+            extract(doc, "$[\"a\"].b[1]", false).as_deref(),
+            Some("{\"c\":\"x\"}")
+        );
         assert_eq!(extract(doc, "/a/b/1/c", true).as_deref(), Some("x"));
         assert_eq!(extract(doc, "k", true).as_deref(), Some("1.5"));
         assert_eq!(extract(doc, "n", true), None);

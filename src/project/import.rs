@@ -54,28 +54,7 @@ pub fn from_sqlmesh(
                         }
                     }
                 }
-                "variables" => {
-                    if let Value::Mapping(m) = v {
-                        for (vk, vv) in m {
-                            let vk = vk.as_str().unwrap_or_default().to_string();
-                            let value = match vv {
-                                Value::Bool(b) => Some(toml::Value::Boolean(*b)),
-                                Value::Number(n) if n.is_i64() => n.as_i64().map(toml::Value::Integer),
-                                Value::Number(n) => n.as_f64().map(toml::Value::Float),
-                                Value::String(s) => Some(toml::Value::String(s.clone())),
-                                _ => None,
-                            };
-                            match value {
-                                Some(v) => {
-                                    variables.insert(vk, v);
-                                }
-                                None => unmapped.push(format!(
-                                    "variables.{vk}: only strings, numbers and booleans are variables here"
-                                )),
-                            }
-                        }
-                    }
-                }
+                "variables" => variables_of("variables", v, &mut variables, &mut unmapped),
                 "gateways" | "default_gateway" | "default_connection" | "state_connection" => {
                     unmapped.push(format!(
                         "{key}: connections are not mapped; set `[project] warehouse` (a directory or an object-store URL) and `[engine]`"
@@ -83,6 +62,44 @@ pub fn from_sqlmesh(
                 }
                 "project" => {}
                 other => unmapped.push(format!("{other}: no tidemark equivalent")),
+            }
+        }
+    }
+    // The default gateway's variables override the global ones, as in SQLMesh (tidemark has one
+    // engine, so one gateway's values).
+    if let Some(Value::Mapping(gateways)) = cfg.get("gateways") {
+        let chosen = cfg
+            .get("default_gateway")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                gateways
+                    .keys()
+                    .next()
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+        if let Some(name) = chosen
+            && let Some(vars) = gateways.get(name.as_str()).and_then(|g| g.get("variables"))
+        {
+            let mut gateway = toml::Table::new();
+            variables_of(
+                &format!("gateways.{name}.variables"),
+                vars,
+                &mut gateway,
+                &mut unmapped,
+            );
+            variables.extend(gateway);
+        }
+        for (g, conf) in gateways {
+            let g = g.as_str().unwrap_or_default();
+            if conf.get("variables").is_some()
+                && cfg
+                    .get("default_gateway")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d != g)
+            {
+                unmapped.push(format!("gateways.{g}.variables: only the default gateway's variables are used (tidemark has one engine)"));
             }
         }
     }
@@ -196,6 +213,39 @@ pub fn scaffold(name: &str, now: DateTime<Utc>) -> BTreeMap<&'static str, String
     ])
 }
 
+/// SQLMesh `variables` (at `key`) into `out`: strings, numbers and booleans; anything else is
+/// listed in `unmapped`.
+fn variables_of(
+    key: &str,
+    v: &serde_norway::Value,
+    out: &mut toml::Table,
+    unmapped: &mut Vec<String>,
+) {
+    use serde_norway::Value;
+    let Value::Mapping(m) = v else {
+        unmapped.push(format!("{key}: expected a mapping of names to values"));
+        return;
+    };
+    for (vk, vv) in m {
+        let vk = vk.as_str().unwrap_or_default().to_string();
+        let value = match vv {
+            Value::Bool(b) => Some(toml::Value::Boolean(*b)),
+            Value::Number(n) if n.is_i64() => n.as_i64().map(toml::Value::Integer),
+            Value::Number(n) => n.as_f64().map(toml::Value::Float),
+            Value::String(s) => Some(toml::Value::String(s.clone())),
+            _ => None,
+        };
+        match value {
+            Some(v) => {
+                out.insert(vk, v);
+            }
+            None => unmapped.push(format!(
+                "{key}.{vk}: only strings, numbers and booleans are variables here"
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,7 +254,7 @@ mod tests {
     fn sqlmesh_configuration_is_mapped_and_the_rest_listed() {
         let i = from_sqlmesh(
             "shop",
-            "gateways:\n  duckdb:\n    connection:\n      type: duckdb\ndefault_gateway: duckdb\nmodel_defaults:\n  dialect: duckdb\n  start: 2024-01-01\n  kind: FULL\nvariables:\n  region: eu\n  limit: 5\n  nested: {a: 1}\n",
+            "gateways:\n  duckdb:\n    connection:\n      type: duckdb\n    variables:\n      region: us\n  other:\n    variables:\n      region: ap\ndefault_gateway: duckdb\nmodel_defaults:\n  dialect: duckdb\n  start: 2024-01-01\n  kind: FULL\nvariables:\n  region: eu\n  limit: 5\n  nested: {a: 1}\n",
             &[("external_models.yaml", "- name: raw.orders\n  columns:\n    id: int\n    ds: date\n")],
         )
         .unwrap();
@@ -212,6 +262,13 @@ mod tests {
         assert_eq!(t["model_defaults"]["dialect"].as_str(), Some("duckdb"));
         assert_eq!(t["model_defaults"]["start"].as_str(), Some("2024-01-01"));
         assert_eq!(t["variables"]["limit"].as_integer(), Some(5));
+        // The default gateway's variables win over the global ones; another gateway's are listed.
+        assert_eq!(t["variables"]["region"].as_str(), Some("us"));
+        assert!(
+            i.unmapped
+                .iter()
+                .any(|u| u.starts_with("gateways.other.variables"))
+        );
         assert_eq!(
             t["sources"]["raw.orders"]["columns"]["ds"].as_str(),
             Some("date")

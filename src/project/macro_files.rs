@@ -3,6 +3,9 @@
 //! Python macros, which tidemark cannot run — they are only listed, so that a model calling one
 //! is told exactly that at load.
 //!
+//! `macros/*.sql` files holding Jinja (`{% macro … %}`, SQLMesh's Jinja macros) are skipped: they
+//! serve Jinja models, which are refused at their own line.
+//!
 //! Invariants: files are read in sorted order; a name defined twice is an error naming both
 //! places; anything in a macro file other than `@DEF` statements and comments is an error at its
 //! line (never ignored).
@@ -19,6 +22,11 @@ pub fn load_all(root: &Path) -> (sql::MacroDefs, BTreeMap<String, PathBuf>, Vec<
     let mut defs = sql::MacroDefs::new();
     let mut first: BTreeMap<String, Location> = BTreeMap::new();
     for (rel, text) in super::read_files(root, "macros", &["sql"], &mut errors) {
+        // SQLMesh's Jinja macro files (`{% macro … %}`) serve Jinja models, which tidemark
+        // refuses where they are; the file itself is left alone.
+        if text.contains("{%") {
+            continue;
+        }
         let loc = |at: usize| {
             let (l, c) = crate::error::line_col(&text, at);
             Location::at(&rel, l, c)

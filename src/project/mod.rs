@@ -437,6 +437,35 @@ fn load_parallel(config: &Config, files: &[(PathBuf, Vec<u8>)]) -> Vec<Loaded> {
     })
 }
 
+/// The first macro call (`@name(…)`) in an audit argument's SQL, lower-cased.
+fn macro_call(value: &str) -> Option<String> {
+    // String literals blanked: an `@` inside one is text.
+    let mut quoted = false;
+    let lower: String = value
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c == '\'' {
+                quoted = !quoted;
+            }
+            if quoted { ' ' } else { c }
+        })
+        .collect();
+    let mut rest = lower.as_str();
+    while let Some(i) = rest.find('@') {
+        let name: String = rest[i + 1..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let after = rest[i + 1 + name.len()..].trim_start();
+        if !name.is_empty() && after.starts_with('(') {
+            return Some(name);
+        }
+        rest = &rest[i + 1..];
+    }
+    None
+}
+
 /// Every custom audit a model names exists in the project's audit files and gets every
 /// argument its query uses (from the call or the audit's defaults); the files parse.
 fn check_audits(
@@ -449,14 +478,31 @@ fn check_audits(
     errors.extend(problems);
     for m in models.values() {
         for (i, a) in m.audits.iter().enumerate() {
-            if model::is_builtin_audit(&a.name) {
-                continue;
-            }
             let at = m
                 .audit_locations
                 .get(i)
                 .cloned()
                 .unwrap_or_else(|| m.location.clone());
+            // A macro call in an argument (`threshold := @python_macro()`) cannot run.
+            for (arg, value) in &a.args {
+                if let Some(call) = macro_call(value) {
+                    let d = match config.model_defaults.python_macros.get(&call) {
+                        Some(py) => Diagnostic::error(format!(
+                            "argument `{arg}` of audit `{}` calls `@{call}`, a Python macro (`{}`); tidemark cannot run Python",
+                            a.name,
+                            py.display()
+                        )),
+                        None => Diagnostic::error(format!(
+                            "argument `{arg}` of audit `{}` calls the macro `@{call}`, which audit arguments cannot use",
+                            a.name
+                        )),
+                    };
+                    errors.push(d.at(at.clone()).hint("give the argument as a value (`threshold := 10`) or a project variable (`@name`)"));
+                }
+            }
+            if model::is_builtin_audit(&a.name) {
+                continue;
+            }
             let Some(def) = defs.get(&a.name) else {
                 let names = defs
                     .keys()
@@ -529,4 +575,17 @@ fn read_files(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod macro_call_tests {
+    #[test]
+    fn macro_calls_in_audit_arguments_are_found_outside_strings() {
+        assert_eq!(
+            super::macro_call("@Threshold_Of(1) + 2").as_deref(),
+            Some("threshold_of")
+        );
+        assert_eq!(super::macro_call("'a@b(c)' || @x"), None);
+        assert_eq!(super::macro_call("@start_ds"), None);
+    }
 }

@@ -169,22 +169,44 @@ pub fn parse_query(file: &Path, body: &str, dialect: Dialect) -> Result<Box<Quer
     sql_macros::prepare_tokens(&mut tokens);
     let second = second_statement(&tokens);
     let mut parser = Parser::new(dialect.parser()).with_tokens_with_locations(tokens);
-    let statements = parser
-        .parse_statements()
-        .map_err(|e| parser_error(file, body, e))?;
+    let around = |where_: &str, loc: Location| {
+        Diagnostic::error(format!(
+            "a statement {where_} the query: SQLMesh's pre- and post-statements are not supported"
+        ))
+        .at(loc)
+        .hint("tidemark runs only a model's query: make what the statement creates a model or a source of its own, or remove it")
+    };
+    let at_second =
+        || second.map_or_else(|| Location::file(file), |s| Location::at(file, s.0, s.1));
+    let statements = parser.parse_statements().map_err(|e| {
+        let d = parser_error(file, body, e);
+        // A syntax error in a statement after the first (a post-statement such as
+        // `@assert_has_columns(…)`) is said as such.
+        match (&d.location, second) {
+            (Some(l), Some(s)) if (l.line, l.column) >= s => around("after", at_second()),
+            _ => d,
+        }
+    })?;
     let mut statements = statements.into_iter();
     let Some(first) = statements.next() else {
         return Err(Diagnostic::error("the model has no query")
             .at(Location::file(file))
             .hint("after the MODEL header, write one SELECT query"));
     };
-    if statements.next().is_some() {
-        let loc = second.map_or_else(|| Location::file(file), |s| Location::at(file, s.0, s.1));
-        return Err(
-            Diagnostic::error("a model holds exactly one query; found a second statement")
-                .at(loc)
-                .hint("move the other statement into its own model, or remove it"),
-        );
+    if let Some(next) = statements.next() {
+        let first_loc = || {
+            first_token_location(body)
+                .map_or_else(|| Location::file(file), |(l, c)| Location::at(file, l, c))
+        };
+        return Err(match (&first, &next) {
+            (Statement::Query(_), Statement::Query(_)) => {
+                Diagnostic::error("a model holds exactly one query; found a second statement")
+                    .at(at_second())
+                    .hint("move the other statement into its own model, or remove it")
+            }
+            (Statement::Query(_), _) => around("after", at_second()),
+            _ => around("before", first_loc()),
+        });
     }
     match first {
         Statement::Query(q) => Ok(q),
@@ -478,21 +500,19 @@ pub fn statement_end(text: &str, from: usize) -> usize {
     b.len()
 }
 
-/// The byte offset of the first of a model file's inline audits — a statement after the
-/// query that starts with `AUDIT (` (SQLMesh's inline audits) — if any.
+/// The byte offset of the first of a model file's inline audits — a statement that starts with
+/// `AUDIT (` (SQLMesh's inline audits, after the query, or the whole body of a SEED) — if any.
 pub fn inline_audits_at(body: &str) -> Option<usize> {
     let mut pos = first_code_offset(body)?;
-    let mut first = true;
     loop {
         let rest = &body[pos..];
         let is_audit = rest
             .get(..5)
             .is_some_and(|w| w.eq_ignore_ascii_case("audit"))
             && rest[5..].trim_start().starts_with('(');
-        if is_audit && !first {
+        if is_audit {
             return Some(pos);
         }
-        first = false;
         let end = statement_end(body, pos);
         pos = first_code_offset(body.get(end + 1..)?)? + end + 1;
     }

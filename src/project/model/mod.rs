@@ -162,7 +162,10 @@ pub fn build(
                 .hint("write a MODEL (...) header and a SELECT query, or delete the file"),
         ]);
     }
-    b.finish(&split.body, split.body_start)
+    // Inline audits are read with the project's audits (`audit_files::load_all`).
+    let body = without_inline_audits(&split.body);
+    let body_start = sql::first_code_offset(&body);
+    b.finish(&body, body_start)
 }
 
 struct Builder<'a> {
@@ -329,7 +332,7 @@ impl<'a> Builder<'a> {
                     .at(self.location.clone())
                     .hint("after the MODEL header, write one SELECT query"),
             ),
-            (_, Some(body_at)) => match sql::extract_defs(&without_inline_audits(body))
+            (_, Some(body_at)) => match sql::extract_defs(body)
                 .map_err(|(at, m)| src.err(at, m))
                 .and_then(|(body, defs)| {
                     let q = sql::unwrap_jinja(file, &body)

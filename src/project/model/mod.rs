@@ -149,6 +149,12 @@ pub fn build(
     if let Some(props) = &split.properties {
         b.location = src.loc(split.header_start);
         b.properties(props);
+        // A blueprint template (`name @name`, `@field` everywhere) says nothing else worth
+        // reading once `blueprints` is refused.
+        if props.iter().any(|p| p.key == "blueprints") {
+            b.errors.retain(|d| d.message.starts_with("`blueprints`"));
+            return Loaded::Failed(b.errors);
+        }
     } else if let Some(o) = split.body_start {
         b.location = src.loc(o);
     }

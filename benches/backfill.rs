@@ -15,8 +15,8 @@
 //! `TIDEMARK_BENCH_SPARK=sc://127.0.0.1:PORT` the projects run on that Spark Connect server
 //! (their generator in Spark SQL), and each scenario also reports where the remote batches
 //! spent their time: on the engine, reading staged files back, committing.
-//! - `memory`: a 3-year backfill (156 weekly batches of 20,000 rows/day) against a single batch
-//!   of the same model: peak memory ratio (target ≤ 2×).
+//! - `memory`: one batch of 1, 7, 90 and 365 days (100,000 rows/day) of the generator: peak
+//!   memory of each, and its ratio to one day's.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -245,16 +245,21 @@ fn main() {
         );
     }
     if want("memory") {
-        let one = tempfile::tempdir().unwrap();
-        project(one.path(), "2023-12-25", 20_000, 7, 0, 0);
-        let (s1, m1) = measure(one.path(), "2024-01-01");
-        let all = tempfile::tempdir().unwrap();
-        project(all.path(), "2021-01-01", 20_000, 7, 0, 0);
-        let (s3, m3) = measure(all.path(), "2024-01-01");
-        println!(
-            "memory: one 7-day batch {m1:.0} MiB ({s1:.1} s); 3 years in 157 batches {m3:.0} MiB \
-             ({s3:.1} s); ratio {:.2}x",
-            m3 / m1
-        );
+        // One batch of 1, 7, 90 and 365 days of 100,000 rows a day: peak memory should follow
+        // the flush bound, not the batch.
+        let now = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let mut one_day = None;
+        for days in [1u32, 7, 90, 365] {
+            let tmp = tempfile::tempdir().unwrap();
+            let start = now - chrono::Duration::days(i64::from(days));
+            project(tmp.path(), &start.to_string(), 100_000, days, 0, 0);
+            let (secs, mib) = measure(tmp.path(), &now.to_string());
+            let base = *one_day.get_or_insert(mib);
+            println!(
+                "memory: one {days}-day batch ({:.1} M rows): peak {mib:.0} MiB, {:.2}x one day's ({secs:.1} s)",
+                f64::from(days) * 0.1,
+                mib / base
+            );
+        }
     }
 }

@@ -10,9 +10,13 @@
 //!   id at the same or a newer version means the batch landed already. Writing the `txn` action
 //!   in the same commit makes check-and-write atomic (a concurrent duplicate fails with
 //!   `ConcurrentTransaction`).
-//! - Rows, checksum and audits are computed on the batch's rows in memory before the commit; a
-//!   failing blocking audit means no commit. Only UNIQUE_KEY batches (whose checksum is the
-//!   merged table's) and batches found already committed are read back.
+//! - Rows, checksum and audits are computed before the commit; a failing blocking audit means
+//!   no commit. An incremental batch on tidemark's log writer streams: its rows are counted and
+//!   hashed as they are written to not-yet-committed files (memory bounded by
+//!   [`commit::FLUSH_BYTES`], not by the batch's size), and its audits read those files back
+//!   (a refused batch's files are deleted). Other batches are measured in memory. Only
+//!   UNIQUE_KEY batches (whose checksum is the merged table's) and batches found already
+//!   committed are read back after the commit.
 //! - A whole-table write (unique-key MERGE, FULL, SEED) commits holding the table's writer lock
 //!   ([`super::lock`]) and against the table as read after taking it, so writers of one table
 //!   take turns instead of failing each other's commits. Creating a table takes the same turn.
@@ -158,7 +162,11 @@ enum Commit {
     Direct { version: u64, bytes: u64 },
 }
 
-/// An incremental batch: the window's rows replace the window's partitions.
+/// An incremental batch: the window's rows replace the window's partitions. Where tidemark's
+/// own log writer applies, the rows stream from the query into the table's files (memory
+/// bounded by [`commit::FLUSH_BYTES`], whatever the batch's size), are measured on the way and
+/// audited on the written files before the commit; otherwise they are collected and written
+/// by delta-rs.
 async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Written> {
     let what = || b.what();
     let ts = match r.format {
@@ -173,13 +181,12 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
         "SELECT *, {ts} AS __tidemark_ts FROM ({}) AS __tidemark_q",
         b.job.sql
     );
-    let batches = collect(&b.ctx, &sql, &what).await?;
-    let (batches, dropped) = split_window(batches, r.unit, r.window)?;
-    let batches = with_schema(batches, &b.ctx, &sql, &what, true).await?;
-    let checked = check(&b.ctx, &batches, b.job).await?;
-    if let Some(report) = refused(b.read_version, &checked) {
-        return Ok(Written::Refused(report));
-    }
+    let df = b
+        .ctx
+        .sql_with_options(&sql, session::read_only())
+        .await
+        .map_err(|e| failed(&what(), e))?;
+    let empty = empty_batch(df.schema(), true);
     // A table that does not exist yet is created in a commit of its own first, by one writer
     // at a time under the table's lock, so that even the first batch goes through the window
     // commit, whose conflict rules let batches of other windows land side by side. Left to
@@ -188,7 +195,9 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
     // commit" on every first apply).
     if open.read_to().is_none() {
         let (_held, table) = whole_table_turn(b.engine, b.at).await?;
-        let created = ensure_created(table, b.at, &batches, &[PARTITION_COLUMN], &b.ctx).await?;
+        let created =
+            ensure_created(table, b.at, std::slice::from_ref(&empty), &[PARTITION_COLUMN], &b.ctx)
+                .await?;
         open.advance(created).await?;
     }
     let keys = window_keys(&b.job.write).unwrap_or_default();
@@ -198,30 +207,154 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
         txn_version: b.job.txn.1,
         info: std::collections::HashMap::from([("tidemark".to_string(), b.tag())]),
     };
-    let how = match commit::overwrite_window(open, b.at, batches, &window).await? {
-        commit::Outcome::Written(version, bytes) => Commit::Direct { version, bytes },
-        commit::Outcome::NotHere(batches) => {
-            // The table exists by now (created above if it did not).
-            let table = open.current().await?;
-            Commit::DeltaRs(
-                table
-                    .write(batches)
-                    .with_save_mode(SaveMode::Overwrite)
-                    .with_replace_where(window_predicate(&keys))
-                    .with_partition_columns([PARTITION_COLUMN])
-                    .with_session_state(Arc::new(b.ctx.state()))
-                    .with_commit_properties(b.props())
-                    .await
-                    .map_err(|e| failed_delta(&what(), e))?,
-            )
-        }
+    if let Some(writer) = commit::window_writer(open, b.at, empty.schema_ref()).await? {
+        return streamed(b, open, df, writer, r, &window).await;
+    }
+    let batches = df.collect().await.map_err(|e| failed(&what(), e))?;
+    let (batches, dropped) = split_window(plain_types(batches)?, r.unit, r.window)?;
+    let batches = if batches.is_empty() {
+        vec![empty]
+    } else {
+        batches
     };
+    let checked = check(&b.ctx, &batches, b.job).await?;
+    if let Some(report) = refused(b.read_version, &checked) {
+        return Ok(Written::Refused(report));
+    }
+    let table = open.current().await?;
+    let table = table
+        .write(batches)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_replace_where(window_predicate(&keys))
+        .with_partition_columns([PARTITION_COLUMN])
+        .with_session_state(Arc::new(b.ctx.state()))
+        .with_commit_properties(b.props())
+        .await
+        .map_err(|e| failed_delta(&what(), e))?;
     Ok(Written::Committed(Committed {
-        how,
+        how: Commit::DeltaRs(table),
         measured: Some(checked),
         audits: Vec::new(),
         dropped,
     }))
+}
+
+/// The streaming half of [`time_range`]: each record batch of the query is split to the
+/// window, added to the checksum and written as it comes; the audits read the written files;
+/// a refused batch's files are deleted (they were never committed).
+async fn streamed(
+    b: &Batch<'_>,
+    open: &mut Open,
+    df: datafusion::dataframe::DataFrame,
+    mut writer: commit::WindowWriter,
+    r: &Range<'_>,
+    window: &commit::Window<'_>,
+) -> Result<Written> {
+    use futures::StreamExt;
+    let what = || b.what();
+    let mut sum = Checksum::default();
+    let mut dropped = 0;
+    let wrote: Result<()> = async {
+        let mut stream = df.execute_stream().await.map_err(|e| failed(&what(), e))?;
+        while let Some(next) = stream.next().await {
+            let batch = next.map_err(|e| failed(&what(), e))?;
+            let (rows, outside) = split_window(plain_types(vec![batch])?, r.unit, r.window)?;
+            dropped += outside;
+            sum.add(&rows, &[PARTITION_COLUMN])?;
+            for rows in rows {
+                writer.write(rows).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = wrote {
+        // Nothing is committed; the files finished so far are deleted.
+        discard(b.at, &writer.abort()).await;
+        return Err(e);
+    }
+    let adds = writer.finish().await?;
+    let audits = audit(&b.ctx, written_rows(b, &adds).await?, b.job).await?;
+    let checked = Checked { sum, audits };
+    if let Some(report) = refused(b.read_version, &checked) {
+        discard(b.at, &adds).await;
+        return Ok(Written::Refused(report));
+    }
+    let version = commit::commit_files(open, b.at, &adds, window).await?;
+    let bytes = adds.iter().filter_map(|a| u64::try_from(a.size).ok()).sum();
+    Ok(Written::Committed(Committed {
+        how: Commit::Direct { version, bytes },
+        measured: Some(checked),
+        audits: Vec::new(),
+        dropped,
+    }))
+}
+
+/// The rows of the files `adds` wrote into the table at `b.at` (no commit references them
+/// yet), for the audits: read back as Parquet, without the partition column.
+async fn written_rows(
+    b: &Batch<'_>,
+    adds: &[deltalake::kernel::Add],
+) -> Result<datafusion::dataframe::DataFrame> {
+    let what = || format!("reading back the files of {}", b.job.model);
+    if adds.is_empty() {
+        // Nothing written: audits see no rows, with the query's columns.
+        let empty = empty_batch(
+            b.ctx
+                .sql_with_options(&b.job.sql, session::read_only())
+                .await
+                .map_err(|e| failed(&what(), e))?
+                .schema(),
+            false,
+        );
+        return b
+            .ctx
+            .read_batch(empty)
+            .map_err(|e| Error::Bug(format!("auditing the batch: {e}")));
+    }
+    if b.at.local_path().is_none() {
+        let (store, _) = super::location::store_of(b.at)?;
+        b.ctx.register_object_store(&b.at.store_url(), store);
+    }
+    // `add.path` is the object's name as written (a partition value's escapes, such as `%3A`,
+    // are literal characters of it): a local file's path, or a URL with `%` escaped.
+    let urls: Vec<String> = match b.at.local_path() {
+        Some(dir) => adds
+            .iter()
+            .map(|a| dir.join(&a.path).to_string_lossy().into_owned())
+            .collect(),
+        None => {
+            let base = b.at.url().as_str().trim_end_matches('/').to_string();
+            adds.iter()
+                .map(|a| format!("{base}/{}", a.path.replace('%', "%25")))
+                .collect()
+        }
+    };
+    b.ctx
+        .read_parquet(urls, datafusion::prelude::ParquetReadOptions::default())
+        .await
+        .map_err(|e| failed(&what(), e))
+}
+
+/// Delete the files of a batch that was not committed (best effort: unreferenced files are
+/// invisible to readers and `vacuum` removes them anyway).
+async fn discard(at: &Location, adds: &[deltalake::kernel::Add]) {
+    use object_store::ObjectStoreExt;
+    let Ok((store, root)) = super::location::store_of(at) else {
+        return;
+    };
+    for a in adds {
+        if let Ok(p) = object_store::path::Path::parse(format!("{root}/{}", a.path)) {
+            let _ = store.delete(&p).await;
+        }
+        // A local partition directory left empty goes too (it fails while another file is in it).
+        if let Some(dir) = at.local_path()
+            && let Some(parent) = dir.join(&a.path).parent()
+            && parent != dir
+        {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
 }
 
 /// A FULL or SEED batch: its rows replace the whole table.
@@ -374,19 +507,31 @@ async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) ->
     let df = ctx
         .read_batches(batches.to_vec())
         .map_err(|e| Error::Bug(format!("auditing the batch: {e}")))?;
-    let has_partition = batches.first().is_some_and(|b| {
-        b.schema()
-            .fields()
-            .iter()
-            .any(|f| f.name() == PARTITION_COLUMN)
-    });
-    let df = if has_partition {
-        df.drop_columns(&[PARTITION_COLUMN])
+    let audits = audit(ctx, df, job).await?;
+    Ok(Checked { sum, audits })
+}
+
+/// Run `job`'s audits on `rows` (as `@this_model`; a partition column is left out).
+async fn audit(
+    ctx: &SessionContext,
+    rows: datafusion::dataframe::DataFrame,
+    job: &BatchJob,
+) -> Result<Vec<AuditResult>> {
+    if job.audits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let has_partition = rows
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.name() == PARTITION_COLUMN);
+    let rows = if has_partition {
+        rows.drop_columns(&[PARTITION_COLUMN])
             .map_err(|e| Error::Bug(format!("auditing the batch: {e}")))?
     } else {
-        df
+        rows
     };
-    ctx.register_table(AUDITED, df.into_view())
+    ctx.register_table(AUDITED, rows.into_view())
         .map_err(|e| Error::Bug(e.to_string()))?;
     let mut audits = Vec::new();
     for a in &job.audits {
@@ -404,7 +549,7 @@ async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) ->
             blocking: a.blocking,
         });
     }
-    Ok(Checked { sum, audits })
+    Ok(audits)
 }
 
 /// The report of a batch whose blocking audit failed: nothing is committed.
@@ -506,8 +651,13 @@ async fn with_schema(
         .sql_with_options(sql, session::read_only())
         .await
         .map_err(|e| failed(&what(), e))?;
-    let mut fields: Vec<Field> = df
-        .schema()
+    Ok(vec![empty_batch(df.schema(), partitioned)])
+}
+
+/// An empty batch of a query's columns in their plain Delta types (without the helper
+/// `__tidemark_ts`; with the partition column when `partitioned`).
+fn empty_batch(schema: &datafusion::common::DFSchema, partitioned: bool) -> RecordBatch {
+    let mut fields: Vec<Field> = schema
         .fields()
         .iter()
         .filter(|f| f.name() != "__tidemark_ts")
@@ -516,5 +666,5 @@ async fn with_schema(
     if partitioned {
         fields.push(Field::new(PARTITION_COLUMN, DataType::Utf8, true));
     }
-    Ok(vec![RecordBatch::new_empty(Arc::new(Schema::new(fields)))])
+    RecordBatch::new_empty(Arc::new(Schema::new(fields)))
 }

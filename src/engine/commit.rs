@@ -63,28 +63,31 @@ pub struct Window<'a> {
     pub info: HashMap<String, serde_json::Value>,
 }
 
-/// What [`overwrite_window`] did.
-pub enum Outcome {
-    /// Committed: the version written and the bytes added.
-    Written(u64, u64),
-    /// This path does not apply to the table (see the module invariants): the rows, untouched,
-    /// for delta-rs's own write.
-    NotHere(Vec<RecordBatch>),
+/// Encoded bytes a [`WindowWriter`] lets its open files hold before it finishes them: the
+/// bound on a batch's buffered output, whatever the batch's size (a larger batch gets more
+/// files per partition, not more memory).
+pub const FLUSH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Rows streamed into Parquet files of the table's form as they are computed: delta-rs's
+/// `RecordBatchWriter` (statistics included) streams each file to storage, and the open files
+/// are finished whenever [`FLUSH_BYTES`] are buffered. The files are referenced by no commit
+/// until [`commit_files`] puts them in one.
+pub struct WindowWriter {
+    writer: RecordBatchWriter,
+    schema: SchemaRef,
+    adds: Vec<Add>,
+    what: String,
 }
 
-/// Write `batches` over the window and commit (see the module invariants). Each batch is
-/// dropped once encoded, so the rows are not held twice.
-pub async fn overwrite_window(
+/// A [`WindowWriter`] for `open`'s table and rows of schema `rows`, when this path applies to
+/// the table (see the module invariants); `None`: write through delta-rs.
+pub async fn window_writer(
     open: &mut Open,
     at: &Location,
-    batches: Vec<RecordBatch>,
-    w: &Window<'_>,
-) -> Result<Outcome> {
-    if open.read_to().is_none() {
-        return Ok(Outcome::NotHere(batches));
-    }
-    if open.files().has_unpartitioned() {
-        return Ok(Outcome::NotHere(batches));
+    rows: &SchemaRef,
+) -> Result<Option<WindowWriter>> {
+    if open.read_to().is_none() || open.files().has_unpartitioned() {
+        return Ok(None);
     }
     let table = open.shaped().await?;
     let state = table
@@ -100,29 +103,63 @@ pub async fn overwrite_window(
         || protocol.min_writer_version() > 2
         || append_only
     {
-        return Ok(Outcome::NotHere(batches));
+        return Ok(None);
     }
-    let interval = state
-        .table_config()
-        .checkpoint_interval
-        .map_or(100, |n| n.get());
-    let what = || format!("cannot write `{at}`");
-    let mut writer = RecordBatchWriter::for_table(&table).map_err(|e| failed(&what(), e))?;
+    let what = format!("cannot write `{at}`");
+    let writer = RecordBatchWriter::for_table(&table).map_err(|e| failed(&what, e))?;
     let schema = writer.arrow_schema();
-    if !batches.iter().all(|b| fits(b.schema_ref(), &schema)) {
-        return Ok(Outcome::NotHere(batches));
+    if !fits(rows, &schema) {
+        return Ok(None);
     }
-    for b in batches {
-        writer
-            .write(conform(b, &schema)?)
-            .await
-            .map_err(|e| failed(&what(), e))?;
-    }
-    let adds = writer.flush().await.map_err(|e| failed(&what(), e))?;
-    let bytes: u64 = adds.iter().filter_map(|a| u64::try_from(a.size).ok()).sum();
+    Ok(Some(WindowWriter {
+        writer,
+        schema,
+        adds: Vec::new(),
+        what,
+    }))
+}
 
-    let version = put(open, &table, at, &adds, w, interval).await?;
-    Ok(Outcome::Written(version, bytes))
+impl WindowWriter {
+    /// Write `b` (its columns the table's, see [`fits`]).
+    pub async fn write(&mut self, b: RecordBatch) -> Result<()> {
+        if !fits(b.schema_ref(), &self.schema) {
+            return Err(Error::Bug(format!(
+                "{}: a record batch of another schema than the query's",
+                self.what
+            )));
+        }
+        self.writer
+            .write(conform(b, &self.schema)?)
+            .await
+            .map_err(|e| failed(&self.what, e))?;
+        if self.writer.buffer_len() >= FLUSH_BYTES {
+            let adds = self
+                .writer
+                .flush()
+                .await
+                .map_err(|e| failed(&self.what, e))?;
+            self.adds.extend(adds);
+        }
+        Ok(())
+    }
+
+    /// Give up: the open files are abandoned (delta-rs aborts their uploads); the files
+    /// finished earlier are returned, for the caller to delete.
+    pub fn abort(mut self) -> Vec<Add> {
+        self.writer.reset();
+        self.adds
+    }
+
+    /// Finish the open files: every file written, to commit.
+    pub async fn finish(mut self) -> Result<Vec<Add>> {
+        let adds = self
+            .writer
+            .flush()
+            .await
+            .map_err(|e| failed(&self.what, e))?;
+        self.adds.extend(adds);
+        Ok(self.adds)
+    }
 }
 
 /// Commit `adds` (files already in the table's directory) as the replacement of `w`'s scope,
@@ -377,6 +414,23 @@ mod tests {
         (lo.to_string(), hi.to_string())
     }
 
+    /// Stream `batches` through a window writer and commit them: the version written.
+    async fn overwrite_window(
+        open: &mut Open,
+        at: &Location,
+        batches: Vec<RecordBatch>,
+        w: &Window<'_>,
+    ) -> Result<u64> {
+        let mut writer = window_writer(open, at, batches[0].schema_ref())
+            .await?
+            .expect("the direct path applies");
+        for b in batches {
+            writer.write(b).await?;
+        }
+        let adds = writer.finish().await?;
+        commit_files(open, at, &adds, w).await
+    }
+
     /// Active files by partition value, as delta-rs reads the table.
     async fn files_of(at: &Location) -> Vec<(String, i64)> {
         let t = DeltaTable::try_from_url(at.url().clone()).await.unwrap();
@@ -419,13 +473,13 @@ mod tests {
         let written = overwrite_window(&mut one, &at, vec![rows(&["b"])], &window(&kb, "x"))
             .await
             .unwrap();
-        assert!(matches!(written, Outcome::Written(1, _)));
+        assert_eq!(written, 1);
         // Two, still at version 0, writes c: rebased over one's commit, version 2.
         let kc = keys("c", "d");
         let written = overwrite_window(&mut two, &at, vec![rows(&["c", "c"])], &window(&kc, "y"))
             .await
             .unwrap();
-        assert!(matches!(written, Outcome::Written(2, _)));
+        assert_eq!(written, 2);
         assert_eq!(two.read_to(), Some(2));
         // Three, still at version 0, overwrites b as well: a conflict, nothing committed.
         let err = overwrite_window(&mut three, &at, vec![rows(&["b"])], &window(&kb, "z"))
@@ -444,7 +498,7 @@ mod tests {
             .await
             .unwrap();
         // Version 3 is a multiple of the interval: checkpointed.
-        assert!(matches!(written, Outcome::Written(3, _)));
+        assert_eq!(written, 3);
         assert!(
             path.join("_delta_log/00000000000000000003.checkpoint.parquet")
                 .exists()

@@ -63,9 +63,11 @@ pub struct Window<'a> {
     pub info: HashMap<String, serde_json::Value>,
 }
 
-/// Encoded bytes a [`WindowWriter`] lets its open files hold before it finishes them: the
-/// bound on a batch's buffered output, whatever the batch's size (a larger batch gets more
-/// files per partition, not more memory).
+/// Rows (in Arrow bytes) a [`WindowWriter`] lets its open files take in before it finishes
+/// them: the bound on a batch's buffered output, whatever the batch's size (a larger batch gets
+/// more files per partition, not more memory). Each open Parquet file holds its row group's
+/// pages until finished, so what bounds memory is the rows written since the last flush, not
+/// the encoded bytes.
 pub const FLUSH_BYTES: usize = 64 * 1024 * 1024;
 
 /// Rows streamed into Parquet files of the table's form as they are computed: delta-rs's
@@ -77,6 +79,8 @@ pub struct WindowWriter {
     schema: SchemaRef,
     adds: Vec<Add>,
     what: String,
+    /// Arrow bytes written since the last flush.
+    buffered: usize,
 }
 
 /// A [`WindowWriter`] for `open`'s table and rows of schema `rows`, when this path applies to
@@ -116,6 +120,7 @@ pub async fn window_writer(
         schema,
         adds: Vec::new(),
         what,
+        buffered: 0,
     }))
 }
 
@@ -128,11 +133,13 @@ impl WindowWriter {
                 self.what
             )));
         }
+        self.buffered += b.get_array_memory_size();
         self.writer
             .write(conform(b, &self.schema)?)
             .await
             .map_err(|e| failed(&self.what, e))?;
-        if self.writer.buffer_len() >= FLUSH_BYTES {
+        if self.buffered >= FLUSH_BYTES || self.writer.buffer_len() >= FLUSH_BYTES {
+            self.buffered = 0;
             let adds = self
                 .writer
                 .flush()

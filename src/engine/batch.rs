@@ -195,9 +195,14 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
     // commit" on every first apply).
     if open.read_to().is_none() {
         let (_held, table) = whole_table_turn(b.engine, b.at).await?;
-        let created =
-            ensure_created(table, b.at, std::slice::from_ref(&empty), &[PARTITION_COLUMN], &b.ctx)
-                .await?;
+        let created = ensure_created(
+            table,
+            b.at,
+            std::slice::from_ref(&empty),
+            &[PARTITION_COLUMN],
+            &b.ctx,
+        )
+        .await?;
         open.advance(created).await?;
     }
     let keys = window_keys(&b.job.write).unwrap_or_default();

@@ -5,7 +5,8 @@
 //! the table: 146 ms a partition on average over 1,095 daily partitions. This path keeps the
 //! file list of each open table itself ([`super::tables::Files`], followed commit by commit)
 //! and writes a batch as: Parquet files through delta-rs's `RecordBatchWriter` (statistics
-//! included), then one commit entry of `commitInfo`, `txn`, a `remove` for every active file
+//! included; streamed by a [`WindowWriter`], its open files finished every [`FLUSH_BYTES`] of
+//! rows), then one commit entry of `commitInfo`, `txn`, a `remove` for every active file
 //! of the window's partitions and an `add` for every new file, put into `_delta_log` with
 //! put-if-absent.
 //!
@@ -139,14 +140,20 @@ impl WindowWriter {
             .await
             .map_err(|e| failed(&self.what, e))?;
         if self.buffered >= FLUSH_BYTES || self.writer.buffer_len() >= FLUSH_BYTES {
-            self.buffered = 0;
-            let adds = self
-                .writer
-                .flush()
-                .await
-                .map_err(|e| failed(&self.what, e))?;
-            self.adds.extend(adds);
+            self.flush().await?;
         }
+        Ok(())
+    }
+
+    /// Finish the open files, keeping what they became.
+    async fn flush(&mut self) -> Result<()> {
+        self.buffered = 0;
+        let adds = self
+            .writer
+            .flush()
+            .await
+            .map_err(|e| failed(&self.what, e))?;
+        self.adds.extend(adds);
         Ok(())
     }
 
@@ -159,12 +166,7 @@ impl WindowWriter {
 
     /// Finish the open files: every file written, to commit.
     pub async fn finish(mut self) -> Result<Vec<Add>> {
-        let adds = self
-            .writer
-            .flush()
-            .await
-            .map_err(|e| failed(&self.what, e))?;
-        self.adds.extend(adds);
+        self.flush().await?;
         Ok(self.adds)
     }
 }

@@ -6,7 +6,9 @@
 //! - A plan whose tables were deleted after it was made is refused before anything is written:
 //!   it counted on their contents, so running it would leave gaps.
 //! - The state orders a lease and a janitor deletion: whichever commits first wins, and the
-//!   loser sees the winner's commit (the janitor keeps the table; the apply stops).
+//!   loser sees the winner's commit (the janitor keeps the table; the apply stops). An apply
+//!   that meets a table vanishing under it before its lease is told the same, from a fresh
+//!   read of the state ([`explain`]).
 
 use std::collections::BTreeSet;
 
@@ -47,6 +49,28 @@ pub fn check_not_deleted(cx: &ApplyRun<'_>, plan: &Plan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `err`, met before the lease was taken, unless a janitor pass deleted a table or snapshot
+/// the plan reuses meanwhile (it commits the deletion before removing the files, so a fresh
+/// read of the state shows it): then that is the error, as if the lease had lost the race.
+pub fn explain(cx: &ApplyRun<'_>, plan: &Plan, err: Error) -> Error {
+    let Ok(fresh) = cx.store.read() else {
+        return err;
+    };
+    let (tables, snapshots) = wanted(plan);
+    let gone = (tables.iter())
+        .find(|t| cx.state.tables.contains_key(*t) && !fresh.tables.contains_key(*t))
+        .map(TableId::as_str)
+        .or_else(|| {
+            (snapshots.iter())
+                .find(|s| cx.state.snapshots.contains_key(*s) && !fresh.snapshots.contains_key(*s))
+                .map(SnapshotId::as_str)
+        });
+    match gone {
+        Some(id) => deleted(id, "a janitor pass running alongside"),
+        None => err,
+    }
 }
 
 /// Take (or renew, on resume) the lease on every existing table and snapshot `plan` reads,

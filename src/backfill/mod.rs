@@ -310,36 +310,9 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
             source_versions.insert(name.clone(), cx.engine.source_version(&s.path)?);
         }
     }
-    let pins = initial_pins(plan, cx.state);
-    let mut entries = BTreeMap::new();
-    for (name, s) in snapshots {
-        let table = plan.target.get(&name).and_then(|t| t.table.clone());
-        let version = match &table {
-            Some(t) => match pins.get(t) {
-                Some(v) => Some(*v),
-                None => cx.engine.table_info(t)?.map(|i| i.version),
-            },
-            None => None,
-        };
-        entries.insert(
-            name,
-            Entry {
-                snapshot: s,
-                table,
-                version,
-            },
-        );
-    }
-    let mut catalog = Catalog::new(
-        entries,
-        &cx.config.sources,
-        source_versions,
-        plan.execution_time,
-    );
-    let jobs = job::model_jobs(cx, &catalog, &plan.models)?;
-    let graph = batch_graph(plan, &catalog, cx.config, cx.options.canary)?;
-    // The last input check: the engine accepts every model the apply runs.
-    precheck::run(cx, plan, &catalog)?;
+    // Reading the tables before the lease can meet a janitor deleting them (see `lease`).
+    let (mut catalog, jobs, graph) =
+        prepare(cx, plan, snapshots, source_versions).map_err(|e| lease::explain(cx, plan, e))?;
     // From here on, janitor cannot delete what the plan reuses.
     let leased = lease::take(cx, plan)?;
     // New generations of restated tables start as zero-copy clones of the current table.
@@ -484,6 +457,53 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         actions.push(lease::release(cx));
     }
     Ok((report, actions))
+}
+
+/// What an apply works from: the catalog, each model's job, the batch graph.
+type Prepared<'a> = (
+    Catalog<'a>,
+    BTreeMap<ModelName, job::ModelJob>,
+    (Vec<Batch>, Vec<batches::ModelWork>),
+);
+
+/// The catalog, jobs and batch graph of `plan`, read before the lease is taken (the last input
+/// checks included: the engine accepts every model the apply runs).
+fn prepare<'a>(
+    cx: &'a ApplyRun<'_>,
+    plan: &'a Plan,
+    snapshots: BTreeMap<ModelName, Snapshot>,
+    source_versions: BTreeMap<ModelName, u64>,
+) -> Result<Prepared<'a>> {
+    let pins = initial_pins(plan, cx.state);
+    let mut entries = BTreeMap::new();
+    for (name, s) in snapshots {
+        let table = plan.target.get(&name).and_then(|t| t.table.clone());
+        let version = match &table {
+            Some(t) => match pins.get(t) {
+                Some(v) => Some(*v),
+                None => cx.engine.table_info(t)?.map(|i| i.version),
+            },
+            None => None,
+        };
+        entries.insert(
+            name,
+            Entry {
+                snapshot: s,
+                table,
+                version,
+            },
+        );
+    }
+    let catalog = Catalog::new(
+        entries,
+        &cx.config.sources,
+        source_versions,
+        plan.execution_time,
+    );
+    let jobs = job::model_jobs(cx, &catalog, &plan.models)?;
+    let graph = batch_graph(plan, &catalog, cx.config, cx.options.canary)?;
+    precheck::run(cx, plan, &catalog)?;
+    Ok((catalog, jobs, graph))
 }
 
 /// The batch graph of a plan and each model's work.

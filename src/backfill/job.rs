@@ -271,20 +271,63 @@ fn versions_of(inputs: &[Input]) -> BTreeMap<String, Option<u64>> {
         .collect()
 }
 
+/// The custom audits the backfilled models call: `audits/*.sql`, and inline `AUDIT` blocks of
+/// model files, read only when an audit is not found in `audits/` — first in the calling
+/// models' own files, then (an inline audit of another model) in every model file. The project
+/// load checked them all; an apply does not re-read the whole project for nothing.
+fn audit_defs(
+    cx: &ApplyRun<'_>,
+    catalog: &Catalog<'_>,
+    models: &[PlanModel],
+) -> Result<BTreeMap<String, crate::project::audit_files::AuditDef>> {
+    use crate::project::audit_files::load_all;
+    let (root, dialect) = (&cx.config.root, cx.config.dialect());
+    let callers: Vec<&crate::state::ModelRecord> = models
+        .iter()
+        .filter(|m| m.backfill.is_some())
+        .filter_map(|m| catalog.entries.get(&m.name).map(|e| &e.snapshot.model))
+        .collect();
+    let missing = |defs: &BTreeMap<String, crate::project::audit_files::AuditDef>| {
+        callers.iter().any(|r| {
+            r.audits.iter().any(|a| {
+                !crate::project::model::is_builtin_audit(&a.name) && !defs.contains_key(&a.name)
+            })
+        })
+    };
+    let attempt = |files: &[(std::path::PathBuf, String)]| {
+        let (defs, problems) = load_all(root, dialect, files);
+        if problems.is_empty() {
+            Ok(defs)
+        } else {
+            Err(Error::User(problems))
+        }
+    };
+    let defs = attempt(&[])?;
+    if !missing(&defs) {
+        return Ok(defs);
+    }
+    let own: Vec<(std::path::PathBuf, String)> = callers
+        .iter()
+        .filter_map(|r| {
+            std::fs::read_to_string(root.join(&r.file))
+                .ok()
+                .map(|t| (std::path::PathBuf::from(&r.file), t))
+        })
+        .collect();
+    let defs = attempt(&own)?;
+    if !missing(&defs) {
+        return Ok(defs);
+    }
+    attempt(&crate::project::model_sources(cx.config))
+}
+
 /// Render every model's audits once.
 pub fn model_jobs(
     cx: &ApplyRun<'_>,
     catalog: &Catalog<'_>,
     models: &[PlanModel],
 ) -> Result<BTreeMap<ModelName, ModelJob>> {
-    let (defs, problems) = crate::project::audit_files::load_all(
-        &cx.config.root,
-        cx.config.dialect(),
-        &crate::project::model_sources(cx.config),
-    );
-    if !problems.is_empty() {
-        return Err(Error::User(problems));
-    }
+    let defs = audit_defs(cx, catalog, models)?;
     let mut out = BTreeMap::new();
     for m in models {
         let Some(b) = &m.backfill else { continue };

@@ -72,11 +72,10 @@ pub fn load_all(
         if let Ok(split) = header::split(Src { file: rel, text })
             && let Some(at) = sql::inline_audits_at(&split.body)
         {
-            let head: String = text[..at]
-                .chars()
-                .map(|c| if c == '\n' || c == '\r' { c } else { ' ' })
-                .collect();
-            files.push((rel.clone(), format!("{head}{}", &text[at..])));
+            files.push((
+                rel.clone(),
+                sql::blanked(text, std::slice::from_ref(&(0..at))),
+            ));
         }
     }
     for (rel, text) in files {
@@ -233,16 +232,7 @@ fn def(
     problems: &mut Vec<Diagnostic>,
 ) -> AuditDef {
     let text = src.text;
-    let body: String = text
-        .char_indices()
-        .map(|(i, c)| {
-            if (start..end).contains(&i) || c == '\n' || c == '\r' {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect();
+    let body = sql::blanked(text, &[0..start, end..text.len()]);
     let parsed = match sql::parse_query(src.file, &body, dialect) {
         Ok(_) => true,
         Err(d) => {

@@ -372,26 +372,18 @@ pub fn unwrap_jinja(file: &Path, body: &str) -> Result<String, Diagnostic> {
             .hint("write the query in SQL, with tidemark's macros (`@start_ds`, `@end_ds`, ...) instead of Jinja"));
     }
     // Blank `JINJA_QUERY_BEGIN` (and its `;`) and `JINJA_END` (and its `;`).
-    let blank = |from: usize, len: usize, out: &mut Vec<u8>| {
+    let tag = |from: usize, len: usize| {
         let mut to = from + len;
         let after = body[to..].trim_start();
         if after.starts_with(';') {
             to = body.len() - after.len() + 1;
         }
-        for b in &mut out[from..to] {
-            if *b != b'\n' && *b != b'\r' {
-                *b = b' ';
-            }
-        }
+        from..to
     };
-    let mut out = body.as_bytes().to_vec();
-    blank(start, BEGIN.len(), &mut out);
-    blank(end, END.len(), &mut out);
-    String::from_utf8(out).map_err(|_| {
-        Diagnostic::error(
-            "internal: blanking the Jinja wrapper broke UTF-8; this is a bug in tidemark",
-        )
-    })
+    Ok(blanked(
+        body,
+        &[tag(start, BEGIN.len()), tag(end, END.len())],
+    ))
 }
 
 fn lower_first(s: &str) -> String {
@@ -498,6 +490,22 @@ pub fn statement_end(text: &str, from: usize) -> usize {
         }
     }
     b.len()
+}
+
+/// `text` with the byte ranges `ranges` (on character boundaries) blanked to spaces, line
+/// breaks kept: the same length and lines, so offsets and locations stay the file's.
+pub fn blanked(text: &str, ranges: &[std::ops::Range<usize>]) -> String {
+    let mut out = text.as_bytes().to_vec();
+    for r in ranges {
+        let r = r.start.min(out.len())..r.end.min(out.len());
+        for b in &mut out[r] {
+            if *b != b'\n' && *b != b'\r' {
+                *b = b' ';
+            }
+        }
+    }
+    // Whole characters were blanked, so this is UTF-8; lossy only if a range split one.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The byte offset of the first of a model file's inline audits — a statement that starts with

@@ -80,6 +80,21 @@ impl RefVisitor {
             .iter()
             .any(|s| s.names[..s.visible].iter().any(|n| n == name))
     }
+
+    /// Record a call of a macro function (`@name(...)`), in an expression or where a table
+    /// belongs (`FROM @macro(...)`, which must be refused at load, not discovered at apply).
+    fn macro_call(&mut self, name: &ObjectName) {
+        if let Some((text, line, column)) = object_name(name)
+            && let Some(var) = text.strip_prefix('@')
+        {
+            self.out.macros.push(MacroUse {
+                name: var.to_lowercase(),
+                is_call: true,
+                line,
+                column,
+            });
+        }
+    }
 }
 
 fn ident_text(part: &ObjectNamePart) -> Option<(String, u64, u64)> {
@@ -154,18 +169,8 @@ impl Visitor for RefVisitor {
     fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
         if let TableFactor::Table { name, args, .. } = tf {
             if args.is_some() {
-                // A table-valued function; `FROM @macro(...)` is a macro where a table belongs,
-                // which must be refused at load, not discovered at apply.
-                if let Some((text, line, column)) = object_name(name)
-                    && let Some(var) = text.strip_prefix('@')
-                {
-                    self.out.macros.push(MacroUse {
-                        name: var.to_lowercase(),
-                        is_call: true,
-                        line,
-                        column,
-                    });
-                }
+                // A table-valued function.
+                self.macro_call(name);
                 return ControlFlow::Continue(());
             }
             if let Some((text, line, column)) = object_name(name) {
@@ -198,18 +203,7 @@ impl Visitor for RefVisitor {
                     column: id.span.start.column,
                 });
             }
-            Expr::Function(f) => {
-                if let Some((text, line, column)) = object_name(&f.name)
-                    && let Some(var) = text.strip_prefix('@')
-                {
-                    self.out.macros.push(MacroUse {
-                        name: var.to_lowercase(),
-                        is_call: true,
-                        line,
-                        column,
-                    });
-                }
-            }
+            Expr::Function(f) => self.macro_call(&f.name),
             _ => {}
         }
         ControlFlow::Continue(())

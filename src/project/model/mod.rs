@@ -463,13 +463,7 @@ impl<'a> Builder<'a> {
 /// project's audits, see `audit_files::load_all`).
 fn without_inline_audits(body: &str) -> std::borrow::Cow<'_, str> {
     match sql::inline_audits_at(body) {
-        Some(at) => {
-            let tail: String = body[at..]
-                .chars()
-                .map(|c| if c == '\n' || c == '\r' { c } else { ' ' })
-                .collect();
-            format!("{}{tail}", &body[..at]).into()
-        }
+        Some(at) => sql::blanked(body, std::slice::from_ref(&(at..body.len()))).into(),
         None => body.into(),
     }
 }

@@ -15,15 +15,22 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::LIST;
 
+/// Where an identifier is (1-based line and column), if it came from the file.
+pub(super) fn ident_at(i: &Ident) -> Option<(u64, u64)> {
+    (i.span.start.line > 0).then_some((i.span.start.line, i.span.start.column))
+}
+
+/// Where a name is: its first part's place.
+pub(super) fn name_at(name: &ObjectName) -> Option<(u64, u64)> {
+    name.0.first().and_then(|p| match p {
+        datafusion::sql::sqlparser::ast::ObjectNamePart::Identifier(i) => ident_at(i),
+        _ => None,
+    })
+}
+
 /// The lower-cased name of a call and where it is.
 pub(super) fn call_name(f: &Function) -> (String, Option<(u64, u64)>) {
-    let at = f.name.0.first().and_then(|p| match p {
-        datafusion::sql::sqlparser::ast::ObjectNamePart::Identifier(i) if i.span.start.line > 0 => {
-            Some((i.span.start.line, i.span.start.column))
-        }
-        _ => None,
-    });
-    (f.name.to_string().to_lowercase(), at)
+    (f.name.to_string().to_lowercase(), name_at(&f.name))
 }
 
 pub(super) fn positional(f: &Function) -> Vec<Expr> {

@@ -72,7 +72,7 @@ pub fn extract_defs(
 ) -> Result<(String, std::collections::BTreeMap<String, Expr>), (usize, String)> {
     use datafusion::sql::sqlparser::parser::Parser;
     let mut defs = std::collections::BTreeMap::new();
-    let mut out = body.as_bytes().to_vec();
+    let mut blank = Vec::new();
     let mut pos = 0;
     while let Some(at) = super::first_code_offset(&body[pos..]).map(|i| i + pos) {
         let rest = &body[at..];
@@ -99,16 +99,10 @@ pub fn extract_defs(
             ));
         };
         defs.insert(name.value.to_lowercase(), value.clone());
-        for b in &mut out[at..(end + 1).min(body.len())] {
-            if *b != b'\n' && *b != b'\r' {
-                *b = b' ';
-            }
-        }
+        blank.push(at..(end + 1).min(body.len()));
         pos = (end + 1).min(body.len());
     }
-    let text = String::from_utf8(out)
-        .map_err(|_| (0, "internal: blanking @DEF broke UTF-8".to_string()))?;
-    Ok((text, defs))
+    Ok((super::blanked(body, &blank), defs))
 }
 
 /// Expand the SQL macros of `query` (see the module): `defs` are the values of `@name` (project
@@ -167,8 +161,7 @@ impl Expander<'_> {
     fn rename(&mut self, ident: &mut Ident) {
         let defs = self.defs;
         let lookup = |n: &str| defs.get(n).and_then(name_text);
-        let at =
-            (ident.span.start.line > 0).then_some((ident.span.start.line, ident.span.start.column));
+        let at = ident_at(ident);
         match interpolate(&ident.value, &lookup, false) {
             Ok(Some(text)) => match ident_for(&text) {
                 Ok(i) => *ident = i,
@@ -406,8 +399,7 @@ impl VisitorMut for Expander<'_> {
             Expr::Identifier(id) if id.quote_style.is_none() && id.value.starts_with('@') => {
                 let name = id.value[1..].to_lowercase();
                 if let Some(v) = self.defs.get(&name) {
-                    let at = (id.span.start.line > 0)
-                        .then_some((id.span.start.line, id.span.start.column));
+                    let at = ident_at(id);
                     let mut v = parenthesized(v);
                     self.revisit(&mut v, &name, at);
                     *expr = v;
@@ -461,14 +453,7 @@ impl VisitorMut for Expander<'_> {
             return ControlFlow::Continue(());
         };
         let text = name.to_string().to_lowercase();
-        let at = name.0.first().and_then(|p| match p {
-            datafusion::sql::sqlparser::ast::ObjectNamePart::Identifier(i)
-                if i.span.start.line > 0 =>
-            {
-                Some((i.span.start.line, i.span.start.column))
-            }
-            _ => None,
-        });
+        let at = name_at(name);
         if text == "@union" {
             let Some(targs) = args else {
                 return ControlFlow::Continue(());

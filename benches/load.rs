@@ -35,27 +35,8 @@ fn main() {
         } else {
             Some(synth::generate(&dir, n, 42).expect("generate"))
         };
-        let config = dir.join("tidemark.toml");
         if std::env::var_os("TIDEMARK_BENCH_BREAKDOWN").is_some() {
             breakdown(&dir);
-        }
-        let mut load = Vec::new();
-        let mut dag = Vec::new();
-        let mut fp = Vec::new();
-        let mut total = Vec::new();
-        for _ in 0..runs {
-            let t0 = Instant::now();
-            let project = Project::load(&config).expect("load");
-            let t1 = Instant::now();
-            let graph = Dag::build(&project).expect("dag");
-            let t2 = Instant::now();
-            let prints = fingerprint_all(&project, &graph);
-            let t3 = Instant::now();
-            assert_eq!(prints.len(), n + 1);
-            load.push(t1 - t0);
-            dag.push(t2 - t1);
-            fp.push(t3 - t2);
-            total.push(t3 - t0);
         }
         match stats {
             Some(s) => println!(
@@ -66,19 +47,68 @@ fn main() {
             ),
             None => println!("models: {n} (reused {})", dir.display()),
         }
-        for (label, v) in [
-            ("load+parse", &mut load),
-            ("dag", &mut dag),
-            ("fingerprint", &mut fp),
-            ("total", &mut total),
-        ] {
-            v.sort();
-            println!(
-                "  {label:<12} median {:>8.1} ms   best {:>8.1} ms",
-                ms(v[v.len() / 2]),
-                ms(v[0])
-            );
+        for mode in [Cache::Off, Cache::Cold, Cache::Warm] {
+            measure(&dir, n, runs, mode);
         }
+    }
+}
+
+/// How the analysis cache is used in a run.
+#[derive(Clone, Copy, Debug)]
+enum Cache {
+    /// Turned off: every file parsed.
+    Off,
+    /// Emptied before each run: every file parsed and stored.
+    Cold,
+    /// Filled by the run before: nothing parsed.
+    Warm,
+}
+
+fn measure(dir: &std::path::Path, n: usize, runs: usize, mode: Cache) {
+    let config = dir.join("tidemark.toml");
+    let cache_dir = dir.join(tidemark::project::cache::PACK);
+    let _ = std::fs::remove_file(&cache_dir);
+    if matches!(mode, Cache::Warm) {
+        Project::load(&config).expect("load");
+    }
+    println!("  analysis cache: {mode:?}");
+    let mut load = Vec::new();
+    let mut dag = Vec::new();
+    let mut fp = Vec::new();
+    let mut total = Vec::new();
+    for _ in 0..runs {
+        if matches!(mode, Cache::Cold) {
+            let _ = std::fs::remove_file(&cache_dir);
+        }
+        let t0 = Instant::now();
+        let project = match mode {
+            Cache::Off => Project::load_without_cache(&config),
+            _ => Project::load(&config),
+        }
+        .expect("load");
+        let t1 = Instant::now();
+        let graph = Dag::build(&project).expect("dag");
+        let t2 = Instant::now();
+        let prints = fingerprint_all(&project, &graph);
+        let t3 = Instant::now();
+        assert_eq!(prints.len(), n + 1);
+        load.push(t1 - t0);
+        dag.push(t2 - t1);
+        fp.push(t3 - t2);
+        total.push(t3 - t0);
+    }
+    for (label, v) in [
+        ("load+parse", &mut load),
+        ("dag", &mut dag),
+        ("fingerprint", &mut fp),
+        ("total", &mut total),
+    ] {
+        v.sort();
+        println!(
+            "  {label:<12} median {:>8.1} ms   best {:>8.1} ms",
+            ms(v[v.len() / 2]),
+            ms(v[0])
+        );
     }
 }
 

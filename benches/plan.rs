@@ -8,6 +8,9 @@
 //! - a no-op plan: load + parse + DAG + fingerprints, read the state, build the plan;
 //! - the plan after one breaking change at a root model (its whole subtree rebuilt).
 //!
+//! With `TIDEMARK_BENCH_KEEP=1` the generated project (breaking change included) is kept for
+//! profiling the CLI on it.
+//!
 //! With `TIDEMARK_BENCH_S3=http://127.0.0.1:PORT` the state lives on that S3 server (see
 //! `benches/s3.rs`): the `state` column is then the object-store read.
 
@@ -36,9 +39,18 @@ struct Timing {
     plan: Duration,
 }
 
-fn plan_once(config: &std::path::Path, now: DateTime<Utc>) -> (Timing, tidemark::plan::Plan) {
+fn plan_once(
+    config: &std::path::Path,
+    now: DateTime<Utc>,
+    cached: bool,
+) -> (Timing, tidemark::plan::Plan) {
     let t0 = Instant::now();
-    let project = Project::load(config).unwrap();
+    let project = if cached {
+        Project::load(config)
+    } else {
+        Project::load_without_cache(config)
+    }
+    .unwrap();
     let dag = Dag::build(&project).unwrap();
     let fps = fingerprint_all(&project, &dag);
     let t1 = Instant::now();
@@ -84,6 +96,10 @@ fn main() {
     for n in sizes {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
+        if std::env::var_os("TIDEMARK_BENCH_KEEP").is_some() {
+            // Kept for profiling the CLI on it (`tidemark plan` in that directory).
+            println!("project kept in {}", tmp.keep().display());
+        }
         synth::generate(&dir, n, 42).expect("generate");
         s3::place(&dir);
         let config = dir.join("tidemark.toml");
@@ -147,13 +163,25 @@ fn main() {
             setup.elapsed().as_secs_f64()
         );
 
-        let mut noop: Vec<Timing> = Vec::new();
-        for _ in 0..runs {
-            let (timing, plan) = plan_once(&config, now);
-            assert!(plan.models.is_empty(), "no-op plan has changes");
-            noop.push(timing);
+        // Without the analysis cache (every file parsed), then with it warm (the first load
+        // below fills it).
+        Project::load(&config).unwrap();
+        for cached in [false, true] {
+            let mut noop: Vec<Timing> = Vec::new();
+            for _ in 0..runs {
+                let (timing, plan) = plan_once(&config, now, cached);
+                assert!(plan.models.is_empty(), "no-op plan has changes");
+                noop.push(timing);
+            }
+            report(
+                if cached {
+                    "no-op, cache"
+                } else {
+                    "no-op, no cache"
+                },
+                &mut noop,
+            );
         }
-        report("no-op", &mut noop);
 
         // One breaking change at the root.
         let root = walk(&dir.join("models"))
@@ -174,16 +202,25 @@ fn main() {
             ),
         )
         .unwrap();
-        let mut breaking: Vec<Timing> = Vec::new();
         let mut affected = 0;
         let mut partitions = 0;
-        for _ in 0..runs {
-            let (timing, plan) = plan_once(&config, now);
-            affected = plan.models.len();
-            partitions = plan.summary.partitions;
-            breaking.push(timing);
+        for cached in [false, true] {
+            let mut breaking: Vec<Timing> = Vec::new();
+            for _ in 0..runs {
+                let (timing, plan) = plan_once(&config, now, cached);
+                affected = plan.models.len();
+                partitions = plan.summary.partitions;
+                breaking.push(timing);
+            }
+            report(
+                if cached {
+                    "breaking, cache"
+                } else {
+                    "breaking, no cache"
+                },
+                &mut breaking,
+            );
         }
-        report("breaking root", &mut breaking);
         println!("  breaking root: {affected} models affected, {partitions} partitions to compute");
     }
 }

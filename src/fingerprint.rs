@@ -228,16 +228,45 @@ pub fn data_hash(definition: &str, parents: &[(ModelName, Option<String>)]) -> S
     h.finish()
 }
 
+/// The definition and metadata hashes of each of `names` (`None`: neither model nor source),
+/// one thread per core, in order.
+fn own_hashes(project: &Project, names: &[ModelName]) -> Vec<Option<(String, String)>> {
+    let own = |name: &ModelName| match (project.models.get(name), project.config.sources.get(name))
+    {
+        (Some(m), _) => Some((model_definition(m), model_metadata(m))),
+        (None, Some(s)) => Some((source_definition(s), H::new("source.metadata").finish())),
+        (None, None) => None,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads <= 1 || names.len() < 256 {
+        return names.iter().map(own).collect();
+    }
+    let chunk = names.len().div_ceil(threads);
+    let own = &own;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(own).collect::<Vec<_>>()))
+            .collect();
+        // A panicking thread panics here too: hashing has no user input that can panic.
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Fingerprint every node of the project, parents first.
 pub fn fingerprint_all(project: &Project, dag: &Dag) -> BTreeMap<ModelName, Fingerprint> {
+    let order = dag.order();
+    // A node's own hashes do not depend on other nodes': computed in parallel, then the data
+    // hashes in topological order.
+    let own = own_hashes(project, order);
     let mut out: BTreeMap<ModelName, Fingerprint> = BTreeMap::new();
-    for name in dag.order() {
-        let (definition, metadata) =
-            match (project.models.get(name), project.config.sources.get(name)) {
-                (Some(m), _) => (model_definition(m), model_metadata(m)),
-                (None, Some(s)) => (source_definition(s), H::new("source.metadata").finish()),
-                (None, None) => continue,
-            };
+    for (name, own) in order.iter().zip(own) {
+        let Some((definition, metadata)) = own else {
+            continue;
+        };
         let parents: Vec<(ModelName, Option<String>)> = dag
             .parents(name)
             .into_iter()

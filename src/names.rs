@@ -31,6 +31,22 @@ impl ModelName {
         if s.is_empty() {
             return Err("the name is empty".into());
         }
+        // The common case, a name already in normal form (every name read back from the state
+        // or the analysis cache): one check, one copy.
+        let plain = |p: &str| {
+            !p.is_empty()
+                && p.len() <= MAX_PART_LEN
+                && p.bytes()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+                && p.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        };
+        if s.split('.').count() <= 3 && s.split('.').all(plain) {
+            return Ok(ModelName {
+                text: s.to_string(),
+            });
+        }
         let parts: Vec<&str> = s.split('.').collect();
         if parts.len() > 3 {
             return Err(format!(
@@ -122,13 +138,14 @@ impl ModelName {
 }
 
 fn check_part(part: &str, whole: &str) -> Result<String, String> {
-    let shown = printable(whole);
+    let shown = || printable(whole);
     if part.is_empty() {
-        return Err(format!("`{shown}` has an empty part"));
+        return Err(format!("`{}` has an empty part", shown()));
     }
     if part.len() > MAX_PART_LEN {
         return Err(format!(
-            "`{shown}` has a part longer than {MAX_PART_LEN} characters"
+            "`{}` has a part longer than {MAX_PART_LEN} characters",
+            shown()
         ));
     }
     let lower = part.to_ascii_lowercase();
@@ -138,7 +155,8 @@ fn check_part(part: &str, whole: &str) -> Result<String, String> {
         .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     if !first_ok || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
         return Err(format!(
-            "`{shown}` is not a plain identifier: each part must start with a letter or `_` and contain only letters, digits and `_`"
+            "`{}` is not a plain identifier: each part must start with a letter or `_` and contain only letters, digits and `_`",
+            shown()
         ));
     }
     Ok(lower)

@@ -87,8 +87,7 @@ fn evaluate(
 ) -> Result<Vec<RecordBatch>> {
     let model = model_for(project, test)?;
     let query = model
-        .query
-        .as_deref()
+        .query()
         .ok_or_else(|| user(format!("`{}` has no query to test", test.model)))?;
     let parents = project
         .parents

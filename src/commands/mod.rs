@@ -356,11 +356,8 @@ fn check_functions(project: &Project) -> Result<()> {
     let known = crate::engine::function_names();
     let mut errors = Vec::new();
     for m in project.models.values() {
-        let Some(q) = m.query.as_deref() else {
-            continue;
-        };
         let mut seen = std::collections::BTreeSet::new();
-        for (name, line, column) in crate::sql::function_calls(q) {
+        for (name, line, column) in m.functions.iter().cloned() {
             if known.contains(&name) || crate::sql::SQL_SPECIAL.contains(&name.as_str()) {
                 continue;
             }

@@ -117,7 +117,7 @@ fn render_sql(
         execution_time: now,
         this_model: name.physical_parts(&version),
     };
-    let Some(query) = &m.query else {
+    let Some(query) = m.query() else {
         return Err(Error::Bug(format!("rendering {name}: no query")));
     };
     // The same rendering a batch runs ([`crate::sql::render_model`]).
@@ -128,7 +128,7 @@ fn render_sql(
             .models
             .get(n)
             .filter(|pm| pm.kind == Kind::Embedded)
-            .and_then(|pm| pm.query.as_deref().cloned()))
+            .and_then(|pm| pm.query().cloned()))
     };
     let rendered = render_model(name, query, &ctx, &parents, &embedded)?;
     Ok(pretty(&rendered))

@@ -11,7 +11,8 @@ use super::IntervalUnit;
 #[derive(Debug, Clone)]
 pub struct Schedule {
     expr: String,
-    cron: Cron,
+    /// Shared: a project repeats a handful of schedules thousands of times.
+    cron: std::sync::Arc<Cron>,
     unit: IntervalUnit,
 }
 
@@ -22,6 +23,20 @@ impl PartialEq for Schedule {
 }
 
 impl Eq for Schedule {}
+
+/// Stored as its expression (the project's analysis cache); read back through [`Schedule::parse`].
+impl serde::Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.expr)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let expr = <String as serde::Deserialize>::deserialize(d)?;
+        Schedule::parse(&expr).map_err(serde::de::Error::custom)
+    }
+}
 
 impl Schedule {
     /// Parse a cron expression. Errors are human-readable reasons without location.
@@ -72,7 +87,7 @@ impl Schedule {
         let unit = infer_unit(&cron).map_err(|e| format!("`{expr}`: {e}"))?;
         Ok(Schedule {
             expr: normalized,
-            cron,
+            cron: std::sync::Arc::new(cron),
             unit,
         })
     }

@@ -19,6 +19,8 @@
 //!   revision it was made from, so applying it later can refuse a changed environment.
 
 mod build;
+#[cfg(test)]
+mod cache_equivalence;
 pub mod categorize;
 pub mod file;
 pub mod intervals;

@@ -9,6 +9,7 @@
 //!   are recorded separately and are not edges.
 
 pub mod audit_files;
+pub mod cache;
 pub mod config;
 #[cfg(test)]
 mod fuzz;
@@ -60,19 +61,30 @@ impl Project {
     ) -> Result<Project> {
         let mut config = config::load_config(config_path)?;
         config.model_defaults.now = now;
-        let files = discover(&config)?;
-        let mut inputs = Vec::with_capacity(files.len());
-        for rel in files {
-            let abs = config.root.join(&rel);
-            let bytes = std::fs::read(&abs).map_err(|e| Error::from(io_error("read", &rel, &e)))?;
-            inputs.push((rel, bytes));
-        }
+        let inputs = read_model_files(&config)?;
         Project::from_files(config, inputs)
+    }
+
+    /// [`Project::load`] parsing every file, without the analysis cache (benchmarks, and the
+    /// property test that compares plans with and without it).
+    pub fn load_without_cache(config_path: &Path) -> Result<Project> {
+        let config = config::load_config(config_path)?;
+        let inputs = read_model_files(&config)?;
+        Project::from_files_with(config, inputs, |_| cache::Cache::off())
     }
 
     /// Build a project from file contents (paths relative to the root). Used by `load` and by
     /// commands that read files from elsewhere (e.g. a git revision).
-    pub fn from_files(mut config: Config, files: Vec<(PathBuf, Vec<u8>)>) -> Result<Project> {
+    pub fn from_files(config: Config, files: Vec<(PathBuf, Vec<u8>)>) -> Result<Project> {
+        Project::from_files_with(config, files, cache::Cache::open)
+    }
+
+    /// [`Project::from_files`] through the analysis cache `cache` makes for the config.
+    pub(crate) fn from_files_with(
+        mut config: Config,
+        files: Vec<(PathBuf, Vec<u8>)>,
+        cache: impl FnOnce(&Config) -> cache::Cache,
+    ) -> Result<Project> {
         let (py, files): (Vec<_>, Vec<_>) = files
             .into_iter()
             .partition(|(p, _)| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("py")));
@@ -83,12 +95,24 @@ impl Project {
         config.model_defaults.python_macros = python_macros;
         let mut warnings = Vec::new();
         let python = python_models(&config, &py, &mut warnings);
-        let loaded = load_parallel(&config, &files);
+        let cache = cache(&config);
+        let loaded = load_parallel(&config, &files, &cache);
+        cache.finish();
         let mut models: BTreeMap<ModelName, Model> = BTreeMap::new();
         let mut disabled = BTreeSet::new();
         // Models whose file failed to load, so that readers are told so, not "unknown table".
         let mut failed: BTreeMap<ModelName, PathBuf> = BTreeMap::new();
+        // Model files that may hold inline audits (the others are not copied): the models
+        // that have them, and files that did not load and mention them.
+        let mut with_audits: Vec<(PathBuf, String)> = Vec::new();
         for (result, (rel, bytes)) in loaded.into_iter().zip(&files) {
+            let audits = match &result {
+                Loaded::Model(m, _) => m.inline_audits,
+                _ => bytes.windows(5).any(|w| w.eq_ignore_ascii_case(b"audit")),
+            };
+            if audits {
+                with_audits.push((rel.clone(), String::from_utf8_lossy(bytes).into_owned()));
+            }
             if let Loaded::Failed(d) = &result
                 && d.iter().any(Diagnostic::is_error)
                 && let Some(name) = declared_name(rel, bytes)
@@ -192,12 +216,6 @@ impl Project {
             parents.insert(m.name.clone(), ps);
         }
 
-        // Model files that may hold inline audits (the others are not copied).
-        let with_audits: Vec<(PathBuf, String)> = files
-            .iter()
-            .filter(|(_, b)| b.windows(5).any(|w| w.eq_ignore_ascii_case(b"audit")))
-            .map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()))
-            .collect();
         check_audits(&config, &models, &with_audits, &mut errors);
 
         if !errors.is_empty() {
@@ -218,6 +236,24 @@ impl Project {
     pub fn is_source(&self, name: &ModelName) -> bool {
         self.config.sources.contains_key(name)
     }
+}
+
+/// Every model file of the project with its bytes, in sorted path order.
+fn read_model_files(config: &Config) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    let files = discover(config)?;
+    // In parallel: with the analysis cache warm, reading is a large part of a load.
+    let read = in_parallel(&files, |rel| {
+        std::fs::read(config.root.join(rel)).map_err(|e| Error::from(io_error("read", rel, &e)))
+    });
+    files
+        .into_iter()
+        .zip(read)
+        .map(|(rel, bytes)| {
+            let bytes = bytes
+                .ok_or_else(|| Error::Bug("a thread reading model files panicked".to_string()))??;
+            Ok((rel, bytes))
+        })
+        .collect()
 }
 
 /// Models that exist but did not load: disabled ones, files that failed, Python models.
@@ -389,52 +425,77 @@ fn discover(config: &Config) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Parse every file, in parallel, preserving input order.
-fn load_parallel(config: &Config, files: &[(PathBuf, Vec<u8>)]) -> Vec<Loaded> {
+/// Parse every file (through the analysis cache), in parallel, preserving input order.
+fn load_parallel(
+    config: &Config,
+    files: &[(PathBuf, Vec<u8>)],
+    cache: &cache::Cache,
+) -> Vec<Loaded> {
+    in_parallel(files, |(rel, bytes)| {
+        cache.load(rel, bytes, || analyse(config, rel, bytes))
+    })
+    .into_iter()
+    .map(|r| {
+        r.unwrap_or_else(|| {
+            Loaded::Failed(vec![Diagnostic::error(
+                "internal error: a model loader thread panicked; this is a bug in tidemark",
+            )])
+        })
+    })
+    .collect()
+}
+
+/// `f` of every item, one thread per core, in input order; `None` where a thread panicked.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<Option<R>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(files.len().max(1));
-    let chunk = files.len().div_ceil(threads).max(1);
-    let load_one = |(rel, bytes): &(PathBuf, Vec<u8>)| -> Loaded {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => model::build(
-                &config.root,
-                rel,
-                text,
-                &config.model_defaults,
-                config.dialect(),
-            ),
-            Err(e) => {
-                let valid = &bytes[..e.valid_up_to()];
-                let text = String::from_utf8_lossy(valid);
-                let (l, c) = crate::error::line_col(&text, text.len());
-                Loaded::Failed(vec![
-                    Diagnostic::error("the file is not valid UTF-8")
-                        .at(Location::at(rel, l, c))
-                        .hint("save the model file as UTF-8"),
-                ])
-            }
-        }
-    };
+        .min(items.len().max(1));
     if threads <= 1 {
-        return files.iter().map(load_one).collect();
+        return items.iter().map(|i| Some(f(i))).collect();
     }
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = files
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(load_one).collect::<Vec<_>>()))
+            .map(|c| {
+                (
+                    c.len(),
+                    s.spawn(move || c.iter().map(f).collect::<Vec<_>>()),
+                )
+            })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    vec![Loaded::Failed(vec![Diagnostic::error(
-                        "internal error: a model loader thread panicked; this is a bug in tidemark",
-                    )])]
-                })
+            .flat_map(|(n, h)| match h.join() {
+                Ok(v) => v.into_iter().map(Some).collect(),
+                Err(_) => (0..n).map(|_| None).collect::<Vec<_>>(),
             })
             .collect()
     })
+}
+
+/// Parse one model file.
+fn analyse(config: &Config, rel: &Path, bytes: &[u8]) -> Loaded {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => model::build(
+            &config.root,
+            rel,
+            text,
+            &config.model_defaults,
+            config.dialect(),
+        ),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let text = String::from_utf8_lossy(valid);
+            let (l, c) = crate::error::line_col(&text, text.len());
+            Loaded::Failed(vec![
+                Diagnostic::error("the file is not valid UTF-8")
+                    .at(Location::at(rel, l, c))
+                    .hint("save the model file as UTF-8"),
+            ])
+        }
+    }
 }
 
 /// The first macro call (`@name(…)`) in an audit argument's SQL, lower-cased.

@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 /// A table named in a query.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TableRef {
     /// Dotted name: unquoted parts lowercased (already by parsing), quoted parts as written.
     pub name: String,
@@ -22,7 +22,7 @@ pub struct TableRef {
 }
 
 /// A `@variable` (or `@function(...)`) used in a query.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MacroUse {
     /// The name without `@`, lowercased.
     pub name: String,

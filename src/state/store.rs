@@ -281,12 +281,20 @@ impl StateStore {
         struct Head {
             format: String,
         }
-        let head: Head =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, &e.to_string()))?;
-        State::check_format(&head.format, &format!("state checkpoint {path}"))?;
-        let state: State =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, &e.to_string()))?;
-        Ok(Some(state))
+        // One pass over the checkpoint (the largest file read); the format is looked at alone
+        // only when the whole does not read, so that another format is named as such.
+        match serde_json::from_slice::<State>(&bytes) {
+            Ok(state) => {
+                State::check_format(&state.format, &format!("state checkpoint {path}"))?;
+                Ok(Some(state))
+            }
+            Err(e) => {
+                let head: Head =
+                    serde_json::from_slice(&bytes).map_err(|_| corrupt(&path, &e.to_string()))?;
+                State::check_format(&head.format, &format!("state checkpoint {path}"))?;
+                Err(corrupt(&path, &e.to_string()))
+            }
+        }
     }
 
     fn read_commit(&self, seq: u64) -> Result<Option<Commit>> {

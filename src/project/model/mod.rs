@@ -37,8 +37,9 @@ use crate::interval::Schedule;
 use crate::names::ModelName;
 use crate::sql::{self, MacroUse, TableRef};
 
-/// A loaded, validated model.
-#[derive(Debug, Clone)]
+/// A loaded, validated model. Serializable for the project's analysis cache
+/// ([`crate::project::cache`]), which stores everything but the parsed query.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Model {
     /// Normalized name.
     pub name: ModelName,
@@ -81,10 +82,15 @@ pub struct Model {
     pub allow_partials: bool,
     /// Extra dependencies, with where they were declared.
     pub depends_on: Vec<(ModelName, Location)>,
-    /// The parsed, normalized query (`None` for seeds).
-    pub query: Option<Box<Query>>,
+    /// The parsed, normalized query (`None` for seeds): set when the file was parsed, else
+    /// parsed from `canonical_sql` on first use (see [`Model::query`]).
+    #[serde(skip)]
+    parsed: ParsedQuery,
     /// Canonical SQL of the query (empty for seeds).
     pub canonical_sql: String,
+    /// The functions the query calls, lower-cased, with their `line:col` in the file (macros
+    /// left out), checked against the engine's functions when a command loads the project.
+    pub functions: Vec<(String, u64, u64)>,
     /// The dialect the query is written in (its project's engine's).
     pub dialect: sql::Dialect,
     /// The dialect the model declares (`dialect duckdb`, or `[model_defaults] dialect`), as
@@ -103,9 +109,44 @@ pub struct Model {
     pub seed_hash: Option<String>,
     /// Where the header (or the query, when there is no header) starts.
     pub location: Location,
+    /// The file has inline `AUDIT` blocks after its query (read with the project's audits).
+    pub inline_audits: bool,
+}
+
+/// A model's parsed query, parsed at most once.
+#[derive(Debug, Clone, Default)]
+struct ParsedQuery(std::sync::OnceLock<Option<Box<Query>>>);
+
+impl Model {
+    /// The parsed, normalized query (`None` for seeds). A model served by the analysis cache
+    /// parses its canonical SQL here, once; the cache only keeps models whose canonical SQL
+    /// parses back to the very query the file gave (see [`Model::reparses_identically`]).
+    pub fn query(&self) -> Option<&Query> {
+        self.parsed
+            .0
+            .get_or_init(|| self.parse_canonical())
+            .as_deref()
+    }
+
+    fn parse_canonical(&self) -> Option<Box<Query>> {
+        if self.canonical_sql.is_empty() {
+            return None;
+        }
+        sql::parse_query(&self.file, &self.canonical_sql, self.dialect).ok()
+    }
+
+    /// Does the canonical SQL parse back to the query the file gave? (Always expected; a
+    /// model for which it does not is never cached, so [`Model::query`] cannot differ.)
+    pub(crate) fn reparses_identically(&self) -> bool {
+        match self.parsed.0.get() {
+            Some(parsed) => *parsed == self.parse_canonical(),
+            None => true,
+        }
+    }
 }
 
 /// What reading one file produced.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Loaded {
     /// A valid model, plus warnings.
     Model(Box<Model>, Vec<Diagnostic>),
@@ -169,6 +210,7 @@ pub fn build(
         ]);
     }
     // Inline audits are read with the project's audits (`audit_files::load_all`).
+    b.inline_audits = sql::inline_audits_at(&split.body).is_some();
     let body = without_inline_audits(&split.body);
     let body_start = sql::first_code_offset(&body);
     b.finish(&body, body_start)
@@ -209,6 +251,7 @@ struct Builder<'a> {
     stamp: Option<String>,
     /// The `kind` property was given but invalid: kind-dependent checks would only mislead.
     kind_failed: bool,
+    inline_audits: bool,
     defaults: &'a ModelDefaults,
 }
 
@@ -248,6 +291,7 @@ impl<'a> Builder<'a> {
             metadata: BTreeMap::new(),
             stamp: None,
             kind_failed: false,
+            inline_audits: false,
             defaults,
         }
     }
@@ -421,6 +465,10 @@ impl<'a> Builder<'a> {
             ]);
         };
         let canonical_sql = query.as_deref().map(sql::canonical).unwrap_or_default();
+        let functions = query
+            .as_deref()
+            .map(sql::function_calls)
+            .unwrap_or_default();
         let model = Model {
             name,
             file: file.to_path_buf(),
@@ -442,8 +490,9 @@ impl<'a> Builder<'a> {
             forward_only: self.forward_only,
             allow_partials: self.allow_partials,
             depends_on: self.depends_on,
-            query,
+            parsed: ParsedQuery(query.into()),
             canonical_sql,
+            functions,
             dialect: self.dialect,
             declared_dialect: self
                 .declared_dialect
@@ -454,6 +503,7 @@ impl<'a> Builder<'a> {
             macros: analysis.macros,
             seed_hash: self.seed_hash,
             location: self.location,
+            inline_audits: self.inline_audits,
         };
         Loaded::Model(Box::new(model), self.warnings)
     }

@@ -411,7 +411,7 @@ pub enum Command {
         format: EnvFormat,
     },
     /// Start a project: a `tidemark.toml`, a seed, an incremental and a FULL model that run as
-    /// they are, and a `.gitignore` for the warehouse. With `--from-sqlmesh`, write the
+    /// they are, and a `.gitignore` for the warehouse and the analysis cache. With `--from-sqlmesh`, write the
     /// `tidemark.toml` of the SQLMesh project in DIR from its `config.yaml` instead.
     Init {
         /// The project directory (created if needed; default: the current one).

@@ -196,7 +196,7 @@ pub fn scaffold(name: &str, now: DateTime<Utc>) -> BTreeMap<&'static str, String
                 day(7)
             ),
         ),
-        (".gitignore", "warehouse/\n".to_string()),
+        (".gitignore", "warehouse/\n.tidemark/\n".to_string()),
         ("seeds/events.csv", events),
         (
             "models/demo/events.sql",

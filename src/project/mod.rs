@@ -7,6 +7,9 @@
 //!   loading returns *all* the errors found, sorted by file and position.
 //! - Every model's `parents` are names of models or sources of this project; self-references
 //!   are recorded separately and are not edges.
+//! - Files are analysed through the analysis cache ([`cache`]); a cached analysis is exactly
+//!   what parsing the file gives (the cache's own invariants), so a project never depends on
+//!   whether the cache was warm, cold or off.
 
 pub mod audit_files;
 pub mod cache;

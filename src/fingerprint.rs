@@ -237,23 +237,12 @@ fn own_hashes(project: &Project, names: &[ModelName]) -> Vec<Option<(String, Str
         (None, Some(s)) => Some((source_definition(s), H::new("source.metadata").finish())),
         (None, None) => None,
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads <= 1 || names.len() < 256 {
-        return names.iter().map(own).collect();
-    }
-    let chunk = names.len().div_ceil(threads);
-    let own = &own;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(own).collect::<Vec<_>>()))
-            .collect();
-        // A panicking thread panics here too: hashing has no user input that can panic.
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+    // A node whose thread panicked is hashed again here, so the panic surfaces on this thread.
+    crate::project::in_parallel(names, own)
+        .into_iter()
+        .zip(names)
+        .map(|(r, name)| r.unwrap_or_else(|| own(name)))
+        .collect()
 }
 
 /// Fingerprint every node of the project, parents first.

@@ -33,16 +33,7 @@ impl ModelName {
         }
         // The common case, a name already in normal form (every name read back from the state
         // or the analysis cache): one check, one copy.
-        let plain = |p: &str| {
-            !p.is_empty()
-                && p.len() <= MAX_PART_LEN
-                && p.bytes()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
-                && p.bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-        };
-        if s.split('.').count() <= 3 && s.split('.').all(plain) {
+        if s.split('.').count() <= 3 && s.split('.').all(is_plain) {
             return Ok(ModelName {
                 text: s.to_string(),
             });
@@ -137,6 +128,19 @@ impl ModelName {
     }
 }
 
+/// A part in normal form: 1 to [`MAX_PART_LEN`] bytes, a lowercase letter or `_`, then
+/// lowercase letters, digits and `_`.
+fn is_plain(part: &str) -> bool {
+    part.len() <= MAX_PART_LEN
+        && part
+            .bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+        && part
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
 fn check_part(part: &str, whole: &str) -> Result<String, String> {
     let shown = || printable(whole);
     if part.is_empty() {
@@ -149,11 +153,7 @@ fn check_part(part: &str, whole: &str) -> Result<String, String> {
         ));
     }
     let lower = part.to_ascii_lowercase();
-    let mut chars = lower.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    if !first_ok || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+    if !is_plain(&lower) {
         return Err(format!(
             "`{}` is not a plain identifier: each part must start with a letter or `_` and contain only letters, digits and `_`",
             shown()

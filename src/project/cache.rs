@@ -14,7 +14,7 @@
 //!   change or another tidemark build simply looks up another key.
 //! - Only results that depend on nothing else are stored: a valid model that is not a seed
 //!   (its CSV file is read), has no relative `start` (resolved against the clock), and whose
-//!   canonical SQL parses back to the very query the file gave (so [`Model::query`] of a
+//!   canonical SQL parses back to the very query the file gave (so [`Model::query`](super::Model::query) of a
 //!   cached model is that query); and a disabled file. A file with errors is parsed every time.
 //! - Entries live in one pack file, read whole at the start of a load and rewritten (to a
 //!   temporary file renamed into place) only when the load analysed a file it did not hold: a
@@ -37,7 +37,7 @@ use std::sync::{Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::config::Config;
-use super::model::{Kind, Loaded, Model};
+use super::model::{Kind, Loaded};
 
 /// Bumped whenever what an entry holds changes meaning (also the pack's first line).
 const FORMAT: &str = "tidemark.analysis-cache.v1";
@@ -285,12 +285,12 @@ fn cacheable(loaded: &Loaded) -> bool {
     match loaded {
         Loaded::Disabled(_) => true,
         Loaded::Failed(_) => false,
-        Loaded::Model(m, _) => depends_only_on_its_file(m),
+        Loaded::Model(m, _) => {
+            !matches!(m.kind, Kind::Seed { .. })
+                && m.start_text.is_none()
+                && m.reparses_identically()
+        }
     }
-}
-
-fn depends_only_on_its_file(m: &Model) -> bool {
-    !matches!(m.kind, Kind::Seed { .. }) && m.start_text.is_none() && m.reparses_identically()
 }
 
 /// The custom gate files of the project (`gates/*.sql`), sorted: a model naming a gate is

@@ -26,13 +26,16 @@ fn project(dir: &Path, fee: &str) {
 
 /// Load `dir` through the cache of build `build` (`None`: no cache).
 fn load(dir: &Path, build: Option<&str>) -> Project {
+    try_load(dir, build).unwrap()
+}
+
+fn try_load(dir: &Path, build: Option<&str>) -> crate::error::Result<Project> {
     let config = config::load_config(&dir.join("tidemark.toml")).unwrap();
     let files = read_model_files(&config).unwrap();
     Project::from_files_with(config, files, |c| match build {
         Some(b) => Cache::with_build(c.root.join(PACK), c, b),
         None => Cache::off(),
     })
-    .unwrap()
 }
 
 /// Everything a load produced, as text; queries compared as ASTs and as SQL.
@@ -170,14 +173,8 @@ fn broken_entries_are_misses_and_failed_files_are_not_stored() {
     .unwrap();
     let config = config::load_config(&dir.path().join("tidemark.toml")).unwrap();
     let cache = Cache::with_build(dir.path().join(PACK), &config, "b1");
-    let files = read_model_files(&config).unwrap();
     for _ in 0..2 {
-        let err = Project::from_files_with(
-            config::load_config(&dir.path().join("tidemark.toml")).unwrap(),
-            files.clone(),
-            |c| Cache::with_build(c.root.join(PACK), c, "b1"),
-        )
-        .unwrap_err();
+        let err = try_load(dir.path(), Some("b1")).unwrap_err();
         assert!(err.to_string().contains("bad.sql:2"), "{err}");
     }
     let rel = Path::new("models/mart/bad.sql");
@@ -224,12 +221,7 @@ fn seeds_relative_starts_and_custom_gates_follow_what_they_read() {
     assert_eq!(summary(&second), summary(&load(dir.path(), None)));
     // Removing a custom gate's file makes the model that names it fail, cache or not.
     std::fs::remove_file(dir.path().join("gates/steady.sql")).unwrap();
-    let config = config::load_config(&dir.path().join("tidemark.toml")).unwrap();
-    let files = read_model_files(&config).unwrap();
-    let err = Project::from_files_with(config, files, |c| {
-        Cache::with_build(c.root.join(PACK), c, "b1")
-    })
-    .unwrap_err();
+    let err = try_load(dir.path(), Some("b1")).unwrap_err();
     assert!(err.to_string().contains("unknown gate `steady`"), "{err}");
 }
 

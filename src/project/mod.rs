@@ -62,18 +62,24 @@ impl Project {
         config_path: &Path,
         now: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Project> {
-        let mut config = config::load_config(config_path)?;
-        config.model_defaults.now = now;
-        let inputs = read_model_files(&config)?;
-        Project::from_files(config, inputs)
+        Project::load_through(config_path, now, cache::Cache::open)
     }
 
     /// [`Project::load`] parsing every file, without the analysis cache (benchmarks, and the
     /// property test that compares plans with and without it).
     pub fn load_without_cache(config_path: &Path) -> Result<Project> {
-        let config = config::load_config(config_path)?;
+        Project::load_through(config_path, None, |_| cache::Cache::off())
+    }
+
+    fn load_through(
+        config_path: &Path,
+        now: Option<chrono::DateTime<chrono::Utc>>,
+        cache: impl FnOnce(&Config) -> cache::Cache,
+    ) -> Result<Project> {
+        let mut config = config::load_config(config_path)?;
+        config.model_defaults.now = now;
         let inputs = read_model_files(&config)?;
-        Project::from_files_with(config, inputs, |_| cache::Cache::off())
+        Project::from_files_with(config, inputs, cache)
     }
 
     /// Build a project from file contents (paths relative to the root). Used by `load` and by
@@ -449,7 +455,10 @@ fn load_parallel(
 }
 
 /// `f` of every item, one thread per core, in input order; `None` where a thread panicked.
-fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<Option<R>> {
+pub(crate) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<Option<R>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(items.len().max(1));

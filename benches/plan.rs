@@ -6,7 +6,9 @@
 //! one more day complete in every table (so the state has a checkpoint plus a tail to replay),
 //! then times, with the file cache warm:
 //! - a no-op plan: load + parse + DAG + fingerprints, read the state, build the plan;
-//! - the plan after one breaking change at a root model (its whole subtree rebuilt).
+//! - the plan after one breaking change at a root model (its whole subtree rebuilt);
+//! - `tidemark plan` (both cases) and `tidemark info` end to end: the release binary on the
+//!   project, as a user runs it (the state is read while the project loads; output discarded).
 //!
 //! With `TIDEMARK_BENCH_KEEP=1` the generated project (breaking change included) is kept for
 //! profiling the CLI on it.
@@ -73,6 +75,38 @@ fn plan_once(
         },
         plan,
     )
+}
+
+/// Median and best wall time of the release `tidemark` binary run `runs` times with `args` on the
+/// project in `dir` at `now` (output discarded): what a user waits for, process start, the
+/// state read alongside the project load, and output included.
+fn cli(dir: &std::path::Path, now: DateTime<Utc>, args: &[&str], runs: usize) -> (f64, f64) {
+    let now = tidemark::interval::format_ts(now);
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+                .arg("--project")
+                .arg(dir)
+                .args(["--execution-time", &now])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("run tidemark");
+            assert!(
+                out.code().is_some_and(|c| c <= 1),
+                "tidemark {args:?}: {out}"
+            );
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[0])
+}
+
+fn report_cli(label: &str, (median, best): (f64, f64)) {
+    println!("  {label:<16} end to end (CLI) median {median:>7.1} ms (best {best:.1})");
 }
 
 fn report(label: &str, runs: &mut [Timing]) {
@@ -183,6 +217,9 @@ fn main() {
             );
         }
 
+        report_cli("no-op plan", cli(&dir, now, &["plan"], runs));
+        report_cli("info", cli(&dir, now, &["info"], runs));
+
         // One breaking change at the root.
         let root = walk(&dir.join("models"))
             .into_iter()
@@ -221,6 +258,7 @@ fn main() {
                 &mut breaking,
             );
         }
+        report_cli("breaking plan", cli(&dir, now, &["plan"], runs));
         println!("  breaking root: {affected} models affected, {partitions} partitions to compute");
     }
 }

@@ -35,7 +35,7 @@ impl Dag {
     /// among `names` are left out). On a cycle, returns one cycle as a path of names.
     pub fn from_edges<'a>(
         names: impl IntoIterator<Item = &'a ModelName>,
-        parents: &BTreeMap<ModelName, BTreeSet<ModelName>>,
+        parents: impl IntoIterator<Item = (&'a ModelName, &'a BTreeSet<ModelName>)>,
     ) -> std::result::Result<Dag, Vec<ModelName>> {
         let mut graph = DiGraph::new();
         let mut index = BTreeMap::new();
@@ -61,26 +61,28 @@ impl Dag {
 
     /// Kahn's algorithm with a min-heap on names; on a cycle, returns one cycle's nodes.
     fn topological(&self) -> std::result::Result<Vec<ModelName>, Vec<ModelName>> {
-        let mut indegree: BTreeMap<NodeIndex, usize> = BTreeMap::new();
-        for n in self.graph.node_indices() {
-            indegree.insert(
-                n,
+        // Node indices are 0..n (nodes are never removed).
+        let mut indegree: Vec<usize> = self
+            .graph
+            .node_indices()
+            .map(|n| {
                 self.graph
                     .neighbors_directed(n, petgraph::Direction::Incoming)
-                    .count(),
-            );
-        }
-        let mut ready: BinaryHeap<Reverse<(&ModelName, NodeIndex)>> = indegree
-            .iter()
-            .filter(|(_, d)| **d == 0)
-            .map(|(n, _)| Reverse((&self.graph[*n], *n)))
+                    .count()
+            })
+            .collect();
+        let mut ready: BinaryHeap<Reverse<(&ModelName, NodeIndex)>> = self
+            .graph
+            .node_indices()
+            .filter(|n| indegree[n.index()] == 0)
+            .map(|n| Reverse((&self.graph[n], n)))
             .collect();
         let mut order = Vec::with_capacity(self.graph.node_count());
         while let Some(Reverse((name, n))) = ready.pop() {
             order.push(name.clone());
             for e in self.graph.edges(n) {
                 let t = e.target();
-                if let Some(d) = indegree.get_mut(&t) {
+                if let Some(d) = indegree.get_mut(t.index()) {
                     *d -= 1;
                     if *d == 0 {
                         ready.push(Reverse((&self.graph[t], t)));

@@ -216,14 +216,14 @@ pub fn source_definition(s: &Source) -> String {
 
 /// The data hash of a node: its definition hash plus each parent's name and data hash, parents
 /// in name order. Plans use it to recompute the hash of a deployed definition under new parents.
-pub fn data_hash(definition: &str, parents: &[(ModelName, Option<String>)]) -> String {
-    let mut sorted: Vec<&(ModelName, Option<String>)> = parents.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+pub fn data_hash(definition: &str, parents: &[(&ModelName, Option<&str>)]) -> String {
+    let mut sorted: Vec<&(&ModelName, Option<&str>)> = parents.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut h = H::new("data");
     h.field("definition", definition);
     for (p, d) in sorted {
         h.field("parent", p.as_str());
-        h.opt("parent_data", d.as_deref());
+        h.opt("parent_data", *d);
     }
     h.finish()
 }
@@ -256,13 +256,10 @@ pub fn fingerprint_all(project: &Project, dag: &Dag) -> BTreeMap<ModelName, Fing
         let Some((definition, metadata)) = own else {
             continue;
         };
-        let parents: Vec<(ModelName, Option<String>)> = dag
-            .parents(name)
-            .into_iter()
-            .map(|p| {
-                let d = out.get(&p).map(|f| f.data.clone());
-                (p, d)
-            })
+        let names = dag.parents(name);
+        let parents: Vec<(&ModelName, Option<&str>)> = names
+            .iter()
+            .map(|p| (p, out.get(p).map(|f| f.data.as_str())))
             .collect();
         let data = data_hash(&definition, &parents);
         let version = data[..VERSION_LEN].to_string();

@@ -88,6 +88,7 @@ pub fn run(ctx: &Settings, format: InfoFormat, out: &mut dyn std::io::Write) -> 
         InfoFormat::Text => to_text(&loaded),
     };
     emit(out, &text)?;
+    super::release((loaded, text));
     Ok(ExitStatus::Success)
 }
 

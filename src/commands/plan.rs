@@ -1,7 +1,7 @@
 //! `tidemark plan`: compare the project with an environment and show what would change and be
 //! computed; optionally save the plan for `apply`, or apply it at once.
 
-use super::{apply_and_show, emit, load, parse_instant_arg, show_plan};
+use super::{apply_and_show, emit, load_with_state, parse_instant_arg, show_plan};
 use crate::env::apply::Trigger;
 use crate::error::{ExitStatus, Result};
 use crate::plan::{self, Options, Plan};
@@ -11,12 +11,7 @@ use crate::state::StateStore;
 /// Run `plan`.
 pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
     let args = &p.args;
-    let loaded = load(ctx)?;
-    let store = StateStore::open_with(
-        &loaded.project.config.warehouse,
-        &loaded.project.config.storage,
-    )?;
-    let state = store.read()?;
+    let (loaded, store, state) = load_with_state(ctx)?;
     let opts = Options {
         environment: p.environment.clone(),
         create_from: p.create_from.clone(),
@@ -73,9 +68,9 @@ pub fn run(ctx: &Settings, p: &settings::Plan, out: &mut dyn std::io::Write) -> 
             out,
         );
     }
-    Ok(ExitStatus::found(
-        args.check && (plan.has_work() || plan.late_data.is_some()),
-    ))
+    let found = args.check && (plan.has_work() || plan.late_data.is_some());
+    super::release((loaded, state, plan));
+    Ok(ExitStatus::found(found))
 }
 
 /// Run the unit tests of the models `plan` adds or changes; report them on stderr. `false`: one

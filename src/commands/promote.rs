@@ -2,22 +2,16 @@
 //! in one atomic state commit. What a promotion computes and refuses is
 //! [`crate::env::promote`]'s.
 
-use super::{apply_and_show, load, show_plan};
+use super::{apply_and_show, load_with_state, show_plan};
 use crate::env::apply::Trigger;
 use crate::env::promote::{gaps, plan as promotion};
 use crate::error::{Diagnostic, ExitStatus, Result};
 use crate::printer::plural;
 use crate::settings::{PlanFormat, Promote, Settings};
-use crate::state::StateStore;
 
 /// Run `promote`.
 pub fn run(ctx: &Settings, args: &Promote, out: &mut dyn std::io::Write) -> Result<ExitStatus> {
-    let loaded = load(ctx)?;
-    let store = StateStore::open_with(
-        &loaded.project.config.warehouse,
-        &loaded.project.config.storage,
-    )?;
-    let state = store.read()?;
+    let (loaded, store, state) = load_with_state(ctx)?;
     let plan = promotion(
         &loaded.project,
         &loaded.fingerprints,

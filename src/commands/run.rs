@@ -6,13 +6,12 @@
 //! tables (or other intervals of shared ones) and commits nothing to this environment until it
 //! is promoted, so the two do not block each other.
 
-use super::{apply_and_show, load};
+use super::{apply_and_show, load_with_state};
 use crate::env::apply::Trigger;
 use crate::error::{ExitStatus, Result};
 use crate::names::EnvName;
 use crate::plan::{self, Options};
 use crate::settings::Settings;
-use crate::state::StateStore;
 
 /// Run `run`.
 pub fn run(
@@ -21,12 +20,7 @@ pub fn run(
     restate_late: bool,
     out: &mut dyn std::io::Write,
 ) -> Result<ExitStatus> {
-    let loaded = load(ctx)?;
-    let store = StateStore::open_with(
-        &loaded.project.config.warehouse,
-        &loaded.project.config.storage,
-    )?;
-    let state = store.read()?;
+    let (loaded, store, state) = load_with_state(ctx)?;
     state.environment_or_error(env)?;
     let config = &loaded.project.config;
     let opts = Options {

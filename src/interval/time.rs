@@ -20,6 +20,16 @@ pub fn parse_instant(s: &str) -> Result<Instant, String> {
     if s.is_empty() {
         return Err("an empty string is not a date or timestamp".into());
     }
+    // RFC 3339 first: it is the form the state and plans are written in (read by the
+    // thousand), and no other form below is also RFC 3339.
+    if s.len() > 10
+        && let Ok(dt) = DateTime::parse_from_rfc3339(s)
+    {
+        return Ok(Instant {
+            at: dt.with_timezone(&Utc),
+            date_only: false,
+        });
+    }
     if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
         && s.len() == 10
     {
@@ -39,12 +49,6 @@ pub fn parse_instant(s: &str) -> Result<Instant, String> {
                 date_only: false,
             })
             .ok_or_else(|| bad(s));
-    }
-    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Ok(Instant {
-            at: dt.with_timezone(&Utc),
-            date_only: false,
-        });
     }
     for fmt in [
         "%Y-%m-%d %H:%M:%S%.f",

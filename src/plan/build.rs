@@ -8,6 +8,7 @@
 //!   ([`crate::dag::Dag`]): definitions mixed from the files and an environment that read each
 //!   other in a cycle are refused, never ordered arbitrarily.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::intervals::{self, Scope};
@@ -55,7 +56,7 @@ pub fn build(
     };
     let view: late::Nodes<'_> = nodes
         .iter()
-        .map(|(n, x)| (n, (&x.record, &x.parents)))
+        .map(|(n, x)| (n, (&x.record, x.parents.as_ref())))
         .collect();
     let mut late_data = envs.target.and_then(|env| {
         late::detect(
@@ -165,13 +166,18 @@ fn check_options(opts: &Options, window: Option<Interval>, envs: &Envs<'_>) -> R
 }
 
 /// A target definition: from the local files or from an environment.
-pub(super) struct Node {
+/// Hashes and parents are borrowed from the fingerprints and the project, or owned when they
+/// come from the state.
+pub(super) struct Node<'a> {
     pub(super) record: ModelRecord,
-    definition: String,
-    metadata: String,
-    pub(super) parents: BTreeSet<ModelName>,
+    definition: &'a str,
+    metadata: &'a str,
+    pub(super) parents: Cow<'a, BTreeSet<ModelName>>,
     local: bool,
 }
+
+/// The parents of a model without any.
+static EMPTY: BTreeSet<ModelName> = BTreeSet::new();
 
 /// Selectors' view of a set of models: tags and parents by name.
 fn universe<'a>(
@@ -188,12 +194,12 @@ fn universe<'a>(
 
 /// Which definitions make up the target: the files, an environment's deployed ones, or a mix
 /// under `--select-model`; and the notes that say what was left out.
-fn definitions(
-    project: &Project,
-    fingerprints: &BTreeMap<ModelName, Fingerprint>,
+fn definitions<'a>(
+    project: &'a Project,
+    fingerprints: &'a BTreeMap<ModelName, Fingerprint>,
     opts: &Options,
-    envs: &Envs<'_>,
-) -> Result<(BTreeMap<ModelName, Node>, Vec<String>)> {
+    envs: &Envs<'a>,
+) -> Result<(BTreeMap<ModelName, Node<'a>>, Vec<String>)> {
     let base = &envs.base_snapshots;
     let restating = !opts.restate.is_empty() || opts.restate_late || !opts.restate_below.is_empty();
     let deployed = opts.mode.deployed(&opts.environment).is_some();
@@ -212,7 +218,8 @@ fn definitions(
         Some(select::resolve(&u, &opts.select, "--select-model")?)
     };
     let takes_local = |n: &ModelName| use_local && selected.as_ref().is_none_or(|s| s.contains(n));
-    let mut nodes: BTreeMap<ModelName, Node> = BTreeMap::new();
+    let mut nodes: BTreeMap<ModelName, Node<'a>> = BTreeMap::new();
+    let no_parents = &EMPTY;
     let mut local_ignored = 0u64;
     for (name, m) in &project.models {
         let fp = &fingerprints[name];
@@ -221,9 +228,9 @@ fn definitions(
                 name.clone(),
                 Node {
                     record: ModelRecord::of(m, project.self_referencing.contains(name)),
-                    definition: fp.definition.clone(),
-                    metadata: fp.metadata.clone(),
-                    parents: project.parents.get(name).cloned().unwrap_or_default(),
+                    definition: &fp.definition,
+                    metadata: &fp.metadata,
+                    parents: Cow::Borrowed(project.parents.get(name).unwrap_or(no_parents)),
                     local: true,
                 },
             );
@@ -245,9 +252,9 @@ fn definitions(
             (*name).clone(),
             Node {
                 record: s.model.clone(),
-                definition: s.definition_hash.clone(),
-                metadata: s.metadata_hash.clone(),
-                parents: s.parents.keys().cloned().collect(),
+                definition: &s.definition_hash,
+                metadata: &s.metadata_hash,
+                parents: Cow::Owned(s.parents.keys().cloned().collect()),
                 local: false,
             },
         );
@@ -267,12 +274,12 @@ fn definitions(
 
 /// Every parent must exist in the target (or be a source).
 fn check_parents(
-    nodes: &BTreeMap<ModelName, Node>,
+    nodes: &BTreeMap<ModelName, Node<'_>>,
     sources: &BTreeMap<&ModelName, &str>,
 ) -> Result<()> {
     let mut missing = Vec::new();
     for (name, node) in nodes {
-        for p in &node.parents {
+        for p in node.parents.iter() {
             if !nodes.contains_key(p) && !sources.contains_key(p) {
                 missing.push(
                     Diagnostic::error(format!(
@@ -299,12 +306,9 @@ fn check_parents(
 }
 
 /// The target's models in the graph's topological order; a cycle is an error.
-fn order(nodes: &BTreeMap<ModelName, Node>) -> Result<Vec<ModelName>> {
-    let parents: BTreeMap<ModelName, BTreeSet<ModelName>> = nodes
-        .iter()
-        .map(|(n, x)| (n.clone(), x.parents.clone()))
-        .collect();
-    let dag = crate::dag::Dag::from_edges(nodes.keys(), &parents).map_err(|cycle| {
+fn order(nodes: &BTreeMap<ModelName, Node<'_>>) -> Result<Vec<ModelName>> {
+    let parents = nodes.iter().map(|(n, x)| (n, x.parents.as_ref()));
+    let dag = crate::dag::Dag::from_edges(nodes.keys(), parents).map_err(|cycle| {
         let path: Vec<String> = cycle.iter().map(|n| format!("`{n}`")).collect();
         Error::from(
             Diagnostic::error("the target's definitions read each other in a cycle")
@@ -318,7 +322,7 @@ fn order(nodes: &BTreeMap<ModelName, Node>) -> Result<Vec<ModelName>> {
 /// Data hashes in topological order: each definition with its parents' hashes.
 fn hashes(
     order: &[ModelName],
-    nodes: &BTreeMap<ModelName, Node>,
+    nodes: &BTreeMap<ModelName, Node<'_>>,
     sources: &BTreeMap<&ModelName, &str>,
 ) -> BTreeMap<ModelName, String> {
     let mut data: BTreeMap<ModelName, String> = sources
@@ -327,12 +331,12 @@ fn hashes(
         .collect();
     for name in order {
         let node = &nodes[name];
-        let parents: Vec<(ModelName, Option<String>)> = node
+        let parents: Vec<(&ModelName, Option<&str>)> = node
             .parents
             .iter()
-            .map(|p| (p.clone(), data.get(p).cloned()))
+            .map(|p| (p, data.get(p).map(String::as_str)))
             .collect();
-        let d = data_hash(&node.definition, &parents);
+        let d = data_hash(node.definition, &parents);
         data.insert(name.clone(), d);
     }
     data
@@ -340,23 +344,29 @@ fn hashes(
 
 /// The models of the plan with their changes and categories, their snapshots, and the models
 /// selected for restatement.
-struct Changed {
+struct Changed<'s> {
     models: Vec<PlanModel>,
-    snapshots: BTreeMap<ModelName, Snapshot>,
+    /// Borrowed from the state when it has the snapshot already (most models of most plans).
+    snapshots: BTreeMap<ModelName, Cow<'s, Snapshot>>,
     restate: BTreeSet<ModelName>,
 }
 
 /// Change, category, version and snapshot of every model, in topological order (a child's
 /// category depends on its parents').
-fn changes(
-    state: &State,
+fn changes<'s>(
+    state: &'s State,
     opts: &Options,
     envs: &Envs<'_>,
-    nodes: &BTreeMap<ModelName, Node>,
+    nodes: &BTreeMap<ModelName, Node<'_>>,
     order: &[ModelName],
     data: &BTreeMap<ModelName, String>,
-) -> Result<Changed> {
-    let u = universe(nodes.iter().map(|(n, x)| {
+) -> Result<Changed<'s>> {
+    // The selectors' view of the target, built only when a selector was given (it copies
+    // every model's parents).
+    let selecting = [&opts.breaking, &opts.non_breaking, &opts.restate]
+        .iter()
+        .any(|s| !s.is_empty());
+    let u = universe(nodes.iter().filter(|_| selecting).map(|(n, x)| {
         let known = x.parents.iter().filter(|p| nodes.contains_key(*p));
         (n, &x.record.tags, known.cloned().collect())
     }));
@@ -366,12 +376,12 @@ fn changes(
 
     let mut models: Vec<PlanModel> = Vec::new();
     let mut categories: BTreeMap<ModelName, (Change, Option<Category>)> = BTreeMap::new();
-    let mut snapshots: BTreeMap<ModelName, Snapshot> = BTreeMap::new();
+    let mut snapshots: BTreeMap<ModelName, Cow<'s, Snapshot>> = BTreeMap::new();
     for name in order {
         let node = &nodes[name];
         let d = &data[name];
         let prev = envs.base_snapshots.get(name).copied();
-        let id = Snapshot::make_id(name, d, &node.metadata);
+        let id = Snapshot::make_id(name, d, node.metadata);
         let change = match prev {
             None => Change::Added,
             Some(p) if p.id == id => Change::Unchanged,
@@ -413,7 +423,7 @@ fn changes(
             }
             (Change::IndirectlyModified, Some(p)) => {
                 let mut cats = Vec::new();
-                for parent in &node.parents {
+                for parent in node.parents.iter() {
                     match categories.get(parent) {
                         Some((Change::Unchanged, _)) => {}
                         Some((Change::Added, _)) => {
@@ -443,8 +453,8 @@ fn changes(
         categories.insert(name.clone(), (change, category));
 
         let snapshot = match state.snapshots.get(&id) {
-            Some(existing) => existing.clone(),
-            None => {
+            Some(existing) => Cow::Borrowed(existing),
+            None => Cow::Owned({
                 let version = match (change, category, prev) {
                     (Change::Unchanged, _, Some(p)) => p.version.clone(),
                     (_, Some(c), Some(p)) if !c.rebuilds() => p.version.clone(),
@@ -453,9 +463,9 @@ fn changes(
                 Snapshot {
                     name: name.clone(),
                     id: id.clone(),
-                    definition_hash: node.definition.clone(),
+                    definition_hash: node.definition.to_string(),
                     data_hash: d.clone(),
-                    metadata_hash: node.metadata.clone(),
+                    metadata_hash: node.metadata.to_string(),
                     version,
                     category,
                     parents: node
@@ -466,7 +476,7 @@ fn changes(
                     model: node.record.clone(),
                     created_at: opts.execution_time,
                 }
-            }
+            }),
         };
         let diff = match (change, prev) {
             (Change::DirectlyModified | Change::Metadata, Some(p)) => {
@@ -499,15 +509,15 @@ fn changes(
 }
 
 /// Restatement windows, the table each model writes, and what each must compute.
-fn backfills(
+fn backfills<'s>(
     scope: &Scope<'_>,
     opts: &Options,
     envs: &Envs<'_>,
     view: &late::Nodes<'_>,
     order: &[ModelName],
-    changed: Changed,
+    changed: Changed<'s>,
     seeds: &BTreeMap<ModelName, IntervalSet>,
-) -> (Changed, BTreeMap<ModelName, Target>) {
+) -> (Changed<'s>, BTreeMap<ModelName, Target>) {
     let Changed {
         mut models,
         snapshots,
@@ -574,7 +584,7 @@ fn assemble(
     envs: &Envs<'_>,
     window: Option<Interval>,
     mut notes: Vec<String>,
-    (changed, target, late_data): (Changed, BTreeMap<ModelName, Target>, Option<LateData>),
+    (changed, target, late_data): (Changed<'_>, BTreeMap<ModelName, Target>, Option<LateData>),
 ) -> Result<Plan> {
     if opts.skip_backfill {
         notes.push("--skip-backfill: nothing is computed; the environment will point at tables with missing intervals".into());
@@ -607,7 +617,10 @@ fn assemble(
     let new_snapshots: Vec<Snapshot> = changed
         .snapshots
         .into_values()
-        .filter(|s| !state.snapshots.contains_key(&s.id))
+        .filter_map(|s| match s {
+            Cow::Owned(s) if !state.snapshots.contains_key(&s.id) => Some(s),
+            _ => None,
+        })
         .collect();
     let mut plan = Plan {
         format: PLAN_FORMAT.to_string(),

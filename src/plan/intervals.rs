@@ -192,7 +192,8 @@ pub fn compute(
 ) -> Option<Backfill> {
     let m = &snap.model;
     let unit = m.interval_unit;
-    let completed = table.map(|t| ctx.state.intervals(t)).unwrap_or_default();
+    // Looked up only where needed: most models of most plans are in the environment already.
+    let completed = || table.map(|t| ctx.state.intervals(t)).unwrap_or_default();
     let whole = |action: BackfillAction, intervals: IntervalSet, partitions: u64| Backfill {
         action,
         interval_unit: unit,
@@ -208,13 +209,13 @@ pub fn compute(
         Kind::Seed { .. } if ctx.catch_up => None,
         Kind::Full if ctx.catch_up => {
             let e = expected(ctx, m);
-            (!e.subtract(&completed).is_empty()).then(|| whole(BackfillAction::FullRefresh, e, 1))
+            (!e.subtract(&completed()).is_empty()).then(|| whole(BackfillAction::FullRefresh, e, 1))
         }
         Kind::View => (restated.is_some() || !in_env)
             .then(|| whole(BackfillAction::RecreateView, IntervalSet::new(), 0)),
-        Kind::Seed { .. } => (restated.is_some() || !in_env && completed.is_empty())
+        Kind::Seed { .. } => (restated.is_some() || !in_env && completed().is_empty())
             .then(|| whole(BackfillAction::LoadSeed, IntervalSet::new(), 1)),
-        Kind::Full => (restated.is_some() || !in_env && completed.is_empty())
+        Kind::Full => (restated.is_some() || !in_env && completed().is_empty())
             .then(|| whole(BackfillAction::FullRefresh, expected(ctx, m), 1)),
         Kind::IncrementalByTimeRange { .. } | Kind::IncrementalByUniqueKey { .. } => {
             let lookback = match &m.kind {
@@ -228,7 +229,7 @@ pub fn compute(
                 if let Some(w) = ctx.window {
                     e = e.intersect(&IntervalSet::of(w).align(unit));
                 }
-                let missing = e.subtract(&completed);
+                let missing = e.subtract(&completed());
                 let mut with_lookback = missing.clone();
                 if lookback > 0
                     && let Some(span) = expected(ctx, m).span()

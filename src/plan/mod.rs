@@ -228,9 +228,17 @@ fn is_zero(n: &u32) -> bool {
 
 /// The deterministic id of a plan: a hash of its JSON without the id.
 pub fn plan_id(plan: &Plan) -> Result<String> {
-    let mut p = plan.clone();
-    p.plan_id = String::new();
-    let bytes =
-        serde_json::to_vec(&p).map_err(|e| Error::Bug(format!("cannot serialize a plan: {e}")))?;
-    Ok(blake3::hash(&bytes).to_hex()[..16].to_string())
+    if !plan.plan_id.is_empty() {
+        let mut p = plan.clone();
+        p.plan_id = String::new();
+        return plan_id(&p);
+    }
+    // Streamed into the hash: the JSON of a 10,000-model plan is megabytes.
+    let bug = |e: &dyn std::fmt::Display| Error::Bug(format!("cannot serialize a plan: {e}"));
+    let mut h = blake3::Hasher::new();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut h);
+    serde_json::to_writer(&mut w, plan).map_err(|e| bug(&e))?;
+    std::io::Write::flush(&mut w).map_err(|e| bug(&e))?;
+    drop(w);
+    Ok(h.finalize().to_hex()[..16].to_string())
 }

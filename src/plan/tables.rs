@@ -19,7 +19,7 @@ use crate::state::{Environment, Snapshot, State, TableId};
 /// The target of every snapshot; `envs` in order of preference.
 pub fn targets(
     state: &State,
-    snapshots: &BTreeMap<ModelName, Snapshot>,
+    snapshots: &BTreeMap<ModelName, impl std::ops::Deref<Target = Snapshot>>,
     envs: &[&Environment],
     restated: &BTreeMap<ModelName, IntervalSet>,
 ) -> BTreeMap<ModelName, Target> {

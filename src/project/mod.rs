@@ -71,12 +71,29 @@ impl Project {
         Project::load_through(config_path, None, |_| cache::Cache::off())
     }
 
+    /// [`Project::load_at`] for a configuration already read (`tidemark.toml` parsed with
+    /// [`config::load_config`]): commands that start other work from the configuration while
+    /// the model files load.
+    pub fn load_configured(
+        config: Config,
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Project> {
+        Project::configured_through(config, now, cache::Cache::open)
+    }
+
     fn load_through(
         config_path: &Path,
         now: Option<chrono::DateTime<chrono::Utc>>,
         cache: impl FnOnce(&Config) -> cache::Cache,
     ) -> Result<Project> {
-        let mut config = config::load_config(config_path)?;
+        Project::configured_through(config::load_config(config_path)?, now, cache)
+    }
+
+    fn configured_through(
+        mut config: Config,
+        now: Option<chrono::DateTime<chrono::Utc>>,
+        cache: impl FnOnce(&Config) -> cache::Cache,
+    ) -> Result<Project> {
         config.model_defaults.now = now;
         let inputs = read_model_files(&config)?;
         Project::from_files_with(config, inputs, cache)
@@ -178,16 +195,26 @@ impl Project {
         for m in models.values() {
             let mut ps = BTreeSet::new();
             let mut reported = BTreeSet::new();
+            // Where each reference is written; a location is made only for an error (10,000
+            // models have tens of thousands of references).
+            enum At<'a> {
+                Query(u64, u64),
+                Header(&'a Location),
+            }
             let refs = m
                 .refs
                 .iter()
-                .map(|r| (r.name.clone(), Location::at(&m.file, r.line, r.column)));
+                .map(|r| (r.name.as_str(), At::Query(r.line, r.column)));
             let deps = m
                 .depends_on
                 .iter()
-                .map(|(n, loc)| (n.to_string(), loc.clone()));
-            for (text, loc) in refs.chain(deps) {
-                let resolved = ModelName::parse(&text)
+                .map(|(n, loc)| (n.as_str(), At::Header(loc)));
+            for (text, at) in refs.chain(deps) {
+                let loc = || match at {
+                    At::Query(line, column) => Location::at(&m.file, line, column),
+                    At::Header(loc) => loc.clone(),
+                };
+                let resolved = ModelName::parse(text)
                     .ok()
                     .filter(|n| models.contains_key(n) || config.sources.contains_key(n));
                 match resolved {
@@ -198,7 +225,7 @@ impl Project {
                                     "{} reads its own previous output but does not declare its columns",
                                     m.name
                                 ))
-                                .at(loc)
+                                .at(loc())
                                 .note("before its first batch the table does not exist yet, so its schema cannot come from it")
                                 .hint("declare the output columns in the MODEL header, e.g. `columns (ds VARCHAR, total DOUBLE)`"),
                             );
@@ -208,9 +235,9 @@ impl Project {
                     Some(n) => {
                         ps.insert(n);
                     }
-                    None if reported.insert(text.clone()) => errors.push(unknown_table(
-                        &text,
-                        loc,
+                    None if reported.insert(text) => errors.push(unknown_table(
+                        text,
+                        loc(),
                         &known,
                         &Unloaded {
                             disabled: &disabled,

@@ -259,6 +259,18 @@ fn bad_commands_and_files_are_refused_without_writing_anything() {
     let newer = body.replace(&format, "tidemark.state/v99");
     std::fs::write(&next, newer).unwrap();
     case("state written by a newer tidemark", run(with(&["plan"])));
+    // The state is read while the project loads; a broken model is still what is reported.
+    let broken = p.join("models/ledger/broken.sql");
+    std::fs::write(
+        &broken,
+        "MODEL (name ledger.broken, kind FULL);\nSELECT x FROM ledger.missing\n",
+    )
+    .unwrap();
+    case(
+        "broken model and a state written by a newer tidemark",
+        run(with(&["plan"])),
+    );
+    std::fs::remove_file(&broken).unwrap();
     std::fs::remove_file(&next).unwrap();
 
     insta::assert_snapshot!("bad_input_cli", out);

@@ -219,7 +219,6 @@ fn definitions<'a>(
     };
     let takes_local = |n: &ModelName| use_local && selected.as_ref().is_none_or(|s| s.contains(n));
     let mut nodes: BTreeMap<ModelName, Node<'a>> = BTreeMap::new();
-    let no_parents = &EMPTY;
     let mut local_ignored = 0u64;
     for (name, m) in &project.models {
         let fp = &fingerprints[name];
@@ -230,7 +229,7 @@ fn definitions<'a>(
                     record: ModelRecord::of(m, project.self_referencing.contains(name)),
                     definition: &fp.definition,
                     metadata: &fp.metadata,
-                    parents: Cow::Borrowed(project.parents.get(name).unwrap_or(no_parents)),
+                    parents: Cow::Borrowed(project.parents.get(name).unwrap_or(&EMPTY)),
                     local: true,
                 },
             );

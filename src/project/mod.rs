@@ -62,13 +62,15 @@ impl Project {
         config_path: &Path,
         now: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Project> {
-        Project::load_through(config_path, now, cache::Cache::open)
+        Project::configured_through(config::load_config(config_path)?, now, cache::Cache::open)
     }
 
     /// [`Project::load`] parsing every file, without the analysis cache (benchmarks, and the
     /// property test that compares plans with and without it).
     pub fn load_without_cache(config_path: &Path) -> Result<Project> {
-        Project::load_through(config_path, None, |_| cache::Cache::off())
+        Project::configured_through(config::load_config(config_path)?, None, |_| {
+            cache::Cache::off()
+        })
     }
 
     /// [`Project::load_at`] for a configuration already read (`tidemark.toml` parsed with
@@ -79,14 +81,6 @@ impl Project {
         now: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Project> {
         Project::configured_through(config, now, cache::Cache::open)
-    }
-
-    fn load_through(
-        config_path: &Path,
-        now: Option<chrono::DateTime<chrono::Utc>>,
-        cache: impl FnOnce(&Config) -> cache::Cache,
-    ) -> Result<Project> {
-        Project::configured_through(config::load_config(config_path)?, now, cache)
     }
 
     fn configured_through(

@@ -27,7 +27,7 @@ use super::ApplyRun;
 use super::batches::Batch;
 use super::catalog::Catalog;
 use super::gates::{self, GateReport, Side};
-use crate::engine::{Engine, Input, partition_key};
+use crate::engine::{Checksum, Engine, Input, partition_key};
 use crate::error::{Error, Result};
 use crate::plan::{Change, Plan};
 use crate::project::ModelName;
@@ -42,6 +42,8 @@ pub struct Subject {
     previous: Side,
     table: TableId,
     partitions: BTreeSet<String>,
+    /// The canary batches (ids) whose windows make `partitions`.
+    batches: Vec<usize>,
     key: Vec<String>,
     gates: Vec<GateCall>,
 }
@@ -70,9 +72,12 @@ pub fn subjects(
         let Some(table) = entry.table.clone() else {
             continue;
         };
-        let partitions: BTreeSet<String> = batches
-            .iter()
-            .filter(|b| b.canary && b.model == m.name && b.windowed)
+        let canaries = || {
+            batches
+                .iter()
+                .filter(|b| b.canary && b.model == m.name && b.windowed)
+        };
+        let partitions: BTreeSet<String> = canaries()
             .flat_map(|b| {
                 let unit = backfill.interval_unit;
                 let mut keys = Vec::new();
@@ -104,6 +109,7 @@ pub fn subjects(
             previous,
             table,
             partitions,
+            batches: canaries().map(|b| b.id).collect(),
             key: model.grain.iter().map(|k| k.to_ascii_lowercase()).collect(),
             gates: model.gates.clone(),
         });
@@ -186,12 +192,90 @@ fn canary_side(engine: &dyn Engine, s: &Subject) -> Result<Side> {
     })
 }
 
+/// The diff of every subject, in their order, computed `--workers` at a time (each is a few
+/// independent reads; a large model's does not hold up the others').
+fn diffs(
+    cx: &ApplyRun<'_>,
+    subjects: &[Subject],
+    tracker: &super::track::Tracker<'_, '_>,
+) -> Vec<Result<CanaryDiff>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = cx.options.workers.get().min(subjects.len());
+    if threads <= 1 {
+        return subjects
+            .iter()
+            .map(|s| diff(cx.engine, s, measured(tracker, s)))
+            .collect();
+    }
+    let next = AtomicUsize::new(0);
+    let engine = cx.engine;
+    let mut done: Vec<(usize, Result<CanaryDiff>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(s) = subjects.get(i) else {
+                            return out;
+                        };
+                        out.push((i, diff(engine, s, measured(tracker, s))));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    let mut out: Vec<Result<CanaryDiff>> = Vec::with_capacity(subjects.len());
+    let mut got = done.into_iter().peekable();
+    for (i, s) in subjects.iter().enumerate() {
+        match got.next_if(|(j, _)| *j == i) {
+            Some((_, d)) => out.push(d),
+            None => out.push(Err(Error::Bug(format!(
+                "the canary diff of {} panicked",
+                s.model
+            )))),
+        }
+    }
+    out
+}
+
+/// The canary side of `s` per partition as its batches measured it, if every one of them did
+/// (their windows are disjoint, so each partition comes from one batch).
+fn measured(
+    tracker: &super::track::Tracker<'_, '_>,
+    s: &Subject,
+) -> Option<BTreeMap<String, Checksum>> {
+    let mut out = BTreeMap::new();
+    for id in &s.batches {
+        for (k, c) in tracker.measured(*id)? {
+            if out.insert(k, c).is_some() {
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Compare `s`'s canary with its previous version (see the module invariants).
-pub fn diff(engine: &dyn Engine, s: &Subject) -> Result<CanaryDiff> {
+/// `measured`: the canary side's rows and checksum per partition as its batches measured them
+/// while writing, when every canary batch of `s` did (otherwise the canary side is read).
+pub fn diff(
+    engine: &dyn Engine,
+    s: &Subject,
+    measured: Option<BTreeMap<String, Checksum>>,
+) -> Result<CanaryDiff> {
     let canary = canary_side(engine, s)?;
     let only = Some(&s.partitions);
     let old = engine.partition_stats(&s.previous.table, s.previous.version, only)?;
-    let new = engine.partition_stats(&canary.table, canary.version, only)?;
+    let new = match measured {
+        Some(m) => m,
+        None => engine.partition_stats(&canary.table, canary.version, only)?,
+    };
     let partitions: Vec<PartitionRows> = s
         .partitions
         .iter()
@@ -518,8 +602,9 @@ pub fn review(
     tracker: &super::track::Tracker<'_, '_>,
 ) -> bool {
     use super::display::EventLine;
-    for s in subjects {
-        match diff(cx.engine, s) {
+    let diffs = diffs(cx, subjects, tracker);
+    for (s, d) in subjects.iter().zip(diffs) {
+        match d {
             Ok(d) => {
                 for line in text(&d).lines() {
                     tracker.note(line);

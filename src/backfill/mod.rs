@@ -624,6 +624,7 @@ fn record_out(r: &BatchRecord) -> job::BatchOut {
             table_version: r.table_version.unwrap_or_default(),
             already_committed: true,
             audits: Vec::new(),
+            partitions: None,
         },
         table: r.table.clone(),
         inputs: r.inputs.clone(),

@@ -29,12 +29,20 @@ pub struct Tracker<'c, 'a> {
     lineage: Option<&'c super::lineage::Lineage<'a>>,
     earlier_attempts: Vec<u32>,
     seconds: Mutex<BTreeMap<usize, f64>>,
+    /// Per canary batch id: rows and checksum per partition, as measured while writing.
+    measured: Mutex<BTreeMap<usize, BTreeMap<String, crate::engine::Checksum>>>,
     finished: AtomicUsize,
     total: usize,
     display: Display,
 }
 
 impl<'c, 'a> Tracker<'c, 'a> {
+    /// Rows and checksum per partition of batch `id` as it measured them while writing, if it
+    /// completed in this run and did.
+    pub fn measured(&self, id: usize) -> Option<BTreeMap<String, crate::engine::Checksum>> {
+        self.measured.lock().ok()?.get(&id).cloned()
+    }
+
     /// A tracker for `batches`; `earlier_attempts` counts attempts of earlier runs per batch.
     /// `done` flags the batches complete before this run.
     pub fn new(
@@ -49,6 +57,7 @@ impl<'c, 'a> Tracker<'c, 'a> {
             lineage,
             earlier_attempts,
             seconds: Mutex::new(BTreeMap::new()),
+            measured: Mutex::new(BTreeMap::new()),
             finished: AtomicUsize::new(done.iter().filter(|d| **d).count()),
             total: batches.len(),
             display: Display::new(cx.options.progress, batches, done),
@@ -164,6 +173,11 @@ impl<'c, 'a> Tracker<'c, 'a> {
                     s.insert(batch.id, seconds);
                 }
                 let r = &result.report;
+                if let (true, Some(p), Ok(mut m)) =
+                    (batch.canary, &r.partitions, self.measured.lock())
+                {
+                    m.insert(batch.id, p.clone());
+                }
                 self.write(&BatchRecord {
                     table: result.table.clone(),
                     status: Some(Status::Complete),

@@ -32,6 +32,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
+use super::checksum::Running;
 use super::delta::{
     bytes_in, ensure_created, failed_delta, provider, window_keys, window_predicate,
 };
@@ -257,7 +258,7 @@ async fn streamed(
 ) -> Result<Written> {
     use futures::StreamExt;
     let what = || b.what();
-    let mut sum = Checksum::default();
+    let mut sum = Running::new(&[], Some(PARTITION_COLUMN));
     let mut dropped = 0;
     let wrote: Result<()> = async {
         let mut stream = df.execute_stream().await.map_err(|e| failed(&what(), e))?;
@@ -265,8 +266,8 @@ async fn streamed(
             let batch = next.map_err(|e| failed(&what(), e))?;
             let (rows, outside) = split_window(plain_types(vec![batch])?, r.unit, r.window)?;
             dropped += outside;
-            sum.add(&rows, &[PARTITION_COLUMN])?;
             for rows in rows {
+                sum.add(&rows)?;
                 writer.write(rows).await?;
             }
         }
@@ -284,7 +285,11 @@ async fn streamed(
     } else {
         audit(&b.ctx, written_rows(b, &adds).await?, b.job).await?
     };
-    let checked = Checked { sum, audits };
+    let checked = Checked {
+        sum: sum.total,
+        partitions: sum.groups,
+        audits,
+    };
     if let Some(report) = refused(b.read_version, &checked) {
         discard(b.at, &adds).await;
         return Ok(Written::Refused(report));
@@ -485,6 +490,7 @@ async fn finish(b: &Batch<'_>, mut open: Open, c: Committed) -> Result<BatchRepo
             table_version: version,
             already_committed: false,
             audits: m.audits,
+            partitions: window_keys(&b.job.write).map(|_| m.partitions),
         },
         None => {
             let mut r = measure(b.at, b.job, version).await?;
@@ -499,17 +505,23 @@ async fn finish(b: &Batch<'_>, mut open: Open, c: Committed) -> Result<BatchRepo
 /// Rows, checksum and audit outcomes of a batch's rows, before they are written.
 struct Checked {
     sum: Checksum,
+    /// Per partition (empty for an unpartitioned table).
+    partitions: std::collections::BTreeMap<String, Checksum>,
     audits: Vec<AuditResult>,
 }
 
 /// Measure and audit `batches` (the partition column left out) in memory. Audits run in the
 /// batch's own session, so they may also read the model's inputs.
 async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) -> Result<Checked> {
-    let mut sum = Checksum::default();
-    sum.add(batches, &[PARTITION_COLUMN])?;
+    let mut running = Running::new(&[], Some(PARTITION_COLUMN));
+    for b in batches {
+        running.add(b)?;
+    }
+    let (sum, partitions) = (running.total, running.groups);
     if job.audits.is_empty() {
         return Ok(Checked {
             sum,
+            partitions,
             audits: Vec::new(),
         });
     }
@@ -517,7 +529,11 @@ async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) ->
         .read_batches(batches.to_vec())
         .map_err(|e| Error::Bug(format!("auditing the batch: {e}")))?;
     let audits = audit(ctx, df, job).await?;
-    Ok(Checked { sum, audits })
+    Ok(Checked {
+        sum,
+        partitions,
+        audits,
+    })
 }
 
 /// Run `job`'s audits on `rows` (as `@this_model`; a partition column is left out).
@@ -575,6 +591,7 @@ fn refused(read_version: u64, checked: &Checked) -> Option<BatchReport> {
             table_version: read_version,
             already_committed: false,
             audits: checked.audits.clone(),
+            partitions: None,
         })
 }
 
@@ -612,15 +629,19 @@ async fn measure(at: &Location, job: &BatchJob, version: u64) -> Result<BatchRep
         .unwrap_or_default();
     ctx.register_table("__tidemark_raw", provider)
         .map_err(|e| Error::Bug(e.to_string()))?;
-    let batches = ctx
+    let mut stream = ctx
         .sql(&format!("SELECT * FROM __tidemark_raw{filter}"))
         .await
         .map_err(|e| failed("reading back", e))?
-        .collect()
+        .execute_stream()
         .await
         .map_err(|e| failed("reading back", e))?;
-    let mut sum = Checksum::default();
-    sum.add(&batches, &[PARTITION_COLUMN])?;
+    let mut running = Running::new(&[], Some(PARTITION_COLUMN));
+    while let Some(b) = futures::StreamExt::next(&mut stream).await {
+        running.add(&b.map_err(|e| failed("reading back", e))?)?;
+    }
+    let sum = running.total;
+    let windowed = keys.is_some();
     Ok(BatchReport {
         rows: sum.rows,
         dropped: 0,
@@ -629,6 +650,7 @@ async fn measure(at: &Location, job: &BatchJob, version: u64) -> Result<BatchRep
         table_version: version,
         already_committed: false,
         audits: Vec::new(),
+        partitions: windowed.then_some(running.groups),
     })
 }
 

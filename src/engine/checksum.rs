@@ -15,7 +15,7 @@ use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 
 /// The type a column is hashed as (see the module invariants).
 fn canonical(t: &DataType) -> DataType {
@@ -59,75 +59,12 @@ pub struct Checksum {
 impl Checksum {
     /// Add every row of `batches` (all of one schema); columns named in `skip` are left out.
     pub fn add(&mut self, batches: &[RecordBatch], skip: &[&str]) -> Result<()> {
-        let Some(first) = batches.first() else {
-            return Ok(());
-        };
-        let keep: Vec<usize> = first
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| !skip.contains(&f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        let fields = keep
-            .iter()
-            .map(|&i| SortField::new(canonical(first.schema().field(i).data_type())))
-            .collect();
-        let converter = RowConverter::new(fields)
-            .map_err(|e| Error::Bug(format!("checksum row converter: {e}")))?;
+        let mut running = Running::new(skip, None);
         for b in batches {
-            let cols = columns(b, &keep)?;
-            let rows = converter
-                .convert_columns(&cols)
-                .map_err(|e| Error::Bug(format!("checksum rows: {e}")))?;
-            for row in rows.iter() {
-                self.add_row(row.as_ref());
-            }
+            running.add(b)?;
         }
+        self.merge(&running.total);
         Ok(())
-    }
-
-    /// Checksums of `batches` per value of the string column `group` (left out of the rows'
-    /// hashes, so each group's checksum equals [`Checksum::add`] over its rows without it).
-    pub fn grouped(
-        batches: &[RecordBatch],
-        group: &str,
-    ) -> Result<std::collections::BTreeMap<String, Checksum>> {
-        use datafusion::arrow::array::{Array, AsArray};
-        let mut out: std::collections::BTreeMap<String, Checksum> = Default::default();
-        let Some(first) = batches.first() else {
-            return Ok(out);
-        };
-        let schema = first.schema();
-        let gi = schema
-            .index_of(group)
-            .map_err(|e| Error::Bug(format!("checksum group column: {e}")))?;
-        let keep: Vec<usize> = (0..schema.fields().len()).filter(|&i| i != gi).collect();
-        let fields = keep
-            .iter()
-            .map(|&i| SortField::new(canonical(schema.field(i).data_type())))
-            .collect();
-        let converter = RowConverter::new(fields)
-            .map_err(|e| Error::Bug(format!("checksum row converter: {e}")))?;
-        for b in batches {
-            let keys = datafusion::arrow::compute::cast(
-                b.column(gi),
-                &datafusion::arrow::datatypes::DataType::Utf8,
-            )
-            .map_err(|e| Error::Bug(format!("checksum group: {e}")))?;
-            let keys = keys.as_string::<i32>();
-            let cols = columns(b, &keep)?;
-            let rows = converter
-                .convert_columns(&cols)
-                .map_err(|e| Error::Bug(format!("checksum rows: {e}")))?;
-            for (i, row) in rows.iter().enumerate() {
-                let key = if keys.is_null(i) { "" } else { keys.value(i) };
-                let c = out.entry(key.to_string()).or_default();
-                c.add_row(row.as_ref());
-            }
-        }
-        Ok(out)
     }
 
     fn add_row(&mut self, row: &[u8]) {
@@ -159,6 +96,144 @@ impl Checksum {
     /// Hex form with the algorithm's prefix, as recorded and reported.
     pub fn hex(&self) -> String {
         format!("{PREFIX}{:016x}", self.sum)
+    }
+}
+
+/// The row encoder of one schema, whose buffers are reused from record batch to record batch.
+struct Encoder {
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    keep: Vec<usize>,
+    group: Option<usize>,
+    converter: RowConverter,
+    rows: Rows,
+}
+
+/// A checksum accumulated over the record batches of a stream, one at a time: the total, and
+/// per value of a string group column when one is named (left out of the rows' hashes, so
+/// each group's checksum equals [`Checksum::add`] over its rows without it). The same rows give
+/// the same checksums however they are split into batches and in whatever order they come.
+pub struct Running {
+    skip: Vec<String>,
+    group: Option<String>,
+    encoder: Option<Encoder>,
+    /// Every row added so far.
+    pub total: Checksum,
+    /// Per value of the group column (empty without one, or when the rows have no such column;
+    /// a null value is the group `""`).
+    pub groups: std::collections::BTreeMap<String, Checksum>,
+}
+
+impl Running {
+    /// Nothing added yet; the columns in `skip` and the `group` column are left out of the rows'
+    /// hashes.
+    pub fn new(skip: &[&str], group: Option<&str>) -> Running {
+        Running {
+            skip: skip.iter().map(|s| s.to_string()).collect(),
+            group: group.map(str::to_string),
+            encoder: None,
+            total: Checksum::default(),
+            groups: Default::default(),
+        }
+    }
+
+    /// Make the encoder of `b`'s schema, unless the current one is.
+    fn prepare(&mut self, b: &RecordBatch) -> Result<()> {
+        let schema = b.schema();
+        let stale = self
+            .encoder
+            .as_ref()
+            .is_none_or(|e| !std::sync::Arc::ptr_eq(&e.schema, &schema) && e.schema != schema);
+        if stale {
+            // Without the group column (an unpartitioned table), only the total is kept.
+            let group = self.group.as_ref().and_then(|g| schema.index_of(g).ok());
+            let keep: Vec<usize> = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| Some(*i) != group && !self.skip.iter().any(|s| s == f.name()))
+                .map(|(i, _)| i)
+                .collect();
+            let fields = keep
+                .iter()
+                .map(|&i| SortField::new(canonical(schema.field(i).data_type())))
+                .collect();
+            let converter = RowConverter::new(fields)
+                .map_err(|e| Error::Bug(format!("checksum row converter: {e}")))?;
+            let rows = converter.empty_rows(0, 0);
+            self.encoder = Some(Encoder {
+                schema,
+                keep,
+                group,
+                converter,
+                rows,
+            });
+        }
+        Ok(())
+    }
+
+    /// Add every row of `b`.
+    pub fn add(&mut self, b: &RecordBatch) -> Result<()> {
+        use datafusion::arrow::array::{Array, AsArray};
+        self.prepare(b)?;
+        let Running {
+            encoder: Some(e),
+            total,
+            groups,
+            ..
+        } = self
+        else {
+            return Err(Error::Bug("checksum encoder missing".into()));
+        };
+        let cols = columns(b, &e.keep)?;
+        e.rows.clear();
+        e.converter
+            .append(&mut e.rows, &cols)
+            .map_err(|e| Error::Bug(format!("checksum rows: {e}")))?;
+        let Some(gi) = e.group else {
+            for row in e.rows.iter() {
+                total.add_row(row.as_ref());
+            }
+            return Ok(());
+        };
+        let keys = cast(b.column(gi), &DataType::Utf8)
+            .map_err(|e| Error::Bug(format!("checksum group: {e}")))?;
+        let keys = keys.as_string::<i32>();
+        // Rows of one group mostly come together: the group's entry is looked up once per run.
+        let mut current: Option<(&str, Checksum)> = None;
+        for (i, row) in e.rows.iter().enumerate() {
+            let key = if keys.is_null(i) { "" } else { keys.value(i) };
+            match &mut current {
+                Some((k, c)) if *k == key => c.add_row(row.as_ref()),
+                _ => {
+                    if let Some((k, c)) = current.take() {
+                        flush(groups, total, k, &c);
+                    }
+                    let mut c = Checksum::default();
+                    c.add_row(row.as_ref());
+                    current = Some((key, c));
+                }
+            }
+        }
+        if let Some((k, c)) = current {
+            flush(groups, total, k, &c);
+        }
+        Ok(())
+    }
+}
+
+/// Merge a run of rows of group `key` into its group and the total.
+fn flush(
+    groups: &mut std::collections::BTreeMap<String, Checksum>,
+    total: &mut Checksum,
+    key: &str,
+    c: &Checksum,
+) {
+    total.merge(c);
+    match groups.get_mut(key) {
+        Some(g) => g.merge(c),
+        None => {
+            groups.insert(key.to_string(), *c);
+        }
     }
 }
 
@@ -206,7 +281,9 @@ mod tests {
         assert_eq!(d, e);
         assert_eq!(a.rows, 3);
         // Per-group checksums merge into the whole's.
-        let g = Checksum::grouped(&[batch(&[1, 2, 3], &["a", "b", "a"])], "name").unwrap();
+        let mut running = Running::new(&[], Some("name"));
+        running.add(&batch(&[1, 2, 3], &["a", "b", "a"])).unwrap();
+        let g = running.groups;
         let mut merged = Checksum::default();
         for c in g.values() {
             merged.merge(c);
@@ -218,6 +295,39 @@ mod tests {
         assert_eq!(merged, whole);
         assert_eq!(g["a"].rows, 2);
         assert_eq!(Checksum::from_hex(3, &whole.hex()), Some(whole));
+    }
+
+    #[test]
+    fn running_groups_do_not_depend_on_how_rows_are_split_or_interleaved() {
+        let ids = [1, 2, 3, 4, 5, 6, 7];
+        let keys = ["a", "a", "b", "a", "c", "b", "b"];
+        let mut one = Running::new(&[], Some("name"));
+        one.add(&batch(&ids, &keys)).unwrap();
+        let mut split = Running::new(&[], Some("name"));
+        split.add(&batch(&[7, 5], &["b", "c"])).unwrap();
+        split.add(&batch(&[], &[])).unwrap();
+        split
+            .add(&batch(&[4, 1, 6, 2, 3], &["a", "a", "b", "a", "b"]))
+            .unwrap();
+        assert_eq!(one.groups, split.groups);
+        assert_eq!(one.total, split.total);
+        assert_eq!(
+            one.groups
+                .iter()
+                .map(|(k, c)| (k.as_str(), c.rows))
+                .collect::<Vec<_>>(),
+            [("a", 3), ("b", 3), ("c", 1)]
+        );
+        // Each group's checksum is that of its rows alone.
+        let mut b = Checksum::default();
+        b.add(&[batch(&[3, 6, 7], &["b", "b", "b"])], &["name"])
+            .unwrap();
+        assert_eq!(one.groups["b"], b);
+        // Without a group, `skip` leaves the column out of the total.
+        let mut plain = Running::new(&["name"], None);
+        plain.add(&batch(&ids, &keys)).unwrap();
+        assert_eq!(plain.total, one.total);
+        assert!(plain.groups.is_empty());
     }
 
     #[test]

@@ -231,6 +231,11 @@ pub struct BatchReport {
     pub already_committed: bool,
     /// Audit outcomes.
     pub audits: Vec<AuditResult>,
+    /// Rows and checksum per partition of a windowed write, every partition of the window
+    /// that holds rows (`None`: not measured per partition — not a windowed write, a remote
+    /// engine, a batch completed in an earlier run).
+    #[serde(skip)]
+    pub partitions: Option<BTreeMap<String, Checksum>>,
 }
 
 /// Facts about a physical table, for `env show` and the janitor.
@@ -426,7 +431,8 @@ impl Engine for LocalEngine {
         only: Option<&BTreeSet<String>>,
     ) -> Result<BTreeMap<String, Checksum>> {
         let at = self.table_location(table);
-        self.rt.block_on(ops::partition_stats(&at, version, only))
+        self.rt
+            .block_on(ops::partition_stats(&at, version, only, &self.tables))
     }
 }
 

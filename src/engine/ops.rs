@@ -17,7 +17,8 @@ use deltalake::protocol::SaveMode;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::delta::{failed_delta, open, open_at, provider};
+use super::checksum::Running;
+use super::delta::{failed_delta, open, open_at};
 use super::location::{store_of, store_path};
 use super::session::new_context;
 use super::{Checksum, Location, PARTITION_COLUMN, TableInfo, failed};
@@ -147,16 +148,20 @@ pub async fn drop_table(at: &Location) -> Result<()> {
     Ok(())
 }
 
-/// Rows and checksum per partition at `version` (see [`super::Engine::partition_stats`]).
+/// Rows and checksum per partition at `version` (see [`super::Engine::partition_stats`]);
+/// the table is loaded through `tables`. The rows are streamed, not collected.
 pub async fn partition_stats(
     at: &Location,
     version: u64,
     only: Option<&std::collections::BTreeSet<String>>,
+    tables: &super::tables::Tables,
 ) -> Result<std::collections::BTreeMap<String, Checksum>> {
     let ctx = new_context();
-    let provider = provider(&ctx, at, Some(version))
-        .await
-        .map_err(|e| failed(&format!("cannot read `{at}`"), e))?;
+    let provider = match tables.pinned(at, version).await {
+        Ok(t) => super::delta::provider_of(&ctx, t).await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| failed(&format!("cannot read `{at}`"), e))?;
     let partitioned = provider
         .schema()
         .fields()
@@ -170,16 +175,21 @@ pub async fn partition_stats(
             .filter(partition_filter(keys))
             .map_err(|e| failed("reading the table", e))?;
     }
-    let batches = df
-        .collect()
+    let mut sum = Running::new(&[], partitioned.then_some(PARTITION_COLUMN));
+    let mut stream = df
+        .execute_stream()
         .await
         .map_err(|e| failed("reading the table", e))?;
-    if partitioned {
-        return Checksum::grouped(&batches, PARTITION_COLUMN);
+    while let Some(b) = stream.next().await {
+        sum.add(&b.map_err(|e| failed("reading the table", e))?)?;
     }
-    let mut c = Checksum::default();
-    c.add(&batches, &[])?;
-    Ok(std::collections::BTreeMap::from([("all".to_string(), c)]))
+    if partitioned {
+        return Ok(sum.groups);
+    }
+    Ok(std::collections::BTreeMap::from([(
+        "all".to_string(),
+        sum.total,
+    )]))
 }
 
 /// `PARTITION_COLUMN IN (keys)`: read only those partitions (pruned to their files).

@@ -298,6 +298,7 @@ async fn attempt(
             rows: staged.sum.rows,
             dropped: staged.dropped,
             bytes: 0,
+            partitions: None,
             checksum: staged.sum.hex(),
             table_version: read_version,
             already_committed: false,
@@ -340,6 +341,7 @@ async fn attempt(
         table_version: version,
         already_committed: false,
         audits,
+        partitions: None,
     };
     Ok((report, true))
 }

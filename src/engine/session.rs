@@ -75,10 +75,12 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
     let provider: Arc<dyn TableProvider> = match input {
         Input::Table { table, version, .. } => {
             let at = engine.table_location(table);
-            let kept = version.and_then(|v| engine.tables.at(&at, v));
-            let provider = match kept {
-                Some(t) => delta::provider_of(ctx, t).await,
-                None => delta::provider(ctx, &at, *version).await,
+            let provider = match version {
+                Some(v) => match engine.tables.pinned(&at, *v).await {
+                    Ok(t) => delta::provider_of(ctx, t).await,
+                    Err(e) => Err(e),
+                },
+                None => delta::provider(ctx, &at, None).await,
             };
             let provider = provider
                 .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
@@ -91,9 +93,9 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
             ..
         } => {
             let at = engine.table_location(table);
-            let provider = match engine.tables.at(&at, *version) {
-                Some(t) => delta::provider_of(ctx, t).await,
-                None => delta::provider(ctx, &at, Some(*version)).await,
+            let provider = match engine.tables.pinned(&at, *version).await {
+                Ok(t) => delta::provider_of(ctx, t).await,
+                Err(e) => Err(e),
             }
             .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
             hide_partition_column(ctx, provider, Some(keys))?

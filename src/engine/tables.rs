@@ -266,7 +266,12 @@ pub async fn commit_actions(table: &DeltaTable, version: u64) -> Result<Vec<Acti
 #[derive(Default)]
 pub struct Tables {
     open: Mutex<HashMap<Location, Open>>,
+    /// Tables loaded at a fixed version, most recently used last (see [`Tables::pinned`]).
+    pinned: Mutex<std::collections::VecDeque<(Location, u64, DeltaTable)>>,
 }
+
+/// How many tables loaded at a fixed version are kept.
+const PINNED: usize = 64;
 
 impl Tables {
     /// The table at `at` as of now: the kept copy brought up to date, or opened.
@@ -315,10 +320,49 @@ impl Tables {
             .map(|o| o.table.clone())
     }
 
+    /// The table at `at` loaded at `version`: the followed copy when it is at that version, a
+    /// copy loaded at that version before, or loaded now (and kept). A version's content never
+    /// changes, so a copy is as good as a fresh load; keeping the last [`PINNED`] spares the
+    /// repeated reads of one version (a canary's diff, a gate's queries, batches reading an
+    /// upstream at the version they pinned) a replay of the table's log each. The error is
+    /// delta-rs's, as text.
+    pub async fn pinned(
+        &self,
+        at: &Location,
+        version: u64,
+    ) -> std::result::Result<DeltaTable, String> {
+        if let Some(t) = self.at(at, version) {
+            return Ok(t);
+        }
+        if let Ok(mut kept) = self.pinned.lock()
+            && let Some(i) = kept.iter().position(|(l, v, _)| *v == version && l == at)
+            && let Some(entry) = kept.remove(i)
+        {
+            let table = entry.2.clone();
+            kept.push_back(entry);
+            return Ok(table);
+        }
+        let table = deltalake::open_table_with_version(at.url().clone(), version)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut kept) = self.pinned.lock()
+            && !kept.iter().any(|(l, v, _)| *v == version && l == at)
+        {
+            if kept.len() >= PINNED {
+                kept.pop_front();
+            }
+            kept.push_back((at.clone(), version, table.clone()));
+        }
+        Ok(table)
+    }
+
     /// Forget `at` (its table was dropped).
     pub fn forget(&self, at: &Location) {
         if let Ok(mut map) = self.open.lock() {
             map.remove(at);
+        }
+        if let Ok(mut kept) = self.pinned.lock() {
+            kept.retain(|(l, _, _)| l != at);
         }
     }
 

@@ -12,10 +12,16 @@
 //! - Rows come from per-partition counts and checksums (identical partitions are flagged);
 //!   a column's changed share is measured by key when the model has a grain (rows matched on
 //!   it whose value differs), otherwise as the share of the canary's values with no
-//!   counterpart in the previous version (a multiset difference). Sums are of numeric columns
+//!   counterpart in the previous version (a multiset difference); matched by key, floating-point
+//!   values within a relative 1e-9 of each other are unchanged (a recomputation that sums in
+//!   another order differs in the last bits). Sums are of numeric columns
 //!   outside the key. When every partition is identical under the same columns, nothing is
 //!   compared: no column changed, every row matched its twin, and the sums are read once.
-//! - Output is deterministic: partitions and columns in order, numbers formatted one way.
+//! - The canary side's rows and checksums come from what its batches measured as they wrote
+//!   (the same figures a read-back gives) when every canary batch of the model did; otherwise
+//!   they are read. The previous side is always read.
+//! - Output is deterministic: partitions and columns in order, numbers formatted one way;
+//!   several models' diffs are computed at once, and printed in model order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -178,6 +184,8 @@ pub struct CanaryDiff {
 }
 
 const PREVIOUS: &str = "tidemark_canary.previous";
+/// Relative difference under which two floating-point values of a key compare as unchanged.
+const FLOAT_TOLERANCE: f64 = 1e-9;
 const CANARY: &str = "tidemark_canary.canary";
 
 /// `s`'s table at its latest commit, which holds every canary batch.
@@ -329,8 +337,17 @@ pub fn diff(
             .join(" AND ");
         let mut select = vec!["CAST(COUNT(*) AS BIGINT) AS matched".to_string()];
         select.extend(compared.iter().map(|c| {
+            // Floating-point values recomputed in another order differ in their last bits:
+            // within FLOAT_TOLERANCE (relative) they count as unchanged.
+            let near = if new_cols.get(*c).is_some_and(DataType::is_floating) {
+                format!(
+                    " OR ABS(o.{c} - n.{c}) <= {FLOAT_TOLERANCE:e} * GREATEST(ABS(o.{c}), ABS(n.{c}))"
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "CAST(SUM(CASE WHEN o.{c} = n.{c} OR (o.{c} IS NULL AND n.{c} IS NULL) THEN 0 ELSE 1 END) AS BIGINT) AS {c}"
+                "CAST(SUM(CASE WHEN o.{c} = n.{c} OR (o.{c} IS NULL AND n.{c} IS NULL){near} THEN 0 ELSE 1 END) AS BIGINT) AS {c}"
             )
         }));
         let b = q(&format!(
@@ -548,8 +565,10 @@ pub fn text(d: &CanaryDiff) -> String {
     s
 }
 
+/// The change from `o` to `n`; sums within [`FLOAT_TOLERANCE`] of each other (floating-point
+/// sums added in another order) are unchanged.
 fn change_text(o: f64, n: f64) -> String {
-    if o == n {
+    if o == n || (n - o).abs() <= FLOAT_TOLERANCE * o.abs().max(n.abs()) {
         "unchanged".into()
     } else if o == 0.0 {
         "new".into()
@@ -674,5 +693,8 @@ mod tests {
         assert_eq!(change_text(100.0, 70.0), "-30.0%");
         assert_eq!(change_text(0.0, 5.0), "new");
         assert_eq!(change_text(5.0, 5.0), "unchanged");
+        // Float sums added in another order; a real change of one in a billion is not.
+        assert_eq!(change_text(0.1 + 0.2 + 0.3, 0.3 + 0.2 + 0.1), "unchanged");
+        assert_eq!(change_text(1e9, 1e9 + 2.0), "+0.0%");
     }
 }

@@ -20,6 +20,9 @@
 //!   read further is kept.
 //! - Nothing here decides what to write; a stale copy is only a slower path (the commit's
 //!   conflict check, not this cache, is what keeps concurrent writers apart).
+//! - Tables loaded at a fixed version ([`Tables::pinned`]) are read-only copies of that version;
+//!   the last few are kept and shared by every read of the same version, and dropped with the
+//!   table ([`Tables::forget`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -21,8 +21,8 @@
 //! - Nothing here decides what to write; a stale copy is only a slower path (the commit's
 //!   conflict check, not this cache, is what keeps concurrent writers apart).
 //! - Tables loaded at a fixed version ([`Tables::pinned`]) are read-only copies of that version;
-//!   the last few are kept and shared by every read of the same version, and dropped with the
-//!   table ([`Tables::forget`]).
+//!   one version of each of the last few tables is kept and shared by every read of that
+//!   version, and dropped with the table ([`Tables::forget`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -273,7 +273,7 @@ pub struct Tables {
     pinned: Mutex<std::collections::VecDeque<(Location, u64, DeltaTable)>>,
 }
 
-/// How many tables loaded at a fixed version are kept.
+/// How many tables loaded at a fixed version are kept (one version each).
 const PINNED: usize = 64;
 
 impl Tables {
@@ -324,11 +324,11 @@ impl Tables {
     }
 
     /// The table at `at` loaded at `version`: the followed copy when it is at that version, a
-    /// copy loaded at that version before, or loaded now (and kept). A version's content never
-    /// changes, so a copy is as good as a fresh load; keeping the last [`PINNED`] spares the
-    /// repeated reads of one version (a canary's diff, a gate's queries, batches reading an
-    /// upstream at the version they pinned) a replay of the table's log each. The error is
-    /// delta-rs's, as text.
+    /// copy loaded at that version before, or loaded now (and kept, in place of another version
+    /// of the same table). A version's content never changes, so a copy is as good as a fresh
+    /// load; keeping the last [`PINNED`] tables spares repeated reads of one version (a canary's
+    /// diff, a gate's queries, batches reading an upstream at the version they pinned) a replay
+    /// of the table's log each. The error is delta-rs's, as text.
     pub async fn pinned(
         &self,
         at: &Location,
@@ -348,9 +348,10 @@ impl Tables {
         let table = deltalake::open_table_with_version(at.url().clone(), version)
             .await
             .map_err(|e| e.to_string())?;
-        if let Ok(mut kept) = self.pinned.lock()
-            && !kept.iter().any(|(l, v, _)| *v == version && l == at)
-        {
+        if let Ok(mut kept) = self.pinned.lock() {
+            // One version per table: a backfill reading an upstream as it grows pins a new
+            // version per batch, and each copy holds the table's whole file list.
+            kept.retain(|(l, _, _)| l != at);
             if kept.len() >= PINNED {
                 kept.pop_front();
             }

@@ -114,12 +114,28 @@ pub struct EventLine {
     /// Per model totals (`summary` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<super::ModelRun>>,
+    /// The new generation's physical table (`generation` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// The table it was cloned from, at `table_version` (`generation` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloned_from: Option<String>,
     /// The canary against the previous version (`canary_diff` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<super::canary::CanaryDiff>,
     /// Gate violations on the canary, accepted ones flagged (`canary_gate` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub violations: Option<Vec<super::gates::Violation>>,
+}
+
+/// A line for whoever watches the apply; with `--progress json`, the event `e` instead (stderr
+/// then carries only events).
+pub fn tell(cx: &super::ApplyRun<'_>, text: &str, e: EventLine) {
+    if cx.options.progress.is_json() {
+        e.emit();
+    } else {
+        (cx.log)(text);
+    }
 }
 
 impl EventLine {

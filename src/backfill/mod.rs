@@ -322,9 +322,19 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
                 continue;
             };
             let v = cx.engine.clone_table(from, latest, table)?;
-            (cx.log)(&format!(
-                "{name}: new generation {table} cloned from {from} at version {latest} (no data copied)"
-            ));
+            display::tell(
+                cx,
+                &format!(
+                    "{name}: new generation {table} cloned from {from} at version {latest} (no data copied)"
+                ),
+                EventLine {
+                    model: Some(name.to_string()),
+                    table: Some(table.to_string()),
+                    cloned_from: Some(from.to_string()),
+                    table_version: Some(latest),
+                    ..EventLine::new("generation", &cx.apply.id)
+                },
+            );
             if let Some(e) = catalog.entries.get_mut(name) {
                 e.version = Some(v);
             }
@@ -360,11 +370,16 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
     }
     let skipped = done.iter().filter(|d| d.is_some()).count();
     if skipped > 0 {
-        (cx.log)(&format!(
+        let text = format!(
             "resuming apply {}: {skipped} of {} already complete",
             cx.apply.id,
             crate::printer::plural(batches.len() as u64, "batch", "batches")
-        ));
+        );
+        let event = EventLine {
+            message: Some(text.clone()),
+            ..EventLine::new("resumed", &cx.apply.id)
+        };
+        display::tell(cx, &text, event);
     }
     let report_source_versions = catalog.source_versions.clone();
     let subjects = canary::subjects(plan, &catalog, &batches, cx);

@@ -110,11 +110,20 @@ impl<'c, 'a> Tracker<'c, 'a> {
 
     fn write(&self, r: &BatchRecord) {
         if let Err(e) = self.cx.progress.record(&self.cx.apply.id, r) {
-            (self.cx.log)(&format!(
-                "cannot write the progress record of batch {} (`tidemark progress` will not show it): {}",
+            let text = format!(
+                "warning: cannot write the progress record of batch {} (`tidemark progress` will not show it): {}",
                 r.id,
                 super::first_line(&e)
-            ));
+            );
+            super::display::tell(
+                self.cx,
+                &text,
+                EventLine {
+                    batch: Some(r.id),
+                    message: Some(text.clone()),
+                    ..EventLine::new("warning", &self.cx.apply.id)
+                },
+            );
         }
     }
 

@@ -278,6 +278,52 @@ fn a_restatement_that_changes_nothing_shows_every_canary_partition_identical() {
         )),
         "{e}"
     );
+    // Again with JSON events: stderr carries only events, the new generation among them.
+    let out = tidemark(
+        &p,
+        &[
+            "--execution-time",
+            "2024-03-08",
+            "plan",
+            "--restate-model",
+            "ledger.payments",
+            "--start",
+            "2024-03-02",
+            "--end",
+            "2024-03-04",
+            "--apply",
+            "--canary",
+            "3",
+            "--progress",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let events: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let generation = events
+        .iter()
+        .find(|e| e["event"] == "generation" && e["model"] == "ledger.payments")
+        .unwrap_or_else(|| panic!("no generation event in {events:?}"));
+    let table = generation["table"].as_str().unwrap();
+    assert!(table.ends_with("__g2"), "{generation}");
+    assert!(
+        generation["cloned_from"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("__g1")),
+        "{generation}"
+    );
+    assert!(generation["table_version"].is_u64(), "{generation}");
+    let diff = events
+        .iter()
+        .find(|e| e["event"] == "canary_diff" && e["model"] == "ledger.payments")
+        .unwrap_or_else(|| panic!("no canary diff in {events:?}"));
+    let partitions = diff["diff"]["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3, "{diff}");
+    assert!(partitions.iter().all(|p| p["identical"] == true), "{diff}");
 }
 
 #[test]

@@ -558,11 +558,7 @@ fn json_progress_events_and_plan_estimates_from_recorded_batches() {
     );
     assert_eq!(r.code, 0, "{}", r.transcript());
     // Every stderr line is one event of the versioned format.
-    let events: Vec<serde_json::Value> = r
-        .stderr
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let events = crate::common::events(&r.stderr);
     assert!(events.iter().all(|e| e["format"] == "tidemark.events/v1"));
     let of = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
     let id = events[0]["apply"].as_str().unwrap().to_string();

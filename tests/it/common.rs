@@ -153,6 +153,14 @@ pub fn csv(p: &Path, env: &str, sql: &str) -> String {
     ok(p, &["query", "--env", env, "--format", "csv", sql])
 }
 
+/// The events of a `--progress json` stderr, each line checked to be one JSON event.
+pub fn events(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// `env show ENV --format json`.
 pub fn env_json(p: &Path, env: &str) -> serde_json::Value {
     serde_json::from_str(&ok(p, &["env", "show", env, "--format", "json"])).unwrap()

@@ -234,9 +234,17 @@ impl Bind<'_> {
         self.params.get(name).and_then(name_text)
     }
     fn rename(&self, ident: &mut Ident) {
-        if let Ok(Some(text)) = interpolate(&ident.value, &|n| self.text(n), true) {
-            // A name that cannot be made stays as it is, and the expander reports it.
-            *ident = if text.contains("@$") {
+        // `@{x}` is only ever an unquoted word; a quoted name is final (see `Expander::rename`).
+        if ident.quote_style.is_some() {
+            return;
+        }
+        let lookup = |n: &str| self.text(n);
+        if let Ok(Some(text)) = interpolate(&ident.value, &lookup, true) {
+            // A name that cannot be made stays as it is, and the expander reports it. What is
+            // left for the expander stays a word; a name made whole is final, even when the
+            // values put in it hold `@$` themselves.
+            let whole = interpolate(&ident.value, &lookup, false).is_ok();
+            *ident = if text.contains("@$") && !whole {
                 Ident::new(text)
             } else {
                 ident_for(&text).unwrap_or_else(|_| ident.clone())

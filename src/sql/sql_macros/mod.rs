@@ -159,6 +159,11 @@ impl Expander<'_> {
 
     /// `@{name}` in a word, from the `@DEF`s and variables; unknown names are an error.
     fn rename(&mut self, ident: &mut Ident) {
+        // `@{name}` is only ever an unquoted word: a quoted name was written quoted or made by
+        // a macro (whose values may hold `@$` without being placeholders).
+        if ident.quote_style.is_some() {
+            return;
+        }
         let defs = self.defs;
         let lookup = |n: &str| defs.get(n).and_then(name_text);
         let at = ident_at(ident);

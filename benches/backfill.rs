@@ -17,6 +17,9 @@
 //! spent their time: on the engine, reading staged files back, committing.
 //! - `memory`: one batch of 1, 7, 90 and 365 days (100,000 rows/day) of the generator: peak
 //!   memory of each, and its ratio to one day's.
+//! - `full`, `merge`: the same rows computed by a FULL model (one whole-table batch) or an
+//!   INCREMENTAL_BY_UNIQUE_KEY model (one MERGE batch) of 1, 7, 90 and 365 days: peak memory of
+//!   each, and its ratio to one day's.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -62,6 +65,35 @@ fn spark() -> Option<String> {
     std::env::var("TIDEMARK_BENCH_SPARK")
         .ok()
         .filter(|s| !s.is_empty())
+}
+
+/// A project of one model computing the generator's rows for `days` days from 2023-01-01 in
+/// one batch: FULL (`keyed` false), or INCREMENTAL_BY_UNIQUE_KEY on `(ds, event_id)` (`keyed`).
+/// Returns the execution time that makes the batch due.
+fn one_batch_project(p: &Path, days: u32, keyed: bool) -> String {
+    project(p, "2023-01-01", 0, 1, 0, 0);
+    let from = chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap();
+    let to = from + chrono::Duration::days(i64::from(days) - 1);
+    let generator = if spark().is_some() {
+        SPARK_GENERATOR
+    } else {
+        GENERATOR
+    };
+    let (_, query) = generator.split_once(");\n").unwrap();
+    let query = query.replace("ROWS", "100000");
+    let model = if keyed {
+        format!(
+            "MODEL (name raw.keyed, kind INCREMENTAL_BY_UNIQUE_KEY (unique_key (ds, event_id), batch_size {days}));\n{query}"
+        )
+    } else {
+        let query = query
+            .replace("@start_dt", &format!("CAST('{from}' AS TIMESTAMP)"))
+            .replace("@end_dt", &format!("CAST('{to}' AS TIMESTAMP)"));
+        format!("MODEL (name raw.snapshot, kind FULL);\n{query}")
+    };
+    std::fs::remove_file(p.join("models/raw/events.sql")).unwrap();
+    write(p, "models/raw/one.sql", &model);
+    (to + chrono::Duration::days(1)).to_string()
 }
 
 fn write(p: &Path, rel: &str, text: &str) {
@@ -257,6 +289,24 @@ fn main() {
             let base = *one_day.get_or_insert(mib);
             println!(
                 "memory: one {days}-day batch ({:.1} M rows): peak {mib:.0} MiB, {:.2}x one day's ({secs:.1} s)",
+                f64::from(days) * 0.1,
+                mib / base
+            );
+        }
+    }
+    for (scenario, keyed, kind) in [("full", false, "FULL"), ("merge", true, "UNIQUE_KEY")] {
+        if !want(scenario) {
+            continue;
+        }
+        // The same rows from a FULL or a unique-key model, in one batch.
+        let mut one_day = None;
+        for days in [1u32, 7, 90, 365] {
+            let tmp = tempfile::tempdir().unwrap();
+            let now = one_batch_project(tmp.path(), days, keyed);
+            let (secs, mib) = measure(tmp.path(), &now);
+            let base = *one_day.get_or_insert(mib);
+            println!(
+                "{scenario}: one {days}-day {kind} batch ({:.1} M rows): peak {mib:.0} MiB, {:.2}x one day's ({secs:.1} s)",
                 f64::from(days) * 0.1,
                 mib / base
             );

@@ -11,12 +11,12 @@
 //!   in the same commit makes check-and-write atomic (a concurrent duplicate fails with
 //!   `ConcurrentTransaction`).
 //! - Rows, checksum and audits are computed before the commit; a failing blocking audit means
-//!   no commit. An incremental batch on tidemark's log writer streams: its rows are counted and
-//!   hashed as they are written to not-yet-committed files (memory bounded by
-//!   [`commit::FLUSH_BYTES`], not by the batch's size), and its audits read those files back
-//!   (a refused batch's files are deleted). Other batches are measured in memory. Only
-//!   UNIQUE_KEY batches (whose checksum is the merged table's) and batches found already
-//!   committed are read back after the commit.
+//!   no commit. Incremental and FULL batches on tidemark's log writer stream: their rows are
+//!   counted and hashed as they are written to not-yet-committed files (memory bounded by
+//!   [`commit::FLUSH_BYTES`], not by the batch's size), and their audits read those files back
+//!   (a refused batch's files are deleted). Other batches (UNIQUE_KEY, SEED, a FULL model whose
+//!   columns changed) are measured in memory. Only UNIQUE_KEY batches (whose checksum is the
+//!   merged table's) and batches found already committed are read back after the commit.
 //! - A whole-table write (unique-key MERGE, FULL, SEED) commits holding the table's writer lock
 //!   ([`super::lock`]) and against the table as read after taking it, so writers of one table
 //!   take turns instead of failing each other's commits. Creating a table takes the same turn.
@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
@@ -59,6 +60,33 @@ async fn whole_table_turn(
     Ok((held, table))
 }
 
+/// Create the table at `b.at` with `empty`'s columns in a commit of its own, unless `open`
+/// knows it exists, by one writer at a time under the table's lock. Even the first batch then
+/// goes through the direct commit ([`commit`]), whose conflict rules let batches of other
+/// windows land side by side. Left to delta-rs, a losing create was retried as a second
+/// metadata commit, which every writer that had read only the first took for a schema change
+/// ("Metadata changed since last commit" on every first apply).
+async fn create_first(
+    b: &Batch<'_>,
+    open: &mut Open,
+    empty: &RecordBatch,
+    partition_columns: &[&str],
+) -> Result<()> {
+    if open.read_to().is_some() {
+        return Ok(());
+    }
+    let (_held, table) = whole_table_turn(b.engine, b.at).await?;
+    let created = ensure_created(
+        table,
+        b.at,
+        std::slice::from_ref(empty),
+        partition_columns,
+        &b.ctx,
+    )
+    .await?;
+    open.advance(created).await
+}
+
 /// Compute and write one batch (see the module invariants).
 pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<BatchReport> {
     let mut open = engine.tables.latest(at).await?;
@@ -89,7 +117,7 @@ pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<
             };
             time_range(&b, &mut open, &range).await?
         }
-        WriteMode::Full | WriteMode::Seed { .. } => whole(&b).await?,
+        WriteMode::Full | WriteMode::Seed { .. } => whole(&b, &mut open).await?,
         WriteMode::UniqueKey { key } => merge(&b, key).await?,
     };
     match written {
@@ -118,6 +146,16 @@ impl Batch<'_> {
     /// The `commitInfo` tag: which model and transaction wrote the commit.
     fn tag(&self) -> serde_json::Value {
         serde_json::json!({"model": self.job.model.as_str(), "txn": self.job.txn.0})
+    }
+
+    /// What tidemark's own log writer commits besides the rows: the transaction and the tag.
+    fn direct_commit<'s>(&'s self, scope: commit::Scope<'s>) -> commit::Window<'s> {
+        commit::Window {
+            scope,
+            app_id: &self.job.txn.0,
+            txn_version: self.job.txn.1,
+            info: std::collections::HashMap::from([("tidemark".to_string(), self.tag())]),
+        }
     }
 
     /// delta-rs commit properties: the application transaction and the tag.
@@ -182,41 +220,15 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
         "SELECT *, {ts} AS __tidemark_ts FROM ({}) AS __tidemark_q",
         b.job.sql
     );
-    let df = b
-        .ctx
-        .sql_with_options(&sql, session::read_only())
-        .await
-        .map_err(|e| failed(&what(), e))?;
-    let empty = empty_batch(df.schema(), true);
-    // A table that does not exist yet is created in a commit of its own first, by one writer
-    // at a time under the table's lock, so that even the first batch goes through the window
-    // commit, whose conflict rules let batches of other windows land side by side. Left to
-    // delta-rs, a losing create was retried as a second metadata commit, which every writer
-    // that had read only the first took for a schema change ("Metadata changed since last
-    // commit" on every first apply).
-    if open.read_to().is_none() {
-        let (_held, table) = whole_table_turn(b.engine, b.at).await?;
-        let created = ensure_created(
-            table,
-            b.at,
-            std::slice::from_ref(&empty),
-            &[PARTITION_COLUMN],
-            &b.ctx,
-        )
-        .await?;
-        open.advance(created).await?;
-    }
+    let (stream, empty) = rows_of(b, &sql, true).await?;
+    create_first(b, open, &empty, &[PARTITION_COLUMN]).await?;
     let keys = window_keys(&b.job.write).unwrap_or_default();
-    let window = commit::Window {
-        scope: commit::Scope::Window(&keys),
-        app_id: &b.job.txn.0,
-        txn_version: b.job.txn.1,
-        info: std::collections::HashMap::from([("tidemark".to_string(), b.tag())]),
-    };
-    if let Some(writer) = commit::window_writer(open, b.at, empty.schema_ref()).await? {
-        return streamed(b, open, df, writer, r, &window).await;
+    let window = b.direct_commit(commit::Scope::Window(&keys));
+    let layout = commit::Layout::Partitioned;
+    if let Some(writer) = commit::window_writer(open, b.at, empty.schema_ref(), layout).await? {
+        return streamed(b, open, stream, writer, Some(r), &window).await;
     }
-    let batches = df.collect().await.map_err(|e| failed(&what(), e))?;
+    let batches = collect_stream(stream, &what).await?;
     let (batches, dropped) = split_window(plain_types(batches)?, r.unit, r.window)?;
     let batches = if batches.is_empty() {
         vec![empty]
@@ -245,27 +257,34 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
     }))
 }
 
-/// The streaming half of [`time_range`]: each record batch of the query is split to the
-/// window, added to the checksum and written as it comes; the audits read the written files;
-/// a refused batch's files are deleted (they were never committed).
+/// The streaming write of [`time_range`] and [`whole`]: each record batch of the query is
+/// split to the window (`window`; none for a whole-table replace), added to the checksum and
+/// written as it comes; the audits read the written files; a refused batch's files are deleted
+/// (they were never committed). A whole-table replace commits under the table's lock, against
+/// the table as read after taking it.
 async fn streamed(
     b: &Batch<'_>,
     open: &mut Open,
-    df: datafusion::dataframe::DataFrame,
+    mut stream: SendableRecordBatchStream,
     mut writer: commit::WindowWriter,
-    r: &Range<'_>,
-    window: &commit::Window<'_>,
+    window: Option<&Range<'_>>,
+    commit: &commit::Window<'_>,
 ) -> Result<Written> {
     use futures::StreamExt;
     let what = || b.what();
     let mut sum = Running::new(&[], Some(PARTITION_COLUMN));
     let mut dropped = 0;
     let wrote: Result<()> = async {
-        let mut stream = df.execute_stream().await.map_err(|e| failed(&what(), e))?;
         while let Some(next) = stream.next().await {
-            let batch = next.map_err(|e| failed(&what(), e))?;
-            let (rows, outside) = split_window(plain_types(vec![batch])?, r.unit, r.window)?;
-            dropped += outside;
+            let batch = plain_types(vec![next.map_err(|e| failed(&what(), e))?])?;
+            let rows = match window {
+                Some(r) => {
+                    let (rows, outside) = split_window(batch, r.unit, r.window)?;
+                    dropped += outside;
+                    rows
+                }
+                None => batch,
+            };
             for rows in rows {
                 sum.add(&rows)?;
                 writer.write(rows).await?;
@@ -279,6 +298,7 @@ async fn streamed(
         discard(b.at, &writer.abort()).await;
         return Err(e);
     }
+    let schema = writer.schema();
     let adds = writer.finish().await?;
     let audits = if b.job.audits.is_empty() {
         Vec::new()
@@ -294,7 +314,12 @@ async fn streamed(
         discard(b.at, &adds).await;
         return Ok(Written::Refused(report));
     }
-    let version = commit::commit_files(open, b.at, &adds, window).await?;
+    // A failed commit leaves its files to `vacuum`: whether a commit whose put failed landed
+    // is not always known (a timeout of the store), and deleting a committed file loses data.
+    let version = match commit.scope {
+        commit::Scope::Window(_) => commit::commit_files(open, b.at, &adds, commit).await?,
+        commit::Scope::Table => replace_table(b, open, &adds, &schema, commit).await?,
+    };
     let bytes = adds.iter().filter_map(|a| u64::try_from(a.size).ok()).sum();
     Ok(Written::Committed(Committed {
         how: Commit::Direct { version, bytes },
@@ -302,6 +327,30 @@ async fn streamed(
         audits: Vec::new(),
         dropped,
     }))
+}
+
+/// Commit `adds` as the whole table's new content: in this writer's turn at the table's lock
+/// ([`lock`]), against the table as read after taking it, and only if its columns are still
+/// the ones the files were written with (else the files are deleted and the error is
+/// transient: the retry recomputes).
+async fn replace_table(
+    b: &Batch<'_>,
+    open: &mut Open,
+    adds: &[deltalake::kernel::Add],
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    commit: &commit::Window<'_>,
+) -> Result<u64> {
+    let _held = lock::exclusive(b.at).await?;
+    *open = b.engine.tables.latest(b.at).await?;
+    if !commit::applies(open, b.at, schema, commit::Layout::Unpartitioned).await? {
+        // Not committed, and never will be: the retry writes files of the new columns.
+        discard(b.at, adds).await;
+        return Err(Error::transient(Diagnostic::error(format!(
+            "`{}`: another writer changed the table's columns while {} was computed",
+            b.at, b.job.model
+        ))));
+    }
+    commit::commit_files(open, b.at, adds, commit).await
 }
 
 /// The rows of the files `adds` wrote into the table at `b.at` (no commit references them
@@ -318,7 +367,8 @@ async fn written_rows(
                 .sql_with_options(&b.job.sql, session::read_only())
                 .await
                 .map_err(|e| failed(&what(), e))?
-                .schema(),
+                .schema()
+                .as_arrow(),
             false,
         );
         return b
@@ -371,15 +421,28 @@ async fn discard(at: &Location, adds: &[deltalake::kernel::Add]) {
     }
 }
 
-/// A FULL or SEED batch: its rows replace the whole table.
-async fn whole(b: &Batch<'_>) -> Result<Written> {
+/// A FULL or SEED batch: its rows replace the whole table. A FULL model's rows stream into
+/// the table's files as they are computed ([`streamed`]) when the table exists (it is created
+/// empty first) with the query's columns; otherwise (its columns changed, or a seed: a CSV
+/// file of the project, read whole) they are collected and written by delta-rs, the table's
+/// schema replaced.
+async fn whole(b: &Batch<'_>, open: &mut Open) -> Result<Written> {
     let what = || b.what();
     let batches = match &b.job.write {
         WriteMode::Seed { path, columns } => {
             plain_types(super::seed::read(&b.ctx, path, columns).await?)?
         }
         _ => {
-            let rows = collect(&b.ctx, &b.job.sql, &what).await?;
+            let (stream, empty) = rows_of(b, &b.job.sql, false).await?;
+            create_first(b, open, &empty, &[]).await?;
+            let layout = commit::Layout::Unpartitioned;
+            if let Some(writer) =
+                commit::window_writer(open, b.at, empty.schema_ref(), layout).await?
+            {
+                let replace = b.direct_commit(commit::Scope::Table);
+                return streamed(b, open, stream, writer, None, &replace).await;
+            }
+            let rows = plain_types(collect_stream(stream, &what).await?)?;
             with_schema(rows, &b.ctx, &b.job.sql, &what, false).await?
         }
     };
@@ -654,6 +717,37 @@ async fn measure(at: &Location, job: &BatchJob, version: u64) -> Result<BatchRep
     })
 }
 
+/// The rows of `sql` as they are computed, and an empty batch of their columns in their plain
+/// Delta types (with the partition column when `partitioned`). The columns are the physical
+/// plan's, which the rows carry: the logical plan's can differ (the precision of a SUM of
+/// decimals), and a table created from those would not take the rows.
+async fn rows_of(
+    b: &Batch<'_>,
+    sql: &str,
+    partitioned: bool,
+) -> Result<(SendableRecordBatchStream, RecordBatch)> {
+    let stream = b
+        .ctx
+        .sql_with_options(sql, session::read_only())
+        .await
+        .map_err(|e| failed(&b.what(), e))?
+        .execute_stream()
+        .await
+        .map_err(|e| failed(&b.what(), e))?;
+    let empty = empty_batch(&stream.schema(), partitioned);
+    Ok((stream, empty))
+}
+
+/// Every record batch of `stream`.
+async fn collect_stream(
+    stream: SendableRecordBatchStream,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<RecordBatch>> {
+    datafusion::physical_plan::common::collect(stream)
+        .await
+        .map_err(|e| failed(&what(), e))
+}
+
 async fn collect(
     ctx: &SessionContext,
     sql: &str,
@@ -682,12 +776,12 @@ async fn with_schema(
         .sql_with_options(sql, session::read_only())
         .await
         .map_err(|e| failed(&what(), e))?;
-    Ok(vec![empty_batch(df.schema(), partitioned)])
+    Ok(vec![empty_batch(df.schema().as_arrow(), partitioned)])
 }
 
 /// An empty batch of a query's columns in their plain Delta types (without the helper
 /// `__tidemark_ts`; with the partition column when `partitioned`).
-fn empty_batch(schema: &datafusion::common::DFSchema, partitioned: bool) -> RecordBatch {
+fn empty_batch(schema: &Schema, partitioned: bool) -> RecordBatch {
     let mut fields: Vec<Field> = schema
         .fields()
         .iter()

@@ -1,4 +1,5 @@
-//! Window overwrites of time-partitioned tables, committed to the Delta log directly.
+//! Window overwrites of time-partitioned tables, and whole-table replaces of unpartitioned
+//! ones, committed to the Delta log directly.
 //!
 //! delta-rs 1.1 re-reads a table's whole file list for every write (its `replaceWhere` planner)
 //! and again after every commit (its post-commit snapshot update), so a batch cost grew with
@@ -7,14 +8,16 @@
 //! and writes a batch as: Parquet files through delta-rs's `RecordBatchWriter` (statistics
 //! included; streamed by a [`WindowWriter`], its open files finished every [`FLUSH_BYTES`] of
 //! rows), then one commit entry of `commitInfo`, `txn`, a `remove` for every active file
-//! of the window's partitions and an `add` for every new file, put into `_delta_log` with
-//! put-if-absent.
+//! of the window's partitions (of the whole table, for a FULL model's replace) and an `add`
+//! for every new file, put into `_delta_log` with put-if-absent. Streaming is also what bounds a
+//! batch's memory: rows go to files as they are computed, never collected.
 //!
 //! Invariants:
-//! - It is taken only for a table partitioned by exactly [`PARTITION_COLUMN`], with writer
-//!   protocol ≤ 2, not append-only, whose file list is known up to a version, and for rows
-//!   whose columns are the table's (same names and order, types equal up to the plain Delta
-//!   form); anything else goes through delta-rs's own write.
+//! - It is taken only for a table of the expected [`Layout`] (partitioned by exactly
+//!   [`PARTITION_COLUMN`], every file with a value; or not partitioned), with writer protocol
+//!   ≤ 2, not append-only, whose file list is known up to a version, and for rows whose
+//!   columns are the table's (same names and order, types equal up to the plain Delta form);
+//!   anything else (a FULL model whose columns changed, say) goes through delta-rs's own write.
 //! - The conflict rules are Delta's for a partition-window overwrite: a commit that landed
 //!   since our read conflicts when it adds or removes a file in one of our partitions (or a
 //!   file without a partition value), commits our application transaction, or changes the
@@ -84,14 +87,60 @@ pub struct WindowWriter {
     buffered: usize,
 }
 
+/// The layout of the table a [`WindowWriter`] writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Layout {
+    /// Partitioned by exactly [`PARTITION_COLUMN`], every file with a value (a time-range
+    /// model's table; its commits replace a [`Scope::Window`]).
+    Partitioned,
+    /// Not partitioned (a FULL model's table; its commits replace the whole [`Scope::Table`]).
+    Unpartitioned,
+}
+
 /// A [`WindowWriter`] for `open`'s table and rows of schema `rows`, when this path applies to
 /// the table (see the module invariants); `None`: write through delta-rs.
 pub async fn window_writer(
     open: &mut Open,
     at: &Location,
     rows: &SchemaRef,
+    layout: Layout,
 ) -> Result<Option<WindowWriter>> {
-    if open.read_to().is_none() || open.files().has_unpartitioned() {
+    let Some(writer) = direct(open, at, rows, layout).await? else {
+        return Ok(None);
+    };
+    let schema = writer.arrow_schema();
+    Ok(Some(WindowWriter {
+        writer,
+        schema,
+        adds: Vec::new(),
+        what: format!("cannot write `{at}`"),
+        buffered: 0,
+    }))
+}
+
+/// Whether this path still applies to `open`'s table for rows of schema `rows` (checked again
+/// under the table's lock before a whole-table commit: a writer that held it meanwhile may
+/// have changed the table's columns).
+pub async fn applies(
+    open: &mut Open,
+    at: &Location,
+    rows: &SchemaRef,
+    layout: Layout,
+) -> Result<bool> {
+    Ok(direct(open, at, rows, layout).await?.is_some())
+}
+
+/// delta-rs's Parquet writer for `open`'s table, when this path applies (see
+/// [`window_writer`]).
+async fn direct(
+    open: &mut Open,
+    at: &Location,
+    rows: &SchemaRef,
+    layout: Layout,
+) -> Result<Option<RecordBatchWriter>> {
+    if open.read_to().is_none()
+        || (layout == Layout::Partitioned && open.files().has_unpartitioned())
+    {
         return Ok(None);
     }
     let table = open.shaped().await?;
@@ -103,28 +152,18 @@ pub async fn window_writer(
         .configuration()
         .get("delta.appendOnly")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if metadata.partition_columns().len() != 1
-        || metadata.partition_columns()[0] != PARTITION_COLUMN
-        || protocol.min_writer_version() > 2
-        || append_only
-    {
+    let partitioning = metadata.partition_columns();
+    let laid_out = match layout {
+        Layout::Partitioned => partitioning.len() == 1 && partitioning[0] == PARTITION_COLUMN,
+        Layout::Unpartitioned => partitioning.is_empty(),
+    };
+    if !laid_out || protocol.min_writer_version() > 2 || append_only {
         return Ok(None);
     }
-    let what = format!("cannot write `{at}`");
     let writer = RecordBatchWriter::for_table(&table)
-        .map_err(|e| failed(&what, e))?
+        .map_err(|e| failed(&format!("cannot write `{at}`"), e))?
         .with_writer_properties(writer_properties());
-    let schema = writer.arrow_schema();
-    if !fits(rows, &schema) {
-        return Ok(None);
-    }
-    Ok(Some(WindowWriter {
-        writer,
-        schema,
-        adds: Vec::new(),
-        what,
-        buffered: 0,
-    }))
+    Ok(fits(rows, &writer.arrow_schema()).then_some(writer))
 }
 
 /// Parquet writer properties of a window's files: delta-rs's (Snappy) with a 64 KiB
@@ -141,6 +180,11 @@ fn writer_properties() -> datafusion::parquet::file::properties::WriterPropertie
 }
 
 impl WindowWriter {
+    /// The table's columns, as the files are written.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
     /// Write `b` (its columns the table's, see [`fits`]).
     pub async fn write(&mut self, b: RecordBatch) -> Result<()> {
         if !fits(b.schema_ref(), &self.schema) {
@@ -445,7 +489,7 @@ mod tests {
         batches: Vec<RecordBatch>,
         w: &Window<'_>,
     ) -> Result<u64> {
-        let mut writer = window_writer(open, at, batches[0].schema_ref())
+        let mut writer = window_writer(open, at, batches[0].schema_ref(), Layout::Partitioned)
             .await?
             .expect("the direct path applies");
         for b in batches {

@@ -269,3 +269,125 @@ fn a_seed_with_declared_columns_is_read_with_those_types() {
     );
     check_all(&p, &(0..7).flat_map(payments_of_day).collect::<Vec<_>>());
 }
+
+/// The actions of commit `version` of the Delta table at `dir`, as JSON.
+fn delta_commit(dir: &Path, version: u64) -> Vec<serde_json::Value> {
+    let f = dir.join(format!("_delta_log/{version:020}.json"));
+    std::fs::read_to_string(&f)
+        .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The last version of the Delta table at `dir`.
+fn last_version(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("_delta_log"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json")?.parse().ok()
+        })
+        .max()
+        .unwrap()
+}
+
+/// The paths of the `kind` actions (`add` or `remove`) of a commit, sorted.
+fn paths(actions: &[serde_json::Value], kind: &str) -> Vec<String> {
+    let mut out: Vec<String> = actions
+        .iter()
+        .filter_map(|a| a[kind]["path"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The Parquet files under `dir`, committed or not, sorted.
+fn parquet_files(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_full_model_streams_into_one_commit_that_replaces_its_whole_table() {
+    let (_t, p) = ledger(0..7);
+    ok(&p, &["--execution-time", "2024-03-08", "plan", "--apply"]);
+    let dir = p.join("warehouse").join(crate::common::table_of(
+        &env_json(&p, "prod"),
+        "ledger.tier_balances",
+    ));
+    // Created empty (version 0), then the rows in one commit of tidemark's own log writer,
+    // which streams them into files instead of collecting them.
+    let first = last_version(&dir);
+    assert_eq!(first, 1);
+    let actions = delta_commit(&dir, first);
+    let info = actions.iter().find_map(|a| a.get("commitInfo")).unwrap();
+    assert!(
+        info["engineInfo"]
+            .as_str()
+            .unwrap()
+            .starts_with("tidemark:"),
+        "{info}"
+    );
+    assert_eq!(info["operationParameters"]["mode"], "Overwrite", "{info}");
+    assert!(
+        actions.iter().any(|a| a.get("txn").is_some()),
+        "{actions:?}"
+    );
+    let written = paths(&actions, "add");
+    assert!(!written.is_empty());
+    assert!(paths(&actions, "remove").is_empty());
+
+    // New payments: `run` recomputes the FULL model in one commit that removes every file
+    // of the previous one and adds the new rows; the results are exact.
+    let later: Vec<Payment> = (7..10).flat_map(payments_of_day).collect();
+    append_payments(&p.join("data/payments"), &later);
+    ok(&p, &["--execution-time", "2024-03-11", "run"]);
+    let second = last_version(&dir);
+    assert_eq!(second, first + 1);
+    let actions = delta_commit(&dir, second);
+    assert_eq!(paths(&actions, "remove"), written);
+    let rewritten = paths(&actions, "add");
+    assert!(!rewritten.is_empty());
+    let all: Vec<Payment> = (0..10).flat_map(payments_of_day).collect();
+    check_all(&p, &all);
+
+    // A failing blocking audit refuses the batch: the new table gets no rows commit, and the
+    // files streamed before the audit ran are deleted.
+    let f = p.join("models/ledger/tier_balances.sql");
+    let text = std::fs::read_to_string(&f).unwrap();
+    let changed = text
+        .replace(
+            "grain tier);",
+            "grain tier, audits (number_of_rows(threshold := 100)));",
+        )
+        .replace("COUNT(*) AS accounts", "COUNT(*) + 0 AS accounts");
+    assert_ne!(text, changed);
+    std::fs::write(&f, changed).unwrap();
+    let r = crate::common::tidemark(&p, &["--execution-time", "2024-03-11", "plan", "--apply"]);
+    assert_eq!(r.code, 2, "{}", r.transcript());
+    assert!(r.stderr.contains("number_of_rows"), "{}", r.stderr);
+    let mut refused = 0;
+    for t in p.join("warehouse/ledger").read_dir().unwrap() {
+        let t = t.unwrap().path();
+        if t != dir
+            && t.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("tier_balances__")
+        {
+            refused += 1;
+            assert_eq!(last_version(&t), 0, "{}", t.display());
+            assert!(parquet_files(&t).is_empty(), "{:?}", parquet_files(&t));
+        }
+    }
+    assert_eq!(refused, 1);
+    // The old table is untouched, and prod still reads it.
+    assert_eq!(last_version(&dir), second);
+    check_all(&p, &all);
+}

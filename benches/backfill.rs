@@ -15,6 +15,10 @@
 //! `TIDEMARK_BENCH_SPARK=sc://127.0.0.1:PORT` the projects run on that Spark Connect server
 //! (their generator in Spark SQL), and each scenario also reports where the remote batches
 //! spent their time: on the engine, reading staged files back, committing.
+//! With `TIDEMARK_BENCH_PHASES=1` each scenario also prints where its local batches spent
+//! their time, per batch (`tidemark::local_batch_phases`). With `TIDEMARK_BENCH_PROJECT=DIR
+//! TIDEMARK_BENCH_AT=YYYY-MM-DD` it runs only `plan --apply` of that project (a copy of the
+//! side-by-side harness's, say), with the same report.
 //! - `memory`: one batch of 1, 7, 90 and 365 days (100,000 rows/day) of the generator: peak
 //!   memory of each, and its ratio to one day's.
 //! - `full`, `merge`: the same rows computed by a FULL model (one whole-table batch) or an
@@ -178,6 +182,9 @@ fn child(project: &str, now: &str) {
     println!("hwm_kib={hwm}");
     let (n, engine, read_back, commit) = tidemark::remote_batch_phases();
     println!("phases={n},{engine},{read_back},{commit}");
+    let (n, local) = tidemark::local_batch_phases();
+    let local: Vec<String> = local.iter().map(|(_, s)| s.to_string()).collect();
+    println!("local={n},{}", local.join(","));
 }
 
 /// Run the apply in a child process: (seconds, peak MiB); prints where remote batches spent
@@ -207,6 +214,21 @@ fn measure(project: &Path, now: &str) -> (f64, f64) {
         .find_map(|l| l.strip_prefix("phases="))
         .map(|p| p.split(',').filter_map(|v| v.parse().ok()).collect())
         .unwrap_or_default();
+    let local: Vec<f64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("local="))
+        .map(|p| p.split(',').filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    if let Some((&n, seconds)) = local.split_first()
+        && n > 0.0
+        && std::env::var_os("TIDEMARK_BENCH_PHASES").is_some()
+    {
+        let (_, names) = tidemark::local_batch_phases();
+        println!("  local batches: {n:.0}; per batch:");
+        for ((name, _), s) in names.iter().zip(seconds) {
+            println!("    {name:<24} {:6.2} ms", s * 1000.0 / n);
+        }
+    }
     if let [n, engine, read_back, commit] = phases[..]
         && n > 0.0
     {
@@ -241,6 +263,13 @@ fn main() {
             "Spark Connect at {r}"
         ))
     );
+    if let Ok(project) = std::env::var("TIDEMARK_BENCH_PROJECT") {
+        // Any project, e.g. the side-by-side harness's: `plan --apply` at TIDEMARK_BENCH_AT.
+        let now = std::env::var("TIDEMARK_BENCH_AT").expect("TIDEMARK_BENCH_AT=YYYY-MM-DD");
+        let (secs, mib) = measure(Path::new(&project), &now);
+        println!("project {project}: {secs:.1} s, peak {mib:.0} MiB");
+        return;
+    }
     if want("wide") {
         let tmp = tempfile::tempdir().unwrap();
         project(tmp.path(), "2024-01-01", 100_000, 30, 10, 9);

@@ -46,6 +46,12 @@ use clap::Parser;
 
 pub use error::{Diagnostic, Error, ExitStatus, Result};
 
+/// Where this process's local batches spent their time (for benchmarks): batches run, then
+/// seconds per phase, summed over batches ([`engine::phases`]).
+pub fn local_batch_phases() -> (u64, Vec<(&'static str, f64)>) {
+    engine::phases::totals()
+}
+
 /// Where this process's remote-engine batches spent their time (for benchmarks): committed
 /// batches, then seconds on the engine, reading staged files back, and committing.
 pub fn remote_batch_phases() -> (u64, f64, f64, f64) {

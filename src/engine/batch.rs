@@ -38,6 +38,7 @@ use super::delta::{
     bytes_in, ensure_created, failed_delta, provider, window_keys, window_predicate,
 };
 use super::ops::table_info;
+use super::phases::{Clock, Phase};
 use super::rows::{plain_type, plain_types, split_window};
 use super::session::{self, new_context};
 use super::tables::Open;
@@ -89,12 +90,14 @@ async fn create_first(
 
 /// Compute and write one batch (see the module invariants).
 pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<BatchReport> {
+    let mut clock = Clock::start();
     let mut open = engine.tables.latest(at).await?;
     if let Some(landed) = open.landed(&job.txn.0).await?
         && landed >= job.txn.1
     {
         return report_existing(at, job).await;
     }
+    clock.lap(Phase::Open);
     let b = Batch {
         engine,
         at,
@@ -102,6 +105,7 @@ pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<
         ctx: session::context(engine, &job.inputs).await?,
         read_version: open.read_to().unwrap_or_default(),
     };
+    clock.lap(Phase::Inputs);
     let written = match &job.write {
         WriteMode::TimeRange {
             time_column,
@@ -120,10 +124,14 @@ pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<
         WriteMode::Full | WriteMode::Seed { .. } => whole(&b, &mut open).await?,
         WriteMode::UniqueKey { key } => merge(&b, key).await?,
     };
-    match written {
+    let mut clock = Clock::start();
+    let report = match written {
         Written::Refused(report) => Ok(report),
         Written::Committed(c) => finish(&b, open, c).await,
-    }
+    };
+    clock.lap(Phase::Finish);
+    super::phases::batch_done();
+    report
 }
 
 /// One batch on its way: what every write mode needs.
@@ -274,6 +282,7 @@ async fn streamed(
     let what = || b.what();
     let mut sum = Running::new(&[], Some(PARTITION_COLUMN));
     let mut dropped = 0;
+    let mut clock = Clock::start();
     let wrote: Result<()> = async {
         while let Some(next) = stream.next().await {
             let batch = plain_types(vec![next.map_err(|e| failed(&what(), e))?])?;
@@ -298,13 +307,16 @@ async fn streamed(
         discard(b.at, &writer.abort()).await;
         return Err(e);
     }
+    clock.lap(Phase::Write);
     let schema = writer.schema();
     let adds = writer.finish().await?;
+    clock.lap(Phase::Flush);
     let audits = if b.job.audits.is_empty() {
         Vec::new()
     } else {
         audit(&b.ctx, written_rows(b, &adds).await?, b.job).await?
     };
+    clock.lap(Phase::Audits);
     let checked = Checked {
         sum: sum.total,
         partitions: sum.groups,
@@ -320,6 +332,7 @@ async fn streamed(
         commit::Scope::Window(_) => commit::commit_files(open, b.at, &adds, commit).await?,
         commit::Scope::Table => replace_table(b, open, &adds, &schema, commit).await?,
     };
+    clock.lap(Phase::Commit);
     let bytes = adds.iter().filter_map(|a| u64::try_from(a.size).ok()).sum();
     Ok(Written::Committed(Committed {
         how: Commit::Direct { version, bytes },
@@ -726,14 +739,18 @@ async fn rows_of(
     sql: &str,
     partitioned: bool,
 ) -> Result<(SendableRecordBatchStream, RecordBatch)> {
-    let stream = b
+    let mut clock = Clock::start();
+    let df = b
         .ctx
         .sql_with_options(sql, session::read_only())
         .await
-        .map_err(|e| failed(&b.what(), e))?
+        .map_err(|e| failed(&b.what(), e))?;
+    clock.lap(Phase::LogicalPlan);
+    let stream = df
         .execute_stream()
         .await
         .map_err(|e| failed(&b.what(), e))?;
+    clock.lap(Phase::PhysicalPlan);
     let empty = empty_batch(&stream.schema(), partitioned);
     Ok((stream, empty))
 }

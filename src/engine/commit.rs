@@ -321,6 +321,7 @@ async fn put(
         }
     }
     if version % interval == 0 {
+        let started = std::time::Instant::now();
         // Best effort (see the module invariants).
         let _ = deltalake::checkpoints::create_checkpoint_from_table_url_and_cleanup(
             table.table_url().clone(),
@@ -329,6 +330,7 @@ async fn put(
             None,
         )
         .await;
+        super::phases::Phase::Checkpoint.add(started);
     }
     Ok(version)
 }

@@ -36,6 +36,7 @@ mod json;
 mod location;
 mod lock;
 mod ops;
+pub mod phases;
 mod remote;
 mod rows;
 mod seed;

@@ -69,6 +69,18 @@ fn reference(ctx: &SessionContext, name: &ModelName) -> Result<TableReference> {
     ))
 }
 
+/// The table at `at` loaded at `version` ([`super::tables::Tables::pinned`]), timed.
+async fn pinned(
+    engine: &LocalEngine,
+    at: &Location,
+    version: u64,
+) -> std::result::Result<deltalake::DeltaTable, String> {
+    let started = std::time::Instant::now();
+    let table = engine.tables.pinned(at, version).await;
+    super::phases::Phase::PinnedLoads.add(started);
+    table
+}
+
 async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> Result<()> {
     let name = input.name();
     let r = reference(ctx, name)?;
@@ -76,7 +88,7 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
         Input::Table { table, version, .. } => {
             let at = engine.table_location(table);
             let provider = match version {
-                Some(v) => match engine.tables.pinned(&at, *v).await {
+                Some(v) => match pinned(engine, &at, *v).await {
                     Ok(t) => delta::provider_of(ctx, t).await,
                     Err(e) => Err(e),
                 },
@@ -93,7 +105,7 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
             ..
         } => {
             let at = engine.table_location(table);
-            let provider = match engine.tables.pinned(&at, *version).await {
+            let provider = match pinned(engine, &at, *version).await {
                 Ok(t) => delta::provider_of(ctx, t).await,
                 Err(e) => Err(e),
             }

@@ -20,9 +20,10 @@ pub enum Phase {
     Inputs,
     /// Of [`Phase::Inputs`]: loading tables at a pinned version through delta-rs.
     PinnedLoads,
-    /// Parsing and optimising the model's query (the logical plan).
+    /// Parsing the model's query into a logical plan.
     LogicalPlan,
-    /// The physical plan, including each Delta scan's file selection.
+    /// Optimising the logical plan and planning its execution (each Delta scan's file
+    /// selection included).
     PhysicalPlan,
     /// Computing the rows and streaming them into Parquet files (checksums included).
     Write,
@@ -63,8 +64,8 @@ impl Phase {
             Phase::Open => "open",
             Phase::Inputs => "inputs",
             Phase::PinnedLoads => "  of which pinned loads",
-            Phase::LogicalPlan => "logical plan",
-            Phase::PhysicalPlan => "physical plan",
+            Phase::LogicalPlan => "SQL to logical plan",
+            Phase::PhysicalPlan => "optimise + physical plan",
             Phase::Write => "compute + write",
             Phase::Flush => "flush",
             Phase::Audits => "audits",

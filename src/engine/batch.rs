@@ -24,7 +24,6 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
@@ -39,7 +38,7 @@ use super::delta::{
 };
 use super::ops::table_info;
 use super::phases::{Clock, Phase};
-use super::rows::{plain_type, plain_types, split_window};
+use super::rows::{empty_batch, plain_types, split_window};
 use super::session::{self, new_context};
 use super::tables::Open;
 use super::{
@@ -304,7 +303,7 @@ async fn streamed(
     .await;
     if let Err(e) = wrote {
         // Nothing is committed; the files finished so far are deleted.
-        discard(b.at, &writer.abort()).await;
+        commit::discard(b.at, &writer.abort()).await;
         return Err(e);
     }
     clock.lap(Phase::Write);
@@ -323,7 +322,7 @@ async fn streamed(
         audits,
     };
     if let Some(report) = refused(b.read_version, &checked) {
-        discard(b.at, &adds).await;
+        commit::discard(b.at, &adds).await;
         return Ok(Written::Refused(report));
     }
     // A failed commit leaves its files to `vacuum`: whether a commit whose put failed landed
@@ -357,7 +356,7 @@ async fn replace_table(
     *open = b.engine.tables.latest(b.at).await?;
     if !commit::applies(open, b.at, schema, commit::Layout::Unpartitioned).await? {
         // Not committed, and never will be: the retry writes files of the new columns.
-        discard(b.at, adds).await;
+        commit::discard(b.at, adds).await;
         return Err(Error::transient(Diagnostic::error(format!(
             "`{}`: another writer changed the table's columns while {} was computed",
             b.at, b.job.model
@@ -411,27 +410,6 @@ async fn written_rows(
         .read_parquet(urls, datafusion::prelude::ParquetReadOptions::default())
         .await
         .map_err(|e| failed(&what(), e))
-}
-
-/// Delete the files of a batch that was not committed (best effort: unreferenced files are
-/// invisible to readers and `vacuum` removes them anyway).
-async fn discard(at: &Location, adds: &[deltalake::kernel::Add]) {
-    use object_store::ObjectStoreExt;
-    let Ok((store, root)) = super::location::store_of(at) else {
-        return;
-    };
-    for a in adds {
-        if let Ok(p) = object_store::path::Path::parse(format!("{root}/{}", a.path)) {
-            let _ = store.delete(&p).await;
-        }
-        // A local partition directory left empty goes too (it fails while another file is in it).
-        if let Some(dir) = at.local_path()
-            && let Some(parent) = dir.join(&a.path).parent()
-            && parent != dir
-        {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
 }
 
 /// A FULL or SEED batch: its rows replace the whole table. A FULL model's rows stream into
@@ -794,19 +772,4 @@ async fn with_schema(
         .await
         .map_err(|e| failed(&what(), e))?;
     Ok(vec![empty_batch(df.schema().as_arrow(), partitioned)])
-}
-
-/// An empty batch of a query's columns in their plain Delta types (without the helper
-/// `__tidemark_ts`; with the partition column when `partitioned`).
-fn empty_batch(schema: &Schema, partitioned: bool) -> RecordBatch {
-    let mut fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .filter(|f| f.name() != "__tidemark_ts")
-        .map(|f| Field::new(f.name(), plain_type(f.data_type()), true))
-        .collect();
-    if partitioned {
-        fields.push(Field::new(PARTITION_COLUMN, DataType::Utf8, true));
-    }
-    RecordBatch::new_empty(Arc::new(Schema::new(fields)))
 }

@@ -25,7 +25,9 @@
 //!   read, where the transaction check finds work already done. Any other commit is read into
 //!   the file list and the entry is put at the next version.
 //! - The Parquet files of a batch whose commit conflicted are referenced by no commit; readers
-//!   never see them and `vacuum` removes them (as with delta-rs's own failed writes).
+//!   never see them and `vacuum` removes them (as with delta-rs's own failed writes). Files of
+//!   a batch refused before any commit was tried are deleted at once ([`discard`]); those of a
+//!   failed commit never are, since whether a put that failed landed is not always known.
 //! - Every `checkpointInterval`-th version (10 for the tables tidemark creates) is checkpointed by whoever wrote
 //!   it, as delta-rs does, so readers' log replay stays short. A failed checkpoint does not
 //!   fail the batch (the commit has landed; the next interval retries).
@@ -227,6 +229,27 @@ impl WindowWriter {
     pub async fn finish(mut self) -> Result<Vec<Add>> {
         self.flush().await?;
         Ok(self.adds)
+    }
+}
+
+/// Delete the files of a batch that was not committed (best effort: unreferenced files are
+/// invisible to readers and `vacuum` removes them anyway).
+pub async fn discard(at: &Location, adds: &[deltalake::kernel::Add]) {
+    use object_store::ObjectStoreExt;
+    let Ok((store, root)) = super::location::store_of(at) else {
+        return;
+    };
+    for a in adds {
+        if let Ok(p) = object_store::path::Path::parse(format!("{root}/{}", a.path)) {
+            let _ = store.delete(&p).await;
+        }
+        // A local partition directory left empty goes too (it fails while another file is in it).
+        if let Some(dir) = at.local_path()
+            && let Some(parent) = dir.join(&a.path).parent()
+            && parent != dir
+        {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 

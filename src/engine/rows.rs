@@ -142,3 +142,17 @@ pub fn split_window(
     }
     Ok((out, dropped))
 }
+/// An empty batch of a query's columns in their plain Delta types (without the helper
+/// `__tidemark_ts`; with the partition column when `partitioned`).
+pub(super) fn empty_batch(schema: &Schema, partitioned: bool) -> RecordBatch {
+    let mut fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "__tidemark_ts")
+        .map(|f| Field::new(f.name(), plain_type(f.data_type()), true))
+        .collect();
+    if partitioned {
+        fields.push(Field::new(PARTITION_COLUMN, DataType::Utf8, true));
+    }
+    RecordBatch::new_empty(Arc::new(Schema::new(fields)))
+}

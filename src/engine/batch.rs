@@ -232,7 +232,7 @@ async fn time_range(b: &Batch<'_>, open: &mut Open, r: &Range<'_>) -> Result<Wri
     let keys = window_keys(&b.job.write).unwrap_or_default();
     let window = b.direct_commit(commit::Scope::Window(&keys));
     let layout = commit::Layout::Partitioned;
-    if let Some(writer) = commit::window_writer(open, b.at, empty.schema_ref(), layout).await? {
+    if let Some(writer) = commit::table_writer(open, b.at, empty.schema_ref(), layout).await? {
         return streamed(b, open, stream, writer, Some(r), &window).await;
     }
     let batches = collect_stream(stream, &what).await?;
@@ -273,7 +273,7 @@ async fn streamed(
     b: &Batch<'_>,
     open: &mut Open,
     mut stream: SendableRecordBatchStream,
-    mut writer: commit::WindowWriter,
+    mut writer: commit::TableWriter,
     window: Option<&Range<'_>>,
     commit: &commit::Window<'_>,
 ) -> Result<Written> {
@@ -428,13 +428,12 @@ async fn whole(b: &Batch<'_>, open: &mut Open) -> Result<Written> {
             create_first(b, open, &empty, &[]).await?;
             let layout = commit::Layout::Unpartitioned;
             if let Some(writer) =
-                commit::window_writer(open, b.at, empty.schema_ref(), layout).await?
+                commit::table_writer(open, b.at, empty.schema_ref(), layout).await?
             {
                 let replace = b.direct_commit(commit::Scope::Table);
                 return streamed(b, open, stream, writer, None, &replace).await;
             }
-            let rows = plain_types(collect_stream(stream, &what).await?)?;
-            with_schema(rows, &b.ctx, &b.job.sql, &what, false).await?
+            collected(stream, empty, &what).await?
         }
     };
     let checked = check(&b.ctx, &batches, b.job).await?;
@@ -462,15 +461,15 @@ async fn whole(b: &Batch<'_>, open: &mut Open) -> Result<Written> {
 /// An INCREMENTAL_BY_UNIQUE_KEY batch: one MERGE on `key`.
 async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
     let what = || b.what();
-    let batches = collect(&b.ctx, &b.job.sql, &what).await?;
-    let batches = with_schema(batches, &b.ctx, &b.job.sql, &what, false).await?;
+    let (stream, empty) = rows_of(b, &b.job.sql, false).await?;
+    let batches = collected(stream, empty, &what).await?;
     // Audits see the batch's source rows; the checksum is the merged table's (read back).
     let checked = check(&b.ctx, &batches, b.job).await?;
     if let Some(report) = refused(b.read_version, &checked) {
         return Ok(Written::Refused(report));
     }
     let (_lock, table) = whole_table_turn(b.engine, b.at).await?;
-    // Created empty first (never absent here: `with_schema` always yields a batch), so even
+    // Created empty first (never absent here: `collected` always yields a batch), so even
     // the first batch is a merge, checked against concurrent writers.
     let table = ensure_created(table, b.at, &batches, &[], &b.ctx).await?;
     let columns: Vec<String> = batches
@@ -743,33 +742,17 @@ async fn collect_stream(
         .map_err(|e| failed(&what(), e))
 }
 
-async fn collect(
-    ctx: &SessionContext,
-    sql: &str,
+/// Every record batch of `stream` in plain Delta types, or `empty` when there is none, so that
+/// a first write can create the table.
+async fn collected(
+    stream: SendableRecordBatchStream,
+    empty: RecordBatch,
     what: &dyn Fn() -> String,
 ) -> Result<Vec<RecordBatch>> {
-    let df = ctx
-        .sql_with_options(sql, session::read_only())
-        .await
-        .map_err(|e| failed(&what(), e))?;
-    let batches = df.collect().await.map_err(|e| failed(&what(), e))?;
-    plain_types(batches)
-}
-
-/// At least one (possibly empty) batch, so that a first write can create the table.
-async fn with_schema(
-    batches: Vec<RecordBatch>,
-    ctx: &SessionContext,
-    sql: &str,
-    what: &dyn Fn() -> String,
-    partitioned: bool,
-) -> Result<Vec<RecordBatch>> {
-    if !batches.is_empty() {
-        return Ok(batches);
-    }
-    let df = ctx
-        .sql_with_options(sql, session::read_only())
-        .await
-        .map_err(|e| failed(&what(), e))?;
-    Ok(vec![empty_batch(df.schema().as_arrow(), partitioned)])
+    let batches = plain_types(collect_stream(stream, what).await?)?;
+    Ok(if batches.is_empty() {
+        vec![empty]
+    } else {
+        batches
+    })
 }

@@ -6,7 +6,7 @@
 //! the table: 146 ms a partition on average over 1,095 daily partitions. This path keeps the
 //! file list of each open table itself ([`super::tables::Files`], followed commit by commit)
 //! and writes a batch as: Parquet files through delta-rs's `RecordBatchWriter` (statistics
-//! included; streamed by a [`WindowWriter`], its open files finished every [`FLUSH_BYTES`] of
+//! included; streamed by a [`TableWriter`], its open files finished every [`FLUSH_BYTES`] of
 //! rows), then one commit entry of `commitInfo`, `txn`, a `remove` for every active file
 //! of the window's partitions (of the whole table, for a FULL model's replace) and an `add`
 //! for every new file, put into `_delta_log` with put-if-absent. Streaming is also what bounds a
@@ -69,7 +69,7 @@ pub struct Window<'a> {
     pub info: HashMap<String, serde_json::Value>,
 }
 
-/// Rows (in Arrow bytes) a [`WindowWriter`] lets its open files take in before it finishes
+/// Rows (in Arrow bytes) a [`TableWriter`] lets its open files take in before it finishes
 /// them: the bound on a batch's buffered output, whatever the batch's size (a larger batch gets
 /// more files per partition, not more memory). Each open Parquet file holds its row group's
 /// pages until finished, so what bounds memory is the rows written since the last flush, not
@@ -80,7 +80,7 @@ pub const FLUSH_BYTES: usize = 64 * 1024 * 1024;
 /// `RecordBatchWriter` (statistics included) streams each file to storage, and the open files
 /// are finished whenever [`FLUSH_BYTES`] are buffered. The files are referenced by no commit
 /// until [`commit_files`] puts them in one.
-pub struct WindowWriter {
+pub struct TableWriter {
     writer: RecordBatchWriter,
     schema: SchemaRef,
     adds: Vec<Add>,
@@ -89,7 +89,7 @@ pub struct WindowWriter {
     buffered: usize,
 }
 
-/// The layout of the table a [`WindowWriter`] writes.
+/// The layout of the table a [`TableWriter`] writes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Layout {
     /// Partitioned by exactly [`PARTITION_COLUMN`], every file with a value (a time-range
@@ -99,19 +99,19 @@ pub enum Layout {
     Unpartitioned,
 }
 
-/// A [`WindowWriter`] for `open`'s table and rows of schema `rows`, when this path applies to
+/// A [`TableWriter`] for `open`'s table and rows of schema `rows`, when this path applies to
 /// the table (see the module invariants); `None`: write through delta-rs.
-pub async fn window_writer(
+pub async fn table_writer(
     open: &mut Open,
     at: &Location,
     rows: &SchemaRef,
     layout: Layout,
-) -> Result<Option<WindowWriter>> {
+) -> Result<Option<TableWriter>> {
     let Some(writer) = direct(open, at, rows, layout).await? else {
         return Ok(None);
     };
     let schema = writer.arrow_schema();
-    Ok(Some(WindowWriter {
+    Ok(Some(TableWriter {
         writer,
         schema,
         adds: Vec::new(),
@@ -133,7 +133,7 @@ pub async fn applies(
 }
 
 /// delta-rs's Parquet writer for `open`'s table, when this path applies (see
-/// [`window_writer`]).
+/// [`table_writer`]).
 async fn direct(
     open: &mut Open,
     at: &Location,
@@ -181,7 +181,7 @@ fn writer_properties() -> datafusion::parquet::file::properties::WriterPropertie
         .build()
 }
 
-impl WindowWriter {
+impl TableWriter {
     /// The table's columns, as the files are written.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
@@ -514,7 +514,7 @@ mod tests {
         batches: Vec<RecordBatch>,
         w: &Window<'_>,
     ) -> Result<u64> {
-        let mut writer = window_writer(open, at, batches[0].schema_ref(), Layout::Partitioned)
+        let mut writer = table_writer(open, at, batches[0].schema_ref(), Layout::Partitioned)
             .await?
             .expect("the direct path applies");
         for b in batches {

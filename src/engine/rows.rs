@@ -142,6 +142,7 @@ pub fn split_window(
     }
     Ok((out, dropped))
 }
+
 /// An empty batch of a query's columns in their plain Delta types (without the helper
 /// `__tidemark_ts`; with the partition column when `partitioned`).
 pub(super) fn empty_batch(schema: &Schema, partitioned: bool) -> RecordBatch {

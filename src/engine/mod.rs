@@ -21,7 +21,8 @@
 //! Files, dependencies pointing one way (no cycle among them): [`batch`] (the batch pipeline,
 //! one function per write mode) and [`ops`] (clone, statistics, vacuum) use [`commit`] (the
 //! direct window commit), [`tables`] (open tables followed commit by commit), [`session`]
-//! (DataFusion sessions over pinned inputs), [`seed`], [`rows`], [`lock`] and [`checksum`];
+//! (DataFusion sessions over pinned inputs, read through [`listed`] from the followed file
+//! lists where it can), [`seed`], [`rows`], [`lock`] and [`checksum`];
 //! [`delta`] holds the delta-rs helpers they all share and uses none of them. The Spark engine
 //! ([`remote`]) runs batches through [`spark`] (the Spark Connect session), registers inputs
 //! with [`views`], checks and measures what the server staged with [`staged`], and commits with
@@ -33,6 +34,7 @@ mod checksum;
 mod commit;
 mod delta;
 mod json;
+mod listed;
 mod location;
 mod lock;
 mod ops;

@@ -5,8 +5,8 @@
 //! Invariants:
 //! - Timing only: nothing reads these totals to decide anything, and they never fail a batch.
 //! - The top-level phases of one batch do not overlap (each [`Clock::lap`] adds the time since
-//!   the previous lap); [`Phase::PinnedLoads`] and [`Phase::Checkpoint`] are parts of
-//!   [`Phase::Inputs`] and [`Phase::Commit`], timed on their own.
+//!   the previous lap); [`Phase::PinnedLoads`], [`Phase::Listed`] and [`Phase::Checkpoint`] are
+//!   parts of [`Phase::Inputs`] and [`Phase::Commit`], timed on their own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -20,6 +20,8 @@ pub enum Phase {
     Inputs,
     /// Of [`Phase::Inputs`]: loading tables at a pinned version through delta-rs.
     PinnedLoads,
+    /// Of [`Phase::Inputs`]: tables at a pinned version from the followed file list.
+    Listed,
     /// Parsing the model's query into a logical plan.
     LogicalPlan,
     /// Optimising the logical plan and planning its execution (each Delta scan's file
@@ -40,10 +42,11 @@ pub enum Phase {
 }
 
 /// Every phase, in the order they are reported.
-pub const ALL: [Phase; 11] = [
+pub const ALL: [Phase; 12] = [
     Phase::Open,
     Phase::Inputs,
     Phase::PinnedLoads,
+    Phase::Listed,
     Phase::LogicalPlan,
     Phase::PhysicalPlan,
     Phase::Write,
@@ -64,6 +67,7 @@ impl Phase {
             Phase::Open => "open",
             Phase::Inputs => "inputs",
             Phase::PinnedLoads => "  of which pinned loads",
+            Phase::Listed => "  of which file lists",
             Phase::LogicalPlan => "SQL to logical plan",
             Phase::PhysicalPlan => "optimise + physical plan",
             Phase::Write => "compute + write",

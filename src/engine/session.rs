@@ -2,7 +2,9 @@
 //!
 //! Invariant: every name a query can read is registered explicitly from the job's inputs, at
 //! the version the caller chose; the physical partition column is projected away, so SQL sees
-//! exactly the columns the model's query produced.
+//! exactly the columns the model's query produced. A table at a pinned version is read from
+//! the followed file list ([`super::listed`]) when that list can answer for the version, and
+//! through delta-rs otherwise; both read the same files with the same columns.
 
 use std::sync::Arc;
 
@@ -81,22 +83,46 @@ async fn pinned(
     table
 }
 
+/// The table at `at` as of `version` read from the followed file list
+/// ([`super::listed::provider`]), timed as the pinned loads it replaces.
+async fn listed(
+    engine: &LocalEngine,
+    ctx: &SessionContext,
+    at: &Location,
+    version: u64,
+    keys: Option<&std::collections::BTreeSet<String>>,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    let started = std::time::Instant::now();
+    let provider = super::listed::provider(&engine.tables, ctx, at, version, keys).await;
+    super::phases::Phase::Listed.add(started);
+    provider
+}
+
 async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> Result<()> {
     let name = input.name();
     let r = reference(ctx, name)?;
     let provider: Arc<dyn TableProvider> = match input {
         Input::Table { table, version, .. } => {
             let at = engine.table_location(table);
-            let provider = match version {
-                Some(v) => match pinned(engine, &at, *v).await {
-                    Ok(t) => delta::provider_of(ctx, t).await,
-                    Err(e) => Err(e),
-                },
-                None => delta::provider(ctx, &at, None).await,
+            let listed = match version {
+                Some(v) => listed(engine, ctx, &at, *v, None).await?,
+                None => None,
             };
-            let provider = provider
-                .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
-            hide_partition_column(ctx, provider, None)?
+            match listed {
+                Some(p) => p,
+                None => {
+                    let provider = match version {
+                        Some(v) => match pinned(engine, &at, *v).await {
+                            Ok(t) => delta::provider_of(ctx, t).await,
+                            Err(e) => Err(e),
+                        },
+                        None => delta::provider(ctx, &at, None).await,
+                    };
+                    let provider = provider
+                        .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
+                    hide_partition_column(ctx, provider, None)?
+                }
+            }
         }
         Input::Partitions {
             table,
@@ -105,12 +131,17 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
             ..
         } => {
             let at = engine.table_location(table);
-            let provider = match pinned(engine, &at, *version).await {
-                Ok(t) => delta::provider_of(ctx, t).await,
-                Err(e) => Err(e),
+            match listed(engine, ctx, &at, *version, Some(keys)).await? {
+                Some(p) => p,
+                None => {
+                    let provider = match pinned(engine, &at, *version).await {
+                        Ok(t) => delta::provider_of(ctx, t).await,
+                        Err(e) => Err(e),
+                    }
+                    .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
+                    hide_partition_column(ctx, provider, Some(keys))?
+                }
             }
-            .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
-            hide_partition_column(ctx, provider, Some(keys))?
         }
         Input::Empty { columns, .. } => {
             let cols: Vec<String> = columns

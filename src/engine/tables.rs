@@ -20,12 +20,16 @@
 //!   read further is kept.
 //! - Nothing here decides what to write; a stale copy is only a slower path (the commit's
 //!   conflict check, not this cache, is what keeps concurrent writers apart).
+//! - An entry remembers how to undo its last [`RECENT`] commits ([`Undo`]), so the file list
+//!   of any of those versions is known without reading anything ([`Tables::files_at`]); a
+//!   version outside that window, or one before a change of the table's metadata, is not
+//!   answered (the caller reads it through delta-rs).
 //! - Tables loaded at a fixed version ([`Tables::pinned`]) are read-only copies of that version;
 //!   one version of each of the last few tables is kept and shared by every read of that
 //!   version, and dropped with the table ([`Tables::forget`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
@@ -48,6 +52,41 @@ pub struct Open {
     files: Files,
     /// A commit after `table`'s version changed the table's metadata or protocol.
     reshaped: bool,
+    /// How to undo the last commits read, oldest first (at most [`RECENT`], consecutive, the
+    /// last one `read_to`'s).
+    recent: VecDeque<Arc<Undo>>,
+}
+
+/// How many commits an entry can undo ([`Open::files_at`]). A batch reads its upstream at the
+/// version pinned when the batch was planned; with batches running side by side, a few more
+/// commits may have landed since.
+pub const RECENT: usize = 32;
+
+/// What undoes one commit's changes to the file list.
+#[derive(Default)]
+pub struct Undo {
+    version: u64,
+    /// The inverse of each change, in the commit's order (undone last to first).
+    steps: Vec<Step>,
+    /// The commit changed the table's metadata or protocol.
+    reshaped: bool,
+}
+
+/// The inverse of one change to a file list.
+enum Step {
+    /// Drop (partition value, path): the commit added it.
+    Drop(Option<String>, String),
+    /// Put back (partition value, path, file): the commit removed or replaced it.
+    Restore(Option<String>, String, FileMeta),
+}
+
+/// One active data file, as its `add` action described it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Bytes.
+    pub size: i64,
+    /// The `add` action's statistics (JSON), if it had any.
+    pub stats: Option<Arc<str>>,
 }
 
 impl Open {
@@ -132,26 +171,100 @@ impl Open {
 
     /// Take in commit `version`'s actions (the next one after `read_to`).
     pub fn read(&mut self, version: u64, actions: &[Action]) {
+        let mut undo = self.files.apply(actions);
+        undo.version = version;
         for a in actions {
             match a {
                 Action::Txn(t) => {
                     let e = self.txns.entry(t.app_id.clone()).or_insert(t.version);
                     *e = (*e).max(t.version);
                 }
-                Action::Metadata(_) | Action::Protocol(_) => self.reshaped = true,
+                Action::Metadata(_) | Action::Protocol(_) => {
+                    self.reshaped = true;
+                    undo.reshaped = true;
+                }
                 _ => {}
             }
         }
-        self.files.apply(actions);
+        remember(&mut self.recent, self.read_to, undo);
         self.read_to = Some(version);
     }
+
+    /// The active files as of `version` whose partition value `keep` accepts, sorted by
+    /// partition value and path: the files as of `read_to` with the later commits undone.
+    /// `None` when `version` is after `read_to`, when a commit to undo is no longer remembered,
+    /// or when one changed the table's metadata (its columns as of `version` may differ).
+    pub fn files_at(
+        &self,
+        version: u64,
+        keep: impl Fn(Option<&str>) -> bool,
+    ) -> Option<Vec<(Option<String>, String, FileMeta)>> {
+        undone(&self.files, &self.recent, self.read_to?, version, keep)
+    }
+}
+
+/// Remember `undo` (of the commit after `read_to`), keeping the last [`RECENT`].
+fn remember(recent: &mut VecDeque<Arc<Undo>>, read_to: Option<u64>, undo: Undo) {
+    if read_to.is_some_and(|r| r + 1 != undo.version) {
+        recent.clear();
+    }
+    if recent.len() >= RECENT {
+        recent.pop_front();
+    }
+    recent.push_back(Arc::new(undo));
+}
+
+/// `files` (as of `read_to`) that `keep` accepts, with the commits after `version` undone
+/// (see [`Open::files_at`]).
+fn undone(
+    files: &Files,
+    recent: &VecDeque<Arc<Undo>>,
+    read_to: u64,
+    version: u64,
+    keep: impl Fn(Option<&str>) -> bool,
+) -> Option<Vec<(Option<String>, String, FileMeta)>> {
+    if version > read_to {
+        return None;
+    }
+    let mut out: BTreeMap<(Option<String>, String), FileMeta> = files
+        .by_key
+        .iter()
+        .filter(|(k, _)| keep(k.as_deref()))
+        .flat_map(|(k, m)| {
+            m.iter()
+                .map(move |(p, f)| ((k.clone(), p.clone()), f.clone()))
+        })
+        .collect();
+    let mut at = read_to;
+    for undo in recent.iter().rev() {
+        if at == version {
+            break;
+        }
+        if undo.version != at || undo.reshaped {
+            return None;
+        }
+        for step in undo.steps.iter().rev() {
+            match step {
+                Step::Drop(k, p) => {
+                    out.remove(&(k.clone(), p.clone()));
+                }
+                Step::Restore(k, p, f) => {
+                    if keep(k.as_deref()) {
+                        out.insert((k.clone(), p.clone()), f.clone());
+                    }
+                }
+            }
+        }
+        at -= 1;
+    }
+    (at == version).then(|| out.into_iter().map(|((k, p), f)| (k, p, f)).collect())
 }
 
 /// The active data files of a table, by the value of its partition column
 /// [`PARTITION_COLUMN`] (`None`: files without one).
 #[derive(Clone, Default)]
 pub struct Files {
-    by_key: BTreeMap<Option<String>, BTreeMap<String, i64>>,
+    by_key: BTreeMap<Option<String>, BTreeMap<String, FileMeta>>,
 }
 
 impl Files {
@@ -174,34 +287,53 @@ impl Files {
                 .get(PARTITION_COLUMN)
                 .cloned()
                 .flatten();
-            files
-                .by_key
-                .entry(key)
-                .or_default()
-                .insert(f.path().to_string(), f.size());
+            files.by_key.entry(key).or_default().insert(
+                f.path().to_string(),
+                FileMeta {
+                    size: f.size(),
+                    stats: f.stats().map(Arc::from),
+                },
+            );
         }
         Ok(files)
     }
 
-    /// Apply a commit's adds and removes.
-    pub fn apply(&mut self, actions: &[Action]) {
+    /// Apply a commit's adds and removes; what undoes them.
+    pub fn apply(&mut self, actions: &[Action]) -> Undo {
+        let mut undo = Undo::default();
         for a in actions {
             match a {
                 Action::Add(add) => {
-                    self.by_key
-                        .entry(partition_of(&add.partition_values))
+                    let key = partition_of(&add.partition_values);
+                    let meta = FileMeta {
+                        size: add.size,
+                        stats: add.stats.as_deref().map(Arc::from),
+                    };
+                    let old = self
+                        .by_key
+                        .entry(key.clone())
                         .or_default()
-                        .insert(add.path.clone(), add.size);
+                        .insert(add.path.clone(), meta);
+                    if let Some(old) = old {
+                        undo.steps
+                            .push(Step::Restore(key.clone(), add.path.clone(), old));
+                    }
+                    undo.steps.push(Step::Drop(key, add.path.clone()));
                 }
                 Action::Remove(r) => match &r.partition_values {
                     Some(values) => {
-                        if let Some(m) = self.by_key.get_mut(&partition_of(values)) {
-                            m.remove(&r.path);
+                        let key = partition_of(values);
+                        if let Some(old) = self.by_key.get_mut(&key).and_then(|m| m.remove(&r.path))
+                        {
+                            undo.steps.push(Step::Restore(key, r.path.clone(), old));
                         }
                     }
                     None => {
-                        for m in self.by_key.values_mut() {
-                            m.remove(&r.path);
+                        for (key, m) in self.by_key.iter_mut() {
+                            if let Some(old) = m.remove(&r.path) {
+                                undo.steps
+                                    .push(Step::Restore(key.clone(), r.path.clone(), old));
+                            }
                         }
                     }
                 },
@@ -209,6 +341,7 @@ impl Files {
             }
         }
         self.by_key.retain(|_, m| !m.is_empty());
+        undo
     }
 
     /// Whether some active file has no partition value.
@@ -218,9 +351,10 @@ impl Files {
 
     /// Every active file: (partition value, path, size).
     pub fn all(&self) -> impl Iterator<Item = (Option<&str>, &str, i64)> + '_ {
-        self.by_key
-            .iter()
-            .flat_map(|(k, m)| m.iter().map(move |(p, s)| (k.as_deref(), p.as_str(), *s)))
+        self.by_key.iter().flat_map(|(k, m)| {
+            m.iter()
+                .map(move |(p, f)| (k.as_deref(), p.as_str(), f.size))
+        })
     }
 
     /// The files whose partition value is in `[lo, hi)`: (value, path, size).
@@ -233,7 +367,7 @@ impl Files {
             .range(Some(lo.to_string())..Some(hi.to_string()))
             .flat_map(|(k, m)| {
                 let k = k.as_deref().unwrap_or_default();
-                m.iter().map(move |(p, s)| (k, p.as_str(), *s))
+                m.iter().map(move |(p, f)| (k, p.as_str(), f.size))
             })
     }
 }
@@ -295,11 +429,44 @@ impl Tables {
                     txns: HashMap::new(),
                     read_to,
                     reshaped: false,
+                    recent: VecDeque::new(),
                 }
             }
         };
         self.keep(at, &open)?;
         Ok(open)
+    }
+
+    /// The files of the table at `at` as of `version` that `keep` accepts ([`Open::files_at`]),
+    /// with a copy of the table whose metadata is that of `version`: from the kept entry,
+    /// brought forward first if it has not read `version` yet. `None`: the file list cannot
+    /// answer for that version (the caller reads it through delta-rs).
+    pub async fn files_at(
+        &self,
+        at: &Location,
+        version: u64,
+        keep: impl Fn(Option<&str>) -> bool,
+    ) -> Result<Option<(DeltaTable, Vec<(Option<String>, String, FileMeta)>)>> {
+        let kept = {
+            let map = self.lock()?;
+            match map.get(at) {
+                Some(o) if o.read_to >= Some(version) && !o.reshaped => {
+                    return Ok(o.files_at(version, keep).map(|f| (o.table.clone(), f)));
+                }
+                Some(o) if o.read_to >= Some(version) => Some(o.clone()),
+                _ => None,
+            }
+        };
+        let mut open = match kept {
+            Some(o) => o,
+            None => self.latest(at).await?,
+        };
+        let Some(files) = open.files_at(version, keep) else {
+            return Ok(None);
+        };
+        let table = open.shaped().await?;
+        self.keep(at, &open)?;
+        Ok(Some((table, files)))
     }
 
     /// Keep `open` unless a copy that has read further is kept already.
@@ -374,5 +541,103 @@ impl Tables {
         self.open
             .lock()
             .map_err(|_| Error::Bug("the open-tables lock is poisoned".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::kernel::{Add, Remove};
+    use proptest::prelude::*;
+
+    fn add(key: u8, path: u8, size: i64) -> Action {
+        Action::Add(Add {
+            path: format!("k={key}/f{path}.parquet"),
+            size,
+            partition_values: HashMap::from([(
+                PARTITION_COLUMN.to_string(),
+                Some(format!("2024-01-0{key}")),
+            )]),
+            stats: Some(format!("{{\"numRecords\":{size}}}")),
+            data_change: true,
+            ..Default::default()
+        })
+    }
+
+    fn remove(key: u8, path: u8, with_values: bool) -> Action {
+        Action::Remove(Remove {
+            path: format!("k={key}/f{path}.parquet"),
+            data_change: true,
+            partition_values: with_values.then(|| {
+                HashMap::from([(
+                    PARTITION_COLUMN.to_string(),
+                    Some(format!("2024-01-0{key}")),
+                )])
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn listing(
+        files: &Files,
+        keep: impl Fn(Option<&str>) -> bool,
+    ) -> Vec<(Option<String>, String, FileMeta)> {
+        undone(files, &VecDeque::new(), 0, 0, keep).unwrap_or_default()
+    }
+
+    /// One commit: adds and removes over 3 partitions and 4 paths each, maybe a metadata change.
+    fn commit() -> impl Strategy<Value = (Vec<Action>, bool)> {
+        let action = prop_oneof![
+            (1u8..4, 0u8..4, 1i64..100).prop_map(|(k, p, s)| add(k, p, s)),
+            (1u8..4, 0u8..4, any::<bool>()).prop_map(|(k, p, v)| remove(k, p, v)),
+        ];
+        (
+            proptest::collection::vec(action, 0..5),
+            proptest::bool::weighted(0.05),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Undoing the last commits gives exactly the file list each version had, for every
+        /// version still remembered and no metadata change after it; older ones are refused.
+        #[test]
+        fn undoing_commits_gives_each_remembered_versions_files(
+            commits in proptest::collection::vec(commit(), 1..45),
+            only in proptest::option::of(1u8..4),
+        ) {
+            let keep = |k: Option<&str>| match only {
+                None => true,
+                Some(o) => k == Some(format!("2024-01-0{o}").as_str()),
+            };
+            let mut files = Files::default();
+            let mut recent = VecDeque::new();
+            let mut seen = Vec::new();
+            let mut reshaped_at = Vec::new();
+            for (v, (actions, reshaped)) in commits.iter().enumerate() {
+                let v = v as u64;
+                let mut undo = files.apply(actions);
+                undo.version = v;
+                undo.reshaped = *reshaped;
+                if *reshaped {
+                    reshaped_at.push(v);
+                }
+                remember(&mut recent, v.checked_sub(1), undo);
+                seen.push(listing(&files, keep));
+            }
+            let read_to = commits.len() as u64 - 1;
+            for v in 0..=read_to {
+                let got = undone(&files, &recent, read_to, v, keep);
+                let remembered = read_to - v <= RECENT as u64;
+                let reshaped_after = reshaped_at.iter().any(|r| *r > v);
+                if remembered && !reshaped_after {
+                    prop_assert_eq!(got.as_ref(), Some(&seen[v as usize]), "version {}", v);
+                } else {
+                    prop_assert_eq!(got, None, "version {}", v);
+                }
+            }
+            prop_assert_eq!(undone(&files, &recent, read_to, read_to + 1, keep), None);
+        }
     }
 }

@@ -279,10 +279,10 @@ pub fn diff(
 ) -> Result<CanaryDiff> {
     let canary = canary_side(engine, s)?;
     let only = Some(&s.partitions);
-    let old = engine.partition_stats(&s.previous.table, s.previous.version, only)?;
+    let old = engine.partition_stats(&s.previous.table, s.previous.version, only, true)?;
     let new = match measured {
         Some(m) => m,
-        None => engine.partition_stats(&canary.table, canary.version, only)?,
+        None => engine.partition_stats(&canary.table, canary.version, only, true)?,
     };
     let partitions: Vec<PartitionRows> = s
         .partitions

@@ -273,11 +273,13 @@ impl<'a> Comparison<'a> {
                 &self.old.table,
                 self.old.version,
                 self.only.as_ref(),
+                true,
             )?;
             let new = self.engine.partition_stats(
                 &self.new.table,
                 self.new.version,
                 self.only.as_ref(),
+                true,
             )?;
             self.partitions_read += (old.len() + new.len()) as u64;
             self.stats = Some((old, new));

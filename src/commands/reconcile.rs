@@ -121,7 +121,7 @@ pub fn run(ctx: &Settings, r: &Reconcile, out: &mut dyn std::io::Write) -> Resul
         k == "all" || (lo.as_deref().is_none_or(|l| k >= l) && hi.as_deref().is_none_or(|h| k < h))
     };
     let left: BTreeMap<String, Checksum> = engine
-        .partition_stats(&a.table, a.version, None)?
+        .partition_stats(&a.table, a.version, None, false)?
         .into_iter()
         .filter(|(k, _)| in_range(k))
         .collect();
@@ -140,7 +140,7 @@ pub fn run(ctx: &Settings, r: &Reconcile, out: &mut dyn std::io::Write) -> Resul
             let b = side(&config, &state, benv, &model, ctx.execution_time)?;
             view.right = format!("{benv}:{}@{}", b.table, b.version);
             let right: BTreeMap<String, Checksum> = engine
-                .partition_stats(&b.table, b.version, None)?
+                .partition_stats(&b.table, b.version, None, false)?
                 .into_iter()
                 .filter(|(k, _)| in_range(k))
                 .collect();

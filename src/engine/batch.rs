@@ -279,7 +279,6 @@ async fn streamed(
 ) -> Result<Written> {
     use futures::StreamExt;
     let what = || b.what();
-    let mut sum = Running::new(&[], Some(PARTITION_COLUMN));
     let mut dropped = 0;
     let mut clock = Clock::start();
     let wrote: Result<()> = async {
@@ -294,7 +293,6 @@ async fn streamed(
                 None => batch,
             };
             for rows in rows {
-                sum.add(&rows)?;
                 writer.write(rows).await?;
             }
         }
@@ -308,7 +306,11 @@ async fn streamed(
     }
     clock.lap(Phase::Write);
     let schema = writer.schema();
-    let adds = writer.finish().await?;
+    let commit::Finished {
+        adds,
+        sum,
+        partitions,
+    } = writer.finish().await?;
     clock.lap(Phase::Flush);
     let audits = if b.job.audits.is_empty() {
         Vec::new()
@@ -317,8 +319,8 @@ async fn streamed(
     };
     clock.lap(Phase::Audits);
     let checked = Checked {
-        sum: sum.total,
-        partitions: sum.groups,
+        sum,
+        partitions,
         audits,
     };
     if let Some(report) = refused(b.read_version, &checked) {

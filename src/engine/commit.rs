@@ -32,7 +32,7 @@
 //!   it, as delta-rs does, so readers' log replay stays short. A failed checkpoint does not
 //!   fail the batch (the commit has landed; the next interval retries).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,6 +44,7 @@ use deltalake::kernel::{Action, Add, CommitInfo, Remove, Transaction};
 use deltalake::logstore::CommitOrBytes;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
+use super::checksum::{Checksum, Running};
 use super::tables::{Open, commit_actions, partition_of};
 use super::{Location, PARTITION_COLUMN, failed};
 use crate::error::{Diagnostic, Error, Result};
@@ -87,7 +88,25 @@ pub struct TableWriter {
     what: String,
     /// Arrow bytes written since the last flush.
     buffered: usize,
+    /// Checksums of the rows written since the last flush (by partition value).
+    since_flush: Running,
+    /// Checksums of the rows of the files finished so far: all, and by partition value.
+    sum: Checksum,
+    partitions: BTreeMap<String, Checksum>,
 }
+
+/// What a [`TableWriter`] wrote: its files, and the checksums of their rows (the partition
+/// column left out), in all and by partition value (empty for an unpartitioned table).
+pub struct Finished {
+    pub adds: Vec<Add>,
+    pub sum: Checksum,
+    pub partitions: BTreeMap<String, Checksum>,
+}
+
+/// The `add` tags recording the rows and checksum of a file tidemark wrote (see
+/// [`tag_files`]).
+pub const ROWS_TAG: &str = "tidemark.rows";
+pub const CHECKSUM_TAG: &str = "tidemark.checksum";
 
 /// The layout of the table a [`TableWriter`] writes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -117,6 +136,9 @@ pub async fn table_writer(
         adds: Vec::new(),
         what: format!("cannot write `{at}`"),
         buffered: 0,
+        since_flush: Running::new(&[], Some(PARTITION_COLUMN)),
+        sum: Checksum::default(),
+        partitions: BTreeMap::new(),
     }))
 }
 
@@ -196,6 +218,7 @@ impl TableWriter {
             )));
         }
         self.buffered += b.get_array_memory_size();
+        self.since_flush.add(&b)?;
         self.writer
             .write(conform(b, &self.schema)?)
             .await
@@ -206,14 +229,21 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Finish the open files, keeping what they became.
+    /// Finish the open files, keeping what they became, each tagged with its rows' checksum.
     async fn flush(&mut self) -> Result<()> {
         self.buffered = 0;
-        let adds = self
+        let mut adds = self
             .writer
             .flush()
             .await
             .map_err(|e| failed(&self.what, e))?;
+        let sum = std::mem::take(&mut self.since_flush.total);
+        let partitions = std::mem::take(&mut self.since_flush.groups);
+        tag_files(&mut adds, &sum, &partitions);
+        self.sum.merge(&sum);
+        for (k, c) in partitions {
+            self.partitions.entry(k).or_default().merge(&c);
+        }
         self.adds.extend(adds);
         Ok(())
     }
@@ -225,10 +255,40 @@ impl TableWriter {
         self.adds
     }
 
-    /// Finish the open files: every file written, to commit.
-    pub async fn finish(mut self) -> Result<Vec<Add>> {
+    /// Finish the open files: every file written, to commit, and their rows' checksums.
+    pub async fn finish(mut self) -> Result<Finished> {
         self.flush().await?;
-        Ok(self.adds)
+        Ok(Finished {
+            adds: self.adds,
+            sum: self.sum,
+            partitions: self.partitions,
+        })
+    }
+}
+
+/// Tag each of `adds` (the files of one flush) with the rows and checksum of the rows written
+/// to it: known when it is the flush's only file of its partition value (`partitions`), or of
+/// the table (`sum`, unpartitioned). A file left untagged is read when its checksum is needed.
+fn tag_files(adds: &mut [Add], sum: &Checksum, partitions: &BTreeMap<String, Checksum>) {
+    let mut per_key: HashMap<Option<String>, usize> = HashMap::new();
+    for a in adds.iter() {
+        *per_key
+            .entry(partition_of(&a.partition_values))
+            .or_default() += 1;
+    }
+    let only = adds.len() == 1;
+    for a in adds.iter_mut() {
+        let key = partition_of(&a.partition_values);
+        let measured = match &key {
+            Some(k) if per_key.get(&key) == Some(&1) => partitions.get(k),
+            None if only && partitions.is_empty() => Some(sum),
+            _ => None,
+        };
+        if let Some(c) = measured {
+            let tags = a.tags.get_or_insert_with(HashMap::new);
+            tags.insert(ROWS_TAG.to_string(), Some(c.rows.to_string()));
+            tags.insert(CHECKSUM_TAG.to_string(), Some(c.hex()));
+        }
     }
 }
 
@@ -520,7 +580,7 @@ mod tests {
         for b in batches {
             writer.write(b).await?;
         }
-        let adds = writer.finish().await?;
+        let adds = writer.finish().await?.adds;
         commit_files(open, at, &adds, w).await
     }
 
@@ -604,6 +664,71 @@ mod tests {
                 ("c".to_string(), 2),
                 ("d".to_string(), 1)
             ]
+        );
+    }
+    /// Every file a window writer finishes records its rows and checksum in its tags; per
+    /// partition they sum to what reading the rows finds, at every version, in this process
+    /// and in a new one that loads the table from a checkpoint. Partitions holding a file
+    /// written by delta-rs (no tags) are read instead.
+    #[tokio::test]
+    async fn written_files_record_checksums_that_sum_to_what_reading_finds() {
+        use super::super::ops::{read_stats, recorded_stats};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        std::fs::create_dir_all(&path).unwrap();
+        let at = Location::local(&path).unwrap();
+        let t = DeltaTable::try_from_url(at.url().clone()).await.unwrap();
+        // Version 0, by delta-rs: a file in `a` without tags.
+        t.write(vec![rows(&["a", "a"])])
+            .with_partition_columns([PARTITION_COLUMN])
+            .with_configuration([("delta.checkpointInterval", Some("3"))])
+            .await
+            .unwrap();
+        let tables = Tables::default();
+        let mut open = tables.latest(&at).await.unwrap();
+        let writes: [(&[&str], (&str, &str)); 4] = [
+            (&["b", "b", "c"], ("b", "d")),
+            (&["c", "d"], ("c", "e")),
+            (&["b"], ("b", "c")),
+            (&["d", "d", "e"], ("d", "f")),
+        ];
+        for (i, (ks, (lo, hi))) in writes.iter().enumerate() {
+            let k = keys(lo, hi);
+            let id = format!("w{i}");
+            overwrite_window(&mut open, &at, vec![rows(ks)], &window(&k, &id))
+                .await
+                .unwrap();
+            tables.keep(&at, &open).unwrap();
+        }
+        let tagged = std::collections::BTreeSet::from(["b", "c", "d", "e"].map(String::from));
+        for fresh in [false, true] {
+            // This process, or a new one (which loads the table from its checkpoint).
+            let tables = &Tables::default();
+            if !fresh {
+                tables.keep(&at, &open).unwrap();
+            }
+            // A new process knows the file list of the version it loaded (the latest) and later.
+            let versions = if fresh { 4..=4 } else { 1..=4 };
+            for version in versions {
+                let only = Some(&tagged);
+                let recorded = recorded_stats(&at, version, only, tables).await.unwrap();
+                let read = read_stats(&at, version, only, tables).await.unwrap();
+                assert_eq!(
+                    recorded.as_ref(),
+                    Some(&read),
+                    "version {version}, fresh {fresh}"
+                );
+                assert!(!read.is_empty());
+                // `a` has delta-rs's untagged file: read, not recorded.
+                assert_eq!(
+                    recorded_stats(&at, version, None, tables).await.unwrap(),
+                    None
+                );
+            }
+        }
+        assert!(
+            path.join("_delta_log/00000000000000000003.checkpoint.parquet")
+                .exists()
         );
     }
 }

@@ -289,12 +289,16 @@ pub trait Engine {
     fn table_uri(&self, table: &TableId) -> Result<String>;
     /// Rows and order-independent checksum per partition of a table at `version` (one entry,
     /// partition `all`, for an unpartitioned table), by partition key; `only`: just those
-    /// partitions (their files alone are read).
+    /// partitions (their files alone are read). `recorded`: taken from the checksums tidemark
+    /// recorded in the files' `add` tags when it wrote them, when every file has one, instead
+    /// of reading the rows — the same figures, for comparing versions; a proof of what a table
+    /// holds (`reconcile`) reads the rows.
     fn partition_stats(
         &self,
         table: &TableId,
         version: u64,
         only: Option<&BTreeSet<String>>,
+        recorded: bool,
     ) -> Result<BTreeMap<String, Checksum>>;
 }
 
@@ -432,10 +436,16 @@ impl Engine for LocalEngine {
         table: &TableId,
         version: u64,
         only: Option<&BTreeSet<String>>,
+        recorded: bool,
     ) -> Result<BTreeMap<String, Checksum>> {
         let at = self.table_location(table);
-        self.rt
-            .block_on(ops::partition_stats(&at, version, only, &self.tables))
+        self.rt.block_on(ops::partition_stats(
+            &at,
+            version,
+            only,
+            &self.tables,
+            recorded,
+        ))
     }
 }
 

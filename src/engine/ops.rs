@@ -148,9 +148,74 @@ pub async fn drop_table(at: &Location) -> Result<()> {
     Ok(())
 }
 
-/// Rows and checksum per partition at `version` (see [`super::Engine::partition_stats`]);
-/// the table is loaded through `tables`. The rows are streamed, not collected.
+/// Rows and checksum per partition at `version` (see [`super::Engine::partition_stats`]):
+/// with `recorded`, from the checksums recorded in the files' tags when every file read has
+/// one ([`recorded_stats`]); otherwise read through `tables` (streamed, not collected).
 pub async fn partition_stats(
+    at: &Location,
+    version: u64,
+    only: Option<&std::collections::BTreeSet<String>>,
+    tables: &super::tables::Tables,
+    recorded: bool,
+) -> Result<std::collections::BTreeMap<String, Checksum>> {
+    if recorded && let Some(stats) = recorded_stats(at, version, only, tables).await? {
+        return Ok(stats);
+    }
+    read_stats(at, version, only, tables).await
+}
+
+/// [`partition_stats`] from the checksums tidemark recorded when it wrote the files (see
+/// [`super::commit::CHECKSUM_TAG`]): the same figures as reading the rows, since a checksum is
+/// a sum over rows and each file's was taken of the rows written to it. `None` when a file to
+/// read has none (written by delta-rs, another engine or an older tidemark) or the file list
+/// cannot answer for `version`.
+pub async fn recorded_stats(
+    at: &Location,
+    version: u64,
+    only: Option<&std::collections::BTreeSet<String>>,
+    tables: &super::tables::Tables,
+) -> Result<Option<std::collections::BTreeMap<String, Checksum>>> {
+    let keep = |k: Option<&str>| match (only, k) {
+        (Some(keys), Some(k)) => keys.contains(k),
+        _ => true,
+    };
+    let Some((table, files)) = tables.files_at(at, version, keep).await? else {
+        return Ok(None);
+    };
+    let partitioned = table.snapshot().is_ok_and(|s| {
+        s.metadata()
+            .partition_columns()
+            .iter()
+            .any(|c| c == PARTITION_COLUMN)
+    });
+    let mut out = std::collections::BTreeMap::new();
+    let mut all = Checksum::default();
+    for (key, _, meta) in &files {
+        let Some(measured) = meta.measured else {
+            return Ok(None);
+        };
+        match (partitioned, key) {
+            (true, Some(k)) => out
+                .entry(k.clone())
+                .or_insert_with(Checksum::default)
+                .merge(&measured),
+            (true, None) => return Ok(None),
+            (false, _) => all.merge(&measured),
+        }
+    }
+    if !partitioned {
+        return Ok(Some(std::collections::BTreeMap::from([(
+            "all".to_string(),
+            all,
+        )])));
+    }
+    // Reading finds no rows, hence no entry, for a partition of empty files.
+    out.retain(|_, c: &mut Checksum| c.rows > 0);
+    Ok(Some(out))
+}
+
+/// [`partition_stats`] by reading the rows.
+pub async fn read_stats(
     at: &Location,
     version: u64,
     only: Option<&std::collections::BTreeSet<String>>,

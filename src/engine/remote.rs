@@ -192,8 +192,9 @@ impl Engine for SparkEngine {
         table: &TableId,
         version: u64,
         only: Option<&BTreeSet<String>>,
+        recorded: bool,
     ) -> Result<BTreeMap<String, Checksum>> {
-        self.local.partition_stats(table, version, only)
+        self.local.partition_stats(table, version, only, recorded)
     }
 }
 

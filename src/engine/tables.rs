@@ -34,6 +34,8 @@ use std::sync::{Arc, Mutex};
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 
+use super::checksum::Checksum;
+use super::commit::{CHECKSUM_TAG, ROWS_TAG};
 use super::{Location, PARTITION_COLUMN, failed};
 use crate::error::{Error, Result};
 
@@ -87,6 +89,16 @@ pub struct FileMeta {
     pub size: i64,
     /// The `add` action's statistics (JSON), if it had any.
     pub stats: Option<Arc<str>>,
+    /// The rows and checksum tidemark recorded in the `add` action's tags when it wrote the
+    /// file ([`super::commit::CHECKSUM_TAG`]), if it did.
+    pub measured: Option<Checksum>,
+}
+
+/// The checksum recorded in a file's `add` tags.
+fn measured(tags: Option<&HashMap<String, Option<String>>>) -> Option<Checksum> {
+    let tags = tags?;
+    let rows = tags.get(ROWS_TAG)?.as_deref()?.parse().ok()?;
+    Checksum::from_hex(rows, tags.get(CHECKSUM_TAG)?.as_deref()?)
 }
 
 impl Open {
@@ -287,11 +299,16 @@ impl Files {
                 .get(PARTITION_COLUMN)
                 .cloned()
                 .flatten();
+            // `add_action` is the only public reader of a file's tags (deprecated in favour of
+            // Arrow access, which has no public accessor of tags).
+            #[allow(deprecated)]
+            let tags = f.add_action().tags;
             files.by_key.entry(key).or_default().insert(
                 f.path().to_string(),
                 FileMeta {
                     size: f.size(),
                     stats: f.stats().map(Arc::from),
+                    measured: measured(tags.as_ref()),
                 },
             );
         }
@@ -308,6 +325,7 @@ impl Files {
                     let meta = FileMeta {
                         size: add.size,
                         stats: add.stats.as_deref().map(Arc::from),
+                        measured: measured(add.tags.as_ref()),
                     };
                     let old = self
                         .by_key

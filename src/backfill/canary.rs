@@ -207,49 +207,21 @@ fn diffs(
     subjects: &[Subject],
     tracker: &super::track::Tracker<'_, '_>,
 ) -> Vec<Result<CanaryDiff>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let threads = cx.options.workers.get().min(subjects.len());
-    if threads <= 1 {
-        return subjects
-            .iter()
-            .map(|s| diff(cx.engine, s, measured(tracker, s)))
-            .collect();
-    }
-    let next = AtomicUsize::new(0);
     let engine = cx.engine;
-    let mut done: Vec<(usize, Result<CanaryDiff>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(s) = subjects.get(i) else {
-                            return out;
-                        };
-                        out.push((i, diff(engine, s, measured(tracker, s))));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    done.sort_by_key(|(i, _)| *i);
-    let mut out: Vec<Result<CanaryDiff>> = Vec::with_capacity(subjects.len());
-    let mut got = done.into_iter().peekable();
-    for (i, s) in subjects.iter().enumerate() {
-        match got.next_if(|(j, _)| *j == i) {
-            Some((_, d)) => out.push(d),
-            None => out.push(Err(Error::Bug(format!(
+    super::in_parallel(cx.options.workers.get(), subjects, |s| {
+        diff(engine, s, measured(tracker, s))
+    })
+    .into_iter()
+    .zip(subjects)
+    .map(|(d, s)| {
+        d.unwrap_or_else(|| {
+            Err(Error::Bug(format!(
                 "the canary diff of {} panicked",
                 s.model
-            )))),
-        }
-    }
-    out
+            )))
+        })
+    })
+    .collect()
 }
 
 /// The canary side of `s` per partition as its batches measured it, if every one of them did

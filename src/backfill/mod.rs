@@ -578,3 +578,43 @@ fn context_error(e: Error, what: &str) -> Error {
         d
     })
 }
+
+/// `f` of each of `items` on up to `threads` threads taking them from one queue, in `items`'
+/// order; `None` for an item whose call panicked.
+pub(crate) fn in_parallel<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<Option<R>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = threads.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(|i| Some(f(i))).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return out;
+                        };
+                        out.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    let mut got = done.into_iter().peekable();
+    (0..items.len())
+        .map(|i| got.next_if(|(j, _)| *j == i).map(|(_, r)| r))
+        .collect()
+}

@@ -181,28 +181,43 @@ pub(super) fn clone_generations(
     plan: &Plan,
     catalog: &mut Catalog<'_>,
 ) -> Result<()> {
-    for (name, t) in &plan.target {
-        if let (Some(table), Some(from)) = (&t.table, &t.clone_from) {
-            let Some(latest) = cx.engine.table_info(from)?.map(|i| i.version) else {
-                continue;
-            };
-            let v = cx.engine.clone_table(from, latest, table)?;
-            display::tell(
-                cx,
-                &format!(
-                    "{name}: new generation {table} cloned from {from} at version {latest} (no data copied)"
-                ),
-                EventLine {
-                    model: Some(name.to_string()),
-                    table: Some(table.to_string()),
-                    cloned_from: Some(from.to_string()),
-                    table_version: Some(latest),
-                    ..EventLine::new("generation", &cx.apply.id)
-                },
-            );
-            if let Some(e) = catalog.entries.get_mut(name) {
-                e.version = Some(v);
-            }
+    // Clones are independent: made `--workers` at a time, reported in the plan's order.
+    let wanted: Vec<_> = plan
+        .target
+        .iter()
+        .filter_map(|(name, t)| Some((name, t.table.as_ref()?, t.clone_from.as_ref()?)))
+        .collect();
+    let made = super::in_parallel(cx.options.workers.get(), &wanted, |(_, table, from)| {
+        let Some(latest) = cx.engine.table_info(from)?.map(|i| i.version) else {
+            return Ok(None);
+        };
+        let v = cx.engine.clone_table(from, latest, table)?;
+        Ok(Some((latest, v)))
+    });
+    for ((name, table, from), made) in wanted.iter().zip(made) {
+        let made: Result<Option<(u64, u64)>> = made.unwrap_or_else(|| {
+            Err(crate::error::Error::Bug(format!(
+                "cloning the new generation of {name} panicked"
+            )))
+        });
+        let Some((latest, v)) = made? else {
+            continue;
+        };
+        display::tell(
+            cx,
+            &format!(
+                "{name}: new generation {table} cloned from {from} at version {latest} (no data copied)"
+            ),
+            EventLine {
+                model: Some(name.to_string()),
+                table: Some(table.to_string()),
+                cloned_from: Some(from.to_string()),
+                table_version: Some(latest),
+                ..EventLine::new("generation", &cx.apply.id)
+            },
+        );
+        if let Some(e) = catalog.entries.get_mut(*name) {
+            e.version = Some(v);
         }
     }
     Ok(())

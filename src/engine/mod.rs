@@ -373,12 +373,13 @@ impl Engine for LocalEngine {
 
     fn table_info(&self, table: &TableId) -> Result<Option<TableInfo>> {
         let at = self.table_location(table);
-        self.rt.block_on(ops::table_info(&at))
+        self.rt.block_on(ops::followed_info(&at, &self.tables))
     }
 
     fn clone_table(&self, from: &TableId, version: u64, to: &TableId) -> Result<u64> {
         let (from, to) = (self.table_location(from), self.table_location(to));
-        self.rt.block_on(ops::clone_table(&from, version, &to))
+        self.rt
+            .block_on(ops::clone_table(&from, version, &to, &self.tables))
     }
 
     fn query(&self, inputs: &[Input], sql: &str) -> Result<Vec<RecordBatch>> {

@@ -49,13 +49,50 @@ pub async fn table_info(at: &Location) -> Result<Option<TableInfo>> {
     }))
 }
 
-/// Create `to` as a clone of `from` at `version` (see the module invariants).
-pub async fn clone_table(from: &Location, version: u64, to: &Location) -> Result<u64> {
+/// [`table_info`] of a table this process follows ([`super::tables::Tables::latest`]): the
+/// kept copy brought up to date (only the commits since are read), or opened and kept for the
+/// batches and reads that follow.
+pub async fn followed_info(
+    at: &Location,
+    tables: &super::tables::Tables,
+) -> Result<Option<TableInfo>> {
+    if let Some(dir) = at.local_path()
+        && !dir.join("_delta_log").exists()
+    {
+        return Ok(None);
+    }
+    let mut open = tables.latest(at).await?;
+    let Some(version) = open.read_to() else {
+        return Ok(None);
+    };
+    let table = open.shaped().await?;
+    tables.keep(at, &open)?;
+    let partition_columns = table
+        .snapshot()
+        .map(|s| s.metadata().partition_columns().to_vec())
+        .unwrap_or_default();
+    Ok(Some(TableInfo {
+        version,
+        partition_columns,
+    }))
+}
+
+/// Create `to` as a clone of `from` at `version` (see the module invariants); a copy of `from`
+/// at that version kept in `tables` is not loaded again.
+pub async fn clone_table(
+    from: &Location,
+    version: u64,
+    to: &Location,
+    tables: &super::tables::Tables,
+) -> Result<u64> {
     if let Some(info) = table_info(to).await? {
         // An earlier, interrupted attempt got as far as committing the clone.
         return Ok(info.version);
     }
-    let source = open_at(from, version).await?;
+    let source = match tables.at(from, version) {
+        Some(t) => t,
+        None => open_at(from, version).await?,
+    };
     let snapshot = source
         .snapshot()
         .map_err(|e| failed("cannot read the table state", e))?;

@@ -17,7 +17,8 @@
 //! - The kept delta-rs table may be older than `read_to`; [`Open::current`] brings a copy up
 //!   to date for the writes that need one, [`Open::shaped`] only when the metadata changed.
 //! - Entries only move forward: of two copies brought up to date concurrently, the one that has
-//!   read further is kept.
+//!   read further is kept. At most [`KEPT`] tables are followed; past that, keeping one drops
+//!   another (opened again when next needed).
 //! - Nothing here decides what to write; a stale copy is only a slower path (the commit's
 //!   conflict check, not this cache, is what keeps concurrent writers apart).
 //! - An entry remembers how to undo its last [`RECENT`] commits ([`Undo`]), so the file list
@@ -425,6 +426,10 @@ pub struct Tables {
     pinned: Mutex<std::collections::VecDeque<(Location, u64, DeltaTable)>>,
 }
 
+/// How many tables are followed at most (each holds its file list): a command that looks at
+/// every table of a large warehouse (`janitor`) must not hold them all.
+const KEPT: usize = 1024;
+
 /// How many tables loaded at a fixed version are kept (one version each).
 const PINNED: usize = 64;
 
@@ -495,6 +500,13 @@ impl Tables {
         let mut map = self.lock()?;
         let further = map.get(at).is_some_and(|kept| kept.read_to >= open.read_to);
         if !further {
+            if !map.contains_key(at)
+                && map.len() >= KEPT
+                && let Some(other) = map.keys().next().cloned()
+            {
+                // Any other: an entry dropped is only opened again when next needed.
+                map.remove(&other);
+            }
             map.insert(at.clone(), open.clone());
         }
         Ok(())

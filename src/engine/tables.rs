@@ -482,6 +482,13 @@ impl Tables {
         };
         let mut open = match kept {
             Some(o) => o,
+            // Opening creates a local table's directory: not for a table that is not there.
+            None if at
+                .local_path()
+                .is_some_and(|dir| !dir.join("_delta_log").exists()) =>
+            {
+                return Ok(None);
+            }
             None => self.latest(at).await?,
         };
         let Some(files) = open.files_at(version, keep) else {

@@ -68,7 +68,10 @@ pub struct Backfill {
     pub full_refresh: bool,
 }
 
-/// Default intervals per batch: a week of data for units up to a day, one interval above.
+/// Default intervals per batch: a week of data for units up to a day, one interval above. Chosen
+/// from measurements (`docs/performance.md`, "The default batch size"): batches of about 1.5–7 M
+/// input rows are equally fast, a week is there for busy tables, and it keeps the canary batch
+/// and a resumed batch short.
 pub fn default_batch_size(unit: IntervalUnit) -> u32 {
     match unit {
         IntervalUnit::FiveMinute => 7 * 24 * 12,

@@ -48,6 +48,11 @@ use crate::error::{Error, Result};
 /// The algorithm tag of [`Checksum::hex`].
 const PREFIX: &str = "x64:";
 
+/// The Delta `add` tags in which tidemark records the rows and [`Checksum::hex`] of each file
+/// it writes (`engine::commit`), read back with the file list (`engine::tables`).
+pub const ROWS_TAG: &str = "tidemark.rows";
+pub const CHECKSUM_TAG: &str = "tidemark.checksum";
+
 /// A running checksum over rows of one schema.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Checksum {

@@ -44,7 +44,7 @@ use deltalake::kernel::{Action, Add, CommitInfo, Remove, Transaction};
 use deltalake::logstore::CommitOrBytes;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
-use super::checksum::{Checksum, Running};
+use super::checksum::{CHECKSUM_TAG, Checksum, ROWS_TAG, Running};
 use super::tables::{Open, commit_actions, partition_of};
 use super::{Location, PARTITION_COLUMN, failed};
 use crate::error::{Diagnostic, Error, Result};
@@ -102,11 +102,6 @@ pub struct Finished {
     pub sum: Checksum,
     pub partitions: BTreeMap<String, Checksum>,
 }
-
-/// The `add` tags recording the rows and checksum of a file tidemark wrote (see
-/// [`tag_files`]).
-pub const ROWS_TAG: &str = "tidemark.rows";
-pub const CHECKSUM_TAG: &str = "tidemark.checksum";
 
 /// The layout of the table a [`TableWriter`] writes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -202,7 +202,7 @@ pub async fn partition_stats(
 }
 
 /// [`partition_stats`] from the checksums tidemark recorded when it wrote the files (see
-/// [`super::commit::CHECKSUM_TAG`]): the same figures as reading the rows, since a checksum is
+/// [`super::checksum::CHECKSUM_TAG`]): the same figures as reading the rows, since a checksum is
 /// a sum over rows and each file's was taken of the rows written to it. `None` when a file to
 /// read has none (written by delta-rs, another engine or an older tidemark) or the file list
 /// cannot answer for `version`.

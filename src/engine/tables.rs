@@ -35,8 +35,7 @@ use std::sync::{Arc, Mutex};
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 
-use super::checksum::Checksum;
-use super::commit::{CHECKSUM_TAG, ROWS_TAG};
+use super::checksum::{CHECKSUM_TAG, Checksum, ROWS_TAG};
 use super::{Location, PARTITION_COLUMN, failed};
 use crate::error::{Error, Result};
 
@@ -91,7 +90,7 @@ pub struct FileMeta {
     /// The `add` action's statistics (JSON), if it had any.
     pub stats: Option<Arc<str>>,
     /// The rows and checksum tidemark recorded in the `add` action's tags when it wrote the
-    /// file ([`super::commit::CHECKSUM_TAG`]), if it did.
+    /// file ([`CHECKSUM_TAG`]), if it did.
     pub measured: Option<Checksum>,
 }
 

@@ -98,6 +98,14 @@ pub async fn clone_table(
         .map_err(|e| failed("cannot read the table state", e))?;
     let schema = snapshot.schema();
     let partition_columns = snapshot.metadata().partition_columns().to_vec();
+    // The clone is the same table under another name: it keeps the source's properties (the
+    // checkpoint interval tidemark sets, so that opening it replays at most 10 commits).
+    let configuration: Vec<(String, Option<String>)> = snapshot
+        .metadata()
+        .configuration()
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
     let files: Vec<_> = source
         .get_active_add_actions_by_partitions(&[])
         .try_collect()
@@ -123,6 +131,7 @@ pub async fn clone_table(
         .create()
         .with_columns(schema.fields().cloned())
         .with_partition_columns(partition_columns)
+        .with_configuration(configuration)
         .with_actions(actions)
         .with_save_mode(SaveMode::ErrorIfExists)
         .await

@@ -380,6 +380,17 @@ pub fn restate_hourly(p: &Path) {
 fn an_hourly_table_is_cloned_with_every_partition() {
     let (_t, p) = hourly();
     restate_hourly(&p);
+    // The clone keeps the source's properties: a checkpoint every 10 commits, not delta-rs's 100.
+    let prod = env_json(&p, "prod");
+    let first = p
+        .join("warehouse")
+        .join(table_of(&prod, "h.events"))
+        .join("_delta_log/00000000000000000000.json");
+    let commit = std::fs::read_to_string(&first).unwrap();
+    assert!(
+        commit.contains(r#""delta.checkpointInterval":"10""#),
+        "{commit}"
+    );
 }
 
 #[test]

@@ -315,7 +315,7 @@ async fn streamed(
     let audits = if b.job.audits.is_empty() {
         Vec::new()
     } else {
-        audit(&b.ctx, written_rows(b, &adds).await?, b.job).await?
+        audit(&b.ctx, written_rows(b, &adds, &schema).await?, b.job).await?
     };
     clock.lap(Phase::Audits);
     let checked = Checked {
@@ -368,26 +368,19 @@ async fn replace_table(
 }
 
 /// The rows of the files `adds` wrote into the table at `b.at` (no commit references them
-/// yet), for the audits: read back as Parquet, without the partition column.
+/// yet), for the audits (which leave out the partition column): read back as Parquet, or no
+/// rows of the files' columns (`schema`) when nothing was written.
 async fn written_rows(
     b: &Batch<'_>,
     adds: &[deltalake::kernel::Add],
+    schema: &datafusion::arrow::datatypes::SchemaRef,
 ) -> Result<datafusion::dataframe::DataFrame> {
     let what = || format!("reading back the files of {}", b.job.model);
     if adds.is_empty() {
-        // Nothing written: audits see no rows, with the query's columns.
-        let empty = empty_batch(
-            b.ctx
-                .sql_with_options(&b.job.sql, session::read_only())
-                .await
-                .map_err(|e| failed(&what(), e))?
-                .schema()
-                .as_arrow(),
-            false,
-        );
+        // Nothing written: audits see no rows, with the columns the files would have had.
         return b
             .ctx
-            .read_batch(empty)
+            .read_batch(RecordBatch::new_empty(Arc::clone(schema)))
             .map_err(|e| Error::Bug(format!("auditing the batch: {e}")));
     }
     if b.at.local_path().is_none() {

@@ -579,6 +579,21 @@ mod tests {
         commit_files(open, at, &adds, w).await
     }
 
+    /// A table in `dir` whose version 0 delta-rs wrote with `keys`' rows (a checkpoint every 3
+    /// versions): its directory and location.
+    async fn table_of(dir: &std::path::Path, keys: &[&str]) -> (std::path::PathBuf, Location) {
+        let path = dir.join("t");
+        std::fs::create_dir_all(&path).unwrap();
+        let at = Location::local(&path).unwrap();
+        let t = DeltaTable::try_from_url(at.url().clone()).await.unwrap();
+        t.write(vec![rows(keys)])
+            .with_partition_columns([PARTITION_COLUMN])
+            .with_configuration([("delta.checkpointInterval", Some("3"))])
+            .await
+            .unwrap();
+        (path, at)
+    }
+
     /// Active files by partition value, as delta-rs reads the table.
     async fn files_of(at: &Location) -> Vec<(String, i64)> {
         let t = DeltaTable::try_from_url(at.url().clone()).await.unwrap();
@@ -601,15 +616,7 @@ mod tests {
     #[tokio::test]
     async fn writers_of_other_partitions_are_rebased_and_of_the_same_partition_conflict() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t");
-        std::fs::create_dir_all(&path).unwrap();
-        let at = Location::local(&path).unwrap();
-        let t = DeltaTable::try_from_url(at.url().clone()).await.unwrap();
-        t.write(vec![rows(&["a", "b", "b"])])
-            .with_partition_columns([PARTITION_COLUMN])
-            .with_configuration([("delta.checkpointInterval", Some("3"))])
-            .await
-            .unwrap();
+        let (path, at) = table_of(dir.path(), &["a", "b", "b"]).await;
         // Three processes, each with its own view of the table, all as of version 0.
         let (p1, p2, p3) = (Tables::default(), Tables::default(), Tables::default());
         let mut one = p1.latest(&at).await.unwrap();
@@ -669,16 +676,8 @@ mod tests {
     async fn written_files_record_checksums_that_sum_to_what_reading_finds() {
         use super::super::ops::{read_stats, recorded_stats};
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t");
-        std::fs::create_dir_all(&path).unwrap();
-        let at = Location::local(&path).unwrap();
-        let t = DeltaTable::try_from_url(at.url().clone()).await.unwrap();
         // Version 0, by delta-rs: a file in `a` without tags.
-        t.write(vec![rows(&["a", "a"])])
-            .with_partition_columns([PARTITION_COLUMN])
-            .with_configuration([("delta.checkpointInterval", Some("3"))])
-            .await
-            .unwrap();
+        let (path, at) = table_of(dir.path(), &["a", "a"]).await;
         let tables = Tables::default();
         let mut open = tables.latest(&at).await.unwrap();
         let writes: [(&[&str], (&str, &str)); 4] = [

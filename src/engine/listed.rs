@@ -48,7 +48,7 @@ use deltalake::DeltaTable;
 use object_store::ObjectMeta;
 use object_store::path::Path;
 
-use super::tables::{FileMeta, Tables};
+use super::tables::{FileMeta, Tables, in_keys};
 use super::{Location, PARTITION_COLUMN};
 use crate::error::Result;
 
@@ -62,13 +62,8 @@ pub async fn provider(
     version: u64,
     keys: Option<&BTreeSet<String>>,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
-    let keep = |k: Option<&str>| match (keys, k) {
-        (None, _) => true,
-        (Some(keys), Some(k)) => keys.contains(k),
-        // Files without a partition value: kept for unpartitioned tables only (see `of`).
-        (Some(_), None) => true,
-    };
-    let Some((table, files)) = tables.files_at(at, version, keep).await? else {
+    // Files without a partition value are dropped from a partitioned table's reads in `of`.
+    let Some((table, files)) = tables.files_at(at, version, in_keys(keys)).await? else {
         return Ok(None);
     };
     let Some(listed) = Listed::of(ctx, at, &table, files, keys.is_some()).await else {

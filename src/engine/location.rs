@@ -110,6 +110,14 @@ impl Location {
         }
     }
 
+    /// A local directory holding no Delta log: surely no table there, known without opening
+    /// it (opening creates the directory). `false` on an object store, where only opening
+    /// tells.
+    pub fn lacks_local_table(&self) -> bool {
+        self.local_path()
+            .is_some_and(|dir| !dir.join("_delta_log").exists())
+    }
+
     /// The store's root URL (`s3://bucket/`), for registering its client with DataFusion.
     pub fn store_url(&self) -> Url {
         let mut root = self.0.clone();

@@ -30,9 +30,7 @@ const COPIES_IN_FLIGHT: usize = 16;
 
 /// Version and partitioning of the table at `at` (`None`: no table there).
 pub async fn table_info(at: &Location) -> Result<Option<TableInfo>> {
-    if let Some(dir) = at.local_path()
-        && !dir.join("_delta_log").exists()
-    {
+    if at.lacks_local_table() {
         return Ok(None);
     }
     let t = open(at).await?;
@@ -56,9 +54,7 @@ pub async fn followed_info(
     at: &Location,
     tables: &super::tables::Tables,
 ) -> Result<Option<TableInfo>> {
-    if let Some(dir) = at.local_path()
-        && !dir.join("_delta_log").exists()
-    {
+    if at.lacks_local_table() {
         return Ok(None);
     }
     let mut open = tables.latest(at).await?;
@@ -221,11 +217,10 @@ pub async fn recorded_stats(
     only: Option<&std::collections::BTreeSet<String>>,
     tables: &super::tables::Tables,
 ) -> Result<Option<std::collections::BTreeMap<String, Checksum>>> {
-    let keep = |k: Option<&str>| match (only, k) {
-        (Some(keys), Some(k)) => keys.contains(k),
-        _ => true,
-    };
-    let Some((table, files)) = tables.files_at(at, version, keep).await? else {
+    let Some((table, files)) = tables
+        .files_at(at, version, super::tables::in_keys(only))
+        .await?
+    else {
         return Ok(None);
     };
     let partitioned = table.snapshot().is_ok_and(|s| {

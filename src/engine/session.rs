@@ -83,19 +83,35 @@ async fn pinned(
     table
 }
 
-/// The table at `at` as of `version` read from the followed file list
-/// ([`super::listed::provider`]), timed as the pinned loads it replaces.
-async fn listed(
+/// A model's physical `table` at `version` (`None`: the latest), only the partitions `keys` if
+/// given, without the partition column: from the followed file list
+/// ([`super::listed::provider`]) when it can answer for a pinned version, else through delta-rs.
+async fn read_table(
     engine: &LocalEngine,
     ctx: &SessionContext,
-    at: &Location,
-    version: u64,
+    name: &ModelName,
+    table: &crate::names::TableId,
+    version: Option<u64>,
     keys: Option<&std::collections::BTreeSet<String>>,
-) -> Result<Option<Arc<dyn TableProvider>>> {
-    let started = std::time::Instant::now();
-    let provider = super::listed::provider(&engine.tables, ctx, at, version, keys).await;
-    super::phases::Phase::Listed.add(started);
-    provider
+) -> Result<Arc<dyn TableProvider>> {
+    let at = engine.table_location(table);
+    if let Some(v) = version {
+        let started = std::time::Instant::now();
+        let listed = super::listed::provider(&engine.tables, ctx, &at, v, keys).await;
+        super::phases::Phase::Listed.add(started);
+        if let Some(p) = listed? {
+            return Ok(p);
+        }
+    }
+    let provider = match version {
+        Some(v) => match pinned(engine, &at, v).await {
+            Ok(t) => delta::provider_of(ctx, t).await,
+            Err(e) => Err(e),
+        },
+        None => delta::provider(ctx, &at, None).await,
+    }
+    .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
+    hide_partition_column(ctx, provider, keys)
 }
 
 async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> Result<()> {
@@ -103,46 +119,14 @@ async fn register(engine: &LocalEngine, ctx: &SessionContext, input: &Input) -> 
     let r = reference(ctx, name)?;
     let provider: Arc<dyn TableProvider> = match input {
         Input::Table { table, version, .. } => {
-            let at = engine.table_location(table);
-            let listed = match version {
-                Some(v) => listed(engine, ctx, &at, *v, None).await?,
-                None => None,
-            };
-            match listed {
-                Some(p) => p,
-                None => {
-                    let provider = match version {
-                        Some(v) => match pinned(engine, &at, *v).await {
-                            Ok(t) => delta::provider_of(ctx, t).await,
-                            Err(e) => Err(e),
-                        },
-                        None => delta::provider(ctx, &at, None).await,
-                    };
-                    let provider = provider
-                        .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
-                    hide_partition_column(ctx, provider, None)?
-                }
-            }
+            read_table(engine, ctx, name, table, *version, None).await?
         }
         Input::Partitions {
             table,
             version,
             keys,
             ..
-        } => {
-            let at = engine.table_location(table);
-            match listed(engine, ctx, &at, *version, Some(keys)).await? {
-                Some(p) => p,
-                None => {
-                    let provider = match pinned(engine, &at, *version).await {
-                        Ok(t) => delta::provider_of(ctx, t).await,
-                        Err(e) => Err(e),
-                    }
-                    .map_err(|e| failed(&format!("cannot read `{name}` (table {table})"), e))?;
-                    hide_partition_column(ctx, provider, Some(keys))?
-                }
-            }
-        }
+        } => read_table(engine, ctx, name, table, Some(*version), Some(keys)).await?,
         Input::Empty { columns, .. } => {
             let cols: Vec<String> = columns
                 .iter()

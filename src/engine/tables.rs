@@ -390,6 +390,17 @@ impl Files {
     }
 }
 
+/// The filter of [`Tables::files_at`] for the partitions `keys` (all of them without `keys`). A
+/// file without a partition value is kept: it is an unpartitioned table's, read whole.
+pub fn in_keys(
+    keys: Option<&std::collections::BTreeSet<String>>,
+) -> impl Fn(Option<&str>) -> bool + '_ {
+    move |k| match (keys, k) {
+        (Some(keys), Some(k)) => keys.contains(k),
+        _ => true,
+    }
+}
+
 /// The value of [`PARTITION_COLUMN`] in a file's partition values.
 pub fn partition_of(values: &HashMap<String, Option<String>>) -> Option<String> {
     values.get(PARTITION_COLUMN).cloned().flatten()
@@ -481,13 +492,7 @@ impl Tables {
         };
         let mut open = match kept {
             Some(o) => o,
-            // Opening creates a local table's directory: not for a table that is not there.
-            None if at
-                .local_path()
-                .is_some_and(|dir| !dir.join("_delta_log").exists()) =>
-            {
-                return Ok(None);
-            }
+            None if at.lacks_local_table() => return Ok(None),
             None => self.latest(at).await?,
         };
         let Some(files) = open.files_at(version, keep) else {

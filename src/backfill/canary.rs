@@ -188,6 +188,49 @@ const PREVIOUS: &str = "tidemark_canary.previous";
 const FLOAT_TOLERANCE: f64 = 1e-9;
 const CANARY: &str = "tidemark_canary.canary";
 
+/// Scalar parts of a diff (each an aggregate over one source: one row), run as one query.
+#[derive(Default)]
+struct Parts {
+    /// `(SELECT … FROM …)` per part, its columns aliased in one numbering.
+    sql: Vec<String>,
+    /// Columns so far.
+    width: usize,
+}
+
+impl Parts {
+    /// Add `SELECT select FROM from`; returns the position of its first value.
+    fn add(&mut self, select: Vec<String>, from: &str) -> usize {
+        let at = self.width;
+        if select.is_empty() {
+            return at;
+        }
+        let cols: Vec<String> = select
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{e} AS v{}", at + i))
+            .collect();
+        self.width += select.len();
+        self.sql.push(format!(
+            "(SELECT {} FROM {from}) AS p{}",
+            cols.join(", "),
+            self.sql.len()
+        ));
+        at
+    }
+
+    /// Every part's values in order (nothing to run: none).
+    fn run(
+        &self,
+        q: &dyn Fn(&str) -> Result<Vec<RecordBatch>>,
+    ) -> Result<Vec<Option<f64>>> {
+        if self.sql.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = q(&format!("SELECT * FROM {}", self.sql.join(" CROSS JOIN ")))?;
+        Ok(gates::row_numbers(&b))
+    }
+}
+
 /// `s`'s table at its latest commit, which holds every canary batch.
 fn canary_side(engine: &dyn Engine, s: &Subject) -> Result<Side> {
     let version = engine
@@ -294,20 +337,20 @@ pub fn diff(
     // nothing changed, every row has its twin and both sides have the same sums; the comparing
     // queries are skipped (a restatement that changed nothing costs no joins).
     let same = old_cols == new_cols && partitions.iter().all(|p| p.identical);
-    // Changed values: one joined query by key, or one multiset difference per column.
-    let mut changed: BTreeMap<&String, u64> = BTreeMap::new();
-    let mut matched = None;
-    if same {
-        changed.extend(compared.iter().map(|c| (*c, 0)));
-        matched = keyed.then_some(rows_canary);
-    } else if keyed && !(old_cols.is_empty() || new_cols.is_empty()) {
+    // What is measured, as scalar parts run in one query (one planning, one session): the
+    // changed values (one joined part by key, or one multiset difference per column), then
+    // the sums of numeric columns outside the key, per side.
+    let mut parts = Parts::default();
+    let joined = if same || old_cols.is_empty() || new_cols.is_empty() {
+        None
+    } else if keyed {
         let on = s
             .key
             .iter()
             .map(|k| format!("o.{k} = n.{k}"))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let mut select = vec!["CAST(COUNT(*) AS BIGINT) AS matched".to_string()];
+        let mut select = vec!["CAST(COUNT(*) AS BIGINT)".to_string()];
         select.extend(compared.iter().map(|c| {
             // Floating-point values recomputed in another order differ in their last bits:
             // within FLOAT_TOLERANCE (relative) they count as unchanged.
@@ -319,58 +362,68 @@ pub fn diff(
                 String::new()
             };
             format!(
-                "CAST(SUM(CASE WHEN o.{c} = n.{c} OR (o.{c} IS NULL AND n.{c} IS NULL){near} THEN 0 ELSE 1 END) AS BIGINT) AS {c}"
+                "CAST(SUM(CASE WHEN o.{c} = n.{c} OR (o.{c} IS NULL AND n.{c} IS NULL){near} THEN 0 ELSE 1 END) AS BIGINT)"
             )
         }));
-        let b = q(&format!(
-            "SELECT {} FROM {PREVIOUS} AS o JOIN {CANARY} AS n ON {on}",
-            select.join(", ")
-        ))?;
-        let values = gates::row_numbers(&b);
-        matched = Some(values.first().copied().flatten().unwrap_or(0.0) as u64);
-        for (c, v) in compared.iter().zip(values.iter().skip(1)) {
-            changed.insert(c, v.unwrap_or(0.0) as u64);
-        }
-    } else if !(old_cols.is_empty() || new_cols.is_empty()) {
+        Some(parts.add(
+            select,
+            &format!("{PREVIOUS} AS o JOIN {CANARY} AS n ON {on}"),
+        ))
+    } else {
         for c in &compared {
-            let b = q(&format!(
-                "SELECT CAST(SUM(CASE WHEN d > 0 THEN d ELSE 0 END) AS BIGINT) AS n FROM \
-                 (SELECT v, SUM(s) AS d FROM (SELECT {c} AS v, 1 AS s FROM {CANARY} \
-                 UNION ALL SELECT {c} AS v, -1 AS s FROM {PREVIOUS}) AS u GROUP BY v) AS g"
-            ))?;
-            changed.insert(
-                c,
-                gates::row_numbers(&b)
-                    .first()
-                    .copied()
-                    .flatten()
-                    .unwrap_or(0.0) as u64,
+            parts.add(
+                vec!["CAST(SUM(CASE WHEN d > 0 THEN d ELSE 0 END) AS BIGINT)".to_string()],
+                &format!(
+                    "(SELECT v, SUM(s) AS d FROM (SELECT {c} AS v, 1 AS s FROM {CANARY} \
+                     UNION ALL SELECT {c} AS v, -1 AS s FROM {PREVIOUS}) AS u GROUP BY v) AS g"
+                ),
             );
         }
-    }
-    // Sums of numeric columns outside the key, one query per side.
+        None
+    };
     let summed = |cols: &BTreeMap<String, DataType>| -> Vec<String> {
         cols.iter()
             .filter(|(c, t)| t.is_numeric() && !s.key.contains(c))
             .map(|(c, _)| c.clone())
             .collect()
     };
-    let sums = |side: &str, cols: &[String]| -> Result<BTreeMap<String, Option<f64>>> {
-        if cols.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let select: Vec<String> = cols
+    let sums = |parts: &mut Parts, side: &str, cols: Vec<String>| {
+        let select = cols
             .iter()
-            .map(|c| format!("SUM(CAST({c} AS DOUBLE)) AS {c}"))
+            .map(|c| format!("SUM(CAST({c} AS DOUBLE))"))
             .collect();
-        let b = q(&format!("SELECT {} FROM {side}", select.join(", ")))?;
-        Ok(cols.iter().cloned().zip(gates::row_numbers(&b)).collect())
+        (cols, parts.add(select, side))
     };
-    let old_sums = sums(PREVIOUS, &summed(&old_cols))?;
-    let new_sums = if same {
-        old_sums.clone()
-    } else {
-        sums(CANARY, &summed(&new_cols))?
+    let old_summed = sums(&mut parts, PREVIOUS, summed(&old_cols));
+    let new_summed = (!same).then(|| sums(&mut parts, CANARY, summed(&new_cols)));
+    let values = parts.run(&q)?;
+    let value = |at: usize| values.get(at).copied().flatten();
+    // Every partition identical: nothing changed, every row matched its twin.
+    let mut changed: BTreeMap<&String, u64> = BTreeMap::new();
+    let mut matched = None;
+    if same {
+        changed.extend(compared.iter().map(|c| (*c, 0)));
+        matched = keyed.then_some(rows_canary);
+    } else if let Some(at) = joined {
+        matched = Some(value(at).unwrap_or(0.0) as u64);
+        for (i, c) in compared.iter().enumerate() {
+            changed.insert(c, value(at + 1 + i).unwrap_or(0.0) as u64);
+        }
+    } else if !(old_cols.is_empty() || new_cols.is_empty()) {
+        for (i, c) in compared.iter().enumerate() {
+            changed.insert(c, value(i).unwrap_or(0.0) as u64);
+        }
+    }
+    let side_sums = |(cols, at): &(Vec<String>, usize)| -> BTreeMap<String, Option<f64>> {
+        cols.iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), value(at + i)))
+            .collect()
+    };
+    let old_sums = side_sums(&old_summed);
+    let new_sums = match &new_summed {
+        Some(n) => side_sums(n),
+        None => old_sums.clone(),
     };
     let base = matched.unwrap_or(rows_canary);
     let mut out: Vec<ColumnDiff> = Vec::new();

@@ -21,7 +21,8 @@
 //!   (the same figures a read-back gives) when every canary batch of the model did; otherwise
 //!   they are read. The previous side is always read.
 //! - Output is deterministic: partitions and columns in order, numbers formatted one way;
-//!   several models' diffs are computed at once, and printed in model order.
+//!   several models' diffs are computed at once ([`super::review`]), and printed in model
+//!   order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +53,38 @@ pub struct Subject {
     batches: Vec<usize>,
     key: Vec<String>,
     gates: Vec<GateCall>,
+}
+
+impl Subject {
+    /// The model compared.
+    pub fn model(&self) -> &ModelName {
+        &self.model
+    }
+
+    /// Its canary batches (ids).
+    pub fn batches(&self) -> &[usize] {
+        &self.batches
+    }
+
+    /// A subject of `model` with canary batches `batches` (and nothing else), for tests.
+    #[cfg(test)]
+    pub(super) fn with_batches(model: &str, batches: Vec<usize>) -> Subject {
+        let model = ModelName::parse(model).unwrap_or_else(|e| panic!("{model}: {e}"));
+        let table = TableId::new(&model, "ab", 0);
+        Subject {
+            change: "restated",
+            previous: Side {
+                table: table.clone(),
+                version: 0,
+            },
+            table,
+            model,
+            partitions: BTreeSet::new(),
+            batches,
+            key: Vec::new(),
+            gates: Vec::new(),
+        }
+    }
 }
 
 /// The models with canary batches that have a previous version to compare with.
@@ -219,10 +252,7 @@ impl Parts {
     }
 
     /// Every part's values in order (nothing to run: none).
-    fn run(
-        &self,
-        q: &dyn Fn(&str) -> Result<Vec<RecordBatch>>,
-    ) -> Result<Vec<Option<f64>>> {
+    fn run(&self, q: &dyn Fn(&str) -> Result<Vec<RecordBatch>>) -> Result<Vec<Option<f64>>> {
         if self.sql.is_empty() {
             return Ok(Vec::new());
         }
@@ -241,47 +271,6 @@ fn canary_side(engine: &dyn Engine, s: &Subject) -> Result<Side> {
         table: s.table.clone(),
         version,
     })
-}
-
-/// The diff of every subject, in their order, computed `--workers` at a time (each is a few
-/// independent reads; a large model's does not hold up the others').
-fn diffs(
-    cx: &ApplyRun<'_>,
-    subjects: &[Subject],
-    tracker: &super::track::Tracker<'_, '_>,
-) -> Vec<Result<CanaryDiff>> {
-    let engine = cx.engine;
-    super::in_parallel(cx.options.workers.get(), subjects, |s| {
-        diff(engine, s, measured(tracker, s))
-    })
-    .into_iter()
-    .zip(subjects)
-    .map(|(d, s)| {
-        d.unwrap_or_else(|| {
-            Err(Error::Bug(format!(
-                "the canary diff of {} panicked",
-                s.model
-            )))
-        })
-    })
-    .collect()
-}
-
-/// The canary side of `s` per partition as its batches measured it, if every one of them did
-/// (their windows are disjoint, so each partition comes from one batch).
-fn measured(
-    tracker: &super::track::Tracker<'_, '_>,
-    s: &Subject,
-) -> Option<BTreeMap<String, Checksum>> {
-    let mut out = BTreeMap::new();
-    for id in &s.batches {
-        for (k, c) in tracker.measured(*id)? {
-            if out.insert(k, c).is_some() {
-                return None;
-            }
-        }
-    }
-    Some(out)
 }
 
 /// Compare `s`'s canary with its previous version (see the module invariants).
@@ -636,75 +625,6 @@ fn order(batches: &[RecordBatch], cols: &BTreeMap<String, DataType>) -> Vec<(Str
             .collect(),
         None => cols.iter().map(|(c, t)| (c.clone(), t.clone())).collect(),
     }
-}
-
-/// The review the scheduler runs once the canary batches completed: print (or emit) each
-/// subject's diff, then with `--canary-gate` check their gates; `true`: the rest may start.
-pub fn review(
-    cx: &ApplyRun<'_>,
-    subjects: &[Subject],
-    tracker: &super::track::Tracker<'_, '_>,
-) -> bool {
-    use super::display::EventLine;
-    let diffs = diffs(cx, subjects, tracker);
-    for (s, d) in subjects.iter().zip(diffs) {
-        match d {
-            Ok(d) => {
-                for line in text(&d).lines() {
-                    tracker.note(line);
-                }
-                tracker.emit(EventLine {
-                    model: Some(d.model.to_string()),
-                    diff: Some(d),
-                    ..EventLine::new("canary_diff", &cx.apply.id)
-                });
-            }
-            Err(e) => tracker.note(&format!(
-                "warning: no canary diff of {}: {}",
-                s.model,
-                e.summary()
-            )),
-        }
-    }
-    if !cx.options.canary_gate {
-        return true;
-    }
-    let verdict = match gate(cx, subjects) {
-        Ok(v) => v,
-        Err(e) => {
-            tracker.note(&format!(
-                "error: the canary gates could not be checked, so nothing fans out: {}",
-                e.summary()
-            ));
-            return false;
-        }
-    };
-    if verdict.report.checked.is_empty() {
-        tracker.note(
-            "canary gates: no model with canary batches and a previous version declares gates",
-        );
-        return true;
-    }
-    for line in gates::table(&verdict.report, "Canary gates", false)
-        .trim()
-        .lines()
-    {
-        tracker.note(line);
-    }
-    tracker.emit(EventLine {
-        violations: Some(verdict.report.violations.clone()),
-        ..EventLine::new("canary_gate", &cx.apply.id)
-    });
-    if !verdict.accepted.is_empty()
-        && let Err(e) = cx.progress.accept(&cx.apply.id, &verdict.accepted)
-    {
-        tracker.note(&format!(
-            "error: the acceptance could not be recorded, so nothing fans out: {}",
-            e.summary()
-        ));
-        return false;
-    }
-    verdict.report.blocking() == 0
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod batches;
 pub mod canary;
 pub mod catalog;
+mod clones;
 pub mod display;
 pub mod estimate;
 pub mod gates;
@@ -26,6 +27,7 @@ mod lease;
 pub mod lineage;
 mod precheck;
 mod prepare;
+mod review;
 pub mod scheduler;
 mod track;
 pub mod unit_tests;
@@ -267,7 +269,6 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         .map_err(|e| lease::explain(cx, plan, e))?;
     // From here on, janitor cannot delete what the plan reuses.
     let leased = lease::take(cx, plan)?;
-    prepare::clone_generations(cx, plan, &mut catalog)?;
     let limits: BTreeMap<ModelName, usize> = graph
         .1
         .iter()
@@ -344,19 +345,60 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
     // A batch's transaction version is the plan's state commit plus one: a re-run of the same
     // plan recognises its commits; a later plan recomputes (idempotently, as an overwrite).
     let txn_version = i64::try_from(plan.state_seq).unwrap_or(i64::MAX - 1) + 1;
-    let work = |b: &Batch, _attempt: u32| job::run(cx, &catalog, &jobs, b, txn_version);
-    let on = |e: Event<'_, job::BatchOut>| tracker.event(e);
-    let review = || canary::review(cx, &subjects, &tracker);
-    let finished = scheduler::run(
-        &batches,
-        done,
-        &limits,
-        &settings,
-        cx.interrupt,
-        &work,
-        &on,
-        &review,
-    );
+    // The new generations are cloned as the run goes: a helper makes them in order while the
+    // first batches compute; a batch first makes (or waits for) those it needs.
+    let clones = clones::Clones::new(plan, &batches, &done_flags);
+    let tell = |text: &str, e: EventLine| {
+        tracker.note(text);
+        tracker.emit(e);
+    };
+    let work = |b: &Batch, _attempt: u32| {
+        clones.before(cx, &catalog, &tell, &b.model)?;
+        job::run(cx, &catalog, &jobs, b, txn_version)
+    };
+    // Each canary diff is computed as soon as the model's canary batches completed, by a
+    // helper, while the other batches run; the review prints them once every canary completed.
+    let early = review::Early::new(&subjects, &done_flags);
+    let on = |e: Event<'_, job::BatchOut>| {
+        let completed = match &e {
+            Event::Completed { batch, .. } => Some(batch.id),
+            _ => None,
+        };
+        tracker.event(e);
+        if let Some(id) = completed {
+            early.completed(id);
+        }
+    };
+    let review = || review::review(cx, &early, &tracker);
+    let finished = std::thread::scope(|scope| {
+        if !clones.is_empty() {
+            scope.spawn(|| clones.ahead(cx, &catalog, &tell));
+        }
+        if !early.is_empty() {
+            scope.spawn(|| early.helper(cx, &tracker));
+        }
+        let finished = scheduler::run(
+            &batches,
+            done,
+            &limits,
+            &settings,
+            cx.interrupt,
+            &work,
+            &on,
+            &review,
+        );
+        clones.stop();
+        early.stop();
+        finished
+    });
+    // A run that completed has made every clone (one with no batch left to run makes them now).
+    let complete =
+        finished.stopped.is_none() && finished.results.iter().all(|r| matches!(r, Some(Ok(_))));
+    let cloned = if complete {
+        clones.all(cx, &catalog, &tell)
+    } else {
+        Ok(())
+    };
     let catalog = catalog
         .into_inner()
         .map_err(|_| Error::Bug("the catalog lock is poisoned".into()))?;
@@ -366,7 +408,7 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         source_versions: report_source_versions,
     };
     tracker.close();
-    let failed = incomplete(cx, &batches, &finished);
+    let failed = incomplete(cx, &batches, &finished).or(cloned.err());
     if let Some(l) = lineage {
         match &failed {
             None => l.apply("COMPLETE", None),

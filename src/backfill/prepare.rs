@@ -1,18 +1,16 @@
 //! Getting an apply ready: the snapshot of every target model, the catalog of tables and the
-//! versions each is read at, each model's job, the batch graph, the new generations cloned, and
-//! the apply's description for its progress record.
+//! versions each is read at, each model's job, the batch graph, and the apply's description
+//! for its progress record (the new generations are cloned as the apply runs: [`super::clones`]).
 //!
 //! Invariants:
 //! - [`prepare`] writes nothing (it runs before the apply's lease is taken); everything it reads
 //!   is read at a version fixed here: the pins of the environments involved, else a table's
 //!   latest version.
-//! - [`clone_generations`] runs after the lease: it is the apply's first write.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::batches::{self, Batch, Node, Upstream};
 use super::catalog::{Catalog, Entry};
-use super::display::{self, EventLine};
 use super::{ApplyRun, job, precheck};
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::format_ts;
@@ -172,55 +170,6 @@ fn batch_graph(
         parents: &parents,
     };
     Ok((batches::build(&work, &up, canary), work))
-}
-
-/// New generations of restated tables start as zero-copy clones of the current table; the
-/// catalog reads each at the clone's version.
-pub(super) fn clone_generations(
-    cx: &ApplyRun<'_>,
-    plan: &Plan,
-    catalog: &mut Catalog<'_>,
-) -> Result<()> {
-    // Clones are independent: made `--workers` at a time, reported in the plan's order.
-    let wanted: Vec<_> = plan
-        .target
-        .iter()
-        .filter_map(|(name, t)| Some((name, t.table.as_ref()?, t.clone_from.as_ref()?)))
-        .collect();
-    let made = super::in_parallel(cx.options.workers.get(), &wanted, |(_, table, from)| {
-        let Some(latest) = cx.engine.table_info(from)?.map(|i| i.version) else {
-            return Ok(None);
-        };
-        let v = cx.engine.clone_table(from, latest, table)?;
-        Ok(Some((latest, v)))
-    });
-    for ((name, table, from), made) in wanted.iter().zip(made) {
-        let made: Result<Option<(u64, u64)>> = made.unwrap_or_else(|| {
-            Err(crate::error::Error::Bug(format!(
-                "cloning the new generation of {name} panicked"
-            )))
-        });
-        let Some((latest, v)) = made? else {
-            continue;
-        };
-        display::tell(
-            cx,
-            &format!(
-                "{name}: new generation {table} cloned from {from} at version {latest} (no data copied)"
-            ),
-            EventLine {
-                model: Some(name.to_string()),
-                table: Some(table.to_string()),
-                cloned_from: Some(from.to_string()),
-                table_version: Some(latest),
-                ..EventLine::new("generation", &cx.apply.id)
-            },
-        );
-        if let Some(e) = catalog.entries.get_mut(*name) {
-            e.version = Some(v);
-        }
-    }
-    Ok(())
 }
 
 /// The apply's description, recorded with its progress.

@@ -11,15 +11,14 @@
 //!   first batch comes earlier, and a model with no batch to run comes first) exist at the
 //!   version the catalog reads them at.
 //! - Each clone is made by exactly one thread at a time; another that needs it waits for it.
-//!   A failed clone is not recorded: the next thread that needs it tries again (so the
-//!   scheduler's retry of a transient failure retries the clone), and its error fails the
-//!   batch that needed it.
+//!   A failed clone is not made: a batch that needs it tries again (so the scheduler's retry of
+//!   a transient failure retries the clone), and its error fails that batch; idle workers do
+//!   not retry it.
 //! - The catalog reads a clone at its version from the moment it is made; each clone is
 //!   reported once, when it is made.
 //! - [`Clones::all`] makes whatever is left: an apply completes only with every clone made.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use super::ApplyRun;
@@ -43,6 +42,8 @@ enum Made {
     No,
     Making,
     Yes,
+    /// The last attempt failed: idle workers leave it; a batch that needs it tries again.
+    Failed,
 }
 
 /// The clones of one apply, in order.
@@ -52,8 +53,6 @@ pub(super) struct Clones {
     place: BTreeMap<ModelName, usize>,
     made: Mutex<Vec<Made>>,
     changed: Condvar,
-    /// Set when the run is over: the helper stops.
-    over: AtomicBool,
 }
 
 impl Clones {
@@ -84,13 +83,7 @@ impl Clones {
             place,
             made: Mutex::new(vec![Made::No; n]),
             changed: Condvar::new(),
-            over: AtomicBool::new(false),
         }
-    }
-
-    /// Nothing to clone.
-    pub(super) fn is_empty(&self) -> bool {
-        self.wanted.is_empty()
     }
 
     /// Make every clone that must precede the batches of `model`.
@@ -115,25 +108,25 @@ impl Clones {
         (0..self.wanted.len()).try_for_each(|i| self.make(cx, catalog, tell, i))
     }
 
-    /// The helper: make the clones in order until done or the run is over. Failures are left
-    /// to the batch that needs the clone.
-    pub(super) fn ahead(
+    /// Side work for an idle worker: make the next clone nobody made or tried (in order);
+    /// `false`: none left. A failure is left to the batch that needs the clone.
+    pub(super) fn next(
         &self,
         cx: &ApplyRun<'_>,
         catalog: &Mutex<Catalog<'_>>,
         tell: &(dyn Fn(&str, EventLine) + Sync),
-    ) {
-        for i in 0..self.wanted.len() {
-            if self.over.load(Ordering::SeqCst) {
-                return;
-            }
-            let _ = self.make(cx, catalog, tell, i);
-        }
-    }
-
-    /// The run is over: the helper makes no further clone.
-    pub(super) fn stop(&self) {
-        self.over.store(true, Ordering::SeqCst);
+    ) -> bool {
+        let Ok(mut made) = self.lock() else {
+            return false;
+        };
+        let Some(i) = made.iter().position(|m| *m == Made::No) else {
+            return false;
+        };
+        made[i] = Made::Making;
+        drop(made);
+        // Done or failed, it was work: there may be more.
+        let _ = self.finish(i, self.clone_one(cx, catalog, tell, &self.wanted[i]));
+        true
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Vec<Made>>> {
@@ -160,14 +153,22 @@ impl Clones {
                         .wait(made)
                         .map_err(|_| Error::Bug("the clones' lock is poisoned".into()))?;
                 }
-                Made::No => break,
+                Made::No | Made::Failed => break,
             }
         }
         made[i] = Made::Making;
         drop(made);
-        let result = self.clone_one(cx, catalog, tell, &self.wanted[i]);
+        self.finish(i, self.clone_one(cx, catalog, tell, &self.wanted[i]))
+    }
+
+    /// Record how making clone `i` went, and wake whoever waits for it.
+    fn finish(&self, i: usize, result: Result<()>) -> Result<()> {
         let mut made = self.lock()?;
-        made[i] = if result.is_ok() { Made::Yes } else { Made::No };
+        made[i] = if result.is_ok() {
+            Made::Yes
+        } else {
+            Made::Failed
+        };
         self.changed.notify_all();
         result
     }

@@ -345,20 +345,20 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
     // A batch's transaction version is the plan's state commit plus one: a re-run of the same
     // plan recognises its commits; a later plan recomputes (idempotently, as an overwrite).
     let txn_version = i64::try_from(plan.state_seq).unwrap_or(i64::MAX - 1) + 1;
-    // The new generations are cloned as the run goes: a helper makes them in order while the
-    // first batches compute; a batch first makes (or waits for) those it needs.
+    // Side work for workers with no batch to start (the first batches compute alone, the last
+    // ones wait for each other): the new generations are cloned in order (a batch first makes
+    // or waits for those it needs), and each canary diff is computed as soon as the model's
+    // canary batches completed; the review prints the diffs once every canary completed.
     let clones = clones::Clones::new(plan, &batches, &done_flags);
     let tell = |text: &str, e: EventLine| {
         tracker.note(text);
         tracker.emit(e);
     };
+    let early = review::Early::new(&subjects, &done_flags);
     let work = |b: &Batch, _attempt: u32| {
         clones.before(cx, &catalog, &tell, &b.model)?;
         job::run(cx, &catalog, &jobs, b, txn_version)
     };
-    // Each canary diff is computed as soon as the model's canary batches completed, by a
-    // helper, while the other batches run; the review prints them once every canary completed.
-    let early = review::Early::new(&subjects, &done_flags);
     let on = |e: Event<'_, job::BatchOut>| {
         let completed = match &e {
             Event::Completed { batch, .. } => Some(batch.id),
@@ -370,27 +370,18 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         }
     };
     let review = || review::review(cx, &early, &tracker);
-    let finished = std::thread::scope(|scope| {
-        if !clones.is_empty() {
-            scope.spawn(|| clones.ahead(cx, &catalog, &tell));
-        }
-        if !early.is_empty() {
-            scope.spawn(|| early.helper(cx, &tracker));
-        }
-        let finished = scheduler::run(
-            &batches,
-            done,
-            &limits,
-            &settings,
-            cx.interrupt,
-            &work,
-            &on,
-            &review,
-        );
-        clones.stop();
-        early.stop();
-        finished
-    });
+    let idle = || clones.next(cx, &catalog, &tell) || early.next(cx, &tracker);
+    let finished = scheduler::run(
+        &batches,
+        done,
+        &limits,
+        &settings,
+        cx.interrupt,
+        &work,
+        &on,
+        &review,
+        &idle,
+    );
     // A run that completed has made every clone (one with no batch left to run makes them now).
     let complete =
         finished.stopped.is_none() && finished.results.iter().all(|r| matches!(r, Some(Ok(_))));

@@ -2,12 +2,13 @@
 //! then, once every canary batch did, the diffs printed in order and the gates checked.
 //!
 //! Invariants:
-//! - A subject's diff starts only when every one of its canary batches completed; it runs on
-//!   a helper thread while other batches compute (it only reads, each side at a fixed version,
-//!   and only the canary partitions, which nothing else of the model writes before the review).
+//! - A subject's diff starts only when every one of its canary batches completed; a worker
+//!   with no batch to start computes it while other batches run (it only reads, each side at a
+//!   fixed version, and only the canary partitions, which nothing else of the model writes
+//!   before the review).
 //! - The review answers alone, as before (see [`super::scheduler`]): the diffs are printed,
-//!   in subject order, and the gates checked only once every canary batch completed. A diff the
-//!   helper has not started by then (or every diff, on a resume whose canaries completed
+//!   in subject order, and the gates checked only once every canary batch completed. A diff no
+//!   worker has started by then (or every diff, on a resume whose canaries completed
 //!   earlier) is computed by the review itself, `--workers` at a time.
 //! - Each diff is computed exactly once; a panic in one is reported as a bug, not lost.
 
@@ -38,8 +39,6 @@ struct Progress {
     /// Subjects whose canary batches all completed, not yet taken.
     ready: VecDeque<usize>,
     slots: Vec<Slot>,
-    /// The run is over: the helper stops.
-    over: bool,
 }
 
 /// The diffs of one apply's subjects, as they become computable.
@@ -71,15 +70,9 @@ impl<'s> Early<'s> {
                 left,
                 ready: VecDeque::new(),
                 slots: subjects.iter().map(|_| Slot::Waiting).collect(),
-                over: false,
             }),
             changed: Condvar::new(),
         }
-    }
-
-    /// No subject: nothing to compute.
-    pub(super) fn is_empty(&self) -> bool {
-        self.subjects.is_empty()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -102,36 +95,26 @@ impl<'s> Early<'s> {
         self.changed.notify_all();
     }
 
-    /// The helper: compute each diff once its canary batches completed, until the run is over.
-    pub(super) fn helper(&self, cx: &ApplyRun<'_>, tracker: &Tracker<'_, '_>) {
-        loop {
-            let i = {
-                let mut p = self.lock();
-                loop {
-                    if p.over {
-                        return;
-                    }
-                    if let Some(i) = p.ready.pop_front() {
-                        if matches!(p.slots[i], Slot::Waiting) {
-                            p.slots[i] = Slot::Computing;
-                            break i;
-                        }
-                        continue;
-                    }
-                    p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner());
-                }
-            };
-            let d = self.compute(cx, tracker, i);
+    /// Side work for an idle worker: compute the next diff whose canary batches all completed;
+    /// `false`: none is ready.
+    pub(super) fn next(&self, cx: &ApplyRun<'_>, tracker: &Tracker<'_, '_>) -> bool {
+        let i = {
             let mut p = self.lock();
-            p.slots[i] = Slot::Done(d);
-            self.changed.notify_all();
-        }
-    }
-
-    /// The run is over: the helper computes no further diff.
-    pub(super) fn stop(&self) {
-        self.lock().over = true;
+            loop {
+                let Some(i) = p.ready.pop_front() else {
+                    return false;
+                };
+                if matches!(p.slots[i], Slot::Waiting) {
+                    p.slots[i] = Slot::Computing;
+                    break i;
+                }
+            }
+        };
+        let d = self.compute(cx, tracker, i);
+        let mut p = self.lock();
+        p.slots[i] = Slot::Done(d);
         self.changed.notify_all();
+        true
     }
 
     fn compute(
@@ -151,7 +134,7 @@ impl<'s> Early<'s> {
     }
 
     /// Every subject's diff, in order: those not started are computed now, `--workers` at a
-    /// time; those the helper is computing are waited for.
+    /// time; those a worker is computing are waited for.
     fn all(&self, cx: &ApplyRun<'_>, tracker: &Tracker<'_, '_>) -> Vec<Result<CanaryDiff>> {
         let mine: Vec<usize> = {
             let mut p = self.lock();

@@ -13,6 +13,10 @@
 //! - When the last canary batch completes (or, on a resume, before anything starts if the
 //!   canaries completed earlier), the review runs alone: no other batch starts until it
 //!   answers, and a refusal stops the run before the fan-out.
+//! - A worker that finds no batch it may start while others run does side work first (`idle`:
+//!   the apply's clones and canary diffs), one task at a time, then looks again; it waits only
+//!   when there is none. So side work fills the gaps of the batch graph instead of competing
+//!   with batches for `--workers` threads.
 //! - Once the circuit breaker trips (max failures reached, a canary failed), the time box is
 //!   spent, or a stop is requested, no new batch starts; running batches finish and are
 //!   reported. Dependents of a failed batch never start.
@@ -121,7 +125,8 @@ struct Shared<R> {
 
 /// Run `batches` with `work`. `done` marks batches completed earlier (skipped, their value
 /// kept); `limit` gives each model's concurrency (absent: unlimited); `review` is asked once
-/// the canary batches completed whether the rest may start.
+/// the canary batches completed whether the rest may start; `idle` is side work a worker does
+/// when no batch can start but others run (`true`: it did some, and may have more).
 #[allow(clippy::too_many_arguments)]
 pub fn run<R: Send>(
     batches: &[Batch],
@@ -132,6 +137,7 @@ pub fn run<R: Send>(
     work: &(dyn Fn(&Batch, u32) -> std::result::Result<R, Error> + Sync),
     on: &(dyn Fn(Event<'_, R>) + Sync),
     review: &(dyn Fn() -> bool + Sync),
+    idle: &(dyn Fn() -> bool + Sync),
 ) -> Finished<R> {
     let n = batches.len();
     let mut dependents = vec![Vec::new(); n];
@@ -201,6 +207,7 @@ pub fn run<R: Send>(
                     work,
                     on,
                     review,
+                    idle,
                 )
             });
         }
@@ -225,11 +232,14 @@ fn worker<R: Send>(
     work: &(dyn Fn(&Batch, u32) -> std::result::Result<R, Error> + Sync),
     on: &(dyn Fn(Event<'_, R>) + Sync),
     review: &(dyn Fn() -> bool + Sync),
+    idle: &(dyn Fn() -> bool + Sync),
 ) {
     loop {
         // Pick a batch, or leave.
         let picked = {
             let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+            // Side work was looked for since the last wait and there was none.
+            let mut idled = false;
             loop {
                 if st.stopped.is_none() {
                     if interrupt.load(Ordering::SeqCst) {
@@ -272,6 +282,15 @@ fn worker<R: Send>(
                     wake.notify_all();
                     return;
                 }
+                if !idled {
+                    // Nothing can start yet: side work in the meantime, then look again
+                    // (without the lock, so that others complete and start batches meanwhile).
+                    drop(st);
+                    idled = !idle();
+                    st = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+                idled = false;
                 st = wake
                     .wait_timeout(st, Duration::from_millis(200))
                     .map(|(g, _)| g)
@@ -440,6 +459,50 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_with_nothing_to_start_does_side_work_while_others_run() {
+        // One day of a chain: the second worker has no batch it may start while the first runs.
+        let g = chain(&["s.a", "s.b"], 1, false);
+        let stop = AtomicBool::new(false);
+        let running = AtomicUsize::new(0);
+        let (side, during) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let work = |b: &Batch, _| {
+            running.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(60));
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok::<usize, Error>(b.id)
+        };
+        // Three side tasks, then none.
+        let idle = || {
+            if side.fetch_add(1, Ordering::SeqCst) >= 3 {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            if running.load(Ordering::SeqCst) > 0 {
+                during.fetch_add(1, Ordering::SeqCst);
+            }
+            true
+        };
+        let f = run(
+            &g,
+            Vec::new(),
+            &BTreeMap::new(),
+            &settings(2),
+            &stop,
+            &work,
+            &|_| {},
+            &|| true,
+            &idle,
+        );
+        assert!(f.stopped.is_none());
+        assert!(f.results.iter().all(|r| matches!(r, Some(Ok(_)))));
+        assert!(side.load(Ordering::SeqCst) > 3, "every side task was taken");
+        assert!(
+            during.load(Ordering::SeqCst) >= 2,
+            "side work ran while a batch ran"
+        );
+    }
+
+    #[test]
     fn every_batch_runs_once_after_its_dependencies() {
         let g = chain(&["s.a", "s.b", "s.c"], 20, false);
         let finished_at: Vec<AtomicUsize> = (0..g.len()).map(|_| AtomicUsize::new(0)).collect();
@@ -465,6 +528,7 @@ mod tests {
             &work,
             &|_| {},
             &|| true,
+            &|| false,
         );
         assert!(f.stopped.is_none());
         assert!(
@@ -500,6 +564,7 @@ mod tests {
             &work,
             &|_| {},
             &|| true,
+            &|| false,
         );
         assert_eq!(tries.load(Ordering::SeqCst), 2);
         assert_eq!(f.stopped, Some(Stop::Failures));
@@ -533,6 +598,7 @@ mod tests {
             &work,
             &|_| {},
             &|| true,
+            &|| false,
         );
         assert_eq!(f.stopped, Some(Stop::Canary));
         assert_eq!(ran.load(Ordering::SeqCst), 1, "nothing else started");
@@ -554,6 +620,7 @@ mod tests {
             &work,
             &|_| {},
             &|| true,
+            &|| false,
         );
         assert!(f.stopped.is_none());
         assert_eq!(ran.load(Ordering::SeqCst), g.len() - 5);
@@ -591,6 +658,7 @@ mod tests {
             &work,
             &|_| {},
             &refuse,
+            &|| false,
         );
         assert_eq!(f.stopped, Some(Stop::CanaryReview));
         assert_eq!(reviews.load(Ordering::SeqCst), 1);
@@ -611,6 +679,7 @@ mod tests {
             &work,
             &|_| {},
             &accept,
+            &|| false,
         );
         assert!(f.stopped.is_none());
         assert_eq!(reviews.load(Ordering::SeqCst), 2);
@@ -640,6 +709,7 @@ mod tests {
             &work,
             &|_| {},
             &|| true,
+            &|| false,
         );
         assert!(f.stopped.is_none());
         assert!(peak.load(Ordering::SeqCst) <= 2);
@@ -653,6 +723,7 @@ mod tests {
             &work,
             &|_| {},
             &|| true,
+            &|| false,
         );
         assert_eq!(f.stopped, Some(Stop::Interrupted));
         assert!(f.results.iter().all(Option::is_none));

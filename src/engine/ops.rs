@@ -121,7 +121,11 @@ pub async fn clone_table(
         let add = f.add_action();
         actions.push(deltalake::kernel::Action::Add(add));
     }
-    copy_files(store.as_ref(), copies).await?;
+    if from.local_path().is_some() {
+        link_files(&copies)?;
+    } else {
+        copy_files(store.as_ref(), copies).await?;
+    }
     let target = open(to).await?;
     let table = target
         .create()
@@ -164,6 +168,37 @@ async fn copy_files(
         .try_collect::<Vec<()>>()
         .await
         .map(|_| ())
+}
+
+/// [`copy_files`] on a local disk: one hard link per file and each directory made once (the
+/// store's `copy` makes the directory and links to a temporary name then renames, per file).
+/// A target already there is the same immutable file, linked by an interrupted clone.
+fn link_files(copies: &[(object_store::path::Path, object_store::path::Path)]) -> Result<()> {
+    let fs = object_store::local::LocalFileSystem::new();
+    let on_disk = |p: &object_store::path::Path| {
+        fs.path_to_filesystem(p)
+            .map_err(|e| Error::Bug(format!("not a local file path {p}: {e}")))
+    };
+    let mut made = std::collections::BTreeSet::new();
+    for (from, to) in copies {
+        let (src, dst) = (on_disk(from)?, on_disk(to)?);
+        let io = |what: &str, at: &std::path::Path, e: &std::io::Error| {
+            Error::transient(crate::error::io_error(what, at, e))
+        };
+        if let Some(dir) = dst.parent()
+            && made.insert(dir.to_path_buf())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| io("create", dir, &e))?;
+        }
+        if let Err(e) = std::fs::hard_link(&src, &dst) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(io("link", &dst, &e));
+            }
+            std::fs::remove_file(&dst).map_err(|e| io("replace", &dst, &e))?;
+            std::fs::hard_link(&src, &dst).map_err(|e| io("link", &dst, &e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Delete every object of the table at `at` (its directory, on a local disk).

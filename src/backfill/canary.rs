@@ -327,19 +327,37 @@ pub fn diff(
     // queries are skipped (a restatement that changed nothing costs no joins).
     let same = old_cols == new_cols && partitions.iter().all(|p| p.identical);
     // What is measured, as scalar parts run in one query (one planning, one session): the
-    // changed values (one joined part by key, or one multiset difference per column), then
-    // the sums of numeric columns outside the key, per side.
+    // changed values (one joined part by key, or one multiset difference per column) and the
+    // sums of numeric columns outside the key, per side.
     let mut parts = Parts::default();
-    let joined = if same || old_cols.is_empty() || new_cols.is_empty() {
+    let summed = |cols: &BTreeMap<String, DataType>| -> Vec<String> {
+        cols.iter()
+            .filter(|(c, t)| t.is_numeric() && !s.key.contains(c))
+            .map(|(c, _)| c.clone())
+            .collect()
+    };
+    let (old_summed, new_summed) = (summed(&old_cols), summed(&new_cols));
+    let sum_of = |alias: &str, cols: &[String]| -> Vec<String> {
+        cols.iter()
+            .map(|c| format!("SUM(CAST({alias}{c} AS DOUBLE))"))
+            .collect()
+    };
+    // By key: one full join gives the matched rows, the changed values and — when it holds
+    // each row of either side exactly once (the key is unique on both) — both sides' sums, so
+    // each side is read once.
+    let joined = if same || old_cols.is_empty() || new_cols.is_empty() || !keyed {
         None
-    } else if keyed {
+    } else {
         let on = s
             .key
             .iter()
             .map(|k| format!("o.{k} = n.{k}"))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let mut select = vec!["CAST(COUNT(*) AS BIGINT)".to_string()];
+        let both = "o.tidemark_o IS NOT NULL AND n.tidemark_n IS NOT NULL";
+        let mut select = vec![format!(
+            "CAST(SUM(CASE WHEN {both} THEN 1 ELSE 0 END) AS BIGINT)"
+        )];
         select.extend(compared.iter().map(|c| {
             // Floating-point values recomputed in another order differ in their last bits:
             // within FLOAT_TOLERANCE (relative) they count as unchanged.
@@ -351,14 +369,23 @@ pub fn diff(
                 String::new()
             };
             format!(
-                "CAST(SUM(CASE WHEN o.{c} = n.{c} OR (o.{c} IS NULL AND n.{c} IS NULL){near} THEN 0 ELSE 1 END) AS BIGINT)"
+                "CAST(SUM(CASE WHEN NOT ({both}) THEN 0 WHEN o.{c} = n.{c} OR (o.{c} IS NULL AND n.{c} IS NULL){near} THEN 0 ELSE 1 END) AS BIGINT)"
             )
         }));
+        select.push("CAST(COUNT(o.tidemark_o) AS BIGINT)".to_string());
+        select.push("CAST(COUNT(n.tidemark_n) AS BIGINT)".to_string());
+        select.extend(sum_of("o.", &old_summed));
+        select.extend(sum_of("n.", &new_summed));
         Some(parts.add(
             select,
-            &format!("{PREVIOUS} AS o JOIN {CANARY} AS n ON {on}"),
+            &format!(
+                "(SELECT *, 1 AS tidemark_o FROM {PREVIOUS}) AS o \
+                 FULL JOIN (SELECT *, 1 AS tidemark_n FROM {CANARY}) AS n ON {on}"
+            ),
         ))
-    } else {
+    };
+    if joined.is_none() && !(same || old_cols.is_empty() || new_cols.is_empty()) {
+        // Without a key: one multiset difference per column.
         for c in &compared {
             parts.add(
                 vec!["CAST(SUM(CASE WHEN d > 0 THEN d ELSE 0 END) AS BIGINT)".to_string()],
@@ -368,51 +395,56 @@ pub fn diff(
                 ),
             );
         }
-        None
+    }
+    // Sums read on their own: without the join, or (below) when it repeated rows.
+    let separate = |parts: &mut Parts| {
+        let old = parts.add(sum_of("", &old_summed), PREVIOUS);
+        let new = (!same).then(|| parts.add(sum_of("", &new_summed), CANARY));
+        (old, new)
     };
-    let summed = |cols: &BTreeMap<String, DataType>| -> Vec<String> {
-        cols.iter()
-            .filter(|(c, t)| t.is_numeric() && !s.key.contains(c))
-            .map(|(c, _)| c.clone())
-            .collect()
-    };
-    let sums = |parts: &mut Parts, side: &str, cols: Vec<String>| {
-        let select = cols
-            .iter()
-            .map(|c| format!("SUM(CAST({c} AS DOUBLE))"))
-            .collect();
-        (cols, parts.add(select, side))
-    };
-    let old_summed = sums(&mut parts, PREVIOUS, summed(&old_cols));
-    let new_summed = (!same).then(|| sums(&mut parts, CANARY, summed(&new_cols)));
-    let values = parts.run(&q)?;
-    let value = |at: usize| values.get(at).copied().flatten();
+    let mut own = joined.is_none().then(|| separate(&mut parts));
+    let mut values = parts.run(&q)?;
+    let value = |values: &[Option<f64>], at: usize| values.get(at).copied().flatten();
+    let count = |values: &[Option<f64>], at: usize| value(values, at).unwrap_or(0.0) as u64;
     // Every partition identical: nothing changed, every row matched its twin.
     let mut changed: BTreeMap<&String, u64> = BTreeMap::new();
     let mut matched = None;
+    let mut sums_at = own.map(|(o, n)| (o, n.unwrap_or(o)));
     if same {
         changed.extend(compared.iter().map(|c| (*c, 0)));
         matched = keyed.then_some(rows_canary);
     } else if let Some(at) = joined {
-        matched = Some(value(at).unwrap_or(0.0) as u64);
+        matched = Some(count(&values, at));
         for (i, c) in compared.iter().enumerate() {
-            changed.insert(c, value(at + 1 + i).unwrap_or(0.0) as u64);
+            changed.insert(c, count(&values, at + 1 + i));
+        }
+        let seen = at + 1 + compared.len();
+        if count(&values, seen) == rows_previous && count(&values, seen + 1) == rows_canary {
+            sums_at = Some((seen + 2, seen + 2 + old_summed.len()));
+        } else {
+            // A key repeated on a side: the join repeated rows, so the sums are read apart.
+            let mut apart = Parts::default();
+            own = Some(separate(&mut apart));
+            values = apart.run(&q)?;
+            sums_at = own.map(|(o, n)| (o, n.unwrap_or(o)));
         }
     } else if !(old_cols.is_empty() || new_cols.is_empty()) {
         for (i, c) in compared.iter().enumerate() {
-            changed.insert(c, value(i).unwrap_or(0.0) as u64);
+            changed.insert(c, count(&values, i));
         }
     }
-    let side_sums = |(cols, at): &(Vec<String>, usize)| -> BTreeMap<String, Option<f64>> {
+    let (old_at, new_at) = sums_at.unwrap_or_default();
+    let side_sums = |cols: &[String], at: usize| -> BTreeMap<String, Option<f64>> {
         cols.iter()
             .enumerate()
-            .map(|(i, c)| (c.clone(), value(at + i)))
+            .map(|(i, c)| (c.clone(), value(&values, at + i)))
             .collect()
     };
-    let old_sums = side_sums(&old_summed);
-    let new_sums = match &new_summed {
-        Some(n) => side_sums(n),
-        None => old_sums.clone(),
+    let old_sums = side_sums(&old_summed, old_at);
+    let new_sums = if same {
+        old_sums.clone()
+    } else {
+        side_sums(&new_summed, new_at)
     };
     let base = matched.unwrap_or(rows_canary);
     let mut out: Vec<ColumnDiff> = Vec::new();

@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
@@ -308,11 +308,14 @@ pub fn diff(
     };
     let inputs = vec![input(PREVIOUS, &s.previous)?, input(CANARY, &canary)?];
     let q = |sql: &str| engine.query(&inputs, sql);
-    let old_cols = columns(&q(&format!("SELECT * FROM {PREVIOUS} LIMIT 1"))?);
-    let first = q(&format!("SELECT * FROM {CANARY} LIMIT 1"))?;
-    let new_cols = columns(&first);
     let rows_previous = partitions.iter().map(|p| p.previous).sum();
     let rows_canary: u64 = partitions.iter().map(|p| p.canary).sum();
+    // Each side's columns, planned without reading; a side without rows compares nothing.
+    let schemas = engine.schemas(&inputs, &[PREVIOUS, CANARY])?;
+    let schema = |i: usize, rows: u64| schemas.get(i).cloned().flatten().filter(|_| rows > 0);
+    let (old_schema, first) = (schema(0, rows_previous), schema(1, rows_canary));
+    let old_cols = columns(old_schema.as_ref());
+    let new_cols = columns(first.as_ref());
     let keyed = !s.key.is_empty()
         && s.key
             .iter()
@@ -448,7 +451,7 @@ pub fn diff(
     };
     let base = matched.unwrap_or(rows_canary);
     let mut out: Vec<ColumnDiff> = Vec::new();
-    for (c, t) in order(&first, &new_cols) {
+    for (c, t) in order(first.as_ref(), &new_cols) {
         let status = match old_cols.get(&c) {
             _ if keyed && s.key.contains(&c) => "key",
             None => "added",
@@ -631,13 +634,11 @@ fn percent(n: u64, of: u64) -> f64 {
     }
 }
 
-/// Column name (lower case) → type, of the first non-empty result.
-fn columns(batches: &[RecordBatch]) -> BTreeMap<String, DataType> {
-    batches
-        .first()
-        .map(|b| {
-            b.schema()
-                .fields()
+/// Column name (lower case) → type (`None`: no columns).
+fn columns(schema: Option<&SchemaRef>) -> BTreeMap<String, DataType> {
+    schema
+        .map(|s| {
+            s.fields()
                 .iter()
                 .map(|f| (f.name().to_ascii_lowercase(), f.data_type().clone()))
                 .collect()
@@ -645,11 +646,10 @@ fn columns(batches: &[RecordBatch]) -> BTreeMap<String, DataType> {
         .unwrap_or_default()
 }
 
-/// `cols` in the order of the result's schema.
-fn order(batches: &[RecordBatch], cols: &BTreeMap<String, DataType>) -> Vec<(String, DataType)> {
-    match batches.first() {
-        Some(b) => b
-            .schema()
+/// `cols` in the order of `schema`.
+fn order(schema: Option<&SchemaRef>, cols: &BTreeMap<String, DataType>) -> Vec<(String, DataType)> {
+    match schema {
+        Some(s) => s
             .fields()
             .iter()
             .map(|f| f.name().to_ascii_lowercase())

@@ -47,7 +47,12 @@ enum Made {
 }
 
 /// The clones of one apply, in order.
-pub(super) struct Clones {
+pub(super) struct Clones<'a, 'r, 'c> {
+    cx: &'a ApplyRun<'r>,
+    /// The catalog, which reads each clone at its version once made.
+    catalog: &'a Mutex<Catalog<'c>>,
+    /// Reports a clone made (a line, or an event).
+    tell: &'a (dyn Fn(&str, EventLine) + Sync),
     wanted: Vec<Wanted>,
     /// Per model: how many clones precede its batches (its own included).
     place: BTreeMap<ModelName, usize>,
@@ -55,9 +60,16 @@ pub(super) struct Clones {
     changed: Condvar,
 }
 
-impl Clones {
+impl<'a, 'r, 'c> Clones<'a, 'r, 'c> {
     /// The clones `plan` wants, ordered for `batches` (`done`: completed earlier).
-    pub(super) fn new(plan: &Plan, batches: &[Batch], done: &[bool]) -> Clones {
+    pub(super) fn new(
+        cx: &'a ApplyRun<'r>,
+        catalog: &'a Mutex<Catalog<'c>>,
+        tell: &'a (dyn Fn(&str, EventLine) + Sync),
+        plan: &Plan,
+        batches: &[Batch],
+        done: &[bool],
+    ) -> Clones<'a, 'r, 'c> {
         let mut first: BTreeMap<&ModelName, usize> = BTreeMap::new();
         for b in batches.iter().filter(|b| !done[b.id]) {
             first.entry(&b.model).or_insert(b.id);
@@ -79,6 +91,9 @@ impl Clones {
         let (wanted, place) = order(wanted, &first);
         let n = wanted.len();
         Clones {
+            cx,
+            catalog,
+            tell,
             wanted,
             place,
             made: Mutex::new(vec![Made::No; n]),
@@ -87,35 +102,19 @@ impl Clones {
     }
 
     /// Make every clone that must precede the batches of `model`.
-    pub(super) fn before(
-        &self,
-        cx: &ApplyRun<'_>,
-        catalog: &Mutex<Catalog<'_>>,
-        tell: &(dyn Fn(&str, EventLine) + Sync),
-        model: &ModelName,
-    ) -> Result<()> {
+    pub(super) fn before(&self, model: &ModelName) -> Result<()> {
         let upto = self.place.get(model).copied().unwrap_or(self.wanted.len());
-        (0..upto).try_for_each(|i| self.make(cx, catalog, tell, i))
+        (0..upto).try_for_each(|i| self.make(i))
     }
 
     /// Make every clone (after the run, or for a run with no batch left).
-    pub(super) fn all(
-        &self,
-        cx: &ApplyRun<'_>,
-        catalog: &Mutex<Catalog<'_>>,
-        tell: &(dyn Fn(&str, EventLine) + Sync),
-    ) -> Result<()> {
-        (0..self.wanted.len()).try_for_each(|i| self.make(cx, catalog, tell, i))
+    pub(super) fn all(&self) -> Result<()> {
+        (0..self.wanted.len()).try_for_each(|i| self.make(i))
     }
 
     /// Side work for an idle worker: make the next clone nobody made or tried (in order);
     /// `false`: none left. A failure is left to the batch that needs the clone.
-    pub(super) fn next(
-        &self,
-        cx: &ApplyRun<'_>,
-        catalog: &Mutex<Catalog<'_>>,
-        tell: &(dyn Fn(&str, EventLine) + Sync),
-    ) -> bool {
+    pub(super) fn next(&self) -> bool {
         let Ok(mut made) = self.lock() else {
             return false;
         };
@@ -125,7 +124,7 @@ impl Clones {
         made[i] = Made::Making;
         drop(made);
         // Done or failed, it was work: there may be more.
-        let _ = self.finish(i, self.clone_one(cx, catalog, tell, &self.wanted[i]));
+        let _ = self.finish(i, self.clone_one(&self.wanted[i]));
         true
     }
 
@@ -136,13 +135,7 @@ impl Clones {
     }
 
     /// Make clone `i` unless it is made; wait if another thread is making it.
-    fn make(
-        &self,
-        cx: &ApplyRun<'_>,
-        catalog: &Mutex<Catalog<'_>>,
-        tell: &(dyn Fn(&str, EventLine) + Sync),
-        i: usize,
-    ) -> Result<()> {
+    fn make(&self, i: usize) -> Result<()> {
         let mut made = self.lock()?;
         loop {
             match made[i] {
@@ -158,7 +151,7 @@ impl Clones {
         }
         made[i] = Made::Making;
         drop(made);
-        self.finish(i, self.clone_one(cx, catalog, tell, &self.wanted[i]))
+        self.finish(i, self.clone_one(&self.wanted[i]))
     }
 
     /// Record how making clone `i` went, and wake whoever waits for it.
@@ -173,18 +166,14 @@ impl Clones {
         result
     }
 
-    fn clone_one(
-        &self,
-        cx: &ApplyRun<'_>,
-        catalog: &Mutex<Catalog<'_>>,
-        tell: &(dyn Fn(&str, EventLine) + Sync),
-        w: &Wanted,
-    ) -> Result<()> {
+    fn clone_one(&self, w: &Wanted) -> Result<()> {
+        let cx = self.cx;
         let Some(latest) = cx.engine.table_info(&w.from)?.map(|i| i.version) else {
             return Ok(());
         };
         let v = cx.engine.clone_table(&w.from, latest, &w.table)?;
-        if let Some(e) = catalog
+        if let Some(e) = self
+            .catalog
             .lock()
             .map_err(|_| Error::Bug("the catalog lock is poisoned".into()))?
             .entries
@@ -192,7 +181,7 @@ impl Clones {
         {
             e.version = Some(e.version.map_or(v, |x| x.max(v)));
         }
-        tell(
+        (self.tell)(
             &format!(
                 "{}: new generation {} cloned from {} at version {latest} (no data copied)",
                 w.model, w.table, w.from

@@ -349,14 +349,14 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
     // ones wait for each other): the new generations are cloned in order (a batch first makes
     // or waits for those it needs), and each canary diff is computed as soon as the model's
     // canary batches completed; the review prints the diffs once every canary completed.
-    let clones = clones::Clones::new(plan, &batches, &done_flags);
     let tell = |text: &str, e: EventLine| {
         tracker.note(text);
         tracker.emit(e);
     };
+    let clones = clones::Clones::new(cx, &catalog, &tell, plan, &batches, &done_flags);
     let early = review::Early::new(&subjects, &done_flags);
     let work = |b: &Batch, _attempt: u32| {
-        clones.before(cx, &catalog, &tell, &b.model)?;
+        clones.before(&b.model)?;
         job::run(cx, &catalog, &jobs, b, txn_version)
     };
     let on = |e: Event<'_, job::BatchOut>| {
@@ -370,7 +370,7 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         }
     };
     let review = || review::review(cx, &early, &tracker);
-    let idle = || clones.next(cx, &catalog, &tell) || early.next(cx, &tracker);
+    let idle = || clones.next() || early.next(cx, &tracker);
     let finished = scheduler::run(
         &batches,
         done,
@@ -385,11 +385,7 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
     // A run that completed has made every clone (one with no batch left to run makes them now).
     let complete =
         finished.stopped.is_none() && finished.results.iter().all(|r| matches!(r, Some(Ok(_))));
-    let cloned = if complete {
-        clones.all(cx, &catalog, &tell)
-    } else {
-        Ok(())
-    };
+    let cloned = if complete { clones.all() } else { Ok(()) };
     let catalog = catalog
         .into_inner()
         .map_err(|_| Error::Bug("the catalog lock is poisoned".into()))?;

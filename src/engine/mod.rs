@@ -272,6 +272,21 @@ pub trait Engine {
     fn clone_table(&self, from: &TableId, version: u64, to: &TableId) -> Result<u64>;
     /// Run a read-only query over `inputs`.
     fn query(&self, inputs: &[Input], sql: &str) -> Result<Vec<RecordBatch>>;
+    /// The columns of each of `names` (inputs of `inputs`), in their order; `None`: not known
+    /// (this default reads a row of each, so a name with no rows has none).
+    fn schemas(
+        &self,
+        inputs: &[Input],
+        names: &[&str],
+    ) -> Result<Vec<Option<datafusion::arrow::datatypes::SchemaRef>>> {
+        names
+            .iter()
+            .map(|n| {
+                let b = self.query(inputs, &format!("SELECT * FROM {n} LIMIT 1"))?;
+                Ok(b.first().map(RecordBatch::schema))
+            })
+            .collect()
+    }
     /// Latest version of an external Delta source.
     fn source_version(&self, path: &str) -> Result<u64>;
     /// The data files the commits of the Delta source at `path` added and removed after
@@ -386,6 +401,24 @@ impl Engine for LocalEngine {
         self.rt.block_on(async {
             let ctx = session::context(self, inputs).await?;
             session::run_sql(&ctx, sql).await
+        })
+    }
+
+    /// Planned in one session, nothing read.
+    fn schemas(
+        &self,
+        inputs: &[Input],
+        names: &[&str],
+    ) -> Result<Vec<Option<datafusion::arrow::datatypes::SchemaRef>>> {
+        self.rt.block_on(async {
+            let ctx = session::context(self, inputs).await?;
+            let mut out = Vec::with_capacity(names.len());
+            for n in names {
+                out.push(Some(
+                    session::schema_of(&ctx, &format!("SELECT * FROM {n}")).await?,
+                ));
+            }
+            Ok(out)
         })
     }
 

@@ -274,6 +274,18 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
         .map_err(|e| Error::from(Diagnostic::error("the query failed").caused_by(e)))
 }
 
+/// The columns `sql` would produce (planned, not run).
+pub async fn schema_of(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+    let df = ctx
+        .sql_with_options(sql, read_only())
+        .await
+        .map_err(|e| Error::from(Diagnostic::error("the query failed").caused_by(e)))?;
+    Ok(Arc::new(df.schema().as_arrow().clone()))
+}
+
 /// Every function name (aliases included) the built-in engine plans: scalar, aggregate and
 /// window functions.
 pub fn function_names() -> std::collections::BTreeSet<String> {

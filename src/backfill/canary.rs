@@ -5,8 +5,9 @@
 //!
 //! Invariants:
 //! - Both sides read only the canary partitions (their files alone), each at a fixed version:
-//!   the previous side at the environment's pin, the canary side at the latest commit, which
-//!   holds every canary batch (nothing else of the model runs before the review answers).
+//!   the previous side at the environment's pin, the canary side at its latest commit once
+//!   the model's canary batches completed, which holds every one of them (a batch of the model
+//!   that ran besides, needed by another model's canary, wrote other partitions).
 //! - The diff never stops an apply; a failure to compute it is a warning. The gate check fails
 //!   closed: a gate that cannot be evaluated stops the fan-out like a violation.
 //! - Rows come from per-partition counts and checksums (identical partitions are flagged);
@@ -15,8 +16,12 @@
 //!   counterpart in the previous version (a multiset difference); matched by key, floating-point
 //!   values within a relative 1e-9 of each other are unchanged (a recomputation that sums in
 //!   another order differs in the last bits). Sums are of numeric columns
-//!   outside the key. When every partition is identical under the same columns, nothing is
+//!   outside the key; by key they come from the same full join when it holds each row of
+//!   either side exactly once (its per-side row counts equal the partitions' rows), otherwise
+//!   they are read apart. When every partition is identical under the same columns, nothing is
 //!   compared: no column changed, every row matched its twin, and the sums are read once.
+//! - A side's columns are those of its table (planned, not read); a side without rows in the
+//!   canary partitions compares nothing.
 //! - The canary side's rows and checksums come from what its batches measured as they wrote
 //!   (the same figures a read-back gives) when every canary batch of the model did; otherwise
 //!   they are read. The previous side is always read.

@@ -2,8 +2,8 @@
 //!
 //! Each restated model's new generation starts as a zero-copy clone of its current table. The
 //! clones are made in a fixed order (models with no batch to run first, then by their first
-//! batch, which is dependency order), by a helper thread while the first batches compute, or
-//! by a batch that needs one before the helper got to it.
+//! batch, which is dependency order), by workers with no batch to start while the first
+//! batches compute ([`Clones::next`]), or by a batch that needs one before they got to it.
 //!
 //! Invariants:
 //! - A batch starts computing only when every clone up to its model's place in the order is

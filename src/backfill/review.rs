@@ -269,7 +269,7 @@ mod tests {
         let subjects = [
             Subject::with_batches("s.a", vec![0, 1]),
             Subject::with_batches("s.b", vec![2]),
-            // Its canary completed in an earlier run: the review computes it, not the helper.
+            // Its canary completed in an earlier run: the review computes it, not an idle worker.
             Subject::with_batches("s.c", vec![3]),
         ];
         let e = Early::new(&subjects, &[false, false, false, true, false]);

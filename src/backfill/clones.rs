@@ -13,7 +13,7 @@
 //! - Each clone is made by exactly one thread at a time; another that needs it waits for it.
 //!   A failed clone is not made: a batch that needs it tries again (so the scheduler's retry of
 //!   a transient failure retries the clone), and its error fails that batch; idle workers do
-//!   not retry it.
+//!   not retry it. A panic while cloning is that clone's error, labelled as a bug.
 //! - The catalog reads a clone at its version from the moment it is made; each clone is
 //!   reported once, when it is made.
 //! - [`Clones::all`] makes whatever is left: an apply completes only with every clone made.
@@ -124,7 +124,7 @@ impl<'a, 'r, 'c> Clones<'a, 'r, 'c> {
         made[i] = Made::Making;
         drop(made);
         // Done or failed, it was work: there may be more.
-        let _ = self.finish(i, self.clone_one(&self.wanted[i]));
+        let _ = self.finish(i, self.guarded(i));
         true
     }
 
@@ -151,7 +151,7 @@ impl<'a, 'r, 'c> Clones<'a, 'r, 'c> {
         }
         made[i] = Made::Making;
         drop(made);
-        self.finish(i, self.clone_one(&self.wanted[i]))
+        self.finish(i, self.guarded(i))
     }
 
     /// Record how making clone `i` went, and wake whoever waits for it.
@@ -164,6 +164,20 @@ impl<'a, 'r, 'c> Clones<'a, 'r, 'c> {
         };
         self.changed.notify_all();
         result
+    }
+
+    /// Clone `i`; a panic (a bug in a library beneath) becomes an error of that clone instead of
+    /// ending the worker thread.
+    fn guarded(&self, i: usize) -> Result<()> {
+        let w = &self.wanted[i];
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.clone_one(w))).unwrap_or_else(
+            |_| {
+                Err(Error::Bug(format!(
+                    "cloning the new generation of {} panicked",
+                    w.model
+                )))
+            },
+        )
     }
 
     fn clone_one(&self, w: &Wanted) -> Result<()> {

@@ -318,9 +318,9 @@ pub fn diff(
     // Each side's columns, planned without reading; a side without rows compares nothing.
     let schemas = engine.schemas(&inputs, &[PREVIOUS, CANARY])?;
     let schema = |i: usize, rows: u64| schemas.get(i).cloned().flatten().filter(|_| rows > 0);
-    let (old_schema, first) = (schema(0, rows_previous), schema(1, rows_canary));
+    let (old_schema, new_schema) = (schema(0, rows_previous), schema(1, rows_canary));
     let old_cols = columns(old_schema.as_ref());
-    let new_cols = columns(first.as_ref());
+    let new_cols = columns(new_schema.as_ref());
     let keyed = !s.key.is_empty()
         && s.key
             .iter()
@@ -334,6 +334,8 @@ pub fn diff(
     // nothing changed, every row has its twin and both sides have the same sums; the comparing
     // queries are skipped (a restatement that changed nothing costs no joins).
     let same = old_cols == new_cols && partitions.iter().all(|p| p.identical);
+    // Values are compared only with columns on both sides and something changed.
+    let compare = !(same || old_cols.is_empty() || new_cols.is_empty());
     // What is measured, as scalar parts run in one query (one planning, one session): the
     // changed values (one joined part by key, or one multiset difference per column) and the
     // sums of numeric columns outside the key, per side.
@@ -353,7 +355,7 @@ pub fn diff(
     // By key: one full join gives the matched rows, the changed values and — when it holds
     // each row of either side exactly once (the key is unique on both) — both sides' sums, so
     // each side is read once.
-    let joined = if same || old_cols.is_empty() || new_cols.is_empty() || !keyed {
+    let joined = if !(compare && keyed) {
         None
     } else {
         let on = s
@@ -392,7 +394,7 @@ pub fn diff(
             ),
         ))
     };
-    if joined.is_none() && !(same || old_cols.is_empty() || new_cols.is_empty()) {
+    if compare && !keyed {
         // Without a key: one multiset difference per column.
         for c in &compared {
             parts.add(
@@ -404,20 +406,24 @@ pub fn diff(
             );
         }
     }
-    // Sums read on their own: without the join, or (below) when it repeated rows.
+    // Sums read on their own (positions of each side's first): without the join, or (below)
+    // when it repeated rows. Identical sides have the same sums: the previous side's are read.
     let separate = |parts: &mut Parts| {
         let old = parts.add(sum_of("", &old_summed), PREVIOUS);
-        let new = (!same).then(|| parts.add(sum_of("", &new_summed), CANARY));
+        let new = if same {
+            old
+        } else {
+            parts.add(sum_of("", &new_summed), CANARY)
+        };
         (old, new)
     };
-    let mut own = joined.is_none().then(|| separate(&mut parts));
+    let mut sums_at = joined.is_none().then(|| separate(&mut parts));
     let mut values = parts.run(&q)?;
     let value = |values: &[Option<f64>], at: usize| values.get(at).copied().flatten();
     let count = |values: &[Option<f64>], at: usize| value(values, at).unwrap_or(0.0) as u64;
     // Every partition identical: nothing changed, every row matched its twin.
     let mut changed: BTreeMap<&String, u64> = BTreeMap::new();
     let mut matched = None;
-    let mut sums_at = own.map(|(o, n)| (o, n.unwrap_or(o)));
     if same {
         changed.extend(compared.iter().map(|c| (*c, 0)));
         matched = keyed.then_some(rows_canary);
@@ -432,11 +438,10 @@ pub fn diff(
         } else {
             // A key repeated on a side: the join repeated rows, so the sums are read apart.
             let mut apart = Parts::default();
-            own = Some(separate(&mut apart));
+            sums_at = Some(separate(&mut apart));
             values = apart.run(&q)?;
-            sums_at = own.map(|(o, n)| (o, n.unwrap_or(o)));
         }
-    } else if !(old_cols.is_empty() || new_cols.is_empty()) {
+    } else if compare {
         for (i, c) in compared.iter().enumerate() {
             changed.insert(c, count(&values, i));
         }
@@ -449,14 +454,10 @@ pub fn diff(
             .collect()
     };
     let old_sums = side_sums(&old_summed, old_at);
-    let new_sums = if same {
-        old_sums.clone()
-    } else {
-        side_sums(&new_summed, new_at)
-    };
+    let new_sums = side_sums(&new_summed, new_at);
     let base = matched.unwrap_or(rows_canary);
     let mut out: Vec<ColumnDiff> = Vec::new();
-    for (c, t) in order(first.as_ref(), &new_cols) {
+    for (c, t) in order(new_schema.as_ref(), &new_cols) {
         let status = match old_cols.get(&c) {
             _ if keyed && s.key.contains(&c) => "key",
             None => "added",

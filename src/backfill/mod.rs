@@ -383,9 +383,7 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         &idle,
     );
     // A run that completed has made every clone (one with no batch left to run makes them now).
-    let complete =
-        finished.stopped.is_none() && finished.results.iter().all(|r| matches!(r, Some(Ok(_))));
-    let cloned = if complete { clones.all() } else { Ok(()) };
+    let failed = incomplete(cx, &batches, &finished).or_else(|| clones.all().err());
     let catalog = catalog
         .into_inner()
         .map_err(|_| Error::Bug("the catalog lock is poisoned".into()))?;
@@ -395,7 +393,6 @@ pub fn execute(cx: &ApplyRun<'_>, plan: &Plan) -> Result<(Report, Vec<Action>)> 
         source_versions: report_source_versions,
     };
     tracker.close();
-    let failed = incomplete(cx, &batches, &finished).or(cloned.err());
     if let Some(l) = lineage {
         match &failed {
             None => l.apply("COMPLETE", None),

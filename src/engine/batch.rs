@@ -14,9 +14,11 @@
 //!   no commit. Incremental and FULL batches on tidemark's log writer stream: their rows are
 //!   counted and hashed as they are written to not-yet-committed files (memory bounded by
 //!   [`commit::FLUSH_BYTES`], not by the batch's size), and their audits read those files back
-//!   (a refused batch's files are deleted). Other batches (UNIQUE_KEY, SEED, a FULL model whose
-//!   columns changed) are measured in memory. Only UNIQUE_KEY batches (whose checksum is the
-//!   merged table's) and batches found already committed are read back after the commit.
+//!   (a refused batch's files are deleted). SEED loads stream the same way. UNIQUE_KEY batches
+//!   stream through staged files into a MERGE ([`super::merge`]). Other batches (a FULL or SEED
+//!   model whose columns changed) are measured in memory. Only UNIQUE_KEY batches (whose
+//!   checksum is the merged table's) and batches found already committed are read back after
+//!   the commit.
 //! - A whole-table write (unique-key MERGE, FULL, SEED) commits holding the table's writer lock
 //!   ([`super::lock`]) and against the table as read after taking it, so writers of one table
 //!   take turns instead of failing each other's commits. Creating a table takes the same turn.
@@ -51,7 +53,7 @@ use crate::interval::{Interval, IntervalUnit};
 
 /// Wait for this writer's turn at a whole-table write of `at` ([`lock`]), then read the
 /// table as of now, so the commit is checked against what the previous holder wrote.
-async fn whole_table_turn(
+pub(super) async fn whole_table_turn(
     engine: &LocalEngine,
     at: &Location,
 ) -> Result<(lock::TableLock, DeltaTable)> {
@@ -121,7 +123,7 @@ pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<
             time_range(&b, &mut open, &range).await?
         }
         WriteMode::Full | WriteMode::Seed { .. } => whole(&b, &mut open).await?,
-        WriteMode::UniqueKey { key } => merge(&b, key).await?,
+        WriteMode::UniqueKey { key } => super::merge::merge(&b, key).await?,
     };
     let mut clock = Clock::start();
     let report = match written {
@@ -134,19 +136,19 @@ pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<
 }
 
 /// One batch on its way: what every write mode needs.
-struct Batch<'a> {
-    engine: &'a LocalEngine,
-    at: &'a Location,
-    job: &'a BatchJob,
+pub(super) struct Batch<'a> {
+    pub(super) engine: &'a LocalEngine,
+    pub(super) at: &'a Location,
+    pub(super) job: &'a BatchJob,
     /// The batch's session, its inputs registered.
-    ctx: SessionContext,
+    pub(super) ctx: SessionContext,
     /// The table version the batch was checked against.
-    read_version: u64,
+    pub(super) read_version: u64,
 }
 
 impl Batch<'_> {
     /// "`model` failed", the headline of a failed query or write.
-    fn what(&self) -> String {
+    pub(super) fn what(&self) -> String {
         format!("{} failed", self.job.model)
     }
 
@@ -166,7 +168,7 @@ impl Batch<'_> {
     }
 
     /// delta-rs commit properties: the application transaction and the tag.
-    fn props(&self) -> CommitProperties {
+    pub(super) fn props(&self) -> CommitProperties {
         CommitProperties::default()
             .with_application_transaction(Transaction::new(&self.job.txn.0, self.job.txn.1))
             .with_metadata([("tidemark".to_string(), self.tag())])
@@ -182,7 +184,7 @@ struct Range<'a> {
 }
 
 /// What a write mode did.
-enum Written {
+pub(super) enum Written {
     /// A blocking audit failed: nothing was committed.
     Refused(BatchReport),
     /// One commit landed.
@@ -190,18 +192,18 @@ enum Written {
 }
 
 /// A landed commit, with what is known of the rows it wrote.
-struct Committed {
-    how: Commit,
+pub(super) struct Committed {
+    pub(super) how: Commit,
     /// Rows, checksum and audits of what was written, when known before the commit.
-    measured: Option<Checked>,
+    pub(super) measured: Option<Checked>,
     /// Audit outcomes when the rows are measured after the commit (a merge).
-    audits: Vec<AuditResult>,
+    pub(super) audits: Vec<AuditResult>,
     /// Rows the query returned outside the batch's window (not written).
-    dropped: u64,
+    pub(super) dropped: u64,
 }
 
 /// Who committed.
-enum Commit {
+pub(super) enum Commit {
     /// delta-rs: the table as it left it.
     DeltaRs(DeltaTable),
     /// Our own log writer ([`commit`]): the version and the bytes added.
@@ -407,30 +409,29 @@ async fn written_rows(
         .map_err(|e| failed(&what(), e))
 }
 
-/// A FULL or SEED batch: its rows replace the whole table. A FULL model's rows stream into
-/// the table's files as they are computed ([`streamed`]) when the table exists (it is created
-/// empty first) with the query's columns; otherwise (its columns changed, or a seed: a CSV
-/// file of the project, read whole) they are collected and written by delta-rs, the table's
+/// A FULL or SEED batch: its rows replace the whole table. The rows (the model's query, or a
+/// seed's CSV file, read as it is parsed) stream into the table's files as they come
+/// ([`streamed`]) when the table exists (it is created empty first) with their columns;
+/// otherwise (its columns changed) they are collected and written by delta-rs, the table's
 /// schema replaced.
 async fn whole(b: &Batch<'_>, open: &mut Open) -> Result<Written> {
     let what = || b.what();
-    let batches = match &b.job.write {
+    let (stream, empty) = match &b.job.write {
         WriteMode::Seed { path, columns } => {
-            plain_types(super::seed::read(&b.ctx, path, columns).await?)?
+            let df = super::seed::read(&b.ctx, path, columns).await?;
+            let stream = df.execute_stream().await.map_err(|e| failed(&what(), e))?;
+            let empty = empty_batch(&stream.schema(), false);
+            (stream, empty)
         }
-        _ => {
-            let (stream, empty) = rows_of(b, &b.job.sql, false).await?;
-            create_first(b, open, &empty, &[]).await?;
-            let layout = commit::Layout::Unpartitioned;
-            if let Some(writer) =
-                commit::table_writer(open, b.at, empty.schema_ref(), layout).await?
-            {
-                let replace = b.direct_commit(commit::Scope::Table);
-                return streamed(b, open, stream, writer, None, &replace).await;
-            }
-            collected(stream, empty, &what).await?
-        }
+        _ => rows_of(b, &b.job.sql, false).await?,
     };
+    create_first(b, open, &empty, &[]).await?;
+    let layout = commit::Layout::Unpartitioned;
+    if let Some(writer) = commit::table_writer(open, b.at, empty.schema_ref(), layout).await? {
+        let replace = b.direct_commit(commit::Scope::Table);
+        return streamed(b, open, stream, writer, None, &replace).await;
+    }
+    let batches = collected(stream, empty, &what).await?;
     let checked = check(&b.ctx, &batches, b.job).await?;
     if let Some(report) = refused(b.read_version, &checked) {
         return Ok(Written::Refused(report));
@@ -449,70 +450,6 @@ async fn whole(b: &Batch<'_>, open: &mut Open) -> Result<Written> {
         how: Commit::DeltaRs(table),
         measured: Some(checked),
         audits: Vec::new(),
-        dropped: 0,
-    }))
-}
-
-/// An INCREMENTAL_BY_UNIQUE_KEY batch: one MERGE on `key`.
-async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
-    let what = || b.what();
-    let (stream, empty) = rows_of(b, &b.job.sql, false).await?;
-    let batches = collected(stream, empty, &what).await?;
-    // Audits see the batch's source rows; the checksum is the merged table's (read back).
-    let checked = check(&b.ctx, &batches, b.job).await?;
-    if let Some(report) = refused(b.read_version, &checked) {
-        return Ok(Written::Refused(report));
-    }
-    let (_lock, table) = whole_table_turn(b.engine, b.at).await?;
-    // Created empty first (never absent here: `collected` always yields a batch), so even
-    // the first batch is a merge, checked against concurrent writers.
-    let table = ensure_created(table, b.at, &batches, &[], &b.ctx).await?;
-    let columns: Vec<String> = batches
-        .first()
-        .map(|r| {
-            r.schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    let source = b
-        .ctx
-        .read_batches(batches)
-        .map_err(|e| failed(&what(), e))?;
-    let on = key
-        .iter()
-        .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let (table, _) = table
-        .merge(source, on)
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_session_state(Arc::new(b.ctx.state()))
-        .with_commit_properties(b.props())
-        .when_matched_update(|mut u| {
-            for c in &columns {
-                u = u.update(c.as_str(), format!("source.\"{c}\""));
-            }
-            u
-        })
-        .and_then(|m| {
-            m.when_not_matched_insert(|mut i| {
-                for c in &columns {
-                    i = i.set(c.as_str(), format!("source.\"{c}\""));
-                }
-                i
-            })
-        })
-        .map_err(|e| failed(&what(), e))?
-        .await
-        .map_err(|e| failed_delta(&what(), e))?;
-    Ok(Written::Committed(Committed {
-        how: Commit::DeltaRs(table),
-        measured: None,
-        audits: checked.audits,
         dropped: 0,
     }))
 }
@@ -551,11 +488,11 @@ async fn finish(b: &Batch<'_>, mut open: Open, c: Committed) -> Result<BatchRepo
 }
 
 /// Rows, checksum and audit outcomes of a batch's rows, before they are written.
-struct Checked {
-    sum: Checksum,
+pub(super) struct Checked {
+    pub(super) sum: Checksum,
     /// Per partition (empty for an unpartitioned table).
-    partitions: std::collections::BTreeMap<String, Checksum>,
-    audits: Vec<AuditResult>,
+    pub(super) partitions: std::collections::BTreeMap<String, Checksum>,
+    pub(super) audits: Vec<AuditResult>,
 }
 
 /// Measure and audit `batches` (the partition column left out) in memory. Audits run in the
@@ -585,7 +522,7 @@ async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) ->
 }
 
 /// Run `job`'s audits on `rows` (as `@this_model`; a partition column is left out).
-async fn audit(
+pub(super) async fn audit(
     ctx: &SessionContext,
     rows: datafusion::dataframe::DataFrame,
     job: &BatchJob,
@@ -626,7 +563,7 @@ async fn audit(
 }
 
 /// The report of a batch whose blocking audit failed: nothing is committed.
-fn refused(read_version: u64, checked: &Checked) -> Option<BatchReport> {
+pub(super) fn refused(read_version: u64, checked: &Checked) -> Option<BatchReport> {
     checked
         .audits
         .iter()
@@ -706,7 +643,7 @@ async fn measure(at: &Location, job: &BatchJob, version: u64) -> Result<BatchRep
 /// Delta types (with the partition column when `partitioned`). The columns are the physical
 /// plan's, which the rows carry: the logical plan's can differ (the precision of a SUM of
 /// decimals), and a table created from those would not take the rows.
-async fn rows_of(
+pub(super) async fn rows_of(
     b: &Batch<'_>,
     sql: &str,
     partitioned: bool,

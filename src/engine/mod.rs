@@ -37,6 +37,7 @@ mod json;
 mod listed;
 mod location;
 mod lock;
+mod merge;
 mod ops;
 pub mod phases;
 mod remote;
@@ -323,6 +324,9 @@ pub struct LocalEngine {
     root: Location,
     rt: tokio::runtime::Runtime,
     tables: tables::Tables,
+    /// The largest unique-key batch (bytes of Arrow rows) merged by a hash join
+    /// ([`merge::HASHED_SOURCE`]; tests lower it to exercise the sorting merge).
+    hashed_source: usize,
 }
 
 pub use remote::{PHASES, SparkEngine, interrupt_running};
@@ -368,6 +372,7 @@ impl LocalEngine {
             root,
             rt,
             tables: tables::Tables::default(),
+            hashed_source: merge::HASHED_SOURCE,
         })
     }
 

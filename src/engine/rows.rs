@@ -157,3 +157,17 @@ pub(super) fn empty_batch(schema: &Schema, partitioned: bool) -> RecordBatch {
     }
     RecordBatch::new_empty(Arc::new(Schema::new(fields)))
 }
+
+/// Bytes of `b`'s rows in Arrow's memory layout: of its slice of each buffer (a record batch
+/// sliced from a larger one shares its buffers, whose whole size
+/// `RecordBatch::get_array_memory_size` counts for every slice).
+pub(super) fn bytes_of(b: &RecordBatch) -> usize {
+    b.columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}

@@ -10,19 +10,19 @@
 
 use std::path::Path;
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::prelude::{CsvReadOptions, SessionContext};
+use datafusion::prelude::{CsvReadOptions, DataFrame, SessionContext};
 
 use super::session;
 use crate::error::{Diagnostic, Error, Result};
 
-/// The rows of the seed at `path`, typed by `columns` (name, SQL type) when declared.
+/// The rows of the seed at `path`, typed by `columns` (name, SQL type) when declared: a
+/// DataFrame, read as it is executed (streamed, never collected whole).
 pub async fn read(
     ctx: &SessionContext,
     path: &Path,
     columns: &[(String, String)],
-) -> Result<Vec<RecordBatch>> {
+) -> Result<DataFrame> {
     let p = path.to_string_lossy();
     let cannot = |e: &dyn std::fmt::Display| {
         Error::from(
@@ -35,13 +35,10 @@ pub async fn read(
         .has_header(true)
         .schema_infer_max_records(usize::MAX);
     if columns.is_empty() {
-        let df = ctx
+        return ctx
             .read_csv(p.as_ref(), options)
             .await
-            .map_err(|e| cannot(&e))?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| cannot(&e))?;
-        return Ok(at_least_one(batches, schema));
+            .map_err(|e| cannot(&e));
     }
     let header = csv_header(path).map_err(|e| cannot(&e))?;
     let text = Schema::new(
@@ -72,25 +69,9 @@ pub async fn read(
     seed.register_table("seed", df.into_view())
         .map_err(|e| cannot(&e))?;
     let sql = format!("SELECT {} FROM seed", select.join(", "));
-    let df = seed
-        .sql_with_options(&sql, session::read_only())
+    seed.sql_with_options(&sql, session::read_only())
         .await
-        .map_err(|e| cannot(&e))?;
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(|e| cannot(&e))?;
-    Ok(at_least_one(batches, schema))
-}
-
-/// A CSV with a header and no rows still makes a table, with no rows: one empty batch.
-fn at_least_one(
-    batches: Vec<RecordBatch>,
-    schema: datafusion::arrow::datatypes::SchemaRef,
-) -> Vec<RecordBatch> {
-    if batches.is_empty() {
-        vec![RecordBatch::new_empty(schema)]
-    } else {
-        batches
-    }
+        .map_err(|e| cannot(&e))
 }
 
 /// The columns the table of the seed at `path` gets (name, SQL type; `None`: a type with no
@@ -106,11 +87,8 @@ pub fn columns(path: &Path, declared: &[(String, String)]) -> Result<super::Anal
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| Error::Bug(format!("starting a runtime: {e}")))?;
-    let batches = rt.block_on(read(&super::session::new_context(), path, declared))?;
-    let Some(first) = batches.first() else {
-        return Ok(Vec::new());
-    };
-    Ok(first
+    let df = rt.block_on(read(&super::session::new_context(), path, declared))?;
+    Ok(df
         .schema()
         .fields()
         .iter()

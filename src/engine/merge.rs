@@ -1,0 +1,378 @@
+//! INCREMENTAL_BY_UNIQUE_KEY batches: one delta-rs MERGE on the unique key, in memory bounded
+//! by neither the batch's rows nor the table's.
+//!
+//! Invariants:
+//! - The query's rows are computed once and counted and hashed as they come. Up to
+//!   [`HASHED_SOURCE`] bytes of rows are held in memory; beyond, every row streams into
+//!   Parquet files of a private local staging directory (the open file finished every
+//!   [`commit::FLUSH_BYTES`] of rows). The audits read the staged rows, and the MERGE reads
+//!   them as its source. The directory is deleted when the batch ends, whatever the outcome.
+//! - A failing blocking audit means no commit (nothing else was written).
+//! - delta-rs's MERGE holds its source as the build side of a hash join. A source of more than
+//!   [`HASHED_SOURCE`] bytes of rows is therefore merged in a session whose joins sort instead
+//!   of hashing, and whose sorts spill to disk beyond [`MERGE_MEMORY`] (one pool shared by
+//!   every such merge of the process): a year in one batch needed a year of rows in memory. A
+//!   smaller source keeps the hash join, which is about twice as fast.
+//! - The commit is delta-rs's, in this writer's turn at the table's lock, against the table as
+//!   read after taking it; the checksum is the merged table's, read back after the commit.
+
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use super::batch::{Batch, Checked, Commit, Committed, Written, audit, refused, rows_of};
+use super::checksum::{Checksum, Running};
+use super::delta::{ensure_created, failed_delta};
+use super::rows::{bytes_of, plain_types};
+use super::{PARTITION_COLUMN, commit, failed};
+use crate::error::{Error, Result};
+
+/// The memory pool of every sorting MERGE of the process: what its sorts may hold before they
+/// spill.
+pub const MERGE_MEMORY: usize = 256 * 1024 * 1024;
+
+/// The largest source (bytes of Arrow rows) merged by a hash join, held in memory.
+pub const HASHED_SOURCE: usize = 64 * 1024 * 1024;
+
+/// An INCREMENTAL_BY_UNIQUE_KEY batch: one MERGE on `key` (see the module invariants).
+pub(super) async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
+    let what = || b.what();
+    let (stream, empty) = rows_of(b, &b.job.sql, false).await?;
+    let staged = stage(stream, empty.schema(), b.engine.hashed_source, &what).await?;
+    let source = staged.read(&b.ctx, &what).await?;
+    let audits = audit(&b.ctx, source.clone(), b.job).await?;
+    let checked = Checked {
+        sum: staged.sum,
+        partitions: std::collections::BTreeMap::new(),
+        audits,
+    };
+    if let Some(report) = refused(b.read_version, &checked) {
+        return Ok(Written::Refused(report));
+    }
+    let (_lock, table) = super::batch::whole_table_turn(b.engine, b.at).await?;
+    // Created empty first, so even the first batch is a merge, checked against concurrent
+    // writers.
+    let table = ensure_created(table, b.at, std::slice::from_ref(&empty), &[], &b.ctx).await?;
+    let columns: Vec<String> = empty
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let on = key
+        .iter()
+        .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let (table, _) = table
+        .merge(source, on)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_session_state(session_for(&b.ctx, staged.bytes, b.engine.hashed_source))
+        .with_commit_properties(b.props())
+        .when_matched_update(|mut u| {
+            for c in &columns {
+                u = u.update(c.as_str(), format!("source.\"{c}\""));
+            }
+            u
+        })
+        .and_then(|m| {
+            m.when_not_matched_insert(|mut i| {
+                for c in &columns {
+                    i = i.set(c.as_str(), format!("source.\"{c}\""));
+                }
+                i
+            })
+        })
+        .map_err(|e| failed(&what(), e))?
+        .await
+        .map_err(|e| failed_delta(&what(), e))?;
+    drop(staged);
+    Ok(Written::Committed(Committed {
+        how: Commit::DeltaRs(table),
+        measured: None,
+        audits: checked.audits,
+        dropped: 0,
+    }))
+}
+
+/// `ctx`'s session for a MERGE of a source of `bytes`: as it is up to `hashed` bytes
+/// ([`HASHED_SOURCE`]); beyond,
+/// joining by sorting (delta-rs's hash join would build its table from the whole source), in
+/// the process's merge runtime, whose memory pool makes the sorts spill to disk beyond
+/// [`MERGE_MEMORY`]. It shares `ctx`'s object stores.
+fn session_for(
+    ctx: &SessionContext,
+    bytes: usize,
+    hashed: usize,
+) -> Arc<dyn datafusion::catalog::Session> {
+    if bytes <= hashed {
+        return Arc::new(ctx.state());
+    }
+    static RUNTIME: OnceLock<Arc<RuntimeEnv>> = OnceLock::new();
+    let state = ctx.state();
+    let env = RUNTIME.get_or_init(|| {
+        let stores = Arc::clone(&state.runtime_env().object_store_registry);
+        RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(MERGE_MEMORY)))
+            .with_object_store_registry(stores)
+            .build_arc()
+            .unwrap_or_else(|_| Arc::clone(state.runtime_env()))
+    });
+    let mut state = SessionStateBuilder::new_from_existing(state)
+        .with_runtime_env(Arc::clone(env))
+        .build();
+    state.config_mut().options_mut().optimizer.prefer_hash_join = false;
+    Arc::new(state)
+}
+
+/// A batch's rows: held in memory up to a limit, else in Parquet files of a private local
+/// staging directory (deleted when dropped).
+struct Staged {
+    /// The rows while they fit under the limit.
+    held: Vec<RecordBatch>,
+    /// The staging directory and its open file, once the rows outgrew the limit.
+    dir: Option<tempfile::TempDir>,
+    writer: Option<ArrowWriter<std::fs::File>>,
+    files: usize,
+    /// Arrow bytes written to the open file since it was opened.
+    buffered: usize,
+    /// Bytes of every row in Arrow's memory layout (what a hash join would hold).
+    bytes: usize,
+    /// Rows and checksum of every row.
+    sum: Checksum,
+    schema: SchemaRef,
+}
+
+impl Staged {
+    /// The staged rows as a DataFrame of `ctx` (no rows, of the batch's columns, when there
+    /// were none).
+    async fn read(
+        &self,
+        ctx: &SessionContext,
+        what: &dyn Fn() -> String,
+    ) -> Result<datafusion::dataframe::DataFrame> {
+        let Some(dir) = &self.dir else {
+            let held = if self.held.is_empty() {
+                vec![RecordBatch::new_empty(Arc::clone(&self.schema))]
+            } else {
+                self.held.clone()
+            };
+            return ctx.read_batches(held).map_err(|e| failed(&what(), e));
+        };
+        let dir = dir.path().to_string_lossy().into_owned();
+        let options = ParquetReadOptions::default().schema(&self.schema);
+        ctx.read_parquet(dir, options)
+            .await
+            .map_err(|e| failed(&what(), e))
+    }
+
+    /// Write `rows` to the open staging file (opening the directory and a file as needed);
+    /// the file is finished every [`commit::FLUSH_BYTES`] of rows.
+    fn write(&mut self, rows: &RecordBatch) -> std::io::Result<()> {
+        let dir = match &self.dir {
+            Some(d) => d,
+            None => self.dir.insert(
+                tempfile::Builder::new()
+                    .prefix("tidemark-merge-")
+                    .tempdir()?,
+            ),
+        };
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => {
+                let path = dir.path().join(format!("{:05}.parquet", self.files));
+                let file = std::fs::File::create(path)?;
+                self.files += 1;
+                self.buffered = 0;
+                self.writer.insert(
+                    ArrowWriter::try_new(file, Arc::clone(&self.schema), None)
+                        .map_err(std::io::Error::other)?,
+                )
+            }
+        };
+        writer.write(rows).map_err(std::io::Error::other)?;
+        self.buffered += bytes_of(rows);
+        if self.buffered >= commit::FLUSH_BYTES {
+            self.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Finish the open staging file, if any.
+    fn finish(&mut self) -> std::io::Result<()> {
+        if let Some(w) = self.writer.take() {
+            w.close().map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stage `stream`'s rows, columns `schema` (plain types, every column nullable): held in
+/// memory while they total up to `hashed` bytes, else streamed into Parquet files; counted and
+/// hashed on the way.
+async fn stage(
+    mut stream: SendableRecordBatchStream,
+    schema: SchemaRef,
+    hashed: usize,
+    what: &dyn Fn() -> String,
+) -> Result<Staged> {
+    use futures::StreamExt;
+    let cannot = |e: std::io::Error| {
+        Error::from(
+            crate::error::Diagnostic::error(format!("cannot stage the rows of {}", what()))
+                .caused_by(&e)
+                .hint("check that the temporary directory (`TMPDIR`) is writable and has room"),
+        )
+    };
+    let mut staged = Staged {
+        held: Vec::new(),
+        dir: None,
+        writer: None,
+        files: 0,
+        buffered: 0,
+        bytes: 0,
+        sum: Checksum::default(),
+        schema: Arc::clone(&schema),
+    };
+    let mut running = Running::new(&[], Some(PARTITION_COLUMN));
+    while let Some(next) = stream.next().await {
+        for rows in plain_types(vec![next.map_err(|e| failed(&what(), e))?])? {
+            if rows.num_rows() == 0 {
+                continue;
+            }
+            running.add(&rows)?;
+            let rows = RecordBatch::try_new(Arc::clone(&schema), rows.columns().to_vec())
+                .map_err(|e| Error::Bug(format!("staging a batch's rows: {e}")))?;
+            staged.bytes += bytes_of(&rows);
+            if staged.dir.is_none() && staged.bytes <= hashed {
+                staged.held.push(rows);
+                continue;
+            }
+            for held in std::mem::take(&mut staged.held) {
+                staged.write(&held).map_err(cannot)?;
+            }
+            staged.write(&rows).map_err(cannot)?;
+        }
+    }
+    staged.finish().map_err(cannot)?;
+    staged.sum = running.total;
+    Ok(staged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{BatchJob, Engine, Input, LocalEngine, Location, WriteMode};
+    use crate::names::{ModelName, TableId};
+
+    fn job(table: &TableId, n: i64, rows: &str) -> BatchJob {
+        BatchJob {
+            model: ModelName::parse("shop.items").unwrap(),
+            table: table.clone(),
+            sql: format!("SELECT * FROM (VALUES {rows}) AS t(id, v)"),
+            inputs: Vec::new(),
+            write: WriteMode::UniqueKey {
+                key: vec!["id".to_string()],
+            },
+            txn: (format!("test-{n}"), n),
+            audits: Vec::new(),
+        }
+    }
+
+    /// The table's rows, `id=v` in key order.
+    fn rows(engine: &LocalEngine, table: &TableId) -> Vec<String> {
+        let input = Input::Table {
+            name: ModelName::parse("shop.items").unwrap(),
+            table: table.clone(),
+            version: None,
+        };
+        let out = engine
+            .query(
+                &[input],
+                "SELECT CAST(id AS VARCHAR) || '=' || v AS r FROM shop.items ORDER BY id",
+            )
+            .unwrap();
+        let mut all = Vec::new();
+        for b in out {
+            let col = datafusion::arrow::compute::cast(
+                b.column(0),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .unwrap();
+            all.extend(col.iter().map(|s| s.unwrap_or_default().to_string()));
+        }
+        all
+    }
+
+    /// The same merges by a hash join of rows held in memory and by the sorting, spilling join
+    /// of staged files: updates of matched keys, inserts of new ones, a source that matches one
+    /// target row twice (an error), and a batch a blocking audit refuses (nothing merged).
+    #[test]
+    fn a_merge_by_sorting_gives_what_a_merge_by_hashing_gives() {
+        let mut outcomes = Vec::new();
+        for hashed in [usize::MAX, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut engine = LocalEngine::new(Location::local(dir.path()).unwrap()).unwrap();
+            engine.hashed_source = hashed;
+            let table = TableId::parse("shop/items__0a1b__g1").unwrap();
+            let first = engine
+                .run_batch(&job(&table, 1, "(1, 'a'), (2, 'b'), (3, 'c')"))
+                .unwrap();
+            assert_eq!(first.rows, 3);
+            let second = engine
+                .run_batch(&job(&table, 2, "(2, 'B'), (4, 'd'), (5, 'e')"))
+                .unwrap();
+            assert_eq!(second.rows, 5, "the merged table's rows");
+            let twice = engine
+                .run_batch(&job(&table, 3, "(1, 'x'), (1, 'y')"))
+                .unwrap_err()
+                .to_string();
+            // A blocking audit that finds a staged row refuses the batch: nothing is merged.
+            let mut audited = job(&table, 4, "(6, 'f'), (7, CAST(NULL AS VARCHAR))");
+            audited.audits.push(super::super::AuditJob {
+                name: "not_null".to_string(),
+                sql: format!("SELECT * FROM {} WHERE v IS NULL", super::super::AUDITED),
+                blocking: true,
+            });
+            let refused = engine.run_batch(&audited).unwrap();
+            assert_eq!(refused.audits[0].failures, 1);
+            assert_eq!(refused.rows, 2, "the refused batch's rows");
+            outcomes.push((rows(&engine, &table), second.checksum, twice));
+        }
+        assert_eq!(
+            outcomes[0].0,
+            ["1=a", "2=B", "3=c", "4=d", "5=e"],
+            "merged by hashing"
+        );
+        assert_eq!(outcomes[0].0, outcomes[1].0, "merged by sorting");
+        assert_eq!(outcomes[0].1, outcomes[1].1, "the same checksum");
+        for (_, _, twice) in &outcomes {
+            assert!(twice.contains("multiple source rows"), "{twice}");
+        }
+    }
+
+    #[test]
+    fn only_a_large_source_is_merged_by_sorting_in_the_bounded_pool() {
+        let ctx = super::super::session::new_context();
+        let small = super::session_for(&ctx, 10, 10);
+        assert!(small.config().options().optimizer.prefer_hash_join);
+        let large = super::session_for(&ctx, 11, 10);
+        assert!(!large.config().options().optimizer.prefer_hash_join);
+        let pool = large.runtime_env().memory_pool.memory_limit();
+        assert!(matches!(
+            pool,
+            datafusion::execution::memory_pool::MemoryLimit::Finite(n) if n == super::MERGE_MEMORY
+        ));
+    }
+}

@@ -24,6 +24,8 @@
 //! - `full`, `merge`: the same rows computed by a FULL model (one whole-table batch) or an
 //!   INCREMENTAL_BY_UNIQUE_KEY model (one MERGE batch) of 1, 7, 90 and 365 days: peak memory of
 //!   each, and its ratio to one day's.
+//! - `seed`: a SEED model of a CSV file of 0.1, 1 and 4 million rows (5 columns, types
+//!   inferred): peak memory of each load, and its ratio to the smallest's.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -341,4 +343,53 @@ fn main() {
             );
         }
     }
+    if want("seed") {
+        // A seed's CSV streams into the table: memory should not follow the file.
+        let mut smallest = None;
+        for rows in [100_000u64, 1_000_000, 4_000_000] {
+            let tmp = tempfile::tempdir().unwrap();
+            seed_project(tmp.path(), rows);
+            let (secs, mib) = measure(tmp.path(), "2023-01-02");
+            let base = *smallest.get_or_insert(mib);
+            let csv = std::fs::metadata(tmp.path().join("seeds/big.csv"))
+                .unwrap()
+                .len();
+            println!(
+                "seed: a {:.1} M-row CSV ({:.0} MiB): peak {mib:.0} MiB, {:.2}x the 0.1 M-row load's ({secs:.1} s)",
+                rows as f64 / 1e6,
+                csv as f64 / 1_048_576.0,
+                mib / base
+            );
+        }
+    }
+}
+
+/// A project of one SEED model: a CSV file of `rows` rows and 5 columns (id, date, text,
+/// integer, decimal), types inferred.
+fn seed_project(p: &Path, rows: u64) {
+    use std::io::Write;
+    project(p, "2023-01-01", 0, 1, 0, 0);
+    std::fs::remove_file(p.join("models/raw/events.sql")).unwrap();
+    write(
+        p,
+        "models/raw/big.sql",
+        "MODEL (name raw.big, kind SEED (path '../../seeds/big.csv'));\n",
+    );
+    std::fs::create_dir_all(p.join("seeds")).unwrap();
+    let f = std::fs::File::create(p.join("seeds/big.csv")).unwrap();
+    let mut out = std::io::BufWriter::new(f);
+    writeln!(out, "id,day,region,units,amount").unwrap();
+    for n in 0..rows {
+        writeln!(
+            out,
+            "{n},2023-01-{:02},region_{},{},{}.{:02}",
+            n % 28 + 1,
+            (n * 7919) % 50,
+            (n * 104_729) % 1000,
+            (n * 31) % 997,
+            n % 100
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
 }

@@ -45,7 +45,7 @@ pub const HASHED_SOURCE: usize = 64 * 1024 * 1024;
 pub(super) async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
     let what = || b.what();
     let (stream, empty) = rows_of(b, &b.job.sql, false).await?;
-    let staged = stage(stream, empty.schema(), b.engine.hashed_source, &what).await?;
+    let staged = stage(b, stream, empty.schema()).await?;
     let source = staged.read(&b.ctx, &what).await?;
     let audits = audit(&b.ctx, source.clone(), b.job).await?;
     let checked = Checked {
@@ -103,11 +103,12 @@ pub(super) async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
     }))
 }
 
-/// `ctx`'s session for a MERGE of a source of `bytes`: as it is up to `hashed` bytes
-/// ([`HASHED_SOURCE`]); beyond,
-/// joining by sorting (delta-rs's hash join would build its table from the whole source), in
-/// the process's merge runtime, whose memory pool makes the sorts spill to disk beyond
-/// [`MERGE_MEMORY`]. It shares `ctx`'s object stores.
+/// `ctx`'s session for a MERGE of a source of `bytes`: `ctx`'s own up to `hashed` bytes
+/// ([`HASHED_SOURCE`]); beyond, one that joins by sorting (delta-rs's hash join would build
+/// its table from the whole source), in the process's merge runtime, whose memory pool makes
+/// the sorts spill to disk beyond [`MERGE_MEMORY`]. It shares `ctx`'s object stores. Should
+/// that runtime not build (its disk manager's temporary directory), `ctx`'s is used: the
+/// merge still sorts, without a bound.
 fn session_for(
     ctx: &SessionContext,
     bytes: usize,
@@ -215,21 +216,25 @@ impl Staged {
     }
 }
 
-/// Stage `stream`'s rows, columns `schema` (plain types, every column nullable): held in
-/// memory while they total up to `hashed` bytes, else streamed into Parquet files; counted and
-/// hashed on the way.
+/// Stage the rows of `b`'s query (`stream`), columns `schema` (plain types, every column
+/// nullable): held in memory while they total up to the engine's hash-join limit, else
+/// streamed into Parquet files; counted and hashed on the way.
 async fn stage(
+    b: &Batch<'_>,
     mut stream: SendableRecordBatchStream,
     schema: SchemaRef,
-    hashed: usize,
-    what: &dyn Fn() -> String,
 ) -> Result<Staged> {
     use futures::StreamExt;
+    let what = || b.what();
+    let hashed = b.engine.hashed_source;
     let cannot = |e: std::io::Error| {
         Error::from(
-            crate::error::Diagnostic::error(format!("cannot stage the rows of {}", what()))
-                .caused_by(&e)
-                .hint("check that the temporary directory (`TMPDIR`) is writable and has room"),
+            crate::error::Diagnostic::error(format!(
+                "cannot stage the rows of a batch of `{}` on local disk",
+                b.job.model
+            ))
+            .caused_by(&e)
+            .hint("check that the temporary directory (`TMPDIR`) is writable and has room"),
         )
     };
     let mut staged = Staged {

@@ -41,6 +41,33 @@ pub const MERGE_MEMORY: usize = 256 * 1024 * 1024;
 /// The largest source (bytes of Arrow rows) merged by a hash join, held in memory.
 pub const HASHED_SOURCE: usize = 64 * 1024 * 1024;
 
+/// The environment variable that sets the largest unique-key batch merged in memory, in MiB
+/// of rows (default [`HASHED_SOURCE`]; `0`: every batch is staged and merged by sorting).
+pub const HASHED_SOURCE_ENV: &str = "TIDEMARK_MERGE_IN_MEMORY_MIB";
+
+/// The largest source merged by a hash join: [`HASHED_SOURCE_ENV`] if set, else
+/// [`HASHED_SOURCE`].
+pub fn hashed_source_from_env() -> Result<usize> {
+    let Ok(text) = std::env::var(HASHED_SOURCE_ENV) else {
+        return Ok(HASHED_SOURCE);
+    };
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|mib| mib.checked_mul(1024 * 1024))
+        .ok_or_else(|| {
+            Error::from(
+                crate::error::Diagnostic::error(format!(
+                    "`{HASHED_SOURCE_ENV}` is `{text}`, not a number of MiB"
+                ))
+                .hint(format!(
+                    "set it to a whole number such as `{}`, or unset it",
+                    HASHED_SOURCE / (1024 * 1024)
+                )),
+            )
+        })
+}
+
 /// An INCREMENTAL_BY_UNIQUE_KEY batch: one MERGE on `key` (see the module invariants).
 pub(super) async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
     let what = || b.what();

@@ -325,7 +325,7 @@ pub struct LocalEngine {
     rt: tokio::runtime::Runtime,
     tables: tables::Tables,
     /// The largest unique-key batch (bytes of Arrow rows) merged by a hash join
-    /// ([`merge::HASHED_SOURCE`]; tests lower it to exercise the sorting merge).
+    /// ([`merge::HASHED_SOURCE`], or [`merge::HASHED_SOURCE_ENV`]).
     hashed_source: usize,
 }
 
@@ -364,6 +364,7 @@ impl LocalEngine {
 
     /// An engine on the warehouse at `root`.
     pub fn new(root: Location) -> Result<LocalEngine> {
+        let hashed_source = merge::hashed_source_from_env()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -372,7 +373,7 @@ impl LocalEngine {
             root,
             rt,
             tables: tables::Tables::default(),
-            hashed_source: merge::HASHED_SOURCE,
+            hashed_source,
         })
     }
 

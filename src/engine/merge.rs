@@ -72,7 +72,7 @@ pub fn hashed_source_from_env() -> Result<usize> {
 pub(super) async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
     let what = || b.what();
     let (stream, empty) = rows_of(b, &b.job.sql, false).await?;
-    let staged = stage(b, stream, empty.schema()).await?;
+    let staged = stage(&b.job.model, stream, empty.schema(), b.engine.hashed_source).await?;
     let source = staged.read(&b.ctx, &what).await?;
     let audits = audit(&b.ctx, source.clone(), b.job).await?;
     let checked = Checked {
@@ -243,22 +243,21 @@ impl Staged {
     }
 }
 
-/// Stage the rows of `b`'s query (`stream`), columns `schema` (plain types, every column
-/// nullable): held in memory while they total up to the engine's hash-join limit, else
-/// streamed into Parquet files; counted and hashed on the way.
+/// Stage the rows of a batch of `model` (`stream`), columns `schema` (plain types, every
+/// column nullable): held in memory while they total up to `hashed` bytes, else streamed into
+/// Parquet files; counted and hashed on the way.
 async fn stage(
-    b: &Batch<'_>,
+    model: &crate::names::ModelName,
     mut stream: SendableRecordBatchStream,
     schema: SchemaRef,
+    hashed: usize,
 ) -> Result<Staged> {
     use futures::StreamExt;
-    let what = || b.what();
-    let hashed = b.engine.hashed_source;
+    let what = || format!("{model} failed");
     let cannot = |e: std::io::Error| {
         Error::from(
             crate::error::Diagnostic::error(format!(
-                "cannot stage the rows of a batch of `{}` on local disk",
-                b.job.model
+                "cannot stage the rows of a batch of `{model}` on local disk"
             ))
             .caused_by(&e)
             .hint("check that the temporary directory (`TMPDIR`) is writable and has room"),
@@ -391,6 +390,74 @@ mod tests {
         assert_eq!(outcomes[0].1, outcomes[1].1, "the same checksum");
         for (_, _, twice) in &outcomes {
             assert!(twice.contains("multiple source rows"), "{twice}");
+        }
+    }
+
+    /// Rows held in memory until they outgrow the limit are all staged with the rest: the
+    /// staged rows read back are every row, with the running checksum of them all.
+    #[test]
+    fn rows_held_before_the_limit_is_crossed_are_staged_with_the_rest() {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        let batch = |from: i64| {
+            let ids: Vec<i64> = (from..from + 3).collect();
+            let vs: Vec<String> = ids.iter().map(|i| format!("v{i}")).collect();
+            RecordBatch::try_new(
+                std::sync::Arc::clone(&schema),
+                vec![
+                    std::sync::Arc::new(Int64Array::from(ids)) as ArrayRef,
+                    std::sync::Arc::new(StringArray::from(vs)) as ArrayRef,
+                ],
+            )
+            .unwrap()
+        };
+        let batches = vec![batch(0), batch(3), batch(6)];
+        let one = super::bytes_of(&batches[0]);
+        let mut all = super::Running::new(&[], None);
+        for b in &batches {
+            all.add(b).unwrap();
+        }
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let model = ModelName::parse("shop.items").unwrap();
+        // Two batches fit under `2 * one`: they are held, and the third sends all three to
+        // files. All three fit under `3 * one`. Nothing fits under 0.
+        for (hashed, on_disk) in [(2 * one, true), (3 * one, false), (0, true)] {
+            let stream: datafusion::execution::SendableRecordBatchStream = Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    std::sync::Arc::clone(&schema),
+                    futures::stream::iter(batches.clone().into_iter().map(Ok)),
+                ),
+            );
+            let staged = rt
+                .block_on(super::stage(
+                    &model,
+                    stream,
+                    std::sync::Arc::clone(&schema),
+                    hashed,
+                ))
+                .unwrap();
+            assert_eq!(staged.dir.is_some(), on_disk, "limit {hashed}");
+            assert_eq!(staged.held.is_empty(), on_disk, "limit {hashed}");
+            assert_eq!(staged.sum.hex(), all.total.hex(), "limit {hashed}");
+            let ctx = super::super::session::new_context();
+            let read = rt
+                .block_on(async {
+                    let df = staged.read(&ctx, &|| "test".to_string()).await?;
+                    df.collect().await.map_err(|e| super::failed("read", e))
+                })
+                .unwrap();
+            let mut back = super::Running::new(&[], None);
+            let mut rows = 0;
+            for b in &read {
+                back.add(b).unwrap();
+                rows += b.num_rows();
+            }
+            assert_eq!(rows, 9, "limit {hashed}");
+            assert_eq!(back.total.hex(), all.total.hex(), "limit {hashed}");
         }
     }
 

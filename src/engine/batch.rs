@@ -15,10 +15,10 @@
 //!   counted and hashed as they are written to not-yet-committed files (memory bounded by
 //!   [`commit::FLUSH_BYTES`], not by the batch's size), and their audits read those files back
 //!   (a refused batch's files are deleted). SEED loads stream the same way. UNIQUE_KEY batches
-//!   stream through staged files into a MERGE ([`super::merge`]). Other batches (a FULL or SEED
-//!   model whose columns changed) are measured in memory. Only UNIQUE_KEY batches (whose
-//!   checksum is the merged table's) and batches found already committed are read back after
-//!   the commit.
+//!   are held in memory up to a limit, else staged in local files and merged by sorting
+//!   ([`super::merge`]). A FULL or SEED model whose columns changed is measured in memory.
+//!   Only UNIQUE_KEY batches (whose checksum is the merged table's) and batches found already
+//!   committed are read back after the commit.
 //! - A whole-table write (unique-key MERGE, FULL, SEED) commits holding the table's writer lock
 //!   ([`super::lock`]) and against the table as read after taking it, so writers of one table
 //!   take turns instead of failing each other's commits. Creating a table takes the same turn.
@@ -47,13 +47,13 @@ use super::{
     AUDITED, AuditResult, BatchJob, BatchReport, Checksum, LocalEngine, Location, PARTITION_COLUMN,
     WriteMode, failed,
 };
-use super::{commit, lock};
+use super::{commit, lock, merge};
 use crate::error::{Diagnostic, Error, Result};
 use crate::interval::{Interval, IntervalUnit};
 
 /// Wait for this writer's turn at a whole-table write of `at` ([`lock`]), then read the
 /// table as of now, so the commit is checked against what the previous holder wrote.
-pub(super) async fn whole_table_turn(
+async fn whole_table_turn(
     engine: &LocalEngine,
     at: &Location,
 ) -> Result<(lock::TableLock, DeltaTable)> {
@@ -123,7 +123,7 @@ pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<
             time_range(&b, &mut open, &range).await?
         }
         WriteMode::Full | WriteMode::Seed { .. } => whole(&b, &mut open).await?,
-        WriteMode::UniqueKey { key } => super::merge::merge(&b, key).await?,
+        WriteMode::UniqueKey { key } => merge(&b, key).await?,
     };
     let mut clock = Clock::start();
     let report = match written {
@@ -136,19 +136,19 @@ pub async fn run(engine: &LocalEngine, at: &Location, job: &BatchJob) -> Result<
 }
 
 /// One batch on its way: what every write mode needs.
-pub(super) struct Batch<'a> {
-    pub(super) engine: &'a LocalEngine,
-    pub(super) at: &'a Location,
-    pub(super) job: &'a BatchJob,
+struct Batch<'a> {
+    engine: &'a LocalEngine,
+    at: &'a Location,
+    job: &'a BatchJob,
     /// The batch's session, its inputs registered.
-    pub(super) ctx: SessionContext,
+    ctx: SessionContext,
     /// The table version the batch was checked against.
-    pub(super) read_version: u64,
+    read_version: u64,
 }
 
 impl Batch<'_> {
     /// "`model` failed", the headline of a failed query or write.
-    pub(super) fn what(&self) -> String {
+    fn what(&self) -> String {
         format!("{} failed", self.job.model)
     }
 
@@ -168,7 +168,7 @@ impl Batch<'_> {
     }
 
     /// delta-rs commit properties: the application transaction and the tag.
-    pub(super) fn props(&self) -> CommitProperties {
+    fn props(&self) -> CommitProperties {
         CommitProperties::default()
             .with_application_transaction(Transaction::new(&self.job.txn.0, self.job.txn.1))
             .with_metadata([("tidemark".to_string(), self.tag())])
@@ -184,7 +184,7 @@ struct Range<'a> {
 }
 
 /// What a write mode did.
-pub(super) enum Written {
+enum Written {
     /// A blocking audit failed: nothing was committed.
     Refused(BatchReport),
     /// One commit landed.
@@ -192,18 +192,18 @@ pub(super) enum Written {
 }
 
 /// A landed commit, with what is known of the rows it wrote.
-pub(super) struct Committed {
-    pub(super) how: Commit,
+struct Committed {
+    how: Commit,
     /// Rows, checksum and audits of what was written, when known before the commit.
-    pub(super) measured: Option<Checked>,
+    measured: Option<Checked>,
     /// Audit outcomes when the rows are measured after the commit (a merge).
-    pub(super) audits: Vec<AuditResult>,
+    audits: Vec<AuditResult>,
     /// Rows the query returned outside the batch's window (not written).
-    pub(super) dropped: u64,
+    dropped: u64,
 }
 
 /// Who committed.
-pub(super) enum Commit {
+enum Commit {
     /// delta-rs: the table as it left it.
     DeltaRs(DeltaTable),
     /// Our own log writer ([`commit`]): the version and the bytes added.
@@ -454,6 +454,76 @@ async fn whole(b: &Batch<'_>, open: &mut Open) -> Result<Written> {
     }))
 }
 
+/// An INCREMENTAL_BY_UNIQUE_KEY batch: one MERGE on `key`. The rows are staged
+/// ([`merge::stage`]: in memory up to a limit, else in local files) and audited there; the
+/// MERGE reads them in the session [`merge::session_for`] gives for their size; the checksum
+/// is the merged table's, read back after the commit.
+async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
+    let what = || b.what();
+    let (stream, empty) = rows_of(b, &b.job.sql, false).await?;
+    let staged = merge::stage(&b.job.model, stream, empty.schema(), b.engine.hashed_source).await?;
+    let source = staged.read(&b.ctx, &what).await?;
+    let audits = audit(&b.ctx, source.clone(), b.job).await?;
+    let checked = Checked {
+        sum: staged.sum,
+        partitions: std::collections::BTreeMap::new(),
+        audits,
+    };
+    if let Some(report) = refused(b.read_version, &checked) {
+        return Ok(Written::Refused(report));
+    }
+    let (_lock, table) = whole_table_turn(b.engine, b.at).await?;
+    // Created empty first, so even the first batch is a merge, checked against concurrent
+    // writers.
+    let table = ensure_created(table, b.at, std::slice::from_ref(&empty), &[], &b.ctx).await?;
+    let columns: Vec<String> = empty
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let on = key
+        .iter()
+        .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let (table, _) = table
+        .merge(source, on)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_session_state(merge::session_for(
+            &b.ctx,
+            staged.bytes,
+            b.engine.hashed_source,
+        ))
+        .with_commit_properties(b.props())
+        .when_matched_update(|mut u| {
+            for c in &columns {
+                u = u.update(c.as_str(), format!("source.\"{c}\""));
+            }
+            u
+        })
+        .and_then(|m| {
+            m.when_not_matched_insert(|mut i| {
+                for c in &columns {
+                    i = i.set(c.as_str(), format!("source.\"{c}\""));
+                }
+                i
+            })
+        })
+        .map_err(|e| failed(&what(), e))?
+        .await
+        .map_err(|e| failed_delta(&what(), e))?;
+    // The staged files were read by the MERGE; they go now.
+    drop(staged);
+    Ok(Written::Committed(Committed {
+        how: Commit::DeltaRs(table),
+        measured: None,
+        audits: checked.audits,
+        dropped: 0,
+    }))
+}
+
 /// Follow the commit in the open table and report what it wrote.
 async fn finish(b: &Batch<'_>, mut open: Open, c: Committed) -> Result<BatchReport> {
     let (version, bytes) = match c.how {
@@ -488,11 +558,11 @@ async fn finish(b: &Batch<'_>, mut open: Open, c: Committed) -> Result<BatchRepo
 }
 
 /// Rows, checksum and audit outcomes of a batch's rows, before they are written.
-pub(super) struct Checked {
-    pub(super) sum: Checksum,
+struct Checked {
+    sum: Checksum,
     /// Per partition (empty for an unpartitioned table).
-    pub(super) partitions: std::collections::BTreeMap<String, Checksum>,
-    pub(super) audits: Vec<AuditResult>,
+    partitions: std::collections::BTreeMap<String, Checksum>,
+    audits: Vec<AuditResult>,
 }
 
 /// Measure and audit `batches` (the partition column left out) in memory. Audits run in the
@@ -522,7 +592,7 @@ async fn check(ctx: &SessionContext, batches: &[RecordBatch], job: &BatchJob) ->
 }
 
 /// Run `job`'s audits on `rows` (as `@this_model`; a partition column is left out).
-pub(super) async fn audit(
+async fn audit(
     ctx: &SessionContext,
     rows: datafusion::dataframe::DataFrame,
     job: &BatchJob,
@@ -563,7 +633,7 @@ pub(super) async fn audit(
 }
 
 /// The report of a batch whose blocking audit failed: nothing is committed.
-pub(super) fn refused(read_version: u64, checked: &Checked) -> Option<BatchReport> {
+fn refused(read_version: u64, checked: &Checked) -> Option<BatchReport> {
     checked
         .audits
         .iter()
@@ -643,7 +713,7 @@ async fn measure(at: &Location, job: &BatchJob, version: u64) -> Result<BatchRep
 /// Delta types (with the partition column when `partitioned`). The columns are the physical
 /// plan's, which the rows carry: the logical plan's can differ (the precision of a SUM of
 /// decimals), and a table created from those would not take the rows.
-pub(super) async fn rows_of(
+async fn rows_of(
     b: &Batch<'_>,
     sql: &str,
     partitioned: bool,

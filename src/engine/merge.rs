@@ -1,20 +1,19 @@
-//! INCREMENTAL_BY_UNIQUE_KEY batches: one delta-rs MERGE on the unique key, in memory bounded
-//! by neither the batch's rows nor the table's.
+//! The rows of an INCREMENTAL_BY_UNIQUE_KEY batch on their way to delta-rs's MERGE (which
+//! [`super::batch`] runs and commits), staged so that memory is bounded by neither the batch's
+//! rows nor the table's, and the session that merges them.
 //!
 //! Invariants:
-//! - The query's rows are computed once and counted and hashed as they come. Up to
+//! - The query's rows are computed once and counted and hashed as they come ([`stage`]). Up to
 //!   [`HASHED_SOURCE`] bytes of rows are held in memory; beyond, every row streams into
 //!   Parquet files of a private local staging directory (the open file finished every
 //!   [`commit::FLUSH_BYTES`] of rows). The audits read the staged rows, and the MERGE reads
-//!   them as its source. The directory is deleted when the batch ends, whatever the outcome.
-//! - A failing blocking audit means no commit (nothing else was written).
+//!   them as its source ([`Staged::read`]). The directory is deleted when the [`Staged`] rows
+//!   are dropped, whatever the outcome.
 //! - delta-rs's MERGE holds its source as the build side of a hash join. A source of more than
 //!   [`HASHED_SOURCE`] bytes of rows is therefore merged in a session whose joins sort instead
 //!   of hashing, and whose sorts spill to disk beyond [`MERGE_MEMORY`] (one pool shared by
-//!   every such merge of the process): a year in one batch needed a year of rows in memory. A
-//!   smaller source keeps the hash join, which is about twice as fast.
-//! - The commit is delta-rs's, in this writer's turn at the table's lock, against the table as
-//!   read after taking it; the checksum is the merged table's, read back after the commit.
+//!   every such merge of the process; [`session_for`]): a year in one batch needed a year of
+//!   rows in memory. A smaller source keeps the hash join, which is about twice as fast.
 
 use std::sync::{Arc, OnceLock};
 
@@ -27,9 +26,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-use super::batch::{Batch, Checked, Commit, Committed, Written, audit, refused, rows_of};
 use super::checksum::{Checksum, Running};
-use super::delta::{ensure_created, failed_delta};
 use super::rows::{bytes_of, plain_types};
 use super::{PARTITION_COLUMN, commit, failed};
 use crate::error::{Error, Result};
@@ -68,75 +65,13 @@ pub fn hashed_source_from_env() -> Result<usize> {
         })
 }
 
-/// An INCREMENTAL_BY_UNIQUE_KEY batch: one MERGE on `key` (see the module invariants).
-pub(super) async fn merge(b: &Batch<'_>, key: &[String]) -> Result<Written> {
-    let what = || b.what();
-    let (stream, empty) = rows_of(b, &b.job.sql, false).await?;
-    let staged = stage(&b.job.model, stream, empty.schema(), b.engine.hashed_source).await?;
-    let source = staged.read(&b.ctx, &what).await?;
-    let audits = audit(&b.ctx, source.clone(), b.job).await?;
-    let checked = Checked {
-        sum: staged.sum,
-        partitions: std::collections::BTreeMap::new(),
-        audits,
-    };
-    if let Some(report) = refused(b.read_version, &checked) {
-        return Ok(Written::Refused(report));
-    }
-    let (_lock, table) = super::batch::whole_table_turn(b.engine, b.at).await?;
-    // Created empty first, so even the first batch is a merge, checked against concurrent
-    // writers.
-    let table = ensure_created(table, b.at, std::slice::from_ref(&empty), &[], &b.ctx).await?;
-    let columns: Vec<String> = empty
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let on = key
-        .iter()
-        .map(|k| format!("target.\"{k}\" = source.\"{k}\""))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let (table, _) = table
-        .merge(source, on)
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_session_state(session_for(&b.ctx, staged.bytes, b.engine.hashed_source))
-        .with_commit_properties(b.props())
-        .when_matched_update(|mut u| {
-            for c in &columns {
-                u = u.update(c.as_str(), format!("source.\"{c}\""));
-            }
-            u
-        })
-        .and_then(|m| {
-            m.when_not_matched_insert(|mut i| {
-                for c in &columns {
-                    i = i.set(c.as_str(), format!("source.\"{c}\""));
-                }
-                i
-            })
-        })
-        .map_err(|e| failed(&what(), e))?
-        .await
-        .map_err(|e| failed_delta(&what(), e))?;
-    drop(staged);
-    Ok(Written::Committed(Committed {
-        how: Commit::DeltaRs(table),
-        measured: None,
-        audits: checked.audits,
-        dropped: 0,
-    }))
-}
-
 /// `ctx`'s session for a MERGE of a source of `bytes`: `ctx`'s own up to `hashed` bytes
 /// ([`HASHED_SOURCE`]); beyond, one that joins by sorting (delta-rs's hash join would build
 /// its table from the whole source), in the process's merge runtime, whose memory pool makes
 /// the sorts spill to disk beyond [`MERGE_MEMORY`]. It shares `ctx`'s object stores. Should
 /// that runtime not build (its disk manager's temporary directory), `ctx`'s is used: the
 /// merge still sorts, without a bound.
-fn session_for(
+pub(super) fn session_for(
     ctx: &SessionContext,
     bytes: usize,
     hashed: usize,
@@ -163,7 +98,7 @@ fn session_for(
 
 /// A batch's rows: held in memory up to a limit, else in Parquet files of a private local
 /// staging directory (deleted when dropped).
-struct Staged {
+pub(super) struct Staged {
     /// The rows while they fit under the limit.
     held: Vec<RecordBatch>,
     /// The staging directory and its open file, once the rows outgrew the limit.
@@ -173,16 +108,16 @@ struct Staged {
     /// Arrow bytes written to the open file since it was opened.
     buffered: usize,
     /// Bytes of every row in Arrow's memory layout (what a hash join would hold).
-    bytes: usize,
+    pub(super) bytes: usize,
     /// Rows and checksum of every row.
-    sum: Checksum,
+    pub(super) sum: Checksum,
     schema: SchemaRef,
 }
 
 impl Staged {
     /// The staged rows as a DataFrame of `ctx` (no rows, of the batch's columns, when there
     /// were none).
-    async fn read(
+    pub(super) async fn read(
         &self,
         ctx: &SessionContext,
         what: &dyn Fn() -> String,
@@ -246,7 +181,7 @@ impl Staged {
 /// Stage the rows of a batch of `model` (`stream`), columns `schema` (plain types, every
 /// column nullable): held in memory while they total up to `hashed` bytes, else streamed into
 /// Parquet files; counted and hashed on the way.
-async fn stage(
+pub(super) async fn stage(
     model: &crate::names::ModelName,
     mut stream: SendableRecordBatchStream,
     schema: SchemaRef,

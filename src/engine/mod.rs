@@ -19,7 +19,8 @@
 //! - The partition column [`PARTITION_COLUMN`] is physical only: readers never see it.
 //!
 //! Files, dependencies pointing one way (no cycle among them): [`batch`] (the batch pipeline,
-//! one function per write mode) and [`ops`] (clone, statistics, vacuum) use [`commit`] (the
+//! one function per write mode; its unique-key rows staged by [`merge`]) and [`ops`] (clone,
+//! statistics, vacuum) use [`commit`] (the
 //! direct window commit), [`tables`] (open tables followed commit by commit), [`session`]
 //! (DataFusion sessions over pinned inputs, read through [`listed`] from the followed file
 //! lists where it can), [`seed`], [`rows`], [`lock`] and [`checksum`];

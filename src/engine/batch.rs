@@ -418,10 +418,7 @@ async fn whole(b: &Batch<'_>, open: &mut Open) -> Result<Written> {
     let what = || b.what();
     let (stream, empty) = match &b.job.write {
         WriteMode::Seed { path, columns } => {
-            let df = super::seed::read(&b.ctx, path, columns).await?;
-            let stream = df.execute_stream().await.map_err(|e| failed(&what(), e))?;
-            let empty = empty_batch(&stream.schema(), false);
-            (stream, empty)
+            executed(b, super::seed::read(&b.ctx, path, columns).await?, false).await?
         }
         _ => rows_of(b, &b.job.sql, false).await?,
     };
@@ -725,11 +722,22 @@ async fn rows_of(
         .await
         .map_err(|e| failed(&b.what(), e))?;
     clock.lap(Phase::LogicalPlan);
+    let rows = executed(b, df, partitioned).await?;
+    clock.lap(Phase::PhysicalPlan);
+    Ok(rows)
+}
+
+/// The rows of `df` as they are computed, and an empty batch of their columns (see
+/// [`rows_of`]).
+async fn executed(
+    b: &Batch<'_>,
+    df: datafusion::dataframe::DataFrame,
+    partitioned: bool,
+) -> Result<(SendableRecordBatchStream, RecordBatch)> {
     let stream = df
         .execute_stream()
         .await
         .map_err(|e| failed(&b.what(), e))?;
-    clock.lap(Phase::PhysicalPlan);
     let empty = empty_batch(&stream.schema(), partitioned);
     Ok((stream, empty))
 }

@@ -506,7 +506,7 @@ pub(super) fn fits(have: &SchemaRef, want: &SchemaRef) -> bool {
 
 /// `b` with the table's schema (cast where only the physical form differs); `b` must
 /// [`fits`] it.
-fn conform(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(super) fn conform(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let bug = |e: datafusion::arrow::error::ArrowError| {
         Error::Bug(format!("casting to the table's types: {e}"))
     };

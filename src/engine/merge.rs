@@ -27,7 +27,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use super::checksum::{Checksum, Running};
-use super::rows::{bytes_of, plain_types};
+use super::rows::bytes_of;
 use super::{PARTITION_COLUMN, commit, failed};
 use crate::error::{Error, Result};
 
@@ -210,23 +210,20 @@ pub(super) async fn stage(
     };
     let mut running = Running::new(&[], Some(PARTITION_COLUMN));
     while let Some(next) = stream.next().await {
-        for rows in plain_types(vec![next.map_err(|e| failed(&what(), e))?])? {
-            if rows.num_rows() == 0 {
-                continue;
-            }
-            running.add(&rows)?;
-            let rows = RecordBatch::try_new(Arc::clone(&schema), rows.columns().to_vec())
-                .map_err(|e| Error::Bug(format!("staging a batch's rows: {e}")))?;
-            staged.bytes += bytes_of(&rows);
-            if staged.dir.is_none() && staged.bytes <= hashed {
-                staged.held.push(rows);
-                continue;
-            }
-            for held in std::mem::take(&mut staged.held) {
-                staged.write(&held).map_err(cannot)?;
-            }
-            staged.write(&rows).map_err(cannot)?;
+        let rows = commit::conform(next.map_err(|e| failed(&what(), e))?, &schema)?;
+        if rows.num_rows() == 0 {
+            continue;
         }
+        running.add(&rows)?;
+        staged.bytes += bytes_of(&rows);
+        if staged.dir.is_none() && staged.bytes <= hashed {
+            staged.held.push(rows);
+            continue;
+        }
+        for held in std::mem::take(&mut staged.held) {
+            staged.write(&held).map_err(cannot)?;
+        }
+        staged.write(&rows).map_err(cannot)?;
     }
     staged.finish().map_err(cannot)?;
     staged.sum = running.total;

@@ -579,9 +579,8 @@ fn first_line(e: &Error) -> String {
 /// `SELECT CAST(NULL AS type) AS "column", ... WHERE false`: no rows, the declared schema.
 /// Types were validated by the SQL parser at load; names are quoted.
 fn check_seed(file: &std::path::Path, s: &Snapshot) -> Result<()> {
-    let bytes =
-        std::fs::read(file).map_err(|e| Error::from(crate::error::io_error("read", file, &e)))?;
-    let hash = blake3::hash(&bytes).to_hex().to_string();
+    let hash = crate::project::seed::hash_file(file)
+        .map_err(|e| Error::from(crate::error::io_error("read", file, &e)))?;
     if s.model.seed_hash.as_deref().is_some_and(|h| h != hash) {
         return Err(Diagnostic::error(format!(
             "the seed file {} changed since {} was planned",

@@ -2,6 +2,8 @@
 //! line before anything is planned or written.
 //!
 //! Invariants:
+//! - A seed file is read as a stream (hashed and checked through small buffers), never held
+//!   whole in memory, whatever its size.
 //! - The file is UTF-8, has a header of distinct, non-empty column names, and every row has
 //!   exactly the header's number of fields (quoted fields may hold commas and newlines).
 //! - With `columns (...)` declared, the header names exactly the declared columns (any order)
@@ -14,22 +16,25 @@ use std::path::Path;
 
 use crate::error::{Diagnostic, Location, did_you_mean};
 
-/// Check the seed `bytes` read from `file` (as shown in messages) against the declared
-/// `columns` (name, SQL type; empty when undeclared).
-pub fn check(bytes: &[u8], file: &Path, columns: &[(String, String)]) -> Result<(), Diagnostic> {
+/// The blake3 hash (hex) of the seed file at `path`, read through a small buffer.
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Check the seed read from `source` (the file `file`, as shown in messages) against the
+/// declared `columns` (name, SQL type; empty when undeclared), one record at a time.
+pub fn check(
+    source: impl std::io::Read,
+    file: &Path,
+    columns: &[(String, String)],
+) -> Result<(), Diagnostic> {
     let at = |line: u64| Location::at(file, line, 0);
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Diagnostic::error(format!(
-            "the seed file is not UTF-8 (invalid byte at offset {})",
-            e.valid_up_to()
-        ))
-        .at(Location::file(file))
-        .hint("save the CSV as UTF-8")
-    })?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(text.as_bytes());
+        .from_reader(source);
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| csv_error(file, &e))?
@@ -126,6 +131,14 @@ fn check_header<'a>(
 
 fn csv_error(file: &Path, e: &csv::Error) -> Diagnostic {
     let line = e.position().map_or(0, csv::Position::line);
+    if let csv::ErrorKind::Utf8 { err, .. } = e.kind() {
+        return Diagnostic::error(format!(
+            "the seed file is not UTF-8 (an invalid byte in field {} of this row)",
+            err.field() + 1
+        ))
+        .at(Location::at(file, line, 0))
+        .hint("save the CSV as UTF-8");
+    }
     Diagnostic::error("the seed file is not valid CSV")
         .at(Location::at(file, line, 0))
         .caused_by(e)
@@ -205,7 +218,7 @@ mod tests {
         ];
         check(ok.as_bytes(), Path::new("s.csv"), &cols).unwrap();
         // Empty values are NULLs of any type.
-        check(b"id,name\n,x\n", Path::new("s.csv"), &cols[..2]).unwrap();
+        check(&b"id,name\n,x\n"[..], Path::new("s.csv"), &cols[..2]).unwrap();
     }
 
     #[test]
@@ -231,9 +244,52 @@ mod tests {
         assert!(e.contains("does not declare"), "{e}");
         let e = err("id\n1\n", &[("id", "BIGINT"), ("idd", "BIGINT")]);
         assert!(e.contains("declares column `idd`"), "{e}");
-        let e = check(b"a,b\n\xff,1\n", Path::new("s.csv"), &[])
+        let e = check(&b"a,b\n1,2\n3,\xff\n"[..], Path::new("s.csv"), &[])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not UTF-8"), "{e}");
+        assert!(
+            e.contains("not UTF-8") && e.contains("field 2") && e.contains("s.csv:3"),
+            "{e}"
+        );
+        let e = check(&b"a,\xffb\n1,2\n"[..], Path::new("s.csv"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not UTF-8") && e.contains("s.csv:1"), "{e}");
+    }
+
+    /// A seed larger than any buffer is hashed and checked through the file, with the same
+    /// hash as its bytes' and the line of a late error.
+    #[test]
+    fn a_large_seed_streams_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.csv");
+        let mut text = String::from("id,name\n");
+        for i in 0..40_000 {
+            text.push_str(&format!("{i},\"name {i}\"\n"));
+        }
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(
+            hash_file(&path).unwrap(),
+            blake3::hash(text.as_bytes()).to_hex().to_string()
+        );
+        let cols = [
+            ("id".to_string(), "BIGINT".to_string()),
+            ("name".to_string(), "VARCHAR".to_string()),
+        ];
+        check(std::fs::File::open(&path).unwrap(), &path, &cols).unwrap();
+        text.push_str("40000,?\n");
+        let mut bytes = text.into_bytes();
+        // A lone continuation byte: invalid UTF-8 on line 40,002.
+        let n = bytes.len();
+        bytes[n - 2] = 0x80;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = check(std::fs::File::open(&path).unwrap(), &path, &cols)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not UTF-8") && e.contains("big.csv:40002"),
+            "{e}"
+        );
+        assert!(hash_file(&dir.path().join("missing.csv")).is_err());
     }
 }

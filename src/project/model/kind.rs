@@ -280,7 +280,7 @@ impl Builder<'_> {
                         normalize(&model_dir.join(&rel))
                     }
                 };
-                let bytes = std::fs::read(self.root.join(&path)).map_err(|e| {
+                let hash = crate::project::seed::hash_file(&self.root.join(&path)).map_err(|e| {
                     src.err(
                         *at,
                         format!(
@@ -291,7 +291,7 @@ impl Builder<'_> {
                     )
                     .hint("the seed path is relative to the model file, or to the project root when it starts with `$root/`")
                 })?;
-                self.seed_hash = Some(blake3::hash(&bytes).to_hex().to_string());
+                self.seed_hash = Some(hash);
                 Ok(Kind::Seed { path })
             }
         }

@@ -371,8 +371,8 @@ impl<'a> Builder<'a> {
             }
             (Kind::Seed { path }, None) => {
                 // Read again here, where the declared columns are known.
-                if let Ok(bytes) = std::fs::read(self.root.join(path))
-                    && let Err(d) = super::seed::check(&bytes, path, &self.columns)
+                if let Ok(file) = std::fs::File::open(self.root.join(path))
+                    && let Err(d) = super::seed::check(file, path, &self.columns)
                 {
                     self.errors.push(d);
                 }

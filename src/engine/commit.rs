@@ -212,7 +212,7 @@ impl TableWriter {
                 self.what
             )));
         }
-        self.buffered += b.get_array_memory_size();
+        self.buffered += super::rows::bytes_of(&b);
         self.since_flush.add(&b)?;
         self.writer
             .write(conform(b, &self.schema)?)
@@ -611,6 +611,44 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    /// Record batches that are slices of one large batch (as DataFusion's operators hand them
+    /// out) count their own rows towards [`FLUSH_BYTES`], not their shared buffers: 300,000
+    /// rows (a few MiB) in 8,192-row slices make one file per partition value, not a flush
+    /// every few slices.
+    #[tokio::test]
+    async fn sliced_record_batches_count_their_own_bytes_towards_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_path, at) = table_of(dir.path(), &["a"]).await;
+        let tables = Tables::default();
+        let mut open = tables.latest(&at).await.unwrap();
+        let keys_of: Vec<&str> = (0..300_000)
+            .map(|i| if i % 2 == 0 { "b" } else { "c" })
+            .collect();
+        let all = rows(&keys_of);
+        let slices: Vec<RecordBatch> = (0..all.num_rows())
+            .step_by(8192)
+            .map(|o| all.slice(o, 8192.min(all.num_rows() - o)))
+            .collect();
+        let whole: usize = slices.iter().map(|b| b.get_array_memory_size()).sum();
+        assert!(
+            whole > FLUSH_BYTES,
+            "the slices' shared buffers add up to {whole}"
+        );
+        let k = keys("b", "d");
+        overwrite_window(&mut open, &at, slices, &window(&k, "w"))
+            .await
+            .unwrap();
+        let files = files_of(&at).await;
+        assert_eq!(
+            files,
+            vec![
+                ("a".to_string(), 1),
+                ("b".to_string(), 150_000),
+                ("c".to_string(), 150_000)
+            ]
+        );
     }
 
     #[tokio::test]

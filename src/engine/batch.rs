@@ -16,7 +16,8 @@
 //!   [`commit::FLUSH_BYTES`], not by the batch's size), and their audits read those files back
 //!   (a refused batch's files are deleted). SEED loads stream the same way. UNIQUE_KEY batches
 //!   are held in memory up to a limit, else staged in local files and merged by sorting
-//!   ([`super::merge`]). A FULL or SEED model whose columns changed is measured in memory.
+//!   ([`super::merge`]); so are the rows of a FULL or SEED model whose columns changed, which
+//!   delta-rs then writes from the staged rows.
 //!   Only UNIQUE_KEY batches (whose checksum is the merged table's) and batches found already
 //!   committed are read back after the commit.
 //! - A whole-table write (unique-key MERGE, FULL, SEED) commits holding the table's writer lock
@@ -412,7 +413,8 @@ async fn written_rows(
 /// A FULL or SEED batch: its rows replace the whole table. The rows (the model's query, or a
 /// seed's CSV file, read as it is parsed) stream into the table's files as they come
 /// ([`streamed`]) when the table exists (it is created empty first) with their columns;
-/// otherwise (its columns changed) they are collected and written by delta-rs, the table's
+/// otherwise (its columns changed) they are staged ([`merge::stage`]: in memory up to a limit,
+/// else in local files), audited there, and written from there by delta-rs, the table's
 /// schema replaced.
 async fn whole(b: &Batch<'_>, open: &mut Open) -> Result<Written> {
     let what = || b.what();
@@ -428,15 +430,24 @@ async fn whole(b: &Batch<'_>, open: &mut Open) -> Result<Written> {
         let replace = b.direct_commit(commit::Scope::Table);
         return streamed(b, open, stream, writer, None, &replace).await;
     }
-    let batches = collected(stream, empty, &what).await?;
-    let checked = check(&b.ctx, &batches, b.job).await?;
+    // The columns changed: delta-rs writes the rows and replaces the schema. They are staged
+    // first (in memory up to the merge limit, else in local files), audited there, and
+    // streamed from there into the table.
+    let staged = merge::stage(&b.job.model, stream, empty.schema(), b.engine.hashed_source).await?;
+    let source = staged.read(&b.ctx, &what).await?;
+    let checked = Checked {
+        sum: staged.sum,
+        partitions: std::collections::BTreeMap::new(),
+        audits: audit(&b.ctx, source.clone(), b.job).await?,
+    };
     if let Some(report) = refused(b.read_version, &checked) {
         return Ok(Written::Refused(report));
     }
     let (_lock, table) = whole_table_turn(b.engine, b.at).await?;
-    let table = ensure_created(table, b.at, &batches, &[], &b.ctx).await?;
+    let table = ensure_created(table, b.at, &[empty], &[], &b.ctx).await?;
     let table = table
-        .write(batches)
+        .write(Vec::new())
+        .with_input_plan(source.logical_plan().clone())
         .with_save_mode(SaveMode::Overwrite)
         .with_schema_mode(SchemaMode::Overwrite)
         .with_session_state(Arc::new(b.ctx.state()))
@@ -750,19 +761,4 @@ async fn collect_stream(
     datafusion::physical_plan::common::collect(stream)
         .await
         .map_err(|e| failed(&what(), e))
-}
-
-/// Every record batch of `stream` in plain Delta types, or `empty` when there is none, so that
-/// a first write can create the table.
-async fn collected(
-    stream: SendableRecordBatchStream,
-    empty: RecordBatch,
-    what: &dyn Fn() -> String,
-) -> Result<Vec<RecordBatch>> {
-    let batches = plain_types(collect_stream(stream, what).await?)?;
-    Ok(if batches.is_empty() {
-        vec![empty]
-    } else {
-        batches
-    })
 }

@@ -393,6 +393,71 @@ mod tests {
         }
     }
 
+    /// A FULL batch whose columns differ from its table's is staged like a merge's rows (held
+    /// in memory, or in files at a limit of 0), audited there, and written from there with the
+    /// table's schema replaced: both ways give the same rows and checksum, and a batch a
+    /// blocking audit refuses leaves the table's columns and rows as they were.
+    #[test]
+    fn a_full_batch_whose_columns_changed_is_staged_then_replaces_the_table() {
+        let mut outcomes = Vec::new();
+        for hashed in [usize::MAX, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut engine = LocalEngine::new(Location::local(dir.path()).unwrap()).unwrap();
+            engine.hashed_source = hashed;
+            let table = TableId::parse("shop/items__0a1b__g1").unwrap();
+            let full = |n: i64, rows: &str, columns: &str| BatchJob {
+                sql: format!("SELECT * FROM (VALUES {rows}) AS t({columns})"),
+                write: WriteMode::Full,
+                ..job(&table, n, "")
+            };
+            engine
+                .run_batch(&full(1, "(1, 'a'), (2, 'b')", "id, v"))
+                .unwrap();
+            let mut audited = full(
+                2,
+                "(1, 'a', 10), (2, 'b', CAST(NULL AS BIGINT))",
+                "id, v, w",
+            );
+            audited.audits.push(super::super::AuditJob {
+                name: "not_null".to_string(),
+                sql: format!("SELECT * FROM {} WHERE w IS NULL", super::super::AUDITED),
+                blocking: true,
+            });
+            let refused = engine.run_batch(&audited).unwrap();
+            assert_eq!(refused.audits[0].failures, 1);
+            assert_eq!(rows(&engine, &table), ["1=a", "2=b"], "refused: unchanged");
+            let changed = engine
+                .run_batch(&full(
+                    3,
+                    "(1, 'a', 10), (2, 'B', 20), (3, 'c', 30)",
+                    "id, v, w",
+                ))
+                .unwrap();
+            assert_eq!(changed.rows, 3);
+            let input = Input::Table {
+                name: ModelName::parse("shop.items").unwrap(),
+                table: table.clone(),
+                version: None,
+            };
+            let w = engine
+                .query(
+                    &[input],
+                    "SELECT CAST(SUM(w) AS BIGINT) AS w FROM shop.items",
+                )
+                .unwrap();
+            let w = w[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .unwrap()
+                .value(0);
+            outcomes.push((rows(&engine, &table), w, changed.checksum));
+        }
+        assert_eq!(outcomes[0].0, ["1=a", "2=B", "3=c"]);
+        assert_eq!(outcomes[0].1, 60, "the new column's values");
+        assert_eq!(outcomes[0], outcomes[1], "held and staged in files");
+    }
+
     #[test]
     fn only_a_large_source_is_merged_by_sorting_in_the_bounded_pool() {
         let ctx = super::super::session::new_context();

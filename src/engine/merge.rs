@@ -249,19 +249,48 @@ mod tests {
         }
     }
 
-    /// The table's rows, `id=v` in key order.
-    fn rows(engine: &LocalEngine, table: &TableId) -> Vec<String> {
+    /// An engine on a fresh warehouse that merges sources of up to `hashed` bytes in memory,
+    /// and the table the tests write.
+    fn engine_merging_in_memory_up_to(hashed: usize) -> (tempfile::TempDir, LocalEngine, TableId) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = LocalEngine::new(Location::local(dir.path()).unwrap()).unwrap();
+        engine.hashed_source = hashed;
+        (dir, engine, TableId::parse("shop/items__0a1b__g1").unwrap())
+    }
+
+    /// A blocking audit that finds the rows whose `column` is null.
+    fn blocking_not_null(column: &str) -> super::super::AuditJob {
+        super::super::AuditJob {
+            name: "not_null".to_string(),
+            sql: format!(
+                "SELECT * FROM {} WHERE {column} IS NULL",
+                super::super::AUDITED
+            ),
+            blocking: true,
+        }
+    }
+
+    /// `sql` over the table as `shop.items`.
+    fn query(
+        engine: &LocalEngine,
+        table: &TableId,
+        sql: &str,
+    ) -> Vec<datafusion::arrow::array::RecordBatch> {
         let input = Input::Table {
             name: ModelName::parse("shop.items").unwrap(),
             table: table.clone(),
             version: None,
         };
-        let out = engine
-            .query(
-                &[input],
-                "SELECT CAST(id AS VARCHAR) || '=' || v AS r FROM shop.items ORDER BY id",
-            )
-            .unwrap();
+        engine.query(&[input], sql).unwrap()
+    }
+
+    /// The table's rows, `id=v` in key order.
+    fn rows(engine: &LocalEngine, table: &TableId) -> Vec<String> {
+        let out = query(
+            engine,
+            table,
+            "SELECT CAST(id AS VARCHAR) || '=' || v AS r FROM shop.items ORDER BY id",
+        );
         let mut all = Vec::new();
         for b in out {
             let col = datafusion::arrow::compute::cast(
@@ -285,10 +314,7 @@ mod tests {
     fn a_merge_by_sorting_gives_what_a_merge_by_hashing_gives() {
         let mut outcomes = Vec::new();
         for hashed in [usize::MAX, 0] {
-            let dir = tempfile::tempdir().unwrap();
-            let mut engine = LocalEngine::new(Location::local(dir.path()).unwrap()).unwrap();
-            engine.hashed_source = hashed;
-            let table = TableId::parse("shop/items__0a1b__g1").unwrap();
+            let (_dir, engine, table) = engine_merging_in_memory_up_to(hashed);
             let first = engine
                 .run_batch(&job(&table, 1, "(1, 'a'), (2, 'b'), (3, 'c')"))
                 .unwrap();
@@ -303,11 +329,7 @@ mod tests {
                 .to_string();
             // A blocking audit that finds a staged row refuses the batch: nothing is merged.
             let mut audited = job(&table, 4, "(6, 'f'), (7, CAST(NULL AS VARCHAR))");
-            audited.audits.push(super::super::AuditJob {
-                name: "not_null".to_string(),
-                sql: format!("SELECT * FROM {} WHERE v IS NULL", super::super::AUDITED),
-                blocking: true,
-            });
+            audited.audits.push(blocking_not_null("v"));
             let refused = engine.run_batch(&audited).unwrap();
             assert_eq!(refused.audits[0].failures, 1);
             assert_eq!(refused.rows, 2, "the refused batch's rows");
@@ -401,10 +423,7 @@ mod tests {
     fn a_full_batch_whose_columns_changed_is_staged_then_replaces_the_table() {
         let mut outcomes = Vec::new();
         for hashed in [usize::MAX, 0] {
-            let dir = tempfile::tempdir().unwrap();
-            let mut engine = LocalEngine::new(Location::local(dir.path()).unwrap()).unwrap();
-            engine.hashed_source = hashed;
-            let table = TableId::parse("shop/items__0a1b__g1").unwrap();
+            let (_dir, engine, table) = engine_merging_in_memory_up_to(hashed);
             let full = |n: i64, rows: &str, columns: &str| BatchJob {
                 sql: format!("SELECT * FROM (VALUES {rows}) AS t({columns})"),
                 write: WriteMode::Full,
@@ -418,11 +437,7 @@ mod tests {
                 "(1, 'a', 10), (2, 'b', CAST(NULL AS BIGINT))",
                 "id, v, w",
             );
-            audited.audits.push(super::super::AuditJob {
-                name: "not_null".to_string(),
-                sql: format!("SELECT * FROM {} WHERE w IS NULL", super::super::AUDITED),
-                blocking: true,
-            });
+            audited.audits.push(blocking_not_null("w"));
             let refused = engine.run_batch(&audited).unwrap();
             assert_eq!(refused.audits[0].failures, 1);
             assert_eq!(rows(&engine, &table), ["1=a", "2=b"], "refused: unchanged");
@@ -434,17 +449,11 @@ mod tests {
                 ))
                 .unwrap();
             assert_eq!(changed.rows, 3);
-            let input = Input::Table {
-                name: ModelName::parse("shop.items").unwrap(),
-                table: table.clone(),
-                version: None,
-            };
-            let w = engine
-                .query(
-                    &[input],
-                    "SELECT CAST(SUM(w) AS BIGINT) AS w FROM shop.items",
-                )
-                .unwrap();
+            let w = query(
+                &engine,
+                &table,
+                "SELECT CAST(SUM(w) AS BIGINT) AS w FROM shop.items",
+            );
             let w = w[0]
                 .column(0)
                 .as_any()

@@ -576,8 +576,8 @@ fn first_line(e: &Error) -> String {
     e.summary()
 }
 
-/// `SELECT CAST(NULL AS type) AS "column", ... WHERE false`: no rows, the declared schema.
-/// Types were validated by the SQL parser at load; names are quoted.
+/// Refuse a seed whose file changed since the plan recorded its hash (read through a small
+/// buffer), so that only reviewed rows are loaded.
 fn check_seed(file: &std::path::Path, s: &Snapshot) -> Result<()> {
     let hash = crate::project::seed::hash_file(file)
         .map_err(|e| Error::from(crate::error::io_error("read", file, &e)))?;

@@ -16,12 +16,16 @@
 //!   (its CSV file is read), has no relative `start` (resolved against the clock), and whose
 //!   canonical SQL parses back to the very query the file gave (so [`Model::query`](super::Model::query) of a
 //!   cached model is that query); and a disabled file. A file with errors is parsed every time.
-//! - Entries live in one pack file, read whole at the start of a load and rewritten (to a
-//!   temporary file renamed into place) only when the load analysed a file it did not hold: a
-//!   concurrent run sees a whole pack, old or new, never a partial one; when two runs write,
-//!   the last one's pack stays and the other's new entries are parsed again next time. An
-//!   entry that does not read back (truncated, foreign, another key inside) is a miss. The cache is never needed: when it cannot be read or written, loading
-//!   parses as if it were empty, and says nothing.
+//! - Entries live in one pack file: a format line, the length of the index, the index (each
+//!   entry's key, offset and length) and the entries. A load reads the index and then only the
+//!   entries of the files it loads, each at its offset (never the whole pack: after an upgrade
+//!   or on another branch half of it is other keys). The pack is rewritten (to a temporary
+//!   file renamed into place) only when the load analysed a file it did not hold, its old
+//!   entries read from the file the load opened: a concurrent run sees a whole pack, old or
+//!   new, never a partial one; when two runs write, the last one's pack stays and the other's
+//!   new entries are parsed again next time. An entry that does not read back (truncated,
+//!   foreign, another key inside) is a miss. The cache is never needed: when it cannot be read
+//!   or written, loading parses as if it were empty, and says nothing.
 //! - `TIDEMARK_ANALYSIS_CACHE=off` turns it off (the property test compares plans with and
 //!   without it).
 //!
@@ -30,6 +34,7 @@
 //! branches, builds); deleting it is always safe.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -40,7 +45,7 @@ use super::config::Config;
 use super::model::{Kind, Loaded};
 
 /// Bumped whenever what an entry holds changes meaning (also the pack's first line).
-const FORMAT: &str = "tidemark.analysis-cache.v1";
+const FORMAT: &str = "tidemark.analysis-cache.v2";
 
 /// The environment variable that turns the cache off (`off`, `0` or `false`).
 pub const ENV: &str = "TIDEMARK_ANALYSIS_CACHE";
@@ -73,9 +78,9 @@ pub struct Cache {
     path: Option<PathBuf>,
     /// Hash of everything but the file itself.
     context: [u8; 32],
-    /// The pack's bytes and where each key's entry is in them.
-    pack: Vec<u8>,
-    index: HashMap<String, std::ops::Range<usize>>,
+    /// The pack as opened, and where each key's entry is in it (offsets in the file).
+    pack: Option<std::fs::File>,
+    index: HashMap<String, Range<u64>>,
     /// Keys served from the pack in this load.
     used: Mutex<Vec<String>>,
     /// Entries analysed in this load: key, entry JSON.
@@ -103,7 +108,7 @@ impl Cache {
         Cache {
             path: None,
             context: [0; 32],
-            pack: Vec::new(),
+            pack: None,
             index: HashMap::new(),
             used: Mutex::default(),
             fresh: Mutex::default(),
@@ -125,8 +130,13 @@ impl Cache {
         for gate in custom_gates(&config.root) {
             h.field("gate", gate.as_bytes());
         }
-        let pack = std::fs::read(&path).unwrap_or_default();
-        let index = index(&pack);
+        let (pack, index) = match std::fs::File::open(&path) {
+            Ok(file) => {
+                let index = read_index(&file).unwrap_or_default();
+                (Some(file), index)
+            }
+            Err(_) => (None, HashMap::new()),
+        };
         Cache {
             path: Some(path),
             context: *h.0.finalize().as_bytes(),
@@ -148,9 +158,17 @@ impl Cache {
 
     /// The stored analysis of `key`, if any (a broken entry is a miss).
     pub fn get(&self, key: &str) -> Option<Loaded> {
-        let range = self.index.get(key)?;
-        let entry: Entry = serde_json::from_slice(self.pack.get(range.clone())?).ok()?;
+        let json = self.entry(key)?;
+        let entry: Entry = serde_json::from_slice(&json).ok()?;
         (entry.key == key).then_some(entry.loaded)
+    }
+
+    /// The stored bytes of `key`'s entry, read from the pack at its offset.
+    fn entry(&self, key: &str) -> Option<Vec<u8>> {
+        let range = self.index.get(key)?;
+        let mut buf = vec![0; usize::try_from(range.end - range.start).ok()?];
+        read_at(self.pack.as_ref()?, &mut buf, range.start).ok()?;
+        Some(buf)
     }
 
     /// Keep `loaded` for the pack when it depends on nothing but `key` (see the module).
@@ -186,47 +204,47 @@ impl Cache {
     /// used, and up to as many others as there are of those. Written to a temporary file and
     /// renamed into place; failures are ignored (the next load parses again).
     pub fn finish(self) {
-        let Some(path) = self.path else { return };
-        let fresh = self.fresh.into_inner().unwrap_or_default();
+        let Some(path) = self.path.as_ref() else {
+            return;
+        };
+        let fresh = match self.fresh.lock() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(_) => return,
+        };
         if fresh.is_empty() {
             return;
         }
-        let used = self.used.into_inner().unwrap_or_default();
-        let mut out = Vec::with_capacity(
-            self.pack.len() + fresh.iter().map(|(_, j)| j.len() + 80).sum::<usize>(),
-        );
-        out.extend_from_slice(FORMAT.as_bytes());
-        out.push(b'\n');
+        let used = self
+            .used
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default();
         // New entries first, then the used ones, then others (in the old pack's order, which
-        // is newest first), each key once.
-        let mut chosen: Vec<(&str, &[u8])> = fresh
-            .iter()
-            .map(|(k, j)| (k.as_str(), j.as_slice()))
-            .collect();
-        for key in &used {
-            if let Some(r) = self.index.get(key) {
-                chosen.push((key, &self.pack[r.clone()]));
-            }
-        }
-        let current = chosen.len();
-        let mut others: Vec<(&String, &std::ops::Range<usize>)> = self.index.iter().collect();
+        // is newest first), each key once; old entries that no longer read are left out.
+        let current = fresh.len() + used.len();
+        let mut others: Vec<(&String, &Range<u64>)> = self.index.iter().collect();
         others.sort_by_key(|(_, r)| r.start);
-        chosen.extend(
-            others
-                .into_iter()
-                .map(|(k, r)| (k.as_str(), &self.pack[r.clone()])),
-        );
+        let old = used
+            .iter()
+            .chain(others.into_iter().map(|(k, _)| k))
+            .filter_map(|k| Some((k.clone(), self.entry(k)?)));
         let mut written = std::collections::HashSet::new();
-        for (key, json) in chosen {
+        let mut index = String::new();
+        let mut data: Vec<u8> = Vec::new();
+        for (key, json) in fresh.into_iter().chain(old) {
             if written.len() >= current * (1 + KEEP_OTHERS) {
                 break;
             }
-            if written.insert(key) {
-                out.extend_from_slice(format!("{key} {}\n", json.len()).as_bytes());
-                out.extend_from_slice(json);
-                out.push(b'\n');
+            if written.insert(key.clone()) {
+                index.push_str(&format!("{key} {} {}\n", data.len(), json.len()));
+                data.extend_from_slice(&json);
+                data.push(b'\n');
             }
         }
+        let mut out = Vec::with_capacity(FORMAT.len() + index.len() + data.len() + 24);
+        out.extend_from_slice(format!("{FORMAT}\n{}\n", index.len()).as_bytes());
+        out.extend_from_slice(index.as_bytes());
+        out.extend_from_slice(&data);
         let Some(dir) = path.parent() else { return };
         if std::fs::create_dir_all(dir).is_err() {
             return;
@@ -237,43 +255,61 @@ impl Cache {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        if std::fs::write(&tmp, &out).is_err() || std::fs::rename(&tmp, &path).is_err() {
+        if std::fs::write(&tmp, &out).is_err() || std::fs::rename(&tmp, path).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
     }
 }
 
-/// Where each key's entry is in a pack: records `<key> <length>\n<entry>\n` after the format
-/// line. A pack of another format, or the rest of a damaged one, is left out.
-fn index(pack: &[u8]) -> HashMap<String, std::ops::Range<usize>> {
-    let mut out = HashMap::new();
-    let Some(rest) = pack
-        .strip_prefix(FORMAT.as_bytes())
-        .and_then(|r| r.strip_prefix(b"\n"))
-    else {
-        return out;
-    };
-    let mut at = pack.len() - rest.len();
-    while at < pack.len() {
-        let Some(nl) = pack[at..].iter().position(|b| *b == b'\n') else {
-            break;
-        };
-        let Some((key, len)) = std::str::from_utf8(&pack[at..at + nl])
-            .ok()
-            .and_then(|line| line.split_once(' '))
-            .and_then(|(k, l)| Some((k.to_string(), l.parse::<usize>().ok()?)))
-        else {
-            break;
-        };
-        let start = at + nl + 1;
-        let end = start + len;
-        if end >= pack.len() || pack[end] != b'\n' {
-            break;
-        }
-        out.insert(key, start..end);
-        at = end + 1;
+/// Where each key's entry is in the pack `file` (offsets in the file): its index, after the
+/// format line and the index's length. A pack of another format, or a damaged index, is `None`.
+fn read_index(file: &std::fs::File) -> Option<HashMap<String, Range<u64>>> {
+    use std::io::{BufRead, Read};
+    let mut r = std::io::BufReader::new(file);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    if line.strip_suffix('\n')? != FORMAT {
+        return None;
     }
-    out
+    line.clear();
+    r.read_line(&mut line).ok()?;
+    let len: usize = line.strip_suffix('\n')?.parse().ok()?;
+    let data_start = (FORMAT.len() + 1 + line.len() + len) as u64;
+    let mut text = String::new();
+    r.take(len as u64).read_to_string(&mut text).ok()?;
+    if text.len() != len {
+        return None;
+    }
+    let mut out = HashMap::new();
+    for record in text.lines() {
+        let mut parts = record.split(' ');
+        let (key, at, n) = (parts.next()?, parts.next()?, parts.next()?);
+        let at: u64 = at.parse().ok()?;
+        let n: u64 = n.parse().ok()?;
+        out.insert(key.to_string(), data_start + at..data_start + at + n);
+    }
+    Some(out)
+}
+
+/// Fill `buf` from `file` at `offset`.
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Fill `buf` from `file` at `offset`.
+#[cfg(windows)]
+fn read_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

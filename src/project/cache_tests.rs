@@ -53,7 +53,10 @@ fn summary(p: &Project) -> String {
 }
 
 fn entries(dir: &Path) -> usize {
-    index(&std::fs::read(dir.join(PACK)).unwrap_or_default()).len()
+    std::fs::File::open(dir.join(PACK))
+        .ok()
+        .and_then(|f| read_index(&f))
+        .map_or(0, |i| i.len())
 }
 
 #[test]
@@ -136,9 +139,12 @@ fn broken_entries_are_misses_and_failed_files_are_not_stored() {
     // An entry's body swapped for another's (another key inside), and the pack cut short in
     // the middle of the other entry.
     let pack = std::fs::read(dir.path().join(PACK)).unwrap();
-    let idx = index(&pack);
+    let idx = read_index(&std::fs::File::open(dir.path().join(PACK)).unwrap()).unwrap();
     assert_eq!(idx.len(), 2);
-    let mut ranges: Vec<_> = idx.values().cloned().collect();
+    let mut ranges: Vec<std::ops::Range<usize>> = idx
+        .values()
+        .map(|r| r.start as usize..r.end as usize)
+        .collect();
     ranges.sort_by_key(|r| r.start);
     let (first, second) = (ranges[0].clone(), ranges[1].clone());
     let mut swapped = pack[..first.start].to_vec();
@@ -164,6 +170,23 @@ fn broken_entries_are_misses_and_failed_files_are_not_stored() {
         summary(&load(dir.path(), Some("b1"))),
         summary(&load(dir.path(), None))
     );
+    // A pack cut short inside its index: nothing is served from it, and it is written whole
+    // again.
+    let pack = std::fs::read(dir.path().join(PACK)).unwrap();
+    let index_at = FORMAT.len()
+        + 1
+        + pack[FORMAT.len() + 1..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap()
+        + 1;
+    std::fs::write(dir.path().join(PACK), &pack[..index_at + 70]).unwrap();
+    assert_eq!(entries(dir.path()), 0);
+    assert_eq!(
+        summary(&load(dir.path(), Some("b1"))),
+        summary(&load(dir.path(), None))
+    );
+    assert_eq!(entries(dir.path()), 2);
 
     // A file with an error is parsed (and reported) every time.
     std::fs::write(

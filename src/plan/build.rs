@@ -56,7 +56,7 @@ pub fn build(
     };
     let view: late::Nodes<'_> = nodes
         .iter()
-        .map(|(n, x)| (n, (&x.record, x.parents.as_ref())))
+        .map(|(n, x)| (n, (x.record.as_ref(), x.parents.as_ref())))
         .collect();
     let mut late_data = envs.target.and_then(|env| {
         late::detect(
@@ -169,7 +169,9 @@ fn check_options(opts: &Options, window: Option<Interval>, envs: &Envs<'_>) -> R
 /// Hashes and parents are borrowed from the fingerprints and the project, or owned when they
 /// come from the state.
 pub(super) struct Node<'a> {
-    pub(super) record: ModelRecord,
+    /// Borrowed from the state when the environment's record is the same (most models of most
+    /// plans), built from the file otherwise.
+    pub(super) record: Cow<'a, ModelRecord>,
     definition: &'a str,
     metadata: &'a str,
     pub(super) parents: Cow<'a, BTreeSet<ModelName>>,
@@ -223,10 +225,15 @@ fn definitions<'a>(
     for (name, m) in &project.models {
         let fp = &fingerprints[name];
         if takes_local(name) {
+            let self_referencing = project.self_referencing.contains(name);
+            let record = match base.get(name) {
+                Some(s) if s.model.describes(m, self_referencing) => Cow::Borrowed(&s.model),
+                _ => Cow::Owned(ModelRecord::of(m, self_referencing)),
+            };
             nodes.insert(
                 name.clone(),
                 Node {
-                    record: ModelRecord::of(m, project.self_referencing.contains(name)),
+                    record,
                     definition: &fp.definition,
                     metadata: &fp.metadata,
                     parents: Cow::Borrowed(project.parents.get(name).unwrap_or(&EMPTY)),
@@ -250,7 +257,7 @@ fn definitions<'a>(
         nodes.insert(
             (*name).clone(),
             Node {
-                record: s.model.clone(),
+                record: Cow::Borrowed(&s.model),
                 definition: &s.definition_hash,
                 metadata: &s.metadata_hash,
                 parents: Cow::Owned(s.parents.keys().cloned().collect()),
@@ -373,7 +380,7 @@ fn changes<'s>(
     let force_non_breaking = select::resolve(&u, &opts.non_breaking, "--non-breaking")?;
     let restate = select::resolve(&u, &opts.restate, "--restate-model")?;
 
-    let mut models: Vec<PlanModel> = Vec::new();
+    let mut models: Vec<PlanModel> = Vec::with_capacity(order.len());
     let mut categories: BTreeMap<ModelName, (Change, Option<Category>)> = BTreeMap::new();
     let mut snapshots: BTreeMap<ModelName, Cow<'s, Snapshot>> = BTreeMap::new();
     for name in order {
@@ -392,7 +399,7 @@ fn changes<'s>(
         let mut changed_parents = Vec::new();
         let category = match (change, prev) {
             (Change::DirectlyModified, Some(p)) => {
-                let (mut c, r) = categorize_direct(&p.model, &node.record);
+                let (mut c, r) = categorize_direct(&p.model, node.record.as_ref());
                 reason = r;
                 let kind_changed = p.model.kind.name() != node.record.kind.name();
                 if force_breaking.contains(name) {
@@ -472,14 +479,14 @@ fn changes<'s>(
                         .iter()
                         .map(|p| (p.clone(), data.get(p).cloned().unwrap_or_default()))
                         .collect(),
-                    model: node.record.clone(),
+                    model: node.record.as_ref().clone(),
                     created_at: opts.execution_time,
                 }
             }),
         };
         let diff = match (change, prev) {
             (Change::DirectlyModified | Change::Metadata, Some(p)) => {
-                Some(render::definition_diff(&p.model, &node.record))
+                Some(render::definition_diff(&p.model, node.record.as_ref()))
             }
             _ => None,
         };

@@ -262,9 +262,11 @@ impl Cache {
 }
 
 /// Where each key's entry is in the pack `file` (offsets in the file): its index, after the
-/// format line and the index's length. A pack of another format, or a damaged index, is `None`.
+/// format line and the index's length. A pack of another format, or a damaged index (one that
+/// does not parse, or points past the end of the file), is `None`.
 fn read_index(file: &std::fs::File) -> Option<HashMap<String, Range<u64>>> {
     use std::io::{BufRead, Read};
+    let file_len = file.metadata().ok()?.len();
     let mut r = std::io::BufReader::new(file);
     let mut line = String::new();
     r.read_line(&mut line).ok()?;
@@ -274,7 +276,9 @@ fn read_index(file: &std::fs::File) -> Option<HashMap<String, Range<u64>>> {
     line.clear();
     r.read_line(&mut line).ok()?;
     let len: usize = line.strip_suffix('\n')?.parse().ok()?;
-    let data_start = (FORMAT.len() + 1 + line.len() + len) as u64;
+    let data_start = u64::try_from(FORMAT.len() + 1 + line.len())
+        .ok()?
+        .checked_add(u64::try_from(len).ok()?)?;
     let mut text = String::new();
     r.take(len as u64).read_to_string(&mut text).ok()?;
     if text.len() != len {
@@ -284,9 +288,12 @@ fn read_index(file: &std::fs::File) -> Option<HashMap<String, Range<u64>>> {
     for record in text.lines() {
         let mut parts = record.split(' ');
         let (key, at, n) = (parts.next()?, parts.next()?, parts.next()?);
-        let at: u64 = at.parse().ok()?;
-        let n: u64 = n.parse().ok()?;
-        out.insert(key.to_string(), data_start + at..data_start + at + n);
+        let start = data_start.checked_add(at.parse().ok()?)?;
+        let end = start.checked_add(n.parse().ok()?)?;
+        if end > file_len {
+            return None;
+        }
+        out.insert(key.to_string(), start..end);
     }
     Some(out)
 }
@@ -304,7 +311,7 @@ fn read_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> std::io
         match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
             0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             n => {
-                buf = &mut buf[n..];
+                buf = &mut std::mem::take(&mut buf)[n..];
                 offset += n as u64;
             }
         }

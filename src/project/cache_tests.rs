@@ -187,6 +187,29 @@ fn broken_entries_are_misses_and_failed_files_are_not_stored() {
         summary(&load(dir.path(), None))
     );
     assert_eq!(entries(dir.path()), 2);
+    // An index that points past the end of the file (a huge length or offset) is damaged:
+    // nothing is served and nothing is allocated for it.
+    let pack = std::fs::read(dir.path().join(PACK)).unwrap();
+    let head = FORMAT.len() + 1;
+    let nl = head + pack[head..].iter().position(|b| *b == b'\n').unwrap();
+    let len: usize = std::str::from_utf8(&pack[head..nl])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let index = std::str::from_utf8(&pack[nl + 1..nl + 1 + len]).unwrap();
+    let data = &pack[nl + 1 + len..];
+    let mut records: Vec<String> = index.lines().map(str::to_string).collect();
+    let key = records[0].split(' ').next().unwrap().to_string();
+    records[0] = format!("{key} 0 18446744073709551000");
+    let index = records.iter().map(|r| format!("{r}\n")).collect::<String>();
+    let mut damaged = format!("{FORMAT}\n{}\n{index}", index.len()).into_bytes();
+    damaged.extend_from_slice(data);
+    std::fs::write(dir.path().join(PACK), damaged).unwrap();
+    assert_eq!(entries(dir.path()), 0);
+    assert_eq!(
+        summary(&load(dir.path(), Some("b1"))),
+        summary(&load(dir.path(), None))
+    );
 
     // A file with an error is parsed (and reported) every time.
     std::fs::write(

@@ -108,6 +108,17 @@ pub struct ModelRecord {
     pub dialect: crate::sql::Dialect,
 }
 
+/// A model's file as a record holds it: relative to the project root, with forward slashes
+/// (borrowed when it has them already).
+fn record_file(m: &Model) -> std::borrow::Cow<'_, str> {
+    let path = m.file.to_string_lossy();
+    if path.contains('\\') {
+        std::borrow::Cow::Owned(path.replace('\\', "/"))
+    } else {
+        path
+    }
+}
+
 fn is_data_fusion(d: &crate::sql::Dialect) -> bool {
     *d == crate::sql::Dialect::DataFusion
 }
@@ -116,7 +127,7 @@ impl ModelRecord {
     /// The record of a loaded model.
     pub fn of(m: &Model, self_referencing: bool) -> ModelRecord {
         ModelRecord {
-            file: m.file.to_string_lossy().replace('\\', "/"),
+            file: record_file(m).into_owned(),
             kind: m.kind.clone(),
             cron: m.schedule.expr().to_string(),
             interval_unit: m.schedule.unit(),
@@ -170,13 +181,7 @@ impl ModelRecord {
             seed_hash,
             dialect,
         } = self;
-        let path = m.file.to_string_lossy();
-        let same_file = if path.contains('\\') {
-            path.replace('\\', "/") == *file
-        } else {
-            path == file.as_str()
-        };
-        same_file
+        record_file(m) == file.as_str()
             && *kind == m.kind
             && cron == m.schedule.expr()
             && *interval_unit == m.schedule.unit()
